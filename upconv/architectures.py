@@ -1,0 +1,61 @@
+"""Built-in CNN architectures: plain ``nn.Module``s with named top-level stages.
+
+Each top-level child of these ``nn.Sequential`` nets is one entry of the encoder's layer table, so the
+names below are the names users type (``conv1``, ``relu22`` …).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+
+def _conv_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    # Caffe convention (and Dosovitskiy & Brox's tables): the blob called "convN" is post-ReLU.
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.ReLU())
+
+
+def alexnet_cifar(num_classes: int = 10, width: float = 1.0) -> nn.Sequential:
+    """AlexNet-shaped network for 32×32 inputs, stage names as in Krizhevsky et al. (2012).
+
+    ``width`` scales every channel count (1.0 is the published-table shape: 64-192-384-256-256-1024-1024);
+    the offline demo uses a narrow copy so it trains in seconds on a CPU.
+    """
+    c = [max(1, round(n * width)) for n in (64, 192, 384, 256, 256, 1024, 1024)]
+    return nn.Sequential(
+        OrderedDict(
+            conv1=_conv_relu(3, c[0], 5),
+            pool1=nn.MaxPool2d(2),
+            conv2=_conv_relu(c[0], c[1], 5),
+            pool2=nn.MaxPool2d(2),
+            conv3=_conv_relu(c[1], c[2], 3),
+            conv4=_conv_relu(c[2], c[3], 3),
+            conv5=_conv_relu(c[3], c[4], 3),
+            pool5=nn.MaxPool2d(2),
+            fc6=nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(c[4] * 4 * 4, c[5]), nn.ReLU()),
+            fc7=nn.Sequential(nn.Dropout(0.5), nn.Linear(c[5], c[6]), nn.ReLU()),
+            fc8=nn.Linear(c[6], num_classes),
+        )
+    )
+
+
+def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
+    """CIFAR-10 target network of He, Zhang & Lee, "Model inversion attacks against collaborative
+    inference" (ACSAC 2019). Their split points are ``conv11`` (pre-activation), ``relu22`` and ``relu32``.
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    c_in = 3
+    for block, c_out in ((1, 64), (2, 128), (3, 128)):
+        for i in (1, 2):
+            layers[f"conv{block}{i}"] = nn.Conv2d(c_in, c_out, 3, padding=1)
+            layers[f"relu{block}{i}"] = nn.ReLU()
+            c_in = c_out
+        layers[f"pool{block}"] = nn.MaxPool2d(2)
+    layers["fc1"] = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 512))
+    layers["sigmoid1"] = nn.Sigmoid()
+    layers["fc2"] = nn.Linear(512, num_classes)
+    return nn.Sequential(layers)
+
+
+ARCHITECTURES = {"alexnet_cifar": alexnet_cifar, "he2019_cifar": he2019_cifar}
