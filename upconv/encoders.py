@@ -278,7 +278,16 @@ def build_encoder(
     - ``package.module.ClassName``: a user's ``nn.Module`` built with ``kwargs``, plus ``weights``.
     """
     kwargs = dict(kwargs or {})
-    spec = {"name": name, "weights": weights, "pretrained": pretrained, "kwargs": kwargs}
+    spec = {"name": name, "weights": weights, "pretrained": pretrained, "kwargs": dict(kwargs)}
+    # Random initialisation is seeded, so an encoder without weights is rebuilt identically from its spec
+    # (and its decoders' checkpoints still match its weights hash).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _build(name, weights, download, pretrained, kwargs, spec)
+
+
+def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
+           spec: dict[str, Any]) -> Encoder:
     if name in ARCHITECTURES:
         model = ARCHITECTURES[name](**kwargs)
         if weights:

@@ -1,0 +1,221 @@
+"""One input-optimisation engine: objective + parameterisation + transforms + regularisers.
+
+Activation maximisation (Simonyan et al. 2014; Yosinski et al. 2015), class prototypes, DeepDream, fooling
+images (Nguyen et al. 2015) and Mahendran & Vedaldi's optimisation inversion (2015) are all
+``optimize(encoder, objective, param, ...)`` with different parts. Every part works on a batch: image ``b``
+has its own objective term and its gradient depends only on itself (the batch loss is a sum), so a batch
+of B images is B independent optimisations run in one forward pass per step.
+
+An objective returns one score per image that the engine *maximises*; feature matching therefore scores
+``-distance``. Penalties (``optim_regular.Penalty``) are subtracted from that score; projections
+(``optim_regular.Projection``) edit the image between steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .encoders import Encoder
+from .optim_params import Parameterization
+from .optim_regular import Penalty, Projection
+
+
+# ---------------------------------------------------------------------- objectives
+class Objective:
+    """A per-image score to maximise, read from the encoder's features at ``self.layers``."""
+
+    layers: list[str]
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:  # -> (B,)
+        raise NotImplementedError
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Sum([self, other])
+
+    def __mul__(self, w: float) -> "Objective":
+        return Sum([self], [w])
+
+    __rmul__ = __mul__
+
+
+def _per_image(index: int | Sequence[int], batch: int, what: str, size: int) -> Tensor:
+    idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    if idx.numel() == 1:
+        idx = idx.expand(batch)
+    if idx.numel() != batch:
+        raise ValueError(f"got {idx.numel()} {what} indices for a batch of {batch} images; give one or one per image")
+    if (idx < 0).any() or (idx >= size).any():
+        raise ValueError(f"{what} index out of range: {idx.tolist()}; valid {what} indices are 0..{size - 1}")
+    return idx
+
+
+class ClassScore(Objective):
+    """Simonyan et al. (2014) eq. 1: the unnormalised class score S_c(I), before the softmax."""
+
+    def __init__(self, classes: int | Sequence[int], layer: str) -> None:
+        self.classes, self.layers = classes, [layer]
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        s = feats[self.layers[0]].flatten(1)  # (B, K)
+        idx = _per_image(self.classes, s.shape[0], "class", s.shape[1]).to(s.device)
+        return s.gather(1, idx[:, None])[:, 0]  # (B,)
+
+
+class ClassContrast(ClassScore):
+    """"This class up, all others down": log p_c = S_c - logsumexp_k S_k (the softmax objective that
+    Simonyan et al. avoid for plain maximisation; used for prototypes and fooling images)."""
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        s = feats[self.layers[0]].flatten(1)  # (B, K)
+        idx = _per_image(self.classes, s.shape[0], "class", s.shape[1]).to(s.device)
+        return s.log_softmax(1).gather(1, idx[:, None])[:, 0]  # (B,)
+
+
+class ChannelMean(Objective):
+    """Mean activation of one channel (per image) over all spatial positions."""
+
+    def __init__(self, layer: str, channels: int | Sequence[int]) -> None:
+        self.channels, self.layers = channels, [layer]
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        a = feats[self.layers[0]]  # (B, C, H, W) or (B, C)
+        idx = _per_image(self.channels, a.shape[0], "channel", a.shape[1]).to(a.device)
+        return a[torch.arange(a.shape[0], device=a.device), idx].flatten(1).mean(1)  # (B,)
+
+
+class Neuron(Objective):
+    """One unit: channel ``c`` at spatial position (y, x); the centre when y/x are None."""
+
+    def __init__(self, layer: str, channels: int | Sequence[int], y: int | None = None, x: int | None = None) -> None:
+        self.channels, self.y, self.x, self.layers = channels, y, x, [layer]
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        a = feats[self.layers[0]]  # (B, C, H, W) or (B, C)
+        idx = _per_image(self.channels, a.shape[0], "channel", a.shape[1]).to(a.device)
+        a = a[torch.arange(a.shape[0], device=a.device), idx]  # (B, H, W) or (B,)
+        if a.dim() == 1:
+            return a
+        h, w = a.shape[1:]
+        y = h // 2 if self.y is None else self.y
+        x = w // 2 if self.x is None else self.x
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"neuron position ({y}, {x}) is outside the {h}×{w} map of layer {self.layers[0]}")
+        return a[:, y, x]  # (B,)
+
+
+class LayerNorm(Objective):
+    """DeepDream (Mordvintsev et al. 2015): mean squared activation of a layer, i.e. its L2 norm²/size."""
+
+    def __init__(self, layer: str) -> None:
+        self.layers = [layer]
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        return feats[self.layers[0]].flatten(1).pow(2).mean(1)  # (B,)
+
+
+class FeatureMatch(Objective):
+    """Mahendran & Vedaldi (2015) eq. 3 loss, negated: -‖Φ_L(x̂) - Φ_L(x)‖² / ‖Φ_L(x)‖², per image."""
+
+    def __init__(self, layer: str, target: Tensor) -> None:
+        self.layers, self.target = [layer], target.detach()
+        self._norm = self.target.flatten(1).pow(2).sum(1).clamp_min(1e-12)  # (B,)
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        d = (feats[self.layers[0]] - self.target).flatten(1).pow(2).sum(1)  # (B,)
+        return -d / self._norm
+
+
+class Sum(Objective):
+    """Weighted sum of objectives (layers are the union; one forward pass serves all)."""
+
+    def __init__(self, parts: Sequence[Objective], weights: Sequence[float] | None = None) -> None:
+        self.parts = list(parts)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.parts)
+        self.layers = sorted({l for p in self.parts for l in p.layers})
+
+    def __call__(self, feats: dict[str, Tensor]) -> Tensor:
+        return sum(w * p(feats) for p, w in zip(self.parts, self.weights))
+
+
+# ---------------------------------------------------------------------- engine
+@dataclass
+class OptimResult:
+    images: Tensor  # (B, C, H, W) in [0, 1], detached
+    scores: Tensor  # (B,) objective on the final, untransformed images
+    history: Tensor  # (steps, B) objective seen at each step (on transformed images)
+
+
+def optimize(
+    encoder: Encoder,
+    objective: Objective,
+    param: Parameterization,
+    *,
+    steps: int = 200,
+    lr: float = 0.05,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    lr_steps: Sequence[int] = (),
+    lr_gamma: float = 0.1,
+    transforms: Sequence[Callable[[Tensor], Tensor]] = (),
+    regularizers: Sequence[Penalty | Projection] = (),
+    stop_at: float | None = None,
+) -> OptimResult:
+    """Maximise ``objective(encoder(T(param()))) - Σ penalties`` over the parameters of ``param``.
+
+    ``optimizer``: ``adam``; ``sgd`` (momentum ``momentum``, as in Mahendran & Vedaldi); or ``normalized``
+    (DeepDream's step: the gradient divided by its mean absolute value, per image). ``lr_steps`` multiply
+    the learning rate by ``lr_gamma`` at those step numbers. ``stop_at`` ends early once every image's score
+    reaches it. ``T`` is the composition of ``transforms``, re-drawn every step.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps}")
+    if lr <= 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a positive number; got {lr}")
+    layers = encoder.resolve(objective.layers)
+    params = [p for p in param.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
+    elif optimizer in ("sgd", "normalized"):
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum if optimizer == "sgd" else 0.0)
+    else:
+        raise ValueError(f"unknown optimizer '{optimizer}'; choose adam, sgd or normalized")
+    penalties = [r for r in regularizers if isinstance(r, Penalty)]
+    projections = [r for r in regularizers if isinstance(r, Projection)]
+    history = []
+    for step in range(steps):
+        if step in lr_steps:
+            for g in opt.param_groups:
+                g["lr"] *= lr_gamma
+        opt.zero_grad(set_to_none=True)
+        image = param()  # (B, C, H, W) in [0, 1]
+        image.retain_grad()  # Yosinski's contribution clipping needs dScore/dImage
+        x = image
+        for t in transforms:
+            x = t(x)
+        feats = encoder(x, layers)
+        score = objective(feats)  # (B,)
+        total = score - sum((p(image) for p in penalties), torch.zeros_like(score))
+        (-total.sum()).backward()  # a sum keeps images independent
+        history.append(score.detach())
+        if optimizer == "normalized":
+            for p in params:
+                p.grad /= p.grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (p.dim() - 1))
+        opt.step()
+        param.after_step()
+        if projections:
+            with torch.no_grad():
+                new = param().detach()
+                for r in projections:
+                    new = r(new, image.grad, step)
+                param.set_image(new)
+        if stop_at is not None and bool((history[-1] >= stop_at).all()):
+            break
+    with torch.no_grad():
+        final = param().detach()
+        scores = objective(encoder(final, layers))
+    return OptimResult(final, scores, torch.stack(history))
