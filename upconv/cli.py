@@ -8,6 +8,8 @@ from typing import Optional
 
 from jsonargparse import CLI
 
+from .deconv_figures import deconv
+
 
 def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True, download: bool = False) -> None:
     """Print an encoder's layer table: name, graph node, output shape and feature count.
@@ -29,7 +31,7 @@ def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True,
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 
 
-COMMANDS = {"layers": layers}
+COMMANDS = {"layers": layers, "deconv": deconv}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,423 @@
+"""DeconvNet / guided backpropagation: float64 oracles, a second (autograd) formulation, the overlap rule,
+side effects, receptive fields, the evaluation adapter, figures and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upconv import Encoder, build_encoder
+from upconv.deconv_figures import channel_figure, deconv, image_folder, receptive_field, top_activating
+from upconv.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
+
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+def small_net() -> nn.Sequential:
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(4, 5, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flat=nn.Flatten(), fc1=nn.Linear(5 * 2 * 2, 6), relu3=nn.ReLU(), fc2=nn.Linear(6, 3),
+    ))
+
+
+def small_encoder(net: nn.Module | None = None, size: int = 8) -> Encoder:
+    return Encoder(net or small_net(), name="small", image_size=(size, size), mean=MEAN, std=STD).double()
+
+
+# ---------------------------------------------------------------------- float64 oracle
+def oracle(enc: Encoder, images: torch.Tensor, layer: str, select, guided: bool) -> torch.Tensor:
+    """The method written out: forward with saved switches, then MaxUnpool2d / ReLU / conv_transpose2d."""
+    m = enc.model
+    x = enc.normalize(images)
+    a1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1)
+    p1, i1 = F.max_pool2d(F.relu(a1), 2, return_indices=True)
+    a2 = F.conv2d(p1, m.conv2.weight, m.conv2.bias, padding=1)
+    p2, i2 = F.max_pool2d(F.relu(a2), 2, return_indices=True)
+    a3 = p2.flatten(1) @ m.fc1.weight.T + m.fc1.bias
+    out = F.relu(a3) @ m.fc2.weight.T + m.fc2.bias
+    s = select({"relu2": F.relu(a2), "pool2": p2, "relu3": F.relu(a3), "fc2": out}[layer])
+
+    def rectify(s, pre):
+        return F.relu(s) * (pre > 0) if guided else F.relu(s)
+
+    if layer == "fc2":
+        s, layer = s @ m.fc2.weight, "relu3"
+    if layer == "relu3":
+        s, layer = (rectify(s, a3) @ m.fc1.weight).view(p2.shape), "pool2"
+    if layer == "pool2":
+        s, layer = F.max_unpool2d(s, i2, 2, output_size=a2.shape[-2:]), "relu2"
+    s = F.conv_transpose2d(rectify(s, a2), m.conv2.weight, padding=1)
+    s = F.max_unpool2d(s, i1, 2, output_size=a1.shape[-2:])
+    s = F.conv_transpose2d(rectify(s, a1), m.conv1.weight, padding=1)
+    return s * enc.std
+
+
+def keep_channel(c, k=None):
+    def select(a):
+        out = torch.zeros_like(a)
+        for b in range(a.shape[0]):
+            vals = a[b, c].flatten()
+            order = vals.argsort(descending=True)[: (k or vals.numel())]
+            kept = torch.zeros_like(vals)
+            kept[order] = vals[order]
+            out[b, c] = kept.view_as(a[b, c])
+        return out
+    return select
+
+
+def keep_position(y, x):
+    def select(a):
+        out = torch.zeros_like(a)
+        out[:, :, y, x] = a[:, :, y, x]
+        return out
+    return select
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("layer", ["relu2", "pool2", "relu3", "fc2"])
+def test_matches_float64_oracle(layer, guided):
+    enc = small_encoder()
+    net = DeconvNet(enc, guided=guided)
+    images = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    got = net.project(images, layer)
+    want = oracle(enc, images, layer, lambda a: a, guided)
+    assert want.abs().max() > 0
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    # each of several channels separately, batched in one call (chunk=3 splits them into two passes)
+    chans = [1, 0, 2] if layer.startswith(("relu2", "pool2")) else [2, 1]
+    got = net.project(images, layer, channels=chans, chunk=3)
+    assert got.shape == (3, len(chans), 3, 8, 8)
+    for k, c in enumerate(chans):
+        assert torch.allclose(got[:, k], oracle(enc, images, layer, keep_channel(c), guided), atol=1e-12)
+    if layer in ("relu2", "pool2"):
+        got = net.project(images, layer, channels=[3, 1], top_k=2)
+        for k, c in enumerate([3, 1]):
+            assert torch.allclose(got[:, k], oracle(enc, images, layer, keep_channel(c, 2), guided), atol=1e-12)
+        got = net.project(images, layer, position=(1, 0))
+        assert torch.allclose(got, oracle(enc, images, layer, keep_position(1, 0), guided), atol=1e-12)
+
+
+def test_guided_differs_from_deconvnet_only_by_rectification():
+    enc = small_encoder()
+    images = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    plain, guided = DeconvNet(enc).project(images, "relu2"), DeconvNet(enc, guided=True).project(images, "relu2")
+    assert not torch.allclose(plain, guided)
+
+
+def test_layer_top_k_keeps_the_strongest_activations():
+    enc = small_encoder()
+    images = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+
+    def top3(a):
+        out = torch.zeros_like(a)
+        for b in range(a.shape[0]):
+            order = a[b].flatten().argsort(descending=True)[:3]
+            out[b].view(-1)[order] = a[b].flatten()[order]
+        return out
+
+    assert torch.allclose(DeconvNet(enc).project(images, "relu2", top_k=3), oracle(enc, images, "relu2", top3, False))
+
+
+# ---------------------------------------------------------------------- second formulation: autograd
+class _RectifiedBackward(torch.autograd.Function):
+    """ReLU forward; backward replaced by ReLU of the incoming signal (× forward mask when guided)."""
+
+    @staticmethod
+    def forward(ctx, x, guided):
+        ctx.save_for_backward(x)
+        ctx.guided = guided
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        g = g.clamp(min=0)
+        return (g * (x > 0) if ctx.guided else g), None
+
+
+class _SwappedReLU(nn.Module):
+    def __init__(self, guided: bool) -> None:
+        super().__init__()
+        self.guided = guided
+
+    def forward(self, x):
+        return _RectifiedBackward.apply(x, self.guided)
+
+
+def autograd_projection(enc: Encoder, images, layer: str, select, guided: bool) -> torch.Tensor:
+    """Gradient of the selected activations, on a private copy whose every ReLU has the swapped backward."""
+    model = copy.deepcopy(enc.model)
+    for name, mod in list(model.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(mod, child_name, _SwappedReLU(guided))
+    captured = {}
+    model.get_submodule(enc.layer(layer).node).register_forward_hook(lambda m, i, o: captured.update(out=o))
+    x = enc.normalize(images).requires_grad_()
+    with torch.enable_grad():
+        model(x)
+        out = captured["out"]
+        (g,) = torch.autograd.grad(out, x, select(out.detach()))
+    return g * enc.std
+
+
+def bn_net() -> nn.Sequential:
+    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 4, 3, padding=1, stride=2), bn1=nn.BatchNorm2d(4),
+                                    relu1=nn.ReLU(), pool1=nn.AvgPool2d(2), conv2=nn.Conv2d(4, 4, 3, padding=1),
+                                    relu2=nn.ReLU(), gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(),
+                                    fc=nn.Linear(4, 2)))
+    net.bn1.running_mean.uniform_(-1, 1)
+    net.bn1.running_var.uniform_(0.5, 2)
+    net.bn1.weight.data.uniform_(0.5, 2)
+    return net
+
+
+CASES = {  # name: (encoder factory, layers)
+    "alexnet_cifar": (lambda: build_encoder("alexnet_cifar", kwargs={"width": 0.25}).double(),
+                      ["conv2", "conv5", "fc7", "fc8"]),
+    "he2019": (lambda: build_encoder("he2019_cifar").double(), ["conv11", "relu32", "fc1"]),
+    # torchvision AlexNet: overlapping 3×3/2 pools, adaptive average pool, torch.flatten (224×224: slow on CPU)
+    "tv_alexnet": (lambda: build_encoder("alexnet", pretrained=False).double(), ["conv5", "fc7"]),
+    "bn_avgpool": (lambda: small_encoder(bn_net(), size=12), ["relu1", "pool1", "relu2", "fc"]),
+}
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "tv_alexnet" else c for c in CASES])
+def test_matches_autograd_formulation(case, guided):
+    make, layers = CASES[case]
+    enc = make()
+    net = DeconvNet(enc, guided=guided)
+    images = torch.rand(1 if case == "tv_alexnet" else 2, 3, *enc.image_size, dtype=torch.float64)
+    for layer in layers:
+        want = autograd_projection(enc, images, layer, lambda a: a, guided)
+        got = net.project(images, layer)
+        assert want.abs().max() > 0, layer
+        assert torch.allclose(got, want, rtol=1e-8, atol=1e-10), layer
+        if len(enc.layer(layer).shape) == 3:
+            got = net.project(images, layer, channels=[2], top_k=1)[:, 0]
+            assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(2, 1), guided),
+                                  rtol=1e-8, atol=1e-10), layer
+
+
+# ---------------------------------------------------------------------- overlapping pools, by hand
+def toy_overlap_encoder() -> Encoder:
+    # identity 1×1 conv → ReLU → 3×3 stride-2 max pool: on a 5×5 image the four windows share the centre
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 1, 1, bias=False), relu=nn.ReLU(), pool=nn.MaxPool2d(3, 2)))
+    net.conv.weight.data.fill_(1.0)
+    return Encoder(net, name="toy", image_size=(5, 5), mean=(0.0,), std=(1.0,)).double()
+
+
+def test_overlapping_switches_add_up():
+    enc = toy_overlap_encoder()
+    image = torch.full((1, 1, 5, 5), 0.1, dtype=torch.float64)
+    image[0, 0, 2, 2] = 0.9  # the maximum of all four windows
+    got = DeconvNet(enc).project(image, "pool")
+    want = torch.zeros_like(image)
+    want[0, 0, 2, 2] = 4 * 0.9  # four pooled units, each 0.9, all switched to the centre: summed
+    assert torch.allclose(got, want)
+
+    image[0, 0, 0, 0] = 1.0  # now the top-left window picks its corner; the other three keep the centre
+    got = DeconvNet(enc).project(image, "pool")
+    want = torch.zeros_like(image)
+    want[0, 0, 0, 0], want[0, 0, 2, 2] = 1.0, 3 * 0.9
+    assert torch.allclose(got, want)
+    # one spatial position selects one pooled unit: only its own switch receives the signal
+    got = DeconvNet(enc).project(image, "pool", position=(1, 1))
+    want = torch.zeros_like(image)
+    want[0, 0, 2, 2] = 0.9
+    assert torch.allclose(got, want)
+
+
+# ---------------------------------------------------------------------- side effects
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+               + len(getattr(m, "_full_backward_hooks", None) or {}) for m in model.modules())
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_no_hooks_or_changes_left_and_input_untouched(guided):
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    before_modules = [(n, type(m), m.training) for n, m in enc.model.named_modules()]
+    before_state = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    images = torch.rand(2, 3, 32, 32)
+    pristine, version = images.clone(), images._version
+    net = DeconvNet(enc, guided=guided)
+    net.project(images, "conv5", channels=[0, 3], top_k=2)
+    net.project(images, "fc8")
+    DeconvNetMethod(enc, guided=guided)(images, "pool2")
+    assert _hooks(enc.model) == 0
+    assert [(n, type(m), m.training) for n, m in enc.model.named_modules()] == before_modules
+    assert all(torch.equal(v, before_state[k]) for k, v in enc.model.state_dict().items())
+    assert all(not p.requires_grad for p in enc.model.parameters())
+    assert torch.equal(images, pristine) and images._version == version
+
+
+def test_batched_channels_equal_one_at_a_time():
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    net = DeconvNet(enc)
+    images = torch.rand(3, 3, 32, 32)
+    chans = [0, 5, 7, 11, 63]
+    batched = net.project(images, "conv5", channels=chans, top_k=4, chunk=6)  # (3, 5, 3, 32, 32)
+    for k, c in enumerate(chans):
+        single = net.project(images, "conv5", channels=c, top_k=4)
+        assert torch.allclose(batched[:, k], single, atol=1e-6)
+    for b in range(3):
+        assert torch.allclose(batched[b], net.project(images[b:b + 1], "conv5", channels=chans, top_k=4)[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------------- errors
+def test_bad_input_errors():
+    net = DeconvNet(build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
+    images = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="unknown layer 'conv9'.*choose one of: conv1"):
+        net.project(images, "conv9")
+    with pytest.raises(ValueError, match=r"channels .* 0\.\.63"):
+        net.project(images, "conv5", channels=[64])
+    with pytest.raises(ValueError, match=r"top_k must be in 1\.\.64"):
+        net.project(images, "conv5", channels=[0], top_k=65)
+    with pytest.raises(ValueError, match=r"top_k must be in 1\.\.4096"):
+        net.project(images, "conv5", top_k=0)
+    with pytest.raises(ValueError, match="position"):
+        net.project(images, "conv5", position=(8, 0))
+    with pytest.raises(ValueError, match="position.*non-spatial"):
+        net.project(images, "fc6", position=(0, 0))
+    with pytest.raises(ValueError, match="expects images of shape"):
+        net.project(torch.rand(1, 3, 16, 16), "conv5")
+
+
+def test_unsupported_modules_are_named():
+    he = DeconvNet(build_encoder("he2019_cifar"))
+    with pytest.raises(ValueError, match="Sigmoid module 'sigmoid1' has no projection rule.*fc1"):
+        he.project(torch.rand(1, 3, 32, 32), "fc2")
+    resnet = DeconvNet(build_encoder("resnet18", pretrained=False))
+    assert resnet.supported_layers == ["conv1", "bn1", "relu", "maxpool"]
+    with pytest.raises(ValueError, match="operation add inside 'layer1.1' combines 2 tensors.*projected: conv1, bn1, relu, maxpool"):
+        resnet.steps("layer1")
+
+
+# ---------------------------------------------------------------------- receptive fields
+def test_receptive_field_of_alexnet_cifar_by_hand():
+    net = DeconvNet(build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
+    # size += (k-1)·jump, offset += pad·jump, jump *= stride: conv 5/p2, pool 2/s2, conv 5/p2, pool 2/s2, 3× conv 3/p1
+    want = {"conv1": (5, 1, 2), "pool1": (6, 2, 2), "conv2": (14, 2, 6), "pool2": (16, 4, 6),
+            "conv3": (24, 4, 10), "conv4": (32, 4, 14), "conv5": (40, 4, 18), "pool5": (44, 8, 18)}
+    for layer, (size, jump, offset) in want.items():
+        rf = receptive_field(net, layer)
+        assert (rf.size, rf.stride, rf.offset) == ((size,) * 2, (jump,) * 2, (offset,) * 2), layer
+    assert receptive_field(net, "fc6").size == (32, 32)
+
+
+def test_single_unit_projection_fills_exactly_its_receptive_field():
+    # no pools and positive weights: nothing is rectified away, so the support is the whole (clipped) field
+    net = nn.Sequential(OrderedDict(c1=nn.Conv2d(3, 2, 5, padding=2), r1=nn.ReLU(),
+                                    c2=nn.Conv2d(2, 2, 3, padding=1, stride=2), r2=nn.ReLU(),
+                                    c3=nn.Conv2d(2, 2, 3, padding=0, dilation=2)))
+    for p in net.parameters():
+        p.data.uniform_(0.1, 1.0)
+    enc = small_encoder(net, size=16)
+    dn = DeconvNet(enc)
+    rf = receptive_field(dn, "c3")
+    images = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    for y, x in [(0, 0), (2, 3), (3, 3)]:
+        support = dn.project(images, "c3", channels=0, position=(y, x))[0].abs().sum(0) > 0  # (H, W)
+        rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+        top, left = y * rf.stride[0] - rf.offset[0], x * rf.stride[1] - rf.offset[1]
+        assert (rows.min(), rows.max()) == (max(top, 0), min(top + rf.size[0], 16) - 1)
+        assert (cols.min(), cols.max()) == (max(left, 0), min(left + rf.size[1], 16) - 1)
+        t, l, h, w = rf.window(y, x, (16, 16))
+        assert support[t:t + h, l:l + w].sum() == support.sum()
+
+
+def test_pooled_unit_projection_stays_inside_its_window():
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    dn = DeconvNet(enc)
+    rf = receptive_field(dn, "conv2")
+    images = torch.rand(2, 3, 32, 32)
+    acts = enc(images, "conv2")["conv2"]
+    proj = dn.project(images, "conv2", channels=[0, 1, 2], top_k=1)
+    for b in range(2):
+        for k in range(3):
+            y, x = divmod(int(acts[b, k].argmax()), 16)
+            t, l, h, w = rf.window(y, x, (32, 32))
+            inside = proj[b, k, :, t:t + h, l:l + w].abs().sum()
+            assert inside > 0 and torch.isclose(inside, proj[b, k].abs().sum())
+
+
+# ---------------------------------------------------------------------- evaluation adapter
+def test_unit_range_mappings():
+    images = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    assert torch.allclose(to_unit_range(2.5 * images - 7.0, images), images)  # an exact affine copy is recovered
+    flat = to_unit_range(-images, images)  # anti-correlated: scale 0, the image mean
+    assert torch.allclose(flat, images.mean((1, 2, 3), keepdim=True).expand_as(images))
+    mm = to_unit_range(torch.randn(3, 3, 8, 8), mapping="minmax").flatten(1)
+    assert torch.allclose(mm.min(1).values, torch.zeros(3)) and torch.allclose(mm.max(1).values, torch.ones(3))
+    with pytest.raises(ValueError, match="mapping"):
+        to_unit_range(images, images, mapping="sigmoid")
+
+
+def test_deconvnet_method_projects_all_activations():
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    images = torch.rand(2, 3, 32, 32)
+    method = DeconvNetMethod(enc)
+    assert method.name == "deconvnet" and DeconvNetMethod(enc, guided=True).name == "guided-backprop"
+    rec = method(images, "conv3")
+    assert rec.shape == images.shape and rec.min() >= 0 and rec.max() <= 1
+    assert torch.allclose(rec, to_unit_range(DeconvNet(enc).project(images, "conv3"), images))
+    assert DeconvNetMethod(enc, mapping="minmax").name == "deconvnet+minmax"
+
+
+# ---------------------------------------------------------------------- figures and CLI
+@pytest.fixture()
+def folder(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(1)
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / cls)
+        for i in range(7):
+            pixels = (torch.rand(40, 36, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    return tmp_path
+
+
+def test_top_activating_and_channel_figure(folder):
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    ds = image_folder(str(folder), enc.image_size, limit=10)
+    assert len(ds) == 10 and ds[0][0].shape == (3, 32, 32)
+    values, index = top_activating(enc, "conv2", ds, [3, 7], top=4, batch_size=3)
+    all_images = torch.stack([ds[i][0] for i in range(len(ds))])
+    brute = enc(all_images, "conv2")["conv2"][:, [3, 7]].flatten(2).amax(2)  # (N, 2)
+    for k in range(2):
+        assert torch.allclose(values[k], brute[:, k].sort(descending=True).values[:4])
+        assert torch.allclose(brute[index[k], k], values[k])
+    imgs = all_images[index[0]]
+    fig = channel_figure(DeconvNet(enc), imgs, "conv2", 3)
+    assert fig["tiles"].shape == (4, 3, 14, 28)
+    for n, (t, l, h, w) in enumerate(fig["windows"]):
+        assert torch.equal(fig["tiles"][n, :, :, 14:], imgs[n, :, t:t + h, l:l + w])  # the matching crop
+
+
+@pytest.mark.slow
+def test_cli_writes_pngs(folder, tmp_path, capsys):
+    from upconv.cli import main
+
+    out = tmp_path / "figs"
+    main(["deconv", "alexnet_cifar", "pool2", str(folder), "--out", str(out), "--channels", "[1, 4]",
+          "--limit", "12", "--images", "3", "--encoder_kwargs", '{"width": 0.25}', "--zoom", "2"])
+    names = sorted(os.listdir(out))
+    assert names == ["pool2_channel0001.png", "pool2_channel0004.png",
+                     "pool2_image0000.png", "pool2_image0001.png", "pool2_image0002.png"]
+    from PIL import Image
+
+    assert Image.open(out / "pool2_image0000.png").size == (2 * 64, 32 * 2)
+    assert "2 channel figures" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["deconv", "he2019_cifar", "fc2", str(folder), "--out", str(out)])

@@ -1,0 +1,216 @@
+"""Zeiler & Fergus (2014) figures from DeconvNet projections, and the ``upconv deconv`` command.
+
+- Per channel: the top-9 activating images of a data set for that channel; for each, the projection of the
+  channel's strongest activation in that image beside the matching receptive-field crop of the image.
+- Per image: the image beside the projection of the layer's ``top_k`` strongest activations.
+
+Projections are shown with zero as mid-grey: ``0.5 + 0.5 * p / max|p|`` per projection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from .deconvnet import DeconvNet
+from .encoders import Encoder
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Input window of a unit: unit (y, x) sees rows ``y*stride[0] - offset[0]`` … ``+ size[0] - 1``
+    (likewise columns); rows outside the image are zero padding."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+
+    def window(self, y: int, x: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the size×size window (capped at the image size), shifted inside
+        the image, that holds every in-image pixel of unit (y, x)'s receptive field."""
+        box = []
+        for i, pos in enumerate((y, x)):
+            t = min(self.size[i], image_size[i])
+            box.append((min(max(pos * self.stride[i] - self.offset[i], 0), image_size[i] - t), t))
+        return box[0][0], box[1][0], box[0][1], box[1][1]
+
+
+def receptive_field(deconvnet: DeconvNet, layer: str) -> ReceptiveField:
+    """Walk kernel size k, stride s, padding p and dilation d from the input up to ``layer``:
+    size += d(k-1)·jump, offset += p·jump, jump *= s. ReLU, batch norm, dropout and size-preserving
+    reshapes/adaptive pools leave it unchanged; after a linear layer, a flatten or a resizing adaptive pool
+    a unit sees the whole image (size = image size, stride 0, offset 0)."""
+    enc = deconvnet.encoder
+    steps = deconvnet.steps(layer)
+    with torch.no_grad():
+        probe = torch.zeros(1, enc.channels, *enc.image_size, dtype=enc.std.dtype, device=enc.std.device)
+        _, saved = deconvnet._forward(probe, steps)
+    shapes_out = [s for s, _ in saved[1:]] + [torch.Size((1, *enc.layer(layer).shape))]
+    size, jump, offset = [1, 1], [1, 1], [0, 0]
+    for st, (shape_in, _), shape_out in zip(steps, saved, shapes_out):
+        m = st.module
+        if st.kind in ("conv", "maxpool") or isinstance(m, nn.AvgPool2d):
+            k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1)))
+            for i in (0, 1):
+                size[i] += d[i] * (k[i] - 1) * jump[i]
+                offset[i] += p[i] * jump[i]
+                jump[i] *= s[i]
+        elif st.kind == "linear" or (st.kind in ("avgpool", "reshape") and shape_in != shape_out):
+            return ReceptiveField(enc.image_size, (0, 0), (0, 0))
+    return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (offset[0], offset[1]))
+
+
+def display(projections: Tensor) -> Tensor:
+    """(N, C, H, W) projections → [0, 1] with zero at mid-grey, one scale per projection."""
+    peak = projections.flatten(1).abs().amax(1).clamp_min(torch.finfo(projections.dtype).tiny)
+    return 0.5 + 0.5 * projections / peak.view(-1, 1, 1, 1)
+
+
+def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
+    """An ImageFolder resized and centre-cropped to ``image_size``; ``limit`` keeps that many images evenly
+    spaced through the (class-sorted) file list, so every class is represented."""
+    from torchvision import datasets, transforms
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data directory not found: {root} (expected an ImageFolder tree root/<class>/*.jpg)")
+    tf = transforms.Compose([transforms.Resize(min(image_size)), transforms.CenterCrop(image_size),
+                             transforms.ToTensor()])
+    ds = datasets.ImageFolder(root, transform=tf)
+    if limit is not None and limit < len(ds):
+        if limit < 1:
+            raise ValueError(f"limit must be a positive number of images; got {limit}")
+        ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, limit).round().long().tolist())
+    return ds
+
+
+def top_activating(encoder: Encoder, layer: str, dataset: Any, channels: list[int], top: int = 9,
+                   batch_size: int = 128) -> tuple[Tensor, Tensor]:
+    """Values and data-set indices (K, top) of the images whose strongest activation of each channel
+    (maximum over positions) is largest, best first."""
+    if not 1 <= top <= len(dataset):
+        raise ValueError(f"top must be in 1..{len(dataset)} (the data set size); got {top}")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    best_v = best_i = None
+    seen = 0
+    with torch.no_grad():
+        for images, _ in loader:
+            images = images.to(encoder.std.device)
+            act = encoder(images, layer)[encoder.resolve(layer)[0]][:, channels]  # (B, K, ...)
+            v = act.reshape(*act.shape[:2], -1).amax(2).T  # (K, B)
+            i = torch.arange(seen, seen + len(images), device=v.device).expand_as(v)
+            seen += len(images)
+            if best_v is not None:
+                v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+            best_v, order = v.topk(min(top, v.shape[1]), dim=1)
+            best_i = i.gather(1, order)
+    return best_v.cpu(), best_i.cpu()
+
+
+def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: int) -> dict[str, Any]:
+    """Tiles (N, C, h, 2w): for each image, the projection of ``channel``'s strongest activation beside the
+    receptive-field crop of the image around it; ``grid`` puts them in rows of three."""
+    from torchvision.utils import make_grid
+
+    enc = deconvnet.encoder
+    images = images.to(enc.std.device)
+    with torch.no_grad():
+        act = enc(images, layer)[enc.resolve(layer)[0]][:, channel]  # (N, H', W') or (N,)
+    proj = display(deconvnet.project(images, layer, channels=channel, top_k=1))  # (N, C, H, W)
+    rf = receptive_field(deconvnet, layer)
+    tiles, windows = [], []
+    for n in range(len(images)):
+        y, x = divmod(int(act[n].flatten().argmax()), act.shape[-1]) if act.dim() == 3 else (0, 0)
+        t, l, h, w = rf.window(y, x, enc.image_size)
+        windows.append((t, l, h, w))
+        tiles.append(torch.cat([proj[n, :, t:t + h, l:l + w], images[n, :, t:t + h, l:l + w]], dim=-1))
+    tiles = torch.stack(tiles)  # (N, C, h, 2w)
+    return {"tiles": tiles, "windows": windows, "grid": make_grid(tiles, nrow=3, padding=2, pad_value=1.0)}
+
+
+def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 1) -> Tensor:
+    """(N, C, H, 2W): each image beside the projection of the layer's ``top_k`` strongest activations."""
+    proj = display(deconvnet.project(images, layer, top_k=top_k))  # (N, C, H, W)
+    return torch.cat([images.to(proj.device), proj], dim=-1)
+
+
+def _save(image: Tensor, path: str, zoom: int) -> None:
+    from torchvision.utils import save_image
+
+    if zoom > 1:  # nearest-neighbour keeps 32×32 pixels crisp
+        image = F.interpolate(image[None].float(), scale_factor=zoom, mode="nearest")[0]
+    save_image(image.clamp(0, 1).cpu(), path)
+
+
+def deconv(
+    encoder: str,
+    layer: str,
+    data: str,
+    out: str = "deconv",
+    channels: Optional[list[int]] = None,
+    limit: int = 1000,
+    top: int = 9,
+    images: int = 8,
+    top_k: int = 1,
+    guided: bool = False,
+    weights: Optional[str] = None,
+    pretrained: bool = True,
+    download: bool = False,
+    encoder_kwargs: Optional[dict[str, Any]] = None,
+    batch_size: int = 128,
+    zoom: int = 4,
+    device: str = "auto",
+) -> None:
+    """Write DeconvNet / guided-backpropagation figures (Zeiler & Fergus 2014) as PNGs.
+
+    Per channel: the top activating images of the data set, each projection beside its receptive-field
+    crop. Per image: the image beside the projection of the layer's strongest activations.
+
+    Args:
+        encoder: alexnet_cifar, he2019_cifar, a torchvision model name or a class path.
+        layer: layer to project from (see ``upconv layers``).
+        data: ImageFolder directory (root/<class>/<image>), resized and centre-cropped to the encoder's size.
+        out: output directory for the PNGs.
+        channels: channels to draw (default: the first 16).
+        limit: number of images of the data set to search (evenly spaced over the file list).
+        top: top activating images per channel.
+        images: number of per-image figures (the first images of the searched subset).
+        top_k: strongest activations of the layer projected in the per-image figures.
+        guided: guided backpropagation (Springenberg et al. 2015) instead of DeconvNet.
+        weights: optional state-dict or checkpoint file for the encoder.
+        pretrained: torchvision models: load ImageNet weights from the local torch cache.
+        download: allow fetching torchvision weights that are not cached.
+        encoder_kwargs: keyword arguments for the encoder's constructor (e.g. {"width": 0.25}).
+        batch_size: images per forward pass when searching the data set.
+        zoom: nearest-neighbour upscaling of the saved PNGs.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+    """
+    from .encoders import build_encoder
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    enc = build_encoder(encoder, weights, download=download, pretrained=pretrained, kwargs=encoder_kwargs).to(dev)
+    net = DeconvNet(enc, guided=guided)
+    name = enc.resolve(layer)[0]
+    net.steps(name)  # refuse unsupported layers before reading any data
+    n_channels = enc.layer(name).shape[0]
+    channels = list(range(min(16, n_channels))) if channels is None else channels
+    if not channels or not all(0 <= c < n_channels for c in channels):
+        raise ValueError(f"channels must be indices in 0..{n_channels - 1} for '{name}'; got {channels}")
+    ds = image_folder(data, enc.image_size, limit)
+    os.makedirs(out, exist_ok=True)
+    values, index = top_activating(enc, name, ds, channels, top, batch_size)
+    for k, c in enumerate(channels):
+        imgs = torch.stack([ds[int(i)][0] for i in index[k]])
+        _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(out, f"{name}_channel{c:04d}.png"), zoom)
+    n_img = min(images, len(ds))
+    if n_img > 0:
+        batch = torch.stack([ds[i][0] for i in range(n_img)])
+        for i, tile in enumerate(image_figure(net, batch, name, top_k)):
+            _save(tile, os.path.join(out, f"{name}_image{i:04d}.png"), zoom)
+    print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
+          f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/")
