@@ -8,6 +8,8 @@ from typing import Optional
 
 from jsonargparse import CLI
 
+from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
+
 from .deconv_figures import deconv
 
 
@@ -32,6 +34,7 @@ def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True,
 
 
 COMMANDS = {"layers": layers, "deconv": deconv}
+COMMANDS["visualize"] = VISUALIZE_COMMANDS  # nested: upconv visualize <method>
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,250 @@
+"""Classic visualisations: hand-computable oracles on toy nets, side effects, errors, the CLI."""
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from upconv.encoders import Encoder
+from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
+                              grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
+from upconv.visualize.gradcam import guided_relus
+
+D = torch.float64
+
+
+def toy_cnn() -> tuple[Encoder, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1×1 conv (2 channels) → ReLU → global mean → linear (3 classes); every gradient is hand-computable."""
+    w = torch.tensor([1.0, -1.0], dtype=D)  # conv weights
+    b = torch.tensor([0.0, 0.625], dtype=D)  # conv bias (exact in float32): channel 1 is relu(0.625 - x)
+    v = torch.tensor([[2.0, 1.0], [-1.0, 3.0], [0.5, -2.0]], dtype=D)  # fc weights (class, channel)
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 1), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1),
+                                    flat=nn.Flatten(), fc=nn.Linear(2, 3, bias=False)))
+    with torch.no_grad():
+        net.conv.weight.copy_(w.view(2, 1, 1, 1).float()), net.conv.bias.copy_(b.float()), net.fc.weight.copy_(v.float())
+    enc = Encoder(net, name="toy", image_size=(4, 4), mean=(0.0,), std=(1.0,)).to(D)
+    return enc, w, b, v
+
+
+def linear_classifier(k: int = 3) -> Encoder:
+    torch.manual_seed(3)
+    net = nn.Sequential(OrderedDict(flat=nn.Flatten(), fc=nn.Linear(3 * 4 * 4, k)))
+    with torch.no_grad():
+        net.fc.weight.mul_(20)
+    return Encoder(net, name="linear", image_size=(4, 4), mean=(0.0,) * 3, std=(1.0,) * 3).to(D)
+
+
+def no_hooks(enc: Encoder) -> bool:
+    return all(not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+               for m in enc.modules())
+
+
+# ---------------------------------------------------------------- gradient maps: numerical oracles
+def test_grad_cam_matches_hand_computation():
+    enc, w, b, v = toy_cnn()
+    x = torch.rand(2, 1, 4, 4, dtype=D)
+    classes = [0, 2]
+    a = torch.relu(w.view(1, 2, 1, 1) * x + b.view(1, 2, 1, 1))  # (B, 2, 4, 4)
+    alpha = v[classes] / 16  # ∂y_c/∂A_k,ij = v_ck / (H W): its spatial mean is the same
+    want = torch.relu((alpha[:, :, None, None] * a).sum(1))  # (B, 4, 4)
+    got = grad_cam(enc, x, "relu", classes, upsample=False, normalize=False)
+    assert torch.allclose(got, want)
+    norm = grad_cam(enc, x, "relu", classes)
+    assert torch.allclose(norm, want / want.flatten(1).amax(1).view(-1, 1, 1))
+
+
+def test_saliency_and_guided_backprop_match_hand_computation():
+    enc, w, b, v = toy_cnn()
+    x = torch.rand(2, 1, 4, 4, dtype=D)
+    c = torch.tensor([1, 2])
+    on = (w.view(1, 2, 1, 1) * x + b.view(1, 2, 1, 1)) > 0  # (B, 2, 4, 4) ReLU gates
+    grad = (v[c][:, :, None, None] * w.view(1, 2, 1, 1) * on).sum(1) / 16  # ∂y_c/∂x (B, 4, 4)
+    assert torch.allclose(saliency(enc, x, c), grad.abs())
+    # Guided: the ReLU passes back only positive gradients, so negative v_ck are cut.
+    guided = (v[c].clamp(min=0)[:, :, None, None] * w.view(1, 2, 1, 1) * on).sum(1) / 16
+    assert torch.allclose(guided_backprop(enc, x, c)[:, 0], guided)
+    assert not torch.allclose(guided, grad)  # the toy is built so the two differ
+    cam = grad_cam(enc, x, "relu", c, normalize=False)  # 4×4 layer: upsampling is the identity here
+    assert torch.allclose(guided_grad_cam(enc, x, "relu", c)[:, 0], guided * cam)
+
+
+def test_predicted_class_is_the_default():
+    enc, *_ = toy_cnn()
+    x = torch.rand(3, 1, 4, 4, dtype=D)
+    pred = enc.logits(x).argmax(1)
+    assert torch.equal(saliency(enc, x), saliency(enc, x, pred))
+    assert torch.equal(grad_cam(enc, x, "relu"), grad_cam(enc, x, "relu", pred))
+
+
+def test_guided_relus_removes_hooks_even_on_error():
+    enc, *_ = toy_cnn()
+    with pytest.raises(RuntimeError, match="boom"):
+        with guided_relus(enc.model):
+            assert not no_hooks(enc)
+            raise RuntimeError("boom")
+    assert no_hooks(enc)
+
+
+# ---------------------------------------------------------------- adversarial
+def test_fgsm_flips_a_linear_classifier_exactly_as_the_formula_says():
+    """Two classes, x at mid-grey so clipping is inactive: FGSM lowers the margin (w_y - w_o)·x by exactly
+    ε‖w_y - w_o‖₁, so it flips the prediction iff ε > margin / ‖w_y - w_o‖₁."""
+    enc = linear_classifier(k=2)
+    x = torch.full((1, 3, 4, 4), 0.5, dtype=D)
+    wt, bias = enc.model.fc.weight, enc.model.fc.bias
+    y = int(enc.logits(x).argmax())
+    dw = (wt[y] - wt[1 - y]).detach()
+    margin = float(dw @ x.flatten() + bias[y] - bias[1 - y])
+    eps_flip = margin / float(dw.abs().sum())
+    assert eps_flip < 0.5  # the ball stays inside [0, 1]
+    below, above = fgsm(enc, x, y, 0.99 * eps_flip), fgsm(enc, x, y, 1.01 * eps_flip)
+    assert not below.success.item() and above.success.item()
+    assert torch.allclose(above.images, x - 1.01 * eps_flip * dw.sign().view(1, 3, 4, 4))  # x + ε sign(∇J)
+    assert torch.allclose(above.linf, torch.tensor([1.01 * eps_flip], dtype=D))
+    assert torch.allclose(above.l2, torch.tensor([1.01 * eps_flip * math.sqrt(48)], dtype=D))
+
+
+def test_pgd_stays_in_the_ball_and_beats_fgsm():
+    enc = linear_classifier(k=4)
+    x = torch.rand(6, 3, 4, 4, dtype=D)
+    y = enc.logits(x).argmax(1)
+    eps = 0.02
+    f, p = fgsm(enc, x, y, eps), pgd(enc, x, y, eps, steps=20)
+    assert torch.all(p.linf <= eps + 1e-12) and p.images.min() >= 0 and p.images.max() <= 1
+    assert p.success_rate >= f.success_rate
+    t = pgd(enc, x, 3, 0.5, steps=30, targeted=True)
+    assert t.success.all() and torch.all(t.pred == 3)
+
+
+def test_fooling_images_reach_the_confidence():
+    enc = linear_classifier(k=3)
+    r = fooling_images(enc, [0, 2], confidence=0.99, max_steps=300)
+    assert r.success.all() and torch.all(r.confidence >= 0.99)
+    assert torch.allclose(r.confidence, enc.logits(r.images).softmax(1)[[0, 1], [0, 2]])
+
+
+# ---------------------------------------------------------------- similarity search
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_similarity_finds_the_exact_duplicate(metric):
+    enc = linear_classifier(k=3)
+    enc2 = Encoder(nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(4, 4),
+                   mean=(0.0,) * 3, std=(1.0,) * 3).to(D)
+    data = torch.rand(40, 3, 4, 4, dtype=D)
+    for e, layer in ((enc, "fc"), (enc2, "flat")):
+        idx = FeatureIndex(e, layer, metric).add(data, batch_size=16)
+        r = idx.search(data[[7, 23]], k=4)
+        assert r.indices[:, 0].tolist() == [7, 23]
+        assert torch.allclose(r.scores[:, 0].double(), torch.full((2,), 1.0 if metric == "cosine" else 0.0, dtype=D),
+                              atol=1e-5)
+        assert torch.all(r.nn_ratio < 1e-2)
+    # Brute-force oracle on raw pixels: ranking and the typical nearest-neighbour distance.
+    q = torch.rand(3, 3, 4, 4, dtype=D)
+    fq, fd = q.flatten(1), data.flatten(1)
+    if metric == "cosine":
+        dist = 1 - nn.functional.normalize(fq, dim=1) @ nn.functional.normalize(fd, dim=1).T
+        self_d = 1 - nn.functional.normalize(fd, dim=1) @ nn.functional.normalize(fd, dim=1).T
+    else:
+        dist, self_d = torch.cdist(fq, fd), torch.cdist(fd, fd)
+    typical = (self_d + torch.diag(torch.full((40,), float("inf"), dtype=D))).amin(1).median()
+    r = FeatureIndex(enc2, "flat", metric).add(data).search(q, k=5)
+    assert torch.equal(r.indices, dist.topk(5, largest=False).indices)
+    assert torch.allclose(r.nn_ratio.double(), dist.amin(1) / typical, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- activation maximisation and DeepDream
+def test_activation_methods_raise_their_objective():
+    enc, *_ = toy_cnn()
+    for make in (lambda r: class_images(enc, [0, 2], starts=2, recipe=r),
+                 lambda r: channel_images(enc, "relu", [0, 1], recipe=r),
+                 lambda r: neuron_images(enc, "conv", [0, 1], y=1, x=2, recipe=r),
+                 lambda r: prototypes(enc, recipe=r)):
+        start = make(Recipe(param="pixel", steps=1, jitter=0, scale=0, rotate=0, init_sd=0.2, lr=0.02))
+        end = make(Recipe(param="pixel", steps=20, jitter=0, scale=0, rotate=0, init_sd=0.2, lr=0.02))
+        assert torch.all(end.scores > start.scores + 1e-3), (start.labels, start.scores, end.scores)
+    assert class_images(enc, [0, 2], starts=2, recipe=Recipe(steps=1)).labels == ["class 0"] * 2 + ["class 2"] * 2
+
+
+def test_deep_dream_amplifies_the_layer_and_keeps_the_input():
+    enc, *_ = toy_cnn()
+    x = 0.2 + 0.6 * torch.rand(2, 1, 4, 4, dtype=D)
+    x0 = x.clone()
+    out = deep_dream(enc, x, "relu", octaves=2, octave_scale=2.0, steps=5, lr=0.02, jitter=1)
+    energy = lambda z: enc(z, ["relu"])["relu"].pow(2).flatten(1).mean(1)  # noqa: E731
+    assert torch.all(energy(out) > energy(x))
+    assert torch.equal(x, x0)
+
+
+# ---------------------------------------------------------------- side effects and errors
+def test_no_hook_left_and_input_untouched_after_every_method():
+    enc, *_ = toy_cnn()
+    x = torch.rand(2, 1, 4, 4, dtype=D)
+    x0 = x.clone()
+    quick = Recipe(steps=2)
+    calls = [lambda: grad_cam(enc, x, "relu"), lambda: saliency(enc, x), lambda: guided_backprop(enc, x),
+             lambda: guided_grad_cam(enc, x, "relu"), lambda: fgsm(enc, x, 0, 0.1), lambda: pgd(enc, x, 0, 0.1, 2),
+             lambda: deep_dream(enc, x, "relu", steps=2), lambda: FeatureIndex(enc, "relu").add(x).search(x, 1),
+             lambda: class_images(enc, [1], recipe=quick), lambda: prototypes(enc, recipe=quick),
+             lambda: channel_images(enc, "relu", [1], recipe=quick), lambda: neuron_images(enc, "relu", [0], recipe=quick),
+             lambda: fooling_images(enc, [0], max_steps=2)]
+    for call in calls:
+        call()
+        assert no_hooks(enc)
+        assert torch.equal(x, x0) and not x.requires_grad and x.grad is None
+        assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
+
+
+def test_bad_inputs_give_actionable_errors():
+    enc, *_ = toy_cnn()
+    x = torch.rand(1, 1, 4, 4, dtype=D)
+    with pytest.raises(ValueError, match=r"class index \[3\] out of range.*0..2"):
+        class_images(enc, [3])
+    with pytest.raises(ValueError, match=r"channel index \[5\] out of range for layer relu.*0..1"):
+        channel_images(enc, "relu", [5])
+    with pytest.raises(ValueError, match="unknown layer 'conv9' for toy; choose one of: conv, relu"):
+        grad_cam(enc, x, "conv9")
+    with pytest.raises(ValueError, match="Grad-CAM needs a spatial.*fc is"):
+        grad_cam(enc, x, "fc")
+    with pytest.raises(ValueError, match=r"class index out of range: \[7\]"):
+        saliency(enc, x, 7)
+    with pytest.raises(ValueError, match=r"epsilon must be in \(0, 1\]"):
+        fgsm(enc, x, 0, 8.0)
+    with pytest.raises(ValueError, match=r"outside the 4×4 map"):
+        neuron_images(enc, "relu", [0], y=9)
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
+        FeatureIndex(enc, "relu", "manhattan")
+    with pytest.raises(ValueError, match="k must be between 1 and the index size 1"):
+        FeatureIndex(enc, "relu").add(x).search(x, 2)
+    with pytest.raises(ValueError, match="unknown param 'wavelet'"):
+        class_images(enc, [0], recipe=Recipe(param="wavelet"))
+    with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 4, 4\)"):
+        saliency(enc, torch.rand(1, 3, 4, 4, dtype=D))
+
+
+# ---------------------------------------------------------------- CLI end to end
+@pytest.mark.slow
+def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from upconv.cli import main
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray((torch.rand(40, 36, 3) * 255).byte().numpy()).save(tmp_path / "data" / cls / f"{i}.png")
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    common = ["--out", out, "--weights", "null"]
+    main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", *common])
+    main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", *common])
+    main(["visualize", "similar", "alexnet_cifar", data, f"[{data}/a/0.png]", "fc7", "--k", "2", *common])
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", *common])
+    printed = capsys.readouterr().out
+    assert "0.png 1.000" in printed.replace("a/0.png", "0.png")  # the query is its own top-1, score 1
+    assert "fgsm ε=0.0314: success" in printed
+    for name in ("gradcam.png", "class.png", "similar.png", "fgsm.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as e:
+        main(["visualize", "channel", "alexnet_cifar", "conv3", "[999]", *common])
+    assert e.value.code == 2
+    assert "channel index [999] out of range for layer conv3" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""Adversarial and fooling images.
+
+FGSM (Goodfellow et al. 2015): x' = clip(x + ε·sign(∇_x J(x, y)), 0, 1), J the cross-entropy.
+PGD (Madry et al. 2018): repeated steps of size α, each projected back into the L∞ ball of radius ε.
+Fooling images (Nguyen et al. 2015, gradient-ascent variant): from noise to ≥ 99 % confidence for a class.
+Targeted attacks descend J(x, target) instead. Images are (B, C, H, W) in [0, 1]; ε is in those units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..encoders import Encoder
+from ..optimize import ClassContrast
+from .activation import check_index
+from .recipe import Recipe
+
+
+@dataclass
+class AttackResult:
+    images: Tensor  # (B, C, H, W) adversarial images
+    pred: Tensor  # (B,) predicted class of each adversarial image
+    success: Tensor  # (B,) bool: prediction != label (untargeted) or == target (targeted)
+    linf: Tensor  # (B,) L∞ norm of the perturbation
+    l2: Tensor  # (B,) L2 norm of the perturbation
+
+    @property
+    def success_rate(self) -> float:
+        return self.success.float().mean().item()
+
+
+def _labels(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor) -> Tensor:
+    k = encoder.layer(encoder.layers[-1]).shape[0]
+    y = torch.as_tensor(labels, dtype=torch.long, device=encoder.mean.device).reshape(-1)
+    y = y.expand(images.shape[0]) if y.numel() == 1 else y
+    if y.numel() != images.shape[0]:
+        raise ValueError(f"got {y.numel()} labels for {images.shape[0]} images; give one label or one per image")
+    check_index(y.tolist(), k, "class", f"{encoder.name}")
+    return y
+
+
+def _check_eps(epsilon: float, name: str = "epsilon") -> None:
+    if not (0 < epsilon <= 1) or math.isnan(epsilon):
+        raise ValueError(f"{name} must be in (0, 1] (images are in [0, 1], e.g. 8/255 ≈ 0.031); got {epsilon}")
+
+
+def _loss_grad(encoder: Encoder, x: Tensor, y: Tensor) -> Tensor:
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(encoder.logits(x).flatten(1), y, reduction="sum")  # sum: per-image gradients
+    return torch.autograd.grad(loss, x)[0]  # (B, C, H, W)
+
+
+@torch.no_grad()
+def _result(encoder: Encoder, x0: Tensor, x: Tensor, y: Tensor, targeted: bool) -> AttackResult:
+    pred = encoder.logits(x).flatten(1).argmax(1)
+    d = (x - x0).flatten(1)  # (B, C·H·W)
+    return AttackResult(x, pred, pred == y if targeted else pred != y, d.abs().amax(1), d.norm(dim=1))
+
+
+def fgsm(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
+         targeted: bool = False) -> AttackResult:
+    """One signed-gradient step of size ε; ``labels`` are the true classes (or the targets if ``targeted``)."""
+    _check_eps(epsilon)
+    encoder.check_images(images)
+    x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
+    y = _labels(encoder, x0, labels)
+    g = _loss_grad(encoder, x0, y)
+    x = (x0 + (-epsilon if targeted else epsilon) * g.sign()).clamp(0, 1)
+    return _result(encoder, x0, x, y, targeted)
+
+
+def pgd(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
+        steps: int = 10, alpha: float | None = None, random_start: bool = True, targeted: bool = False) -> AttackResult:
+    """Madry et al. (2018) L∞ PGD: x ← Π_{‖x-x₀‖∞≤ε, [0,1]}(x ± α·sign(∇J)); α defaults to 2.5ε/steps."""
+    _check_eps(epsilon)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    alpha = 2.5 * epsilon / steps if alpha is None else alpha
+    _check_eps(alpha, "alpha")
+    encoder.check_images(images)
+    x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
+    y = _labels(encoder, x0, labels)
+    x = (x0 + torch.empty_like(x0).uniform_(-epsilon, epsilon)).clamp(0, 1) if random_start else x0.clone()
+    sign = -1.0 if targeted else 1.0
+    for _ in range(steps):
+        x = x + sign * alpha * _loss_grad(encoder, x, y).sign()
+        x = torch.min(torch.max(x, x0 - epsilon), x0 + epsilon).clamp(0, 1)  # project onto the ε-ball ∩ [0, 1]
+    return _result(encoder, x0, x.detach(), y, targeted)
+
+
+@dataclass
+class FoolingResult:
+    images: Tensor  # (B, C, H, W)
+    confidence: Tensor  # (B,) softmax probability of the chosen class
+    success: Tensor  # (B,) bool: confidence >= the requested level
+
+
+def fooling_images(encoder: Encoder, classes: Sequence[int], confidence: float = 0.99, max_steps: int = 500,
+                   recipe: Recipe | None = None) -> FoolingResult:
+    """Optimise uniform noise until the net gives each class ≥ ``confidence`` (log p_c is the objective;
+    the run stops as soon as every image is there). The default recipe: raw pixels, Adam lr 0.01, no
+    transforms or priors, so the images stay noise-like as in Nguyen et al."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.99; got {confidence}")
+    last = encoder.layers[-1]
+    classes = check_index(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})")
+    recipe = recipe or Recipe(param="pixel", lr=0.01, jitter=0, scale=0, rotate=0, init_sd=0.5)
+    res = replace(recipe, steps=max_steps).run(encoder, ClassContrast(classes, last), len(classes),
+                                               stop_at=math.log(confidence))
+    with torch.no_grad():
+        p = encoder.logits(res.images).flatten(1).softmax(1)  # (B, K)
+    conf = p[torch.arange(len(classes)), torch.as_tensor(classes, device=p.device)]
+    return FoolingResult(res.images, conf, conf >= confidence)

@@ -1,0 +1,53 @@
+"""PNG figures: captioned image grids and heat-map overlays (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never opens a window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def signed_to_image(g: Tensor) -> Tensor:
+    """Map signed maps (B, C, H, W) to [0, 1] with 0 at grey, each image scaled by its max |g|."""
+    return 0.5 + 0.5 * g / g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
+    """Blend heat maps (B, H, W) in [0, 1] over images (B, C, H, W): returns (B, 3, H, W) in [0, 1]."""
+    colours = torch.as_tensor(matplotlib.colormaps[cmap](maps.detach().cpu().clamp(0, 1).numpy())[..., :3])
+    colours = colours.permute(0, 3, 1, 2).to(images.dtype)  # (B, 3, H, W)
+    base = images.detach().cpu()
+    base = base.expand(-1, 3, -1, -1) if base.shape[1] == 1 else base
+    return (1 - alpha) * base + alpha * colours
+
+
+def save_grid(images: Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None, ncol: int = 8,
+              cell: float = 1.4) -> str:
+    """Write images (N, C, H, W) in [0, 1] as a grid PNG with optional per-image captions; returns the path."""
+    n = images.shape[0]
+    ncol = max(1, min(ncol, n))
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(cell * ncol, cell * nrow + (0.25 * nrow if titles else 0)),
+                             squeeze=False)
+    imgs = images.detach().cpu().float().clamp(0, 1)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        im = imgs[i].permute(1, 2, 0).numpy()  # (H, W, C)
+        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
+                  interpolation="nearest", vmin=0, vmax=1)
+        if titles:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout(pad=0.3)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
