@@ -8,6 +8,8 @@ from typing import Optional
 
 from jsonargparse import CLI
 
+from .evaluate import evaluate_cli
+
 from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
 
 from .deconv_figures import deconv
@@ -34,6 +36,7 @@ def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True,
 
 
 COMMANDS = {"layers": layers, "deconv": deconv}
+COMMANDS["evaluate"] = evaluate_cli
 COMMANDS["visualize"] = VISUALIZE_COMMANDS  # nested: upconv visualize <method>
 
 

@@ -1,0 +1,200 @@
+"""Write an evaluation run folder: report.md, metrics.csv, metrics.json, depth.png and grid.png.
+
+Files are written into a hidden sibling folder that is renamed into place only when every file is
+complete, so a failure never leaves a half-written report behind. Nothing time- or host-dependent is
+written, so the same seed gives byte-identical metrics files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from .evaluate import EvalResult
+
+LABELS = {
+    "mse": "MSE ↓", "psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "db_error": "D&B error ↓",
+    "feature_error": "feature error ↓", "class_agreement": "class agreement ↑", "recon_accuracy": "accuracy on x̂ ↑",
+}
+
+DEFINITIONS = [
+    "**MSE**: per image, the mean over pixels and channels of (x̂ − x)², images in [0, 1].",
+    "**PSNR**: per image, 10·log10(1 / MSE) (torchmetrics, data range 1), capped at {cap:g} dB so an exact "
+    "reconstruction stays finite; the table shows the mean of per-image PSNR, not the PSNR of the mean MSE.",
+    "**SSIM**: per image, torchmetrics structural similarity (Gaussian window 11, σ = 1.5, data range 1).",
+    "**LPIPS**: per image, lpips v0.1 with the AlexNet trunk (Zhang et al. 2018), images rescaled to [−1, 1], "
+    "at the native image size.",
+    "**D&B error** (Dosovitskiy & Brox, CVPR 2016, normalised reconstruction error): per image "
+    "‖x̂_i − x_i‖₂ / d̄, where d̄ = mean over pairs i < j of ‖x_i − x_j‖₂ over the n evaluated originals "
+    "(here d̄ = {dbar:.6g}); 1 means as far from the original as a typical other image.",
+    "**feature error**: per image ‖Φ_L(x̂) − Φ_L(x)‖₂ / ‖Φ_L(x)‖₂ at the inverted layer L (not squared).",
+    "**class agreement**: share of reconstructions the encoder assigns the class it assigns the original.",
+    "**accuracy on x̂**: share of reconstructions the encoder assigns the data set label "
+    "(accuracy on the originals: {acc}).",
+    "Each figure is the mean over n images with a 95 % percentile-bootstrap interval ({boot} resamples, "
+    "seed {seed}).",
+]
+
+
+def _fmt(metric: str, value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
+
+
+def cell(row: dict[str, Any], metric: str) -> str:
+    """One table cell: ``mean [low, high]``, or ``—`` for a skipped metric."""
+    if row.get(metric) is None:
+        return "—"
+    return f"{_fmt(metric, row[metric])} [{_fmt(metric, row[metric + '_lo'])}, {_fmt(metric, row[metric + '_hi'])}]"
+
+
+def markdown_table(result: "EvalResult") -> str:
+    """Layers as rows in network order; for each metric the methods side by side."""
+    from .evaluate import METRICS
+
+    methods = result.settings["methods"]
+    layers = result.settings["layers"]
+    by_key = {(r["method"], r["layer"]): r for r in result.rows}
+    metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
+    head = ["layer", "n"] + [LABELS[k] + (f" ({m})" if len(methods) > 1 else "") for k in metrics for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for layer in layers:
+        n = by_key[(methods[0], layer)]["n"]
+        cells = [layer, str(n)] + [cell(by_key[(m, layer)], k) for k in metrics for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_csv(result: "EvalResult", path: str) -> None:
+    from .evaluate import METRICS
+
+    cols = ["method", "layer", "depth", "n"] + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for r in result.rows:
+            w.writerow(["" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])
+
+
+def _write_json(result: "EvalResult", path: str) -> None:
+    with open(path, "w") as f:
+        json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows}, f, indent=2)
+        f.write("\n")
+
+
+def _depth_plot(result: "EvalResult", path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .evaluate import METRICS
+
+    metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
+    layers, methods = result.settings["layers"], result.settings["methods"]
+    cols = 4
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    x = list(range(len(layers)))
+    for ax, k in zip(axes.flat, metrics):
+        for m in methods:
+            rs = [next(r for r in result.rows if r["method"] == m and r["layer"] == L) for L in layers]
+            (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=m)
+            ax.fill_between(x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25,
+                            color=line.get_color())
+        ax.set_title(LABELS[k], fontsize=10)
+        ax.set_xticks(x, layers, rotation=60, fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"{result.settings['encoder']}: reconstruction fidelity by layer "
+                 f"(n = {result.settings['n_images']}, 95 % bootstrap CI shaded)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _grid_plot(result: "EvalResult", path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from torchvision.utils import make_grid
+
+    methods, layers = result.settings["methods"], result.settings["layers"]
+    labels = ["original"] + [(f"{m}: {L}" if len(methods) > 1 else L) for m in methods for L in layers]
+    rows = [result.originals] + [result.grid[(m, L)] for m in methods for L in layers]  # each (N, C, H, W)
+    n = len(result.originals)
+    grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
+    img = grid.permute(1, 2, 0).numpy()
+    h = result.originals.shape[-2] + 2
+    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * n, 0.6 * len(rows) + 0.4))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], labels, fontsize=7)
+    ax.set_xticks([])
+    ax.set_title("originals and their reconstructions from each layer", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _markdown(result: "EvalResult") -> str:
+    s = result.settings
+    acc = s["encoder_accuracy_on_originals"]
+    defs = [d.format(cap=s["psnr_cap_db"], dbar=s["db_mean_pairwise_distance"], boot=s["n_boot"], seed=s["seed"],
+                     acc=f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}]") for d in DEFINITIONS]
+    settings = [
+        f"encoder: `{s['encoder']}` (weights {s['encoder_weights_hash']})",
+        f"methods: {', '.join(s['methods'])}",
+        f"checkpoints: {', '.join(f'`{c}`' for c in s['checkpoints']) or '—'}",
+        f"data: {s['data']}" + (f" at `{s['root']}`" if s["root"] else "") + f", split {s['split']}, "
+        f"n = {s['n_images']} images" + (f" (seeded random subset, limit {s['limit']})" if s["limit"] else ""),
+        f"seed: {s['seed']}; device: {s['device']}; torch {s['torch']}",
+        f"image space: {s['image_space']}",
+    ]
+    parts = [f"# Reconstruction fidelity across depth: {s['encoder']}", "",
+             "## Settings", "", *[f"- {x}" for x in settings], ""]
+    if result.notes:
+        parts += [*[f"> {note}" for note in result.notes], ""]
+    parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; layers in network order.", "",
+              markdown_table(result), "", "## Definitions", "", *[f"- {d}" for d in defs], "",
+              "## Figures", "", "![metrics against depth](depth.png)", "",
+              "![originals and reconstructions](grid.png)", ""]
+    return "\n".join(parts)
+
+
+def write_report(result: "EvalResult", out: str | os.PathLike, overwrite: bool = False) -> str:
+    """Write the run folder ``out`` atomically (temporary sibling, then rename) and return its path."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise ValueError(f"report folder {out} already exists; choose another folder or pass overwrite=True")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        _write_csv(result, os.path.join(tmp, "metrics.csv"))
+        _write_json(result, os.path.join(tmp, "metrics.json"))
+        _depth_plot(result, os.path.join(tmp, "depth.png"))
+        _grid_plot(result, os.path.join(tmp, "grid.png"))
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(_markdown(result))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report folder is ordinary
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
