@@ -170,7 +170,8 @@ def autograd_projection(enc: Encoder, images, layer: str, select, guided: bool) 
 
 def bn_net() -> nn.Sequential:
     net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 4, 3, padding=1, stride=2), bn1=nn.BatchNorm2d(4),
-                                    relu1=nn.ReLU(), pool1=nn.AvgPool2d(2), conv2=nn.Conv2d(4, 4, 3, padding=1),
+                                    relu1=nn.ReLU(), pool1=nn.AvgPool2d(2),
+                                    conv2=nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2),
                                     relu2=nn.ReLU(), gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(),
                                     fc=nn.Linear(4, 2)))
     net.bn1.running_mean.uniform_(-1, 1)

@@ -26,6 +26,7 @@ projection are run step by step from a traced graph, so no hook or modified modu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -243,7 +244,7 @@ class DeconvNet:
         shape = tuple(self.encoder.layer(layer).shape)
         single = isinstance(channels, int)
         chans = None if channels is None else [channels] if single else [int(c) for c in channels]
-        per_group = (shape[1] * shape[2] if len(shape) == 3 else 1) if chans is not None else _numel(shape)
+        per_group = (shape[1] * shape[2] if len(shape) == 3 else 1) if chans is not None else math.prod(shape)
         if chans is not None and (not chans or not all(0 <= c < shape[0] for c in chans)):
             raise ValueError(f"channels must be a non-empty list of indices in 0..{shape[0] - 1} for '{layer}' "
                              f"(shape {shape}); got {channels}")
@@ -308,10 +309,3 @@ class DeconvNetMethod:
     def __call__(self, images: Tensor, layer: str) -> Tensor:
         proj = self.deconvnet.project(images, layer)  # (B, C, H, W), pixel units
         return to_unit_range(proj, images, self.mapping).to(images.device)
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
