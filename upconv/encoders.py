@@ -289,6 +289,11 @@ def build_encoder(
 def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
            spec: dict[str, Any]) -> Encoder:
     if name in ARCHITECTURES:
+        if weights and "num_classes" not in kwargs:
+            # The class count is read off the weights: the last 2-D weight is the classifier's.
+            last = [v for k, v in _load_state_dict(weights).items() if k.endswith("weight") and v.dim() == 2]
+            if last:
+                kwargs["num_classes"] = last[-1].shape[0]
         model = ARCHITECTURES[name](**kwargs)
         if weights:
             _apply_weights(model, weights, name)

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from PIL import Image
+
+from upconv.data import DeviceBatches, ImageData, embedded_images, random_crop_flip
+
+
+def test_embedded_images_are_deterministic_balanced_and_offline():
+    x1, y1, names = embedded_images(5, 32, seed=3)
+    x2, y2, _ = embedded_images(5, 32, seed=3)
+    x3, _, _ = embedded_images(5, 32, seed=4)
+    assert x1.dtype == torch.uint8 and x1.shape == (5 * len(names), 3, 32, 32)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    assert torch.bincount(y1).tolist() == [5] * len(names)
+    assert x1.float().std() > 20  # real photographs, not blank images
+
+
+def test_random_crop_flip_returns_a_crop_of_the_padded_image():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    pad = 2
+    padded = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect")
+    out = random_crop_flip(x, pad)
+    for b in range(2):
+        candidates = [padded[b, :, i:i + 6, j:j + 6] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(out[b], c) for c in candidates)
+
+
+def test_device_batches_cover_every_image_once_per_epoch():
+    x = torch.arange(10).view(10, 1, 1, 1).to(torch.uint8)
+    batches = DeviceBatches(x, torch.arange(10), batch_size=4, shuffle=True, seed=0, drop_last=False)
+    seen = torch.cat([b for b, _ in batches]).flatten().sort().values
+    assert len(batches) == 3 and torch.equal(seen, torch.arange(10, dtype=torch.uint8))
+
+
+def _folder(root, n_per_class=3, size=20):
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(n_per_class):
+            Image.fromarray((torch.rand(size, size, 3) * 255).byte().numpy()).save(root / c / f"{i}.png")
+
+
+def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path):
+    _folder(tmp_path / "train")
+    _folder(tmp_path / "test", n_per_class=2)
+    dm = ImageData(source="folder", root=str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    batches = list(dm.images("val"))
+    x = torch.cat([b for b, _ in batches])
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert dm.class_names == ["a", "b"] and len(dm._train[0]) == 6
+
+
+def test_empty_or_missing_folders_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data folder not found"):
+        ImageData(source="folder", root=str(tmp_path / "nope"), num_workers=0).setup()
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images found under"):
+        ImageData(source="folder", root=str(tmp_path / "empty"), num_workers=0).setup()
+    with pytest.raises(ValueError, match="needs a root folder"):
+        ImageData(source="folder")
+    with pytest.raises(ValueError, match="unknown split"):
+        next(ImageData().images("test"))

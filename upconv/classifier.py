@@ -1,0 +1,75 @@
+"""ClassifierModule: train a built-in encoder architecture when no pretrained weights exist.
+
+Recipe: SGD with Nesterov momentum, one-cycle learning rate, label smoothing, random crop + flip on the
+device (see ``ImageData``). Its checkpoints load directly as encoder weights
+(``build_encoder(name, weights=path)``), and ``on_fit_end`` also exports a plain state dict.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from .architectures import ARCHITECTURES
+
+
+class ClassifierModule(L.LightningModule):
+    """Args:
+        arch: a built-in architecture (``alexnet_cifar``, ``he2019_cifar``).
+        num_classes: output classes.
+        arch_kwargs: extra constructor arguments (e.g. ``{"width": 0.25}``).
+        lr, momentum, weight_decay, label_smoothing: the optimisation recipe.
+        export: where ``on_fit_end`` writes the trained weights as a plain state dict (None: skip).
+    """
+
+    def __init__(self, arch: str = "alexnet_cifar", num_classes: int = 10,
+                 arch_kwargs: Optional[dict[str, Any]] = None, lr: float = 0.05, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, label_smoothing: float = 0.1, export: Optional[str] = None) -> None:
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
+        self.save_hyperparameters()
+        self.model = ARCHITECTURES[arch](num_classes=num_classes, **(arch_kwargs or {}))
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, images: Tensor) -> Tensor:
+        from .encoders import CIFAR_MEAN, CIFAR_STD
+
+        mean = images.new_tensor(CIFAR_MEAN).view(1, -1, 1, 1)
+        std = images.new_tensor(CIFAR_STD).view(1, -1, 1, 1)
+        return self.model((images - mean) / std)  # (B, num_classes); same normalisation as the Encoder
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"classifier loss became {loss.item()} at step {self.global_step}; lower model.lr")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_acc.update(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(x))
+        self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
+
+    test_step = validation_step
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
+                              nesterov=True, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, pct_start=0.15,
+                                                    total_steps=max(1, self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export and self.trainer.is_global_zero:
+            os.makedirs(os.path.dirname(os.path.abspath(self.hparams.export)), exist_ok=True)
+            torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, self.hparams.export)
