@@ -24,8 +24,9 @@ from .upconvnet import UpconvNet
 
 
 
-def feature_error(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-image ‖Φ(x̂) − Φ(x)‖² / ‖Φ(x)‖², shape (B,)."""
+def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image ‖Φ(x̂) − Φ(x)‖² / ‖Φ(x)‖², shape (B,): the square of ``metrics.feature_error``, kept in
+    the features' own precision because it runs in the training hot path."""
     diff = (pred - target).flatten(1).pow(2).sum(1)
     return diff / target.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
@@ -87,7 +88,7 @@ class InversionModule(L.LightningModule):
             loss = F.mse_loss(recon[name].float(), images)
             if self.hparams.feature_loss_weight > 0:
                 refeat = self.encoder(recon[name], [name])[name]
-                loss = loss + self.hparams.feature_loss_weight * feature_error(refeat.float(), feats[name].float()).mean()
+                loss = loss + self.hparams.feature_loss_weight * feature_loss(refeat.float(), feats[name].float()).mean()
             losses[name] = loss
         return losses, recon
 
