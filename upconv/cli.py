@@ -14,6 +14,8 @@ from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
 
 from .deconv_figures import deconv
 
+from .privacy.cli import privacy
+
 
 def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True, download: bool = False) -> None:
     """Print an encoder's layer table: name, graph node, output shape and feature count.
@@ -38,6 +40,7 @@ def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True,
 COMMANDS = {"layers": layers, "deconv": deconv}
 COMMANDS["evaluate"] = evaluate_cli
 COMMANDS["visualize"] = VISUALIZE_COMMANDS  # nested: upconv visualize <method>
+COMMANDS["privacy"] = privacy  # upconv privacy: attacks and defences at split points
 
 
 def main(argv: list[str] | None = None) -> None:

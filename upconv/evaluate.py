@@ -33,7 +33,8 @@ class Method(Protocol):
 _REGISTRY: dict[str, Callable[..., Method]] = {}
 # Methods living in modules that may be absent: name -> (module, factory attribute). Imported on first use;
 # a module may instead call ``register_method`` itself when imported.
-_LAZY = {"deconvnet": ("upconv.deconvnet", "DeconvNetMethod")}
+_LAZY = {"deconvnet": ("upconv.deconvnet", "DeconvNetMethod"),
+         "mahendran_vedaldi": ("upconv.inversion", "MVInversionMethod")}
 
 
 def register_method(name: str, factory: Callable[..., Method]) -> None:

@@ -1,0 +1,165 @@
+"""Privacy evaluation: re-identification against hand-built cases, defences against their definitions,
+the shallow inverse network's shape, an end-to-end run of every attack and defence, and bad input."""
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from upconv import metrics as M
+from upconv.encoders import build_encoder
+from upconv.privacy.attacks import ShallowInverseNet, build_inverter, train_inverters
+from upconv.privacy.defenses import check_strength, defend, tail
+from upconv.privacy.reid import reid_hits
+from upconv.privacy.run import ATTACKS, run_privacy
+
+
+@pytest.fixture(scope="module")
+def he():
+    return build_encoder("he2019_cifar")
+
+
+# ---------------------------------------------------------------- re-identification
+def test_reid_exact_copies_are_always_found():
+    x = torch.rand(50, 3, 4, 4)
+    assert reid_hits(x, x, n_candidates=10).mean() == 1.0
+    assert reid_hits(x, x, n_candidates=50).mean() == 1.0  # every other image in the line-up
+
+
+def test_reid_uninformative_reconstructions_score_chance():
+    n, k = 3000, 4
+    x = torch.rand(n, 3, 4, 4)
+    recon = x[torch.randperm(n)] * 0 + torch.rand(n, 3, 4, 4)  # independent of the originals
+    rate = float(reid_hits(recon, x, n_candidates=k, seed=1).mean())
+    sd = (0.25 * 0.75 / n) ** 0.5
+    assert abs(rate - 1 / k) < 4 * sd
+
+
+def test_reid_hand_built_lineup():
+    x = torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1, 1)
+    recon = torch.tensor([0.1, 1.9, 2.1]).view(3, 1, 1, 1)  # image 1's reconstruction lies next to image 2
+    assert reid_hits(recon, x, n_candidates=3).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_reid_needs_enough_candidates():
+    x = torch.rand(5, 3, 4, 4)
+    with pytest.raises(ValueError, match="at least 2 candidates"):
+        reid_hits(x, x, n_candidates=1)
+    with pytest.raises(ValueError, match="needs at least that many evaluated images; got 5"):
+        reid_hits(x, x, n_candidates=6)
+
+
+# ---------------------------------------------------------------- defences
+def test_defences_match_their_definitions():
+    f = torch.randn(4, 8, 3, 3)
+    assert torch.equal(defend(f, "noise", 0.0), f) and torch.equal(defend(f, "dropout", 0.0), f)
+    assert torch.equal(defend(f, "topk", 1.0), f)
+    q = defend(f, "quantize", 1).flatten(1)
+    lo, hi = f.flatten(1).min(1).values, f.flatten(1).max(1).values
+    ends = torch.stack([lo, hi], 1)[:, None, :]  # (B, 1, 2)
+    assert ((q[:, :, None] - ends).abs().min(-1).values < 1e-5).all()  # every value is its image's min or max
+    assert len(set(defend(f, "quantize", 3)[0].flatten().tolist())) <= 8
+    t = defend(f, "topk", 0.25).flatten(1)  # 18 of 72 kept
+    for b in range(4):
+        kept = t[b][t[b] != 0]
+        assert len(kept) == 18 and kept.min() >= f.flatten(1)[b].sort(descending=True).values[17]
+    d = defend(torch.ones(2, 1000), "dropout", 0.5)
+    assert set(d.unique().tolist()) == {0.0, 2.0} and 0.4 < (d == 0).double().mean() < 0.6
+
+
+def test_stronger_noise_never_raises_leakage():
+    # Toy where the answer is certain: the features are the image and the attacker inverts exactly (identity),
+    # so the reconstruction error is the clamped noise, whose size grows with σ for the same draw.
+    x = torch.rand(16, 3, 8, 8)
+    psnr = [float(M.psnr(defend(x, "noise", s, seed=0).clamp(0, 1), x).mean()) for s in (0.05, 0.1, 0.3, 1.0, 3.0)]
+    assert all(a > b for a, b in zip(psnr, psnr[1:]))
+
+
+@pytest.mark.parametrize("kind,bad", [("noise", -0.1), ("quantize", 0), ("quantize", 2.5), ("dropout", 1.0),
+                                      ("topk", 0.0), ("topk", 1.5)])
+def test_defence_strength_out_of_range(kind, bad):
+    with pytest.raises(ValueError, match=f"out of range for '{kind}': expected"):
+        check_strength(kind, bad)
+
+
+def test_tail_continues_the_network(he):
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        for layer in ("conv11", "relu22", "relu32"):
+            assert torch.allclose(tail(he, layer)(he(x, [layer])[layer]), he.logits(x), atol=1e-5)
+
+
+# ---------------------------------------------------------------- attacks
+def test_shallow_inverse_net_is_he_et_al_at_relu22(he):
+    net = build_inverter("paper", he, "relu22")
+    convs = [(m.in_channels, m.out_channels, m.stride[0]) for m in net.body if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert convs == [(128, 64, 2), (64, 3, 1)]
+    assert isinstance(net.body[1], torch.nn.ReLU)
+    assert net(torch.rand(2, 128, 16, 16)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="spatial features"):
+        ShallowInverseNet((512,), (3, 32, 32), [])
+
+
+def test_query_training_lowers_reconstruction_error(he):
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(32, 3, 8, 8, generator=g), size=32, mode="bilinear")
+    x = (smooth * 255).to(torch.uint8)
+    xf = x.float() / 255
+    with torch.no_grad():
+        f = he(xf, ["conv11"])["conv11"]
+    torch.manual_seed(0)
+    untrained = build_inverter("paper", he, "conv11")
+    nets = train_inverters(he, ["conv11"], x, kinds=("paper",), epochs=20, batch_size=8, lr=1e-2)
+    with torch.no_grad():
+        before = M.mse(untrained(f).clamp(0, 1), xf).mean()
+        after = M.mse(nets[("paper", "conv11")](f).clamp(0, 1), xf).mean()
+    assert after < 0.75 * before
+
+
+# ---------------------------------------------------------------- end to end
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, 32, 32, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_every_attack_and_defence_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    defenses = {"noise": [0.5], "quantize": [2], "dropout": [0.5], "topk": [0.1]}
+    res = run_privacy("he2019_cifar", ["conv11", "ReLU22"], _data(12, 2), victim_data=_data(32, 0),
+                      attacker_data=_data(32, 1), defenses=defenses, defense_attacks=["white_box", "black_box_noise"],
+                      victim_epochs=1, shadow_epochs=1, inverter_epochs=1, inverter_width=8, n_noise=32, mv_steps=3,
+                      n_candidates=4, batch_size=16, n_boot=20, grid_images=4, out=str(out))
+    files = set(os.listdir(out))
+    assert {"report.md", "metrics.csv", "metrics.json"} <= files
+    assert {f"grid_{a}.png" for a in ATTACKS} | {"tradeoff_white_box.png", "tradeoff_black_box_noise.png"} <= files
+    assert [p for p in os.listdir(tmp_path) if "partial" in p] == []
+    clean = [r for r in res.rows if r["defense"] == "none"]
+    assert len(clean) == len(ATTACKS) * 2 * 2 and len(res.rows) == len(clean) + 4 * 2 * 2 * 2
+    assert {r["layer"] for r in res.rows} == {"conv11", "relu22"}
+    with open(out / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(res.rows)
+    assert json.loads((out / "metrics.json").read_text())["rows"] == res.rows
+    # Utility of undefended features is the victim's own accuracy on the evaluated images.
+    for r in clean:
+        assert 0 <= r["reid"] <= 1 and r["psnr_lo"] <= r["psnr"] <= r["psnr_hi"]
+    assert len({r["utility"] for r in clean if r["layer"] == "conv11"}) == 1
+    report = (out / "report.md").read_text()
+    assert "black_box_noise" in report and "chance = 0.250" in report
+
+
+def test_bad_input_leaves_no_run_folder(tmp_path):
+    kw = dict(victim_data=_data(8, 0), attacker_data=_data(8, 1), victim_epochs=1, n_candidates=4,
+              out=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="unknown layer 'relu99'.*choose one of"):
+        run_privacy("he2019_cifar", ["relu99"], _data(4, 2), attacks=["black_box_dist"], **kw)
+    with pytest.raises(ValueError, match="out of range for 'quantize'"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), defenses={"quantize": [0]}, **kw)
+    with pytest.raises(ValueError, match="n_candidates ≥ 2"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 1})
+    with pytest.raises(ValueError, match="at least 10 evaluated images; got 4"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 10})
+    with pytest.raises(ValueError, match="unknown attack 'grey_box'"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), attacks=["grey_box"], **kw)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,161 @@
+"""Write a privacy run folder: report.md, metrics.csv, metrics.json, one leakage-against-utility plot per
+attack and one image grid per attack. Written to a hidden sibling folder and renamed into place only when
+complete (as ``upconv.report``), so a failure leaves no half-written run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import PrivacyResult
+
+COLS = ["attack", "decoder", "layer", "defense", "strength", "n"] + [
+    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
+
+
+def _f(v: Any, digits: int) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def clean_table(result: "PrivacyResult") -> str:
+    """Undefended leakage: one line per (attack, decoder), PSNR / SSIM / re-identification per split layer."""
+    s = result.settings
+    head = ["attack", "inverter"] + [f"{L} PSNR / SSIM / re-id" for L in s["layers"]]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(s["layers"])]
+    by = {(r["attack"], r["decoder"], r["layer"]): r for r in result.rows if r["defense"] == "none"}
+    for a in s["attacks"]:
+        for d in s["decoders"]:
+            cells = [f"{_f(r['psnr'], 2)} / {_f(r['ssim'], 4)} / {_f(r['reid'], 3)}"
+                     for r in (by[(a, d, L)] for L in s["layers"])]
+            lines.append(f"| {a} | {d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def defense_table(result: "PrivacyResult") -> str:
+    head = ["attack", "inverter", "layer", "defence", "strength", "utility (acc.)", "PSNR dB", "SSIM", "re-id"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in result.rows:
+        if r["attack"] not in result.settings["defense_attacks"]:
+            continue
+        cells = [r["attack"], r["decoder"], r["layer"], r["defense"], "—" if r["strength"] is None else f"{r['strength']:g}",
+                 f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
+                 f"{r['psnr']:.2f} [{r['psnr_lo']:.2f}, {r['psnr_hi']:.2f}]", _f(r["ssim"], 4), _f(r["reid"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_tradeoff(result: "PrivacyResult", attack: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result.settings
+    fig, axes = plt.subplots(1, len(s["layers"]), figsize=(4.2 * len(s["layers"]), 3.6), squeeze=False)
+    for ax, L in zip(axes[0], s["layers"]):
+        for d in s["decoders"]:
+            clean = [r for r in result.rows if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, "none")]
+            for kind in s["defenses"]:
+                rs = clean + [r for r in result.rows if (r["attack"], r["decoder"], r["layer"], r["defense"]) ==
+                              (attack, d, L, kind)]
+                ax.plot([r["utility"] for r in rs], [r["psnr"] for r in rs], marker="o", ms=3, label=f"{d}: {kind}")
+        ax.set_title(f"{attack} at {L}", fontsize=10)
+        ax.set_xlabel("utility: accuracy of the rest of the network")
+        ax.set_ylabel("leakage: PSNR dB")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _plot_grid(result: "PrivacyResult", attack: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from torchvision.utils import make_grid
+
+    s = result.settings
+    keys = [(attack, d, L) for d in s["decoders"] for L in s["layers"]]
+    rows = [result.originals] + [result.grid[k] for k in keys]
+    labels = ["original"] + [f"{d}: {L}" for _, d, L in keys]
+    n = len(result.originals)
+    img = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    h = result.originals.shape[-2] + 2
+    fig, ax = plt.subplots(figsize=(1.8 + 0.6 * n, 0.6 * len(rows) + 0.5))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], labels, fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(f"{attack}: originals and reconstructions (no defence)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _markdown(result: "PrivacyResult") -> str:
+    s = result.settings
+    parts = [f"# Privacy risk at split points: {s['encoder']} (weights {s['encoder_weights_hash']})", "",
+             "## Settings", "",
+             f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
+             f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
+             f"- inverse networks: {s['inverter_epochs']} epochs (UpconvNet width {s['inverter_width']}); "
+             f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
+             f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}", ""]
+    parts += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
+    parts += ["## Attacks", ""] + [f"- **{a}**: paper = {p}; upconvnet = {u}" for a, (p, u) in s["roles"].items()]
+    parts += ["", "## Leakage without defence", "", clean_table(result), ""]
+    if s["defense_attacks"]:
+        parts += ["## Defences", "", defense_table(result), ""]
+        parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]
+    parts += ["## Definitions", "",
+              "- PSNR: per image 10·log10(1/MSE) on [0, 1] images (equal to PSNR on the 0–255 scale), capped at "
+              f"{s['psnr_cap_db']:g} dB; SSIM: torchmetrics, Gaussian window 11, σ 1.5; LPIPS v0.1 AlexNet.",
+              f"- re-id: share of reconstructions whose nearest neighbour ({s['reid_metric']}) among "
+              f"{s['n_candidates']} candidate originals (the true one and {s['n_candidates'] - 1} others drawn at "
+              f"random) is the true original; chance = {s['reid_chance']:.3f}.",
+              "- utility: accuracy of the rest of the network on the (defended) features, against the labels.",
+              f"- every figure is a per-image mean; the CSV/JSON give 95 % bootstrap intervals ({s['n_boot']} resamples).",
+              "", "## Images", ""] + [f"![{a}](grid_{a}.png)" for a in s["attacks"]] + [""]
+    return "\n".join(parts)
+
+
+def write_privacy_report(result: "PrivacyResult", out: str | os.PathLike, overwrite: bool = False) -> str:
+    out = os.path.abspath(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise ValueError(f"run folder {out} already exists; choose another folder or pass overwrite=True")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        with open(os.path.join(tmp, "metrics.csv"), "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(COLS)
+            for r in result.rows:
+                w.writerow(["" if r[c] is None else r[c] for c in COLS])
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows}, f, indent=2)
+        for a in result.settings["attacks"]:
+            _plot_grid(result, a, os.path.join(tmp, f"grid_{a}.png"))
+        for a in result.settings["defense_attacks"]:
+            _plot_tradeoff(result, a, os.path.join(tmp, f"tradeoff_{a}.png"))
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(_markdown(result))
+        os.chmod(tmp, 0o755)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

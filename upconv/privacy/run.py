@@ -1,0 +1,222 @@
+"""``upconv privacy``: attack the features at each split layer in every setting, with and without defences,
+and summarise what leaks (PSNR, SSIM, LPIPS, re-identification) beside the utility that remains.
+
+Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.metrics.bootstrap_ci``), exactly as
+the depth-evaluation report. PSNR is computed on [0, 1] images with data range 1, which equals PSNR on the
+0–255 scale (the ratio peak² / MSE does not depend on the scale), so figures compare directly with papers
+that report 0–255 PSNR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .. import metrics as M
+from ..encoders import Encoder, build_encoder
+from ..inversion import invert
+from . import attacks as A
+from .defenses import check_strength, defend, tail
+from .reid import METRIC, reid_hits
+
+ATTACKS = ("white_box", "black_box_train", "black_box_dist", "black_box_noise", "query_free")
+LEAKAGE = ("psnr", "ssim", "lpips", "reid")
+# What "paper" and "upconvnet" mean in each setting (shown in the report).
+ROLES = {
+    "white_box": ("optimisation inversion (rMLE / M&V) on the victim's weights",
+                  "UpconvNet trained through the victim on the attacker's same-distribution data"),
+    "black_box_train": ("He et al.'s shallow inverse net, queries = victim's training images",
+                        "UpconvNet, queries = victim's training images"),
+    "black_box_dist": ("He et al.'s shallow inverse net, queries = other images of the same distribution",
+                       "UpconvNet, same queries"),
+    "black_box_noise": ("He et al.'s shallow inverse net, queries = uniform-noise images", "UpconvNet, same queries"),
+    "query_free": ("optimisation inversion (rMLE / M&V) on a shadow encoder trained on the attacker's data",
+                   "UpconvNet trained on the shadow encoder"),
+}
+
+
+@dataclass
+class PrivacyResult:
+    rows: list[dict[str, Any]]
+    settings: dict[str, Any]
+    notes: list[str]
+    originals: Tensor  # (N_grid, C, H, W)
+    grid: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)  # (attack, decoder, layer) -> images
+    out: Optional[str] = None
+
+
+def _check(attacks: Sequence[str], decoders: Sequence[str], defenses: dict[str, list[float]],
+           defense_attacks: Sequence[str], n_candidates: int, n_eval: int) -> None:
+    for a in [*attacks, *defense_attacks]:
+        if a not in ATTACKS:
+            raise ValueError(f"unknown attack '{a}'; choose from: {', '.join(ATTACKS)}")
+    for d in decoders:
+        if d not in A.DECODERS:
+            raise ValueError(f"unknown decoder '{d}'; choose from: {', '.join(A.DECODERS)}")
+    for kind, strengths in defenses.items():
+        for s in strengths:
+            check_strength(kind, s)
+    if int(n_candidates) != n_candidates or n_candidates < 2:
+        raise ValueError(f"re-identification needs n_candidates ≥ 2 (the original and at least one other); "
+                         f"got {n_candidates}")
+    if n_candidates > n_eval:
+        raise ValueError(f"re-identification among {n_candidates} candidates needs at least {n_candidates} "
+                         f"evaluated images; got {n_eval}. Raise the number of evaluated images or lower n_candidates")
+
+
+def run_privacy(
+    encoder: str | Encoder,
+    layers: Sequence[str],
+    eval_data: tuple[Tensor, Tensor],
+    *,
+    victim_data: Optional[tuple[Tensor, Tensor]] = None,
+    attacker_data: Optional[tuple[Tensor, Tensor]] = None,
+    encoder_weights: Optional[str] = None,
+    attacks: Sequence[str] = ATTACKS,
+    decoders: Sequence[str] = A.DECODERS,
+    defenses: Optional[dict[str, list[float]]] = None,
+    defense_attacks: Sequence[str] = ("black_box_dist",),
+    num_classes: int = 10,
+    victim_epochs: int = 30,
+    shadow_epochs: int = 30,
+    inverter_epochs: int = 20,
+    inverter_width: int = 64,
+    n_noise: int = 50000,
+    mv_steps: int = 200,
+    mv_optimizer: str = "sgd",
+    n_candidates: int = 10,
+    batch_size: int = 128,
+    lpips: bool = True,
+    n_boot: int = 1000,
+    grid_images: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+    out: Optional[str] = None,
+    overwrite: bool = False,
+) -> PrivacyResult:
+    """Run the attacks and defences and, with ``out``, write the run folder (atomically).
+
+    Images are uint8 or [0, 1] float tensors (N, C, H, W) with labels (N,). ``encoder`` is a built Encoder, or
+    a name: with ``encoder_weights`` that is the victim, otherwise a built-in architecture is trained on
+    ``victim_data`` (the victim's training set, which black_box_train queries with). ``attacker_data`` is the
+    attacker's own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow).
+    ``defenses`` maps a defence to its strength sweep; it is applied to the victim's features for the
+    attacks in ``defense_attacks`` (inverters trained on clean features: the attacker does not adapt).
+    """
+    import os
+
+    defenses = dict(defenses or {})
+    n_eval = len(eval_data[0])
+    _check(attacks, decoders, defenses, defense_attacks if defenses else (), n_candidates, n_eval)
+    if out is not None and os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"run folder {out} already exists and is not empty; choose another out or pass overwrite=True")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    wb_upconv = "white_box" in attacks and "upconvnet" in decoders  # reuses black_box_dist's UpconvNets
+    need_attacker = "black_box_dist" in attacks or "query_free" in attacks or wb_upconv
+    if need_attacker and attacker_data is None:
+        raise ValueError("the chosen attacks need attacker_data (images of the same distribution as the victim's)")
+    notes: list[str] = []
+    # Check the split layers before any training: the untrained architecture has the same layer table.
+    probe = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, encoder_weights)
+    probe.resolve(list(layers))
+    if isinstance(encoder, Encoder):
+        victim = encoder
+    elif encoder_weights:
+        victim = build_encoder(encoder, encoder_weights)
+    else:
+        if victim_data is None:
+            raise ValueError(f"no victim: pass encoder_weights for {encoder} or victim_data to train it on")
+        victim = A.as_encoder(encoder, A.train_classifier(encoder, *victim_data, num_classes=num_classes,
+                                                          epochs=victim_epochs, seed=seed, device=dev))
+        notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs")
+    if "black_box_train" in attacks and victim_data is None:
+        raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
+    victim = victim.to(dev)
+    layers = victim.resolve(list(layers))
+    tails = {L: tail(victim, L) for L in layers}
+
+    kw = dict(kinds=tuple(d for d in decoders), epochs=inverter_epochs, batch_size=batch_size, width=inverter_width,
+              seed=seed)
+    nets: dict[str, dict[tuple[str, str], Any]] = {}
+    if "black_box_train" in attacks:
+        nets["black_box_train"] = A.train_inverters(victim, layers, victim_data[0], **kw)
+    if "black_box_dist" in attacks or wb_upconv:
+        nets["black_box_dist"] = A.train_inverters(victim, layers, attacker_data[0], **kw)
+    if wb_upconv:
+        nets["white_box"] = {k: v for k, v in nets["black_box_dist"].items() if k[0] == "upconvnet"}
+    if "black_box_noise" in attacks:
+        nets["black_box_noise"] = A.train_inverters(victim, layers, None, queries="noise", n_noise=n_noise, **kw)
+    shadow = None
+    if "query_free" in attacks:
+        shadow = A.as_encoder(victim.name, A.train_classifier(victim.name, *attacker_data, num_classes=num_classes,
+                                                              epochs=shadow_epochs, seed=seed + 1, device=dev)).to(dev)
+        if "upconvnet" in decoders:
+            nets["query_free"] = A.train_inverters(shadow, layers, attacker_data[0], **{**kw, "kinds": ("upconvnet",)})
+
+    def reconstruct(attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
+        if decoder == "paper" and attack in ("white_box", "query_free"):
+            target = victim if attack == "white_box" else shadow
+            chunks = [invert(target, layer, f, steps=mv_steps, optimizer=mv_optimizer, seed=seed).images
+                      for f in feats.split(batch_size)]
+            return torch.cat(chunks)
+        with torch.no_grad():
+            return torch.cat([nets[attack][(decoder, layer)](f) for f in feats.split(batch_size)]).clamp(0, 1)
+
+    x = A._float(eval_data[0]).to(dev)  # (N, C, H, W)
+    y = eval_data[1].to(dev)
+    with torch.no_grad():
+        clean = victim(x, layers)
+    lp_model, lp_note = M.load_lpips() if lpips else (None, "LPIPS skipped: disabled (lpips=False)")
+    if lp_note:
+        notes.append(lp_note)
+    lp_model = lp_model.to(dev) if lp_model is not None else None
+
+    def summarise(values: Tensor) -> tuple[float, float, float]:
+        return M.bootstrap_ci(values, n_boot=n_boot, seed=seed)
+
+    points = [("none", None)] + [(k, float(s)) for k, ss in defenses.items() for s in ss]
+    rows, grid = [], {}
+    utility: dict[tuple[str, Any, str], tuple[float, float, float]] = {}
+    for kind, strength in points:
+        for L in layers:
+            f = clean[L] if kind == "none" else defend(clean[L], kind, strength, seed=seed)
+            with torch.no_grad():
+                utility[(kind, strength, L)] = summarise(M.accuracy(tails[L](f), y))
+            for attack in attacks:
+                if kind != "none" and attack not in defense_attacks:
+                    continue
+                for dec in decoders:
+                    xh = reconstruct(attack, dec, L, f).detach().float().clamp(0, 1)
+                    if kind == "none":
+                        grid[(attack, dec, L)] = xh[:grid_images].cpu()
+                    vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
+                            "lpips": M.lpips_distance(lp_model, xh, x) if lp_model is not None else None,
+                            "reid": reid_hits(xh, x, n_candidates, seed=seed)}
+                    row: dict[str, Any] = {"attack": attack, "decoder": dec, "layer": L, "defense": kind,
+                                           "strength": strength, "n": n_eval}
+                    for k, v in vals.items():
+                        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = summarise(v) if v is not None else (None,) * 3
+                    row["utility"], row["utility_lo"], row["utility_hi"] = utility[(kind, strength, L)]
+                    rows.append(row)
+    settings = {
+        "encoder": victim.name, "encoder_weights_hash": victim.weights_hash, "layers": layers,
+        "attacks": list(attacks), "decoders": list(decoders), "roles": {a: ROLES[a] for a in attacks},
+        "defenses": defenses, "defense_attacks": list(defense_attacks) if defenses else [],
+        "n_eval": n_eval, "n_victim": len(victim_data[0]) if victim_data is not None else None,
+        "n_attacker": len(attacker_data[0]) if attacker_data is not None else None,
+        "victim_epochs": victim_epochs, "shadow_epochs": shadow_epochs, "inverter_epochs": inverter_epochs,
+        "inverter_width": inverter_width, "n_noise": n_noise, "mv_steps": mv_steps, "mv_optimizer": mv_optimizer,
+        "n_candidates": n_candidates, "reid_metric": METRIC, "reid_chance": 1.0 / n_candidates,
+        "psnr_cap_db": M.PSNR_CAP_DB, "n_boot": n_boot, "seed": seed, "device": dev.type, "torch": torch.__version__,
+        "lpips": "computed (v0.1, AlexNet trunk)" if lp_model is not None else "skipped",
+    }
+    result = PrivacyResult(rows=rows, settings=settings, notes=notes, originals=x[:grid_images].cpu(), grid=grid)
+    if out is not None:
+        from .report import write_privacy_report
+
+        result.out = write_privacy_report(result, out, overwrite=overwrite)
+    return result
