@@ -28,8 +28,8 @@ PAPER = {
     "black_box_noise": [(48.59, 0.9996), (12.79, 0.2930), (12.37, 0.0440)],
     "query_free": [(21.16, 0.9104), (12.74, 0.1752), (11.09, 0.0419)],
 }
-REDUCED = dict(n_victim=1500, n_attacker=1500, n_eval=40, victim_epochs=5, shadow_epochs=5, inverter_epochs=3,
-               inverter_width=32, n_noise=1500, mv_steps=100, batch_size=64, n_boot=200,
+REDUCED = dict(n_victim=1000, n_attacker=1000, n_eval=40, victim_epochs=4, shadow_epochs=4, inverter_epochs=4,
+               inverter_width=32, n_noise=1000, mv_steps=100, batch_size=64, n_boot=200,
                defenses={"noise": [0.3, 1.0, 3.0], "quantize": [4, 2, 1], "dropout": [0.5, 0.9], "topk": [0.2, 0.05]},
                defense_attacks=["black_box_dist"], out="runs/privacy_he2019_reduced")
 
