@@ -11,6 +11,19 @@ from collections import OrderedDict
 from torch import nn
 
 
+def _init(model: nn.Module) -> nn.Module:
+    """He-normal convolutions and small-normal linear layers (torchvision's VGG scheme): without batch norm,
+    PyTorch's default initialisation shrinks the signal layer by layer and these nets barely start to learn."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def _conv_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
     # Caffe convention (and Dosovitskiy & Brox's tables): the blob called "convN" is post-ReLU.
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.ReLU())
@@ -23,7 +36,7 @@ def alexnet_cifar(num_classes: int = 10, width: float = 1.0) -> nn.Sequential:
     the offline demo uses a narrow copy so it trains in seconds on a CPU.
     """
     c = [max(1, round(n * width)) for n in (64, 192, 384, 256, 256, 1024, 1024)]
-    return nn.Sequential(
+    return _init(nn.Sequential(
         OrderedDict(
             conv1=_conv_relu(3, c[0], 5),
             pool1=nn.MaxPool2d(2),
@@ -37,7 +50,7 @@ def alexnet_cifar(num_classes: int = 10, width: float = 1.0) -> nn.Sequential:
             fc7=nn.Sequential(nn.Dropout(0.5), nn.Linear(c[5], c[6]), nn.ReLU()),
             fc8=nn.Linear(c[6], num_classes),
         )
-    )
+    ))
 
 
 def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
@@ -55,7 +68,7 @@ def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
     layers["fc1"] = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 512))
     layers["sigmoid1"] = nn.Sigmoid()
     layers["fc2"] = nn.Linear(512, num_classes)
-    return nn.Sequential(layers)
+    return _init(nn.Sequential(layers))
 
 
 ARCHITECTURES = {"alexnet_cifar": alexnet_cifar, "he2019_cifar": he2019_cifar}
