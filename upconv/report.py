@@ -7,12 +7,13 @@ written, so the same seed gives byte-identical metrics files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 if TYPE_CHECKING:
     from .evaluate import EvalResult
@@ -171,21 +172,20 @@ def _markdown(result: "EvalResult") -> str:
     return "\n".join(parts)
 
 
-def write_report(result: "EvalResult", out: str | os.PathLike, overwrite: bool = False) -> str:
-    """Write the run folder ``out`` atomically (temporary sibling, then rename) and return its path."""
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary sibling of ``out`` to write into; it becomes ``out`` only if the block succeeds.
+
+    An existing non-empty ``out`` is an error unless ``overwrite``; on any exception nothing is left behind.
+    """
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"report folder {out} already exists; choose another folder or pass overwrite=True")
+        raise ValueError(f"run folder {out} already exists; choose another folder or pass overwrite=True")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
-        _write_csv(result, os.path.join(tmp, "metrics.csv"))
-        _write_json(result, os.path.join(tmp, "metrics.json"))
-        _depth_plot(result, os.path.join(tmp, "depth.png"))
-        _grid_plot(result, os.path.join(tmp, "grid.png"))
-        with open(os.path.join(tmp, "report.md"), "w") as f:
-            f.write(_markdown(result))
+        yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report folder is ordinary
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
@@ -197,4 +197,15 @@ def write_report(result: "EvalResult", out: str | os.PathLike, overwrite: bool =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+
+
+def write_report(result: "EvalResult", out: str | os.PathLike, overwrite: bool = False) -> str:
+    """Write the run folder ``out`` atomically (temporary sibling, then rename) and return its path."""
+    with atomic_folder(out, overwrite) as tmp:
+        _write_csv(result, os.path.join(tmp, "metrics.csv"))
+        _write_json(result, os.path.join(tmp, "metrics.json"))
+        _depth_plot(result, os.path.join(tmp, "depth.png"))
+        _grid_plot(result, os.path.join(tmp, "grid.png"))
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(_markdown(result))
+    return os.path.abspath(out)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
+
+from ..report import atomic_folder
 
 if TYPE_CHECKING:
     from .run import PrivacyResult
@@ -127,13 +127,7 @@ def _markdown(result: "PrivacyResult") -> str:
 
 
 def write_privacy_report(result: "PrivacyResult", out: str | os.PathLike, overwrite: bool = False) -> str:
-    out = os.path.abspath(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"run folder {out} already exists; choose another folder or pass overwrite=True")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    try:
+    with atomic_folder(out, overwrite) as tmp:
         with open(os.path.join(tmp, "metrics.csv"), "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(COLS)
@@ -147,15 +141,4 @@ def write_privacy_report(result: "PrivacyResult", out: str | os.PathLike, overwr
             _plot_tradeoff(result, a, os.path.join(tmp, f"tradeoff_{a}.png"))
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(_markdown(result))
-        os.chmod(tmp, 0o755)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.rename(out, os.path.join(old, "previous"))
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return os.path.abspath(out)
