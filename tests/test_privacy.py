@@ -156,7 +156,7 @@ def test_bad_input_leaves_no_run_folder(tmp_path):
         run_privacy("he2019_cifar", ["relu99"], _data(4, 2), attacks=["black_box_dist"], **kw)
     with pytest.raises(ValueError, match="out of range for 'quantize'"):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), defenses={"quantize": [0]}, **kw)
-    with pytest.raises(ValueError, match="n_candidates ≥ 2"):
+    with pytest.raises(ValueError, match="at least 2 candidates"):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 1})
     with pytest.raises(ValueError, match="at least 10 evaluated images; got 4"):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 10})

@@ -14,18 +14,23 @@ from torch import Tensor
 METRIC = "pixel-space Euclidean (L2) distance, images in [0, 1]"
 
 
+def check_candidates(n_candidates: int, n_images: int) -> None:
+    """A line-up needs the original plus at least one other, all drawn from the evaluated images."""
+    if int(n_candidates) != n_candidates or n_candidates < 2:
+        raise ValueError(f"re-identification needs at least 2 candidates (the original and one other); "
+                         f"got n_candidates={n_candidates}")
+    if n_candidates > n_images:
+        raise ValueError(f"re-identification with {n_candidates} candidates needs at least that many evaluated "
+                         f"images; got {n_images}. Evaluate more images or lower n_candidates")
+
+
 def reid_hits(recon: Tensor, originals: Tensor, n_candidates: int, seed: int = 0) -> Tensor:
     """Per-image hit (1.0) or miss (0.0), shape (B,), for recon[i] against a line-up containing originals[i]."""
     if recon.shape != originals.shape or recon.dim() < 2:
         raise ValueError(f"reconstructions and originals must be batches of the same shape; got "
                          f"{tuple(recon.shape)} and {tuple(originals.shape)}")
     n = originals.shape[0]
-    if int(n_candidates) != n_candidates or n_candidates < 2:
-        raise ValueError(f"re-identification needs at least 2 candidates (the original and one other); "
-                         f"got n_candidates={n_candidates}")
-    if n_candidates > n:
-        raise ValueError(f"re-identification with {n_candidates} candidates needs at least that many evaluated "
-                         f"images; got {n}. Evaluate more images or lower n_candidates")
+    check_candidates(n_candidates, n)
     g = torch.Generator().manual_seed(seed)
     # Others for image i: a random draw from the n − 1 other indices (shift past i to exclude it).
     scores = torch.rand(n, n - 1, generator=g)  # (B, n−1)

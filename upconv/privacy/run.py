@@ -20,7 +20,7 @@ from ..encoders import Encoder, build_encoder
 from ..inversion import invert
 from . import attacks as A
 from .defenses import check_strength, defend, tail
-from .reid import METRIC, reid_hits
+from .reid import METRIC, check_candidates, reid_hits
 
 ATTACKS = ("white_box", "black_box_train", "black_box_dist", "black_box_noise", "query_free")
 LEAKAGE = ("psnr", "ssim", "lpips", "reid")
@@ -59,12 +59,7 @@ def _check(attacks: Sequence[str], decoders: Sequence[str], defenses: dict[str, 
     for kind, strengths in defenses.items():
         for s in strengths:
             check_strength(kind, s)
-    if int(n_candidates) != n_candidates or n_candidates < 2:
-        raise ValueError(f"re-identification needs n_candidates ≥ 2 (the original and at least one other); "
-                         f"got {n_candidates}")
-    if n_candidates > n_eval:
-        raise ValueError(f"re-identification among {n_candidates} candidates needs at least {n_candidates} "
-                         f"evaluated images; got {n_eval}. Raise the number of evaluated images or lower n_candidates")
+    check_candidates(n_candidates, n_eval)
 
 
 def run_privacy(
