@@ -47,7 +47,7 @@ def test_reid_needs_enough_candidates():
     x = torch.rand(5, 3, 4, 4)
     with pytest.raises(ValueError, match="at least 2 candidates"):
         reid_hits(x, x, n_candidates=1)
-    with pytest.raises(ValueError, match="needs at least that many evaluated images; got 5"):
+    with pytest.raises(ValueError, match="candidates needs at least 6 evaluated images; got 5"):
         reid_hits(x, x, n_candidates=6)
 
 

@@ -20,7 +20,7 @@ def check_candidates(n_candidates: int, n_images: int) -> None:
         raise ValueError(f"re-identification needs at least 2 candidates (the original and one other); "
                          f"got n_candidates={n_candidates}")
     if n_candidates > n_images:
-        raise ValueError(f"re-identification with {n_candidates} candidates needs at least that many evaluated "
+        raise ValueError(f"re-identification with {n_candidates} candidates needs at least {n_candidates} evaluated "
                          f"images; got {n_images}. Evaluate more images or lower n_candidates")
 
 
