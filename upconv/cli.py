@@ -8,13 +8,10 @@ from typing import Optional
 
 from jsonargparse import CLI
 
-from .evaluate import evaluate_cli
-
-from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
-
 from .deconv_figures import deconv
-
+from .evaluate import evaluate_cli
 from .privacy.cli import privacy
+from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
 
 
 def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True, download: bool = False) -> None:
@@ -37,10 +34,13 @@ def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True,
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 
 
-COMMANDS = {"layers": layers, "deconv": deconv}
-COMMANDS["evaluate"] = evaluate_cli
-COMMANDS["visualize"] = VISUALIZE_COMMANDS  # nested: upconv visualize <method>
-COMMANDS["privacy"] = privacy  # upconv privacy: attacks and defences at split points
+COMMANDS = {
+    "layers": layers,
+    "evaluate": evaluate_cli,
+    "deconv": deconv,
+    "privacy": privacy,  # attacks and defences at split points
+    "visualize": VISUALIZE_COMMANDS,  # nested: upconv visualize <method>
+}
 
 
 def main(argv: list[str] | None = None) -> None:
