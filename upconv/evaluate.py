@@ -19,6 +19,7 @@ from torch import Tensor
 
 from . import metrics as M
 from .encoders import Encoder, build_encoder
+from .report import check_out
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")
 
@@ -175,8 +176,8 @@ def evaluate(
     """
     from .data import ImageData
 
-    if out is not None and os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"report folder {out} already exists and is not empty; choose another out or pass overwrite=True")
+    if out is not None:
+        check_out(out, overwrite)  # fail before any (long) computation
     dev = _resolve_device(device)
     ckpts = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
     if isinstance(encoder, Encoder):

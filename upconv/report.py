@@ -172,6 +172,13 @@ def _markdown(result: "EvalResult") -> str:
     return "\n".join(parts)
 
 
+def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise ValueError(f"run folder {out} already exists and is not empty; choose another folder or pass "
+                         f"overwrite=True")
+
+
 @contextlib.contextmanager
 def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
     """Yield a temporary sibling of ``out`` to write into; it becomes ``out`` only if the block succeeds.
@@ -179,8 +186,7 @@ def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[s
     An existing non-empty ``out`` is an error unless ``overwrite``; on any exception nothing is left behind.
     """
     out = os.path.abspath(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"run folder {out} already exists; choose another folder or pass overwrite=True")
+    check_out(out, overwrite)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)

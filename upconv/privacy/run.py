@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import metrics as M
 from ..encoders import Encoder, build_encoder
 from ..inversion import invert
+from ..report import check_out
 from . import attacks as A
 from .defenses import check_strength, defend, tail
 from .reid import METRIC, check_candidates, reid_hits
@@ -101,13 +102,11 @@ def run_privacy(
     ``defenses`` maps a defence to its strength sweep; it is applied to the victim's features for the
     attacks in ``defense_attacks`` (inverters trained on clean features: the attacker does not adapt).
     """
-    import os
-
     defenses = dict(defenses or {})
     n_eval = len(eval_data[0])
     _check(attacks, decoders, defenses, defense_attacks if defenses else (), n_candidates, n_eval)
-    if out is not None and os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"run folder {out} already exists and is not empty; choose another out or pass overwrite=True")
+    if out is not None:
+        check_out(out, overwrite)  # fail before any (long) computation
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
     wb_upconv = "white_box" in attacks and "upconvnet" in decoders  # reuses black_box_dist's UpconvNets
