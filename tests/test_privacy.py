@@ -118,6 +118,21 @@ def test_query_training_lowers_reconstruction_error(he):
     assert after < 0.75 * before
 
 
+def test_inverter_learning_rate_per_kind(he):
+    x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    torch.manual_seed(0)
+    init = {k: build_inverter(k, he, "conv11", 8).state_dict() for k in ("paper", "upconvnet")}
+    nets = train_inverters(he, ["conv11"], x, epochs=2, batch_size=8, width=8,
+                           lr={"paper": 1e-2, "upconvnet": 1e-12})
+    moved = {k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items())
+             for k in init}
+    assert moved["paper"] > 1e-3  # trained at 1e-2
+    assert moved["upconvnet"] < 1e-8  # a 1e-12 rate leaves it where it started
+    for bad in ({"paper": 1e-3}, 0.0, {"paper": 1e-3, "upconvnet": -1.0}):
+        with pytest.raises(ValueError, match="positive rate, or one per inverse-network kind"):
+            train_inverters(he, ["conv11"], x, epochs=1, batch_size=8, width=8, lr=bad)
+
+
 # ---------------------------------------------------------------- end to end
 def _data(n, seed):
     g = torch.Generator().manual_seed(seed)
@@ -147,6 +162,10 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
     assert len({r["utility"] for r in clean if r["layer"] == "conv11"}) == 1
     report = (out / "report.md").read_text()
     assert "black_box_noise" in report and "chance = 0.250" in report
+    # The victim trained by the run is saved, and reloads as the very encoder that was attacked.
+    assert build_encoder("he2019_cifar", str(out / "victim.pt")).weights_hash == res.settings["encoder_weights_hash"]
+    t = res.settings["timings_s"]
+    assert t["train victim"] > 0 and t["train shadow"] > 0 and t["reconstruct white_box paper"] > 0
 
 
 def test_bad_input_leaves_no_run_folder(tmp_path):
@@ -162,4 +181,6 @@ def test_bad_input_leaves_no_run_folder(tmp_path):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 10})
     with pytest.raises(ValueError, match="unknown attack 'grey_box'"):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), attacks=["grey_box"], **kw)
+    with pytest.raises(ValueError, match="mv_batch_size must be a positive number of images; got 0"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_batch_size=0, **{**kw, "n_candidates": 2})
     assert not (tmp_path / "run").exists()

@@ -90,7 +90,7 @@ def train_inverters(
     n_noise: int = 0,
     epochs: int = 5,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float | dict[str, float] = 1e-3,
     width: int = 64,
     seed: int = 0,
 ) -> dict[tuple[str, str], nn.Module]:
@@ -98,7 +98,8 @@ def train_inverters(
 
     ``queries="data"`` uses ``images`` (uint8 or [0, 1] float, (N, C, H, W)); ``"noise"`` draws ``n_noise``
     uniform-noise images per epoch (He et al.'s noise queries; the attacker needs no data). One encoder pass
-    per batch feeds every network; Adam, learning rate decayed by cosine annealing.
+    per batch feeds every network; Adam, learning rate decayed by cosine annealing. ``lr`` is one rate for
+    every network, or one per kind (e.g. ``{"paper": 1e-2, "upconvnet": 1e-3}``).
     """
     if queries not in QUERIES:
         raise ValueError(f"unknown query source '{queries}'; choose one of: {', '.join(QUERIES)}")
@@ -110,9 +111,12 @@ def train_inverters(
     dev = encoder.mean.device
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    rates = lr if isinstance(lr, dict) else {k: lr for k in kinds}
+    missing = [k for k in kinds if k not in rates]
+    if missing or any(r <= 0 for r in rates.values()):
+        raise ValueError(f"lr must be a positive rate, or one per inverse-network kind ({', '.join(kinds)}); got {lr}")
     nets = {(k, L): build_inverter(k, encoder, L, width).to(dev) for k in kinds for L in layers}
-    params = [p for n in nets.values() for p in n.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam([{"params": list(n.parameters()), "lr": rates[k]} for (k, _), n in nets.items()])
     n = len(images) if queries == "data" else n_noise
     per_epoch = max(1, n // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * per_epoch)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from torch import Tensor
 
 
 def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, n_eval: int,
-                seed: int = 0, embedded_per_class: int = 250) -> tuple[tuple[Tensor, Tensor], ...]:
+                seed: int = 0, embedded_per_class: int = 250,
+                num_workers: int = 0) -> tuple[tuple[Tensor, Tensor], ...]:
     """Disjoint victim / attacker training images (a seeded random subset of the training split, the victim's
     first) and ``n_eval`` held-out images, all uint8 (N, C, H, W) with labels."""
     from ..data import ImageData
@@ -18,7 +19,7 @@ def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, 
         if v < 1:
             raise ValueError(f"{name} must be a positive number of images; got {v}")
     d = ImageData(source=data, root=root, image_size=32, limit_train=n_victim + n_attacker, limit_val=n_eval,
-                  in_memory=True, num_workers=0, embedded_per_class=embedded_per_class, seed=seed)
+                  in_memory=True, num_workers=num_workers, embedded_per_class=embedded_per_class, seed=seed)
     d.setup()
     (x, y), (xv, yv) = d._train, d._val
     if len(x) < n_victim + n_attacker or len(xv) < n_eval:
@@ -45,9 +46,11 @@ def privacy(
     shadow_epochs: int = 30,
     inverter_epochs: int = 20,
     inverter_width: int = 64,
+    inverter_lr: Union[float, dict[str, float]] = 1e-3,
     n_noise: int = 50000,
     mv_steps: int = 2100,
     mv_optimizer: Literal["sgd", "adam"] = "sgd",
+    mv_batch_size: Optional[int] = None,
     n_candidates: int = 10,
     batch_size: int = 128,
     lpips: bool = True,
@@ -55,6 +58,7 @@ def privacy(
     grid_images: int = 8,
     seed: int = 0,
     device: str = "auto",
+    num_workers: int = 0,
     out: str = "runs/privacy",
     overwrite: bool = False,
 ) -> None:
@@ -79,9 +83,12 @@ def privacy(
         shadow_epochs: epochs to train the query-free shadow encoder.
         inverter_epochs: epochs to train each inverse network.
         inverter_width: UpconvNet width.
+        inverter_lr: Adam learning rate of the inverse networks, one for all or one per kind, e.g.
+            {paper: 0.01, upconvnet: 0.001}.
         n_noise: noise queries per epoch (black_box_noise).
         mv_steps: optimisation-inversion steps (M&V's schedule: 2100).
         mv_optimizer: sgd (M&V's momentum) or adam.
+        mv_batch_size: images inverted together by optimisation (default: batch_size).
         n_candidates: re-identification line-up size (≥ 2, ≤ n_eval).
         batch_size: images per batch.
         lpips: compute LPIPS when its weights are cached.
@@ -89,17 +96,21 @@ def privacy(
         grid_images: images per grid.
         seed: seeds data splits, training, noise and bootstrap.
         device: auto, cpu or cuda.
+        num_workers: processes decoding the image files.
         out: run folder, created only when complete.
         overwrite: replace an existing run folder.
     """
     from .run import run_privacy
 
-    victim, attacker, evaluation = load_splits(data, root, n_victim, n_attacker, n_eval, seed)
+    victim, attacker, evaluation = load_splits(data, root, n_victim, n_attacker, n_eval, seed,
+                                               num_workers=num_workers)
     result = run_privacy(encoder, layers, evaluation, victim_data=victim, attacker_data=attacker,
                          encoder_weights=encoder_weights, attacks=attacks, decoders=decoders, defenses=defenses,
                          defense_attacks=defense_attacks, num_classes=num_classes, victim_epochs=victim_epochs,
                          shadow_epochs=shadow_epochs, inverter_epochs=inverter_epochs, inverter_width=inverter_width,
-                         n_noise=n_noise, mv_steps=mv_steps, mv_optimizer=mv_optimizer, n_candidates=n_candidates,
+                         inverter_lr=inverter_lr,
+                         n_noise=n_noise, mv_steps=mv_steps, mv_optimizer=mv_optimizer, mv_batch_size=mv_batch_size,
+                         n_candidates=n_candidates,
                          batch_size=batch_size, lpips=lpips, n_boot=n_boot, grid_images=grid_images, seed=seed,
                          device=device, out=out, overwrite=overwrite)
     print(os.path.join(result.out or out, "report.md"))

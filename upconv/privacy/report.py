@@ -9,6 +9,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ..report import atomic_folder
 
 if TYPE_CHECKING:
@@ -105,9 +107,11 @@ def _markdown(result: "PrivacyResult") -> str:
              "## Settings", "",
              f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
              f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
-             f"- inverse networks: {s['inverter_epochs']} epochs (UpconvNet width {s['inverter_width']}); "
+             f"- inverse networks: {s['inverter_epochs']} epochs, Adam lr {s.get('inverter_lr')} "
+             f"(UpconvNet width {s['inverter_width']}); "
              f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
-             f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}", ""]
+             f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}",
+             "- wall time (s): " + (", ".join(f"{k} {v:.1f}" for k, v in s.get("timings_s", {}).items()) or "—"), ""]
     parts += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
     parts += ["## Attacks", ""] + [f"- **{a}**: paper = {p}; upconvnet = {u}" for a, (p, u) in s["roles"].items()]
     parts += ["", "## Leakage without defence", "", clean_table(result), ""]
@@ -135,6 +139,8 @@ def write_privacy_report(result: "PrivacyResult", out: str | os.PathLike, overwr
                 w.writerow(["" if r[c] is None else r[c] for c in COLS])
         with open(os.path.join(tmp, "metrics.json"), "w") as f:
             json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows}, f, indent=2)
+        if result.victim_state is not None:
+            torch.save(result.victim_state, os.path.join(tmp, "victim.pt"))
         for a in result.settings["attacks"]:
             _plot_grid(result, a, os.path.join(tmp, f"grid_{a}.png"))
         for a in result.settings["defense_attacks"]:

@@ -9,6 +9,7 @@ that report 0–255 PSNR.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -47,6 +48,7 @@ class PrivacyResult:
     originals: Tensor  # (N_grid, C, H, W)
     grid: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)  # (attack, decoder, layer) -> images
     out: Optional[str] = None
+    victim_state: Optional[dict[str, Tensor]] = None  # weights of a victim trained by the run (saved as victim.pt)
 
 
 def _check(attacks: Sequence[str], decoders: Sequence[str], defenses: dict[str, list[float]],
@@ -80,9 +82,11 @@ def run_privacy(
     shadow_epochs: int = 30,
     inverter_epochs: int = 20,
     inverter_width: int = 64,
+    inverter_lr: float | dict[str, float] = 1e-3,
     n_noise: int = 50000,
     mv_steps: int = 200,
     mv_optimizer: str = "sgd",
+    mv_batch_size: Optional[int] = None,
     n_candidates: int = 10,
     batch_size: int = 128,
     lpips: bool = True,
@@ -101,14 +105,32 @@ def run_privacy(
     attacker's own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow).
     ``defenses`` maps a defence to its strength sweep; it is applied to the victim's features for the
     attacks in ``defense_attacks`` (inverters trained on clean features: the attacker does not adapt).
+    ``mv_batch_size`` images are inverted together by optimisation (default ``batch_size``); the wall time of
+    each training stage and of each attack's reconstructions is recorded in ``settings["timings_s"]``.
     """
     defenses = dict(defenses or {})
     n_eval = len(eval_data[0])
     _check(attacks, decoders, defenses, defense_attacks if defenses else (), n_candidates, n_eval)
+    if mv_batch_size is not None and mv_batch_size < 1:
+        raise ValueError(f"mv_batch_size must be a positive number of images; got {mv_batch_size}")
+    mv_batch = mv_batch_size or batch_size
+    timings: dict[str, float] = {}
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
+
+    def clock() -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # kernels run asynchronously: time finished work only
+        return time.perf_counter()
+
+    def timed(stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = clock()
+        result = fn(*args, **kwargs)
+        timings[stage] = timings.get(stage, 0.0) + clock() - t0
+        return result
+
     wb_upconv = "white_box" in attacks and "upconvnet" in decoders  # reuses black_box_dist's UpconvNets
     need_attacker = "black_box_dist" in attacks or "query_free" in attacks or wb_upconv
     if need_attacker and attacker_data is None:
@@ -117,6 +139,7 @@ def run_privacy(
     # Check the split layers before any training: the untrained architecture has the same layer table.
     probe = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, encoder_weights)
     probe.resolve(list(layers))
+    victim_state: Optional[dict[str, Tensor]] = None
     if isinstance(encoder, Encoder):
         victim = encoder
     elif encoder_weights:
@@ -124,9 +147,11 @@ def run_privacy(
     else:
         if victim_data is None:
             raise ValueError(f"no victim: pass encoder_weights for {encoder} or victim_data to train it on")
-        victim = A.as_encoder(encoder, A.train_classifier(encoder, *victim_data, num_classes=num_classes,
-                                                          epochs=victim_epochs, seed=seed, device=dev))
-        notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs")
+        victim = A.as_encoder(encoder, timed("train victim", A.train_classifier, encoder, *victim_data,
+                                             num_classes=num_classes, epochs=victim_epochs, seed=seed, device=dev))
+        notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs; "
+                     "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)")
+        victim_state = {k: v.detach().cpu().clone() for k, v in victim.model.state_dict().items()}
     if "black_box_train" in attacks and victim_data is None:
         raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
     victim = victim.to(dev)
@@ -134,28 +159,33 @@ def run_privacy(
     tails = {L: tail(victim, L) for L in layers}
 
     kw = dict(kinds=tuple(d for d in decoders), epochs=inverter_epochs, batch_size=batch_size, width=inverter_width,
-              seed=seed)
+              lr=inverter_lr, seed=seed)
     nets: dict[str, dict[tuple[str, str], Any]] = {}
     if "black_box_train" in attacks:
-        nets["black_box_train"] = A.train_inverters(victim, layers, victim_data[0], **kw)
+        nets["black_box_train"] = timed("train inverters black_box_train", A.train_inverters, victim, layers,
+                                        victim_data[0], **kw)
     if "black_box_dist" in attacks or wb_upconv:
-        nets["black_box_dist"] = A.train_inverters(victim, layers, attacker_data[0], **kw)
+        nets["black_box_dist"] = timed("train inverters black_box_dist", A.train_inverters, victim, layers,
+                                       attacker_data[0], **kw)
     if wb_upconv:
         nets["white_box"] = {k: v for k, v in nets["black_box_dist"].items() if k[0] == "upconvnet"}
     if "black_box_noise" in attacks:
-        nets["black_box_noise"] = A.train_inverters(victim, layers, None, queries="noise", n_noise=n_noise, **kw)
+        nets["black_box_noise"] = timed("train inverters black_box_noise", A.train_inverters, victim, layers, None,
+                                        queries="noise", n_noise=n_noise, **kw)
     shadow = None
     if "query_free" in attacks:
-        shadow = A.as_encoder(victim.name, A.train_classifier(victim.name, *attacker_data, num_classes=num_classes,
-                                                              epochs=shadow_epochs, seed=seed + 1, device=dev)).to(dev)
+        shadow = A.as_encoder(victim.name, timed("train shadow", A.train_classifier, victim.name, *attacker_data,
+                                                 num_classes=num_classes, epochs=shadow_epochs, seed=seed + 1,
+                                                 device=dev)).to(dev)
         if "upconvnet" in decoders:
-            nets["query_free"] = A.train_inverters(shadow, layers, attacker_data[0], **{**kw, "kinds": ("upconvnet",)})
+            nets["query_free"] = timed("train inverters query_free", A.train_inverters, shadow, layers,
+                                       attacker_data[0], **{**kw, "kinds": ("upconvnet",)})
 
     def reconstruct(attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
         if decoder == "paper" and attack in ("white_box", "query_free"):
             target = victim if attack == "white_box" else shadow
             chunks = [invert(target, layer, f, steps=mv_steps, optimizer=mv_optimizer, seed=seed).images
-                      for f in feats.split(batch_size)]
+                      for f in feats.split(mv_batch)]
             return torch.cat(chunks)
         with torch.no_grad():
             return torch.cat([nets[attack][(decoder, layer)](f) for f in feats.split(batch_size)]).clamp(0, 1)
@@ -184,7 +214,8 @@ def run_privacy(
                 if kind != "none" and attack not in defense_attacks:
                     continue
                 for dec in decoders:
-                    xh = reconstruct(attack, dec, L, f).detach().float().clamp(0, 1)
+                    xh = timed(f"reconstruct {attack} {dec}", reconstruct, attack, dec, L, f)
+                    xh = xh.detach().float().clamp(0, 1)
                     if kind == "none":
                         grid[(attack, dec, L)] = xh[:grid_images].cpu()
                     vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
@@ -203,12 +234,16 @@ def run_privacy(
         "n_eval": n_eval, "n_victim": len(victim_data[0]) if victim_data is not None else None,
         "n_attacker": len(attacker_data[0]) if attacker_data is not None else None,
         "victim_epochs": victim_epochs, "shadow_epochs": shadow_epochs, "inverter_epochs": inverter_epochs,
-        "inverter_width": inverter_width, "n_noise": n_noise, "mv_steps": mv_steps, "mv_optimizer": mv_optimizer,
+        "inverter_width": inverter_width, "inverter_lr": inverter_lr, "n_noise": n_noise, "mv_steps": mv_steps,
+        "mv_optimizer": mv_optimizer,
+        "mv_batch_size": mv_batch, "batch_size": batch_size,
         "n_candidates": n_candidates, "reid_metric": METRIC, "reid_chance": 1.0 / n_candidates,
         "psnr_cap_db": M.PSNR_CAP_DB, "n_boot": n_boot, "seed": seed, "device": dev.type, "torch": torch.__version__,
         "lpips": "computed (v0.1, AlexNet trunk)" if lp_model is not None else "skipped",
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    result = PrivacyResult(rows=rows, settings=settings, notes=notes, originals=x[:grid_images].cpu(), grid=grid)
+    result = PrivacyResult(rows=rows, settings=settings, notes=notes, originals=x[:grid_images].cpu(), grid=grid,
+                           victim_state=victim_state)
     if out is not None:
         from .report import write_privacy_report
 
