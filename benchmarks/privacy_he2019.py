@@ -7,6 +7,14 @@ our figures beside the paper's, for their attack ("paper") and UpconvNet in the 
 ``--reduced`` shrinks every budget (victim and attacker images, epochs, evaluated images, optimisation
 steps) so the run fits in about 20 CPU minutes; its numbers are NOT a reproduction, only a smoke-scale
 indication, and the table says so.
+
+The full run can be split into parallel parts that attack one victim (each part writes its own run folder),
+then merged into one table:
+
+    python benchmarks/privacy_he2019.py --splits S.pt --train-victim victim.pt          # decode once, train once
+    python benchmarks/privacy_he2019.py --splits S.pt --set encoder_weights=victim.pt \
+        --set "attacks=[black_box_noise, query_free]" --out runs/he2019_b                  # one part (any number)
+    python benchmarks/privacy_he2019.py --merge runs/he2019_a runs/he2019_b              # one comparison table
 """
 
 from __future__ import annotations
@@ -53,28 +61,123 @@ def comparison(metrics: dict, label: str) -> str:
     return "\n".join(lines)
 
 
+SPLIT_KEYS = ("data", "root", "n_victim", "n_attacker", "n_eval", "seed", "num_workers")
+
+
+def load_or_decode(cfg: dict, path: str | None) -> tuple:
+    """The victim / attacker / evaluation splits, decoded once and cached in ``path`` (a torch file of uint8
+    tensors) so parallel parts neither decode the JPEGs again nor risk drawing different splits."""
+    import torch
+
+    from upconv.privacy.cli import load_splits
+
+    key = {k: cfg.get(k) for k in SPLIT_KEYS}
+    if path and os.path.exists(path):
+        saved = torch.load(path, weights_only=True)
+        if saved["key"] != key:
+            raise SystemExit(f"{path} holds splits for {saved['key']}, not {key}; delete it or pass another path")
+        return saved["splits"]
+    splits = load_splits(cfg["data"], cfg.get("root"), cfg["n_victim"], cfg["n_attacker"], cfg["n_eval"],
+                         cfg.get("seed", 0), num_workers=cfg.get("num_workers", 0))
+    if path:
+        tmp = path + ".partial"
+        torch.save({"key": key, "splits": splits}, tmp)
+        os.replace(tmp, path)
+    return splits
+
+
+def train_victim(cfg: dict, splits: tuple, path: str) -> None:
+    """Train the victim exactly as ``run_privacy`` does and save its weights (a state dict)."""
+    import time
+
+    import torch
+
+    from upconv.privacy import attacks as A
+
+    (xv, yv), _, (xe, ye) = splits
+    dev = torch.device("cuda" if cfg.get("device", "auto") == "auto" and torch.cuda.is_available() else
+                       "cpu" if cfg.get("device", "auto") == "auto" else cfg["device"])
+    t0 = time.perf_counter()
+    model = A.train_classifier(cfg["encoder"], xv, yv, num_classes=cfg.get("num_classes", 10),
+                               epochs=cfg["victim_epochs"], seed=cfg.get("seed", 0), device=dev)
+    seconds = time.perf_counter() - t0
+    enc = A.as_encoder(cfg["encoder"], model)
+    with torch.no_grad():
+        logits = torch.cat([enc.model(enc.normalize(A._float(x))) for x in xe.split(500)])
+    acc = (logits.argmax(1) == ye).float().mean().item()
+    tmp = path + ".partial"
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+    print(f"victim {cfg['encoder']}: {len(xv)} images × {cfg['victim_epochs']} epochs in {seconds:.1f} s on "
+          f"{dev.type}; accuracy {acc:.4f} on the {len(xe)} evaluated test images; weights → {path}")
+
+
+def merge(folders: list[str]) -> dict:
+    """One metrics dict from parts that attacked the same victim (their rows concatenated)."""
+    parts = []
+    for d in folders:
+        with open(os.path.join(d, "metrics.json")) as f:
+            parts.append(json.load(f))
+    hashes = {p["settings"]["encoder_weights_hash"] for p in parts}
+    if len(hashes) != 1:
+        raise SystemExit(f"the parts attacked different victims (weights hashes {sorted(hashes)}); merge parts of one run")
+    settings = dict(parts[0]["settings"])
+    settings["attacks"] = list(dict.fromkeys(a for p in parts for a in p["settings"]["attacks"]))
+    rows = [r for p in parts for r in p["rows"]]
+    return {"settings": settings, "rows": rows}
+
+
+def label_for(metrics: dict, reduced: bool) -> str:
+    s = metrics["settings"]
+    return (f"{'REDUCED CPU run, not a reproduction' if reduced else 'full scale'}: victim trained on "
+            f"{s['n_victim']} images × {s['victim_epochs']} epochs, attacker {s['n_attacker']} images, "
+            f"n = {s['n_eval']} test images, inverse nets {s['inverter_epochs']} epochs, "
+            f"optimisation {s['mv_steps']} steps ({s['mv_optimizer']}), device {s['device']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/privacy/he2019_cifar.yaml")
     ap.add_argument("--reduced", action="store_true", help="CPU-sized subset (not a reproduction)")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config entry (VALUE is read as YAML), e.g. --set mv_optimizer=adam")
+    ap.add_argument("--out", help="run folder (default: the config's)")
+    ap.add_argument("--splits", help="cache file for the decoded splits (created if missing)")
+    ap.add_argument("--decode-only", action="store_true", help="only decode the images into --splits")
+    ap.add_argument("--train-victim", metavar="PATH", help="only train the victim and save its weights to PATH")
+    ap.add_argument("--merge", nargs="+", metavar="RUN", help="only print one comparison table from these run folders")
     args = ap.parse_args()
+    if args.merge:
+        metrics = merge(args.merge)
+        print(comparison(metrics, label_for(metrics, args.reduced) + f" (parts: {', '.join(args.merge)})"))
+        return
     with open(args.config) as f:
         cfg = yaml.safe_load(f)
     if args.reduced:
         cfg.update(REDUCED)
-    cfg["overwrite"] = args.overwrite
-    from upconv.privacy.cli import privacy
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE; got '{item}'")
+        cfg[key] = yaml.safe_load(value)
+    if args.out:
+        cfg["out"] = args.out
+    splits = load_or_decode(cfg, args.splits)
+    if args.decode_only:
+        return
+    if args.train_victim:
+        train_victim(cfg, splits, args.train_victim)
+        return
+    from upconv.privacy.run import run_privacy
 
-    privacy(**cfg)
+    victim, attacker, evaluation = splits
+    run_kw = {k: v for k, v in cfg.items() if k not in SPLIT_KEYS and k not in ("encoder", "layers")}
+    run_privacy(cfg["encoder"], cfg["layers"], evaluation, victim_data=victim, attacker_data=attacker,
+                seed=cfg.get("seed", 0), overwrite=args.overwrite, **run_kw)
     with open(os.path.join(cfg["out"], "metrics.json")) as f:
         metrics = json.load(f)
-    s = metrics["settings"]
-    label = (f"{'REDUCED CPU run, not a reproduction' if args.reduced else 'full scale'}: victim trained on "
-             f"{s['n_victim']} images × {s['victim_epochs']} epochs, attacker {s['n_attacker']} images, "
-             f"n = {s['n_eval']} test images, inverse nets {s['inverter_epochs']} epochs, "
-             f"optimisation {s['mv_steps']} steps, device {s['device']}")
-    table = comparison(metrics, label)
+    table = comparison(metrics, label_for(metrics, args.reduced))
     with open(os.path.join(cfg["out"], "comparison.md"), "w") as f:
         f.write(table + "\n")
     print(table)
