@@ -68,7 +68,12 @@ def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
     layers["fc1"] = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 512))
     layers["sigmoid1"] = nn.Sigmoid()
     layers["fc2"] = nn.Linear(512, num_classes)
-    return _init(nn.Sequential(layers))
+    model = _init(nn.Sequential(layers))
+    # fc1 feeds a sigmoid: N(0, 0.01) weights keep it at 0.5 ± 0.01, so almost no gradient reaches the
+    # convolutions (the net stays at chance for epochs). Glorot's initialisation is the one made for sigmoids.
+    for linear in (layers["fc1"][1], layers["fc2"]):
+        nn.init.xavier_uniform_(linear.weight)
+    return model
 
 
 ARCHITECTURES = {"alexnet_cifar": alexnet_cifar, "he2019_cifar": he2019_cifar}
