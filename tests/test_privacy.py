@@ -168,6 +168,26 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
     assert t["train victim"] > 0 and t["train shadow"] > 0 and t["reconstruct white_box paper"] > 0
 
 
+def test_victim_and_attacker_splits_mix_the_classes(tmp_path):
+    """Taking the whole training split leaves ImageFolder's class order; the split must still be random, or
+    the victim learns the first classes and the attacker holds the rest (a different distribution)."""
+    from PIL import Image
+
+    from upconv.privacy.cli import load_splits
+
+    for split, n in (("train", 8), ("test", 3)):
+        for c in ("a_class", "b_class"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy()).save(tmp_path / split / c / f"{i}.png")
+    victim, attacker, evaluation = load_splits("folder", str(tmp_path), 8, 8, 4)
+    assert len(victim[0]) == len(attacker[0]) == 8 and len(evaluation[0]) == 4
+    assert set(victim[1].tolist()) == set(attacker[1].tolist()) == {0, 1}
+    # Disjoint: no training image is in both.
+    flat_v, flat_a = victim[0].flatten(1), attacker[0].flatten(1)
+    assert not (flat_v[:, None] == flat_a[None]).all(-1).any()
+
+
 def test_bad_input_leaves_no_run_folder(tmp_path):
     kw = dict(victim_data=_data(8, 0), attacker_data=_data(8, 1), victim_epochs=1, n_candidates=4,
               out=str(tmp_path / "run"))
