@@ -203,4 +203,14 @@ def test_bad_input_leaves_no_run_folder(tmp_path):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), attacks=["grey_box"], **kw)
     with pytest.raises(ValueError, match="mv_batch_size must be a positive number of images; got 0"):
         run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_batch_size=0, **{**kw, "n_candidates": 2})
+    with pytest.raises(ValueError, match="mv_tv_weight must be ≥ 0"):
+        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=-1.0, **{**kw, "n_candidates": 2})
     assert not (tmp_path / "run").exists()
+
+
+def test_mv_tv_weight_reaches_the_optimisation():
+    kw = dict(encoder_weights=None, victim_data=_data(8, 0), attacks=["white_box"], decoders=["paper"],
+              victim_epochs=1, mv_steps=5, n_candidates=2, n_boot=10, lpips=False)
+    psnr = {w: run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=w, **kw).rows[0]["psnr"]
+            for w in (0.0, 1e4)}
+    assert psnr[0.0] != psnr[1e4]

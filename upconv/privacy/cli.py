@@ -57,6 +57,7 @@ def privacy(
     mv_steps: int = 2100,
     mv_optimizer: Literal["sgd", "adam"] = "sgd",
     mv_batch_size: Optional[int] = None,
+    mv_tv_weight: Optional[float] = None,
     n_candidates: int = 10,
     batch_size: int = 128,
     lpips: bool = True,
@@ -95,6 +96,7 @@ def privacy(
         mv_steps: optimisation-inversion steps (M&V's schedule: 2100).
         mv_optimizer: sgd (M&V's momentum) or adam.
         mv_batch_size: images inverted together by optimisation (default: batch_size).
+        mv_tv_weight: total-variation weight of optimisation inversion (default: M&V's schedule by depth).
         n_candidates: re-identification line-up size (≥ 2, ≤ n_eval).
         batch_size: images per batch.
         lpips: compute LPIPS when its weights are cached.
@@ -116,6 +118,7 @@ def privacy(
                          shadow_epochs=shadow_epochs, inverter_epochs=inverter_epochs, inverter_width=inverter_width,
                          inverter_lr=inverter_lr,
                          n_noise=n_noise, mv_steps=mv_steps, mv_optimizer=mv_optimizer, mv_batch_size=mv_batch_size,
+                         mv_tv_weight=mv_tv_weight,
                          n_candidates=n_candidates,
                          batch_size=batch_size, lpips=lpips, n_boot=n_boot, grid_images=grid_images, seed=seed,
                          device=device, out=out, overwrite=overwrite)

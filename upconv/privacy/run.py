@@ -87,6 +87,7 @@ def run_privacy(
     mv_steps: int = 200,
     mv_optimizer: str = "sgd",
     mv_batch_size: Optional[int] = None,
+    mv_tv_weight: Optional[float] = None,
     n_candidates: int = 10,
     batch_size: int = 128,
     lpips: bool = True,
@@ -107,12 +108,15 @@ def run_privacy(
     attacks in ``defense_attacks`` (inverters trained on clean features: the attacker does not adapt).
     ``mv_batch_size`` images are inverted together by optimisation (default ``batch_size``); the wall time of
     each training stage and of each attack's reconstructions is recorded in ``settings["timings_s"]``.
+    ``mv_tv_weight`` replaces M&V's depth schedule of the total-variation weight (``inversion.default_tv_weight``).
     """
     defenses = dict(defenses or {})
     n_eval = len(eval_data[0])
     _check(attacks, decoders, defenses, defense_attacks if defenses else (), n_candidates, n_eval)
     if mv_batch_size is not None and mv_batch_size < 1:
         raise ValueError(f"mv_batch_size must be a positive number of images; got {mv_batch_size}")
+    if mv_tv_weight is not None and mv_tv_weight < 0:
+        raise ValueError(f"mv_tv_weight must be ≥ 0 (or None for M&V's schedule); got {mv_tv_weight}")
     mv_batch = mv_batch_size or batch_size
     timings: dict[str, float] = {}
     if out is not None:
@@ -184,8 +188,8 @@ def run_privacy(
     def reconstruct(attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
         if decoder == "paper" and attack in ("white_box", "query_free"):
             target = victim if attack == "white_box" else shadow
-            chunks = [invert(target, layer, f, steps=mv_steps, optimizer=mv_optimizer, seed=seed).images
-                      for f in feats.split(mv_batch)]
+            chunks = [invert(target, layer, f, steps=mv_steps, optimizer=mv_optimizer, tv_weight=mv_tv_weight,
+                             seed=seed).images for f in feats.split(mv_batch)]
             return torch.cat(chunks)
         with torch.no_grad():
             return torch.cat([nets[attack][(decoder, layer)](f) for f in feats.split(batch_size)]).clamp(0, 1)
@@ -236,7 +240,8 @@ def run_privacy(
         "victim_epochs": victim_epochs, "shadow_epochs": shadow_epochs, "inverter_epochs": inverter_epochs,
         "inverter_width": inverter_width, "inverter_lr": inverter_lr, "n_noise": n_noise, "mv_steps": mv_steps,
         "mv_optimizer": mv_optimizer,
-        "mv_batch_size": mv_batch, "batch_size": batch_size,
+        "mv_batch_size": mv_batch, "mv_tv_weight": "M&V depth schedule" if mv_tv_weight is None else mv_tv_weight,
+        "batch_size": batch_size,
         "n_candidates": n_candidates, "reid_metric": METRIC, "reid_chance": 1.0 / n_candidates,
         "psnr_cap_db": M.PSNR_CAP_DB, "n_boot": n_boot, "seed": seed, "device": dev.type, "torch": torch.__version__,
         "lpips": "computed (v0.1, AlexNet trunk)" if lp_model is not None else "skipped",
