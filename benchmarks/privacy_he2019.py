@@ -71,7 +71,7 @@ def load_or_decode(cfg: dict, path: str | None) -> tuple:
 
     from upconv.privacy.cli import load_splits
 
-    key = {k: cfg.get(k) for k in SPLIT_KEYS}
+    key = {k: cfg.get(k) for k in SPLIT_KEYS if k != "num_workers"}  # what decides the images drawn
     if path and os.path.exists(path):
         saved = torch.load(path, weights_only=True)
         if saved["key"] != key:
