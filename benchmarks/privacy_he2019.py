@@ -28,7 +28,8 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# PSNR dB (0–255 scale; equal to our data-range-1 PSNR) / SSIM, splits conv11, ReLU22, ReLU32.
+# PSNR dB (0–255 scale; equal to our data-range-1 PSNR) / SSIM, at the splits of PAPER_LAYERS.
+PAPER_LAYERS = ("conv11", "relu22", "relu32")
 PAPER = {
     "white_box": [(37.59, 0.9960), (19.47, 0.6940), (13.38, 0.1625)],
     "black_box_train": [(49.88, 0.9993), (19.81, 0.6939), (15.42, 0.3124)],
@@ -52,8 +53,9 @@ def comparison(metrics: dict, label: str) -> str:
         if attack not in metrics["settings"]["attacks"]:
             continue
         cells = []
-        for (p, s), L in zip(ref, layers):
-            cells.append(f"{p:.2f} / {s:.4f}")
+        paper = dict(zip(PAPER_LAYERS, ref))
+        for L in layers:
+            cells.append("—" if L not in paper else f"{paper[L][0]:.2f} / {paper[L][1]:.4f}")
             for d in ("paper", "upconvnet"):
                 r = rows.get((attack, d, L))
                 cells.append("—" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")

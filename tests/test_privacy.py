@@ -232,3 +232,15 @@ def test_the_reproduction_config_runs_through_the_cli(tmp_path):
     assert settings["inverter_lr"] == {"paper": 0.01, "upconvnet": 0.001}
     assert settings["mv_batch_size"] == 5 and settings["defense_attacks"] == ["white_box", "black_box_dist"]
     assert (out / "victim.pt").exists()
+
+
+def test_paper_comparison_matches_figures_by_layer_name():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "privacy_he2019.py")
+    spec = importlib.util.spec_from_file_location("privacy_he2019", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"attack": "white_box", "decoder": "paper", "layer": "relu22", "defense": "none", "psnr": 17.0, "ssim": 0.5}
+    table = bench.comparison({"settings": {"layers": ["relu22"], "attacks": ["white_box"]}, "rows": [row]}, "t")
+    assert "| white_box | 19.47 / 0.6940 | 17.00 / 0.5000 | — |" in table  # ReLU22's figure, not conv11's
