@@ -210,8 +210,10 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return obj
 
 
-def _apply_weights(model: nn.Module, path: str | os.PathLike, label: str) -> None:
-    state = _load_state_dict(path)
+def _apply_weights(model: nn.Module, path: str | os.PathLike, label: str,
+                   state: dict[str, Tensor] | None = None) -> None:
+    """Load the weights in ``path`` (or ``state``, already read from it) into ``model``."""
+    state = _load_state_dict(path) if state is None else state
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -289,14 +291,15 @@ def build_encoder(
 def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
            spec: dict[str, Any]) -> Encoder:
     if name in ARCHITECTURES:
-        if weights and "num_classes" not in kwargs:
+        state = _load_state_dict(weights) if weights else None
+        if state is not None and "num_classes" not in kwargs:
             # The class count is read off the weights: the last 2-D weight is the classifier's.
-            last = [v for k, v in _load_state_dict(weights).items() if k.endswith("weight") and v.dim() == 2]
+            last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
             if last:
                 kwargs["num_classes"] = last[-1].shape[0]
         model = ARCHITECTURES[name](**kwargs)
-        if weights:
-            _apply_weights(model, weights, name)
+        if state is not None:
+            _apply_weights(model, weights, name, state)
         return Encoder(model, name=name, image_size=(32, 32), mean=CIFAR_MEAN, std=CIFAR_STD,
                        spec=spec, copy_model=False)
     if name in TORCHVISION_MODELS:
