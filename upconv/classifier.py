@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .architectures import ARCHITECTURES
+from .encoders import CIFAR_MEAN, CIFAR_STD
 
 
 class ClassifierModule(L.LightningModule):
@@ -37,13 +38,12 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = ARCHITECTURES[arch](num_classes=num_classes, **(arch_kwargs or {}))
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # The Encoder's normalisation, made once; not saved, so checkpoints hold the model's weights alone.
+        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        from .encoders import CIFAR_MEAN, CIFAR_STD
-
-        mean = images.new_tensor(CIFAR_MEAN).view(1, -1, 1, 1)
-        std = images.new_tensor(CIFAR_STD).view(1, -1, 1, 1)
-        return self.model((images - mean) / std)  # (B, num_classes); same normalisation as the Encoder
+        return self.model((images - self.mean) / self.std)  # (B, num_classes)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -62,11 +62,16 @@ class ClassifierModule(L.LightningModule):
 
     test_step = validation_step
 
-    def configure_optimizers(self) -> Any:
+    def recipe(self, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """SGD with Nesterov momentum and a one-cycle schedule over ``total_steps`` (stepped every batch)."""
         opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
                               nesterov=True, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, pct_start=0.15,
-                                                    total_steps=max(1, self.trainer.estimated_stepping_batches))
+                                                    total_steps=max(1, total_steps))
+        return opt, sched
+
+    def configure_optimizers(self) -> Any:
+        opt, sched = self.recipe(self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:

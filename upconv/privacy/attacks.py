@@ -141,8 +141,10 @@ def train_inverters(
 def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: int = 10, epochs: int = 10,
                      batch_size: int = 128, lr: float = 0.05, seed: int = 0,
                      device: str | torch.device = "cpu") -> nn.Module:
-    """Train a built-in architecture as a classifier (the victim, or the query-free attacker's shadow):
-    ``ClassifierModule``'s recipe (SGD + Nesterov, one-cycle, label smoothing 0.1, crop + flip)."""
+    """Train a built-in architecture as a classifier (the victim, or the query-free attacker's shadow) with
+    ``ClassifierModule``'s recipe and normalisation, in a plain loop over in-memory images (crop + flip)."""
+    from ..classifier import ClassifierModule
+
     if arch not in ARCHITECTURES:
         raise ValueError(f"a shadow/victim encoder must be a built-in architecture ({', '.join(ARCHITECTURES)}); "
                          f"got '{arch}'")
@@ -150,24 +152,21 @@ def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: 
         raise ValueError(f"training a classifier needs at least 2 images; got {len(images)}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = ARCHITECTURES[arch](num_classes=num_classes).to(device)
-    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=device).view(1, -1, 1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    module = ClassifierModule(arch, num_classes=num_classes, lr=lr).to(device)
     per_epoch = max(1, len(images) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, pct_start=0.15, total_steps=epochs * per_epoch)
-    model.train()
+    opt, sched = module.recipe(epochs * per_epoch)
+    module.train()
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=g)
         for i in range(per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
             x = random_crop_flip(_float(images[idx]).to(device), pad=4)
-            loss = F.cross_entropy(model((x - mean) / std), labels[idx].to(device), label_smoothing=0.1)
+            loss = F.cross_entropy(module(x), labels[idx].to(device), label_smoothing=module.hparams.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval().cpu()
+    return module.model.eval().cpu()
 
 
 def as_encoder(arch: str, model: nn.Module) -> Encoder:
