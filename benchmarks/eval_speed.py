@@ -31,11 +31,11 @@ def main() -> None:
 
     from upconv import metrics as M
     from upconv.data import ImageData
-    from upconv.evaluate import _resolve_device, evaluate
+    from upconv.evaluate import resolve_device, evaluate
     from upconv.module import InversionModule
     from upconv.report import write_report
 
-    dev = _resolve_device(args.device)
+    dev = resolve_device(args.device)
     tmp = tempfile.mkdtemp(prefix="eval_speed-")
     if args.lpips_random:
         import torchvision

@@ -94,11 +94,12 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
 
     import torch
 
+    from upconv import metrics as M
+    from upconv.evaluate import resolve_device
     from upconv.privacy import attacks as A
 
     (xv, yv), _, (xe, ye) = splits
-    dev = torch.device("cuda" if cfg.get("device", "auto") == "auto" and torch.cuda.is_available() else
-                       "cpu" if cfg.get("device", "auto") == "auto" else cfg["device"])
+    dev = resolve_device(cfg.get("device", "auto"))
     t0 = time.perf_counter()
     model = A.train_classifier(cfg["encoder"], xv, yv, num_classes=cfg.get("num_classes", 10),
                                epochs=cfg["victim_epochs"], seed=cfg.get("seed", 0), device=dev)
@@ -106,7 +107,7 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     enc = A.as_encoder(cfg["encoder"], model)
     with torch.no_grad():
         logits = torch.cat([enc.model(enc.normalize(A._float(x))) for x in xe.split(500)])
-    acc = (logits.argmax(1) == ye).float().mean().item()
+    acc = M.accuracy(logits, ye).mean().item()
     tmp = path + ".partial"
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)

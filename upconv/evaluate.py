@@ -108,7 +108,8 @@ class EvalResult:
     out: Optional[str] = None
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; anything else as torch reads it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -178,7 +179,7 @@ def evaluate(
 
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     ckpts = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
     if isinstance(encoder, Encoder):
         enc = encoder

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .. import metrics as M
 from ..encoders import Encoder, build_encoder
+from ..evaluate import resolve_device
 from ..inversion import invert
 from ..report import check_out
 from . import attacks as A
@@ -121,8 +122,7 @@ def run_privacy(
     timings: dict[str, float] = {}
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    dev = resolve_device(device)
 
     def clock() -> float:
         if dev.type == "cuda":
@@ -140,15 +140,14 @@ def run_privacy(
     if need_attacker and attacker_data is None:
         raise ValueError("the chosen attacks need attacker_data (images of the same distribution as the victim's)")
     notes: list[str] = []
-    # Check the split layers before any training: the untrained architecture has the same layer table.
-    probe = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, encoder_weights)
-    probe.resolve(list(layers))
     victim_state: Optional[dict[str, Tensor]] = None
     if isinstance(encoder, Encoder):
         victim = encoder
     elif encoder_weights:
         victim = build_encoder(encoder, encoder_weights)
     else:
+        # Check the split layers before any training: the untrained architecture has the same layer table.
+        build_encoder(encoder).resolve(list(layers))
         if victim_data is None:
             raise ValueError(f"no victim: pass encoder_weights for {encoder} or victim_data to train it on")
         victim = A.as_encoder(encoder, timed("train victim", A.train_classifier, encoder, *victim_data,
