@@ -81,7 +81,6 @@ def _plot_grid(result: "PrivacyResult", attack: str, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
     from torchvision.utils import make_grid
 
     s = result.settings
