@@ -112,6 +112,16 @@ def test_bad_names_and_images_raise_clear_errors(alex):
         build_encoder("alexnet_cifra")
 
 
+def test_non_finite_images_are_refused_at_boundaries_only(alex):
+    x = torch.rand(3, 3, 32, 32)
+    alex.check_images(x, finite=True)  # finite images pass
+    x[1, 0, 4, 4] = float("nan")
+    x[2, 2, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels \(batch positions 1, 2\)"):
+        alex.check_images(x, finite=True)
+    assert torch.isnan(alex(x, ["conv1"])["conv1"][1]).any()  # the hot path does not read the tensor back
+
+
 def test_weights_hash_is_reproducible_and_tracks_weights(tmp_path):
     a, b = build_encoder("alexnet_cifar", kwargs=SMALL), build_encoder("alexnet_cifar", kwargs=SMALL)
     assert a.weights_hash == b.weights_hash

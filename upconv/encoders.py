@@ -147,7 +147,10 @@ class Encoder(nn.Module):
         # dropout in fc6/fc7 stays off.
         return super().train(False)
 
-    def check_images(self, images: Tensor) -> None:
+    def check_images(self, images: Tensor, finite: bool = False) -> None:
+        """Raise a ValueError naming what was expected unless ``images`` is a float (B, C, H, W) batch of this
+        encoder's size. ``finite=True`` also refuses NaN/inf pixels; it reads the tensor on the host, so
+        boundaries (evaluation, tools) ask for it and the training hot path does not."""
         want = (self.channels, *self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != want:
             raise ValueError(
@@ -157,6 +160,15 @@ class Encoder(nn.Module):
             )
         if not images.is_floating_point():
             raise ValueError(f"{self.name} expects float images in [0, 1]; got dtype {images.dtype}")
+        if finite:
+            bad = (~torch.isfinite(images)).flatten(1).any(1)  # (B,)
+            if bad.any():
+                where = bad.nonzero().flatten().tolist()
+                raise ValueError(
+                    f"{len(where)} of {len(images)} input images contain NaN or infinite pixels (batch positions "
+                    f"{', '.join(map(str, where[:10]))}{' …' if len(where) > 10 else ''}); {self.name} needs finite "
+                    f"images in [0, 1]: check the data source or the preprocessing that produced them"
+                )
 
     def normalize(self, images: Tensor) -> Tensor:
         return (images - self.mean) / self.std  # (B, C, H, W)
