@@ -31,7 +31,8 @@ def main() -> None:
 
     from upconv import metrics as M
     from upconv.data import ImageData
-    from upconv.evaluate import resolve_device, evaluate
+    from upconv.evaluate import evaluate
+    from upconv.runtime import resolve_device
     from upconv.module import InversionModule
     from upconv.report import write_report
 

@@ -95,7 +95,7 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     import torch
 
     from upconv import metrics as M
-    from upconv.evaluate import resolve_device
+    from upconv.runtime import resolve_device
     from upconv.privacy import attacks as A
 
     (xv, yv), _, (xe, ye) = splits

@@ -20,6 +20,7 @@ from torch import Tensor
 from . import metrics as M
 from .encoders import Encoder, build_encoder
 from .report import check_out
+from .runtime import resolve_device
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")
 
@@ -106,13 +107,6 @@ class EvalResult:
     originals: Tensor  # (N_grid, C, H, W), first images of the split
     grid: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (method, layer) -> (N_grid, C, H, W)
     out: Optional[str] = None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods: list[Method]) -> list[str]:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import metrics as M
 from ..encoders import Encoder, build_encoder
-from ..evaluate import resolve_device
+from ..runtime import resolve_device
 from ..inversion import invert
 from ..report import check_out
 from . import attacks as A
