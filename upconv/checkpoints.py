@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import torch
@@ -38,6 +38,7 @@ class Decoders:
     decoders: nn.ModuleDict
     path: str
     name: str = "upconvnet"
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)  # per layer, see upconv.health.HealthGuard
 
     @property
     def layers(self) -> list[str]:
@@ -81,4 +82,5 @@ def load_decoders(path: str | os.PathLike, encoder: Optional[Encoder] = None,
     state = {k[len("decoders."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("decoders.")}
     state = {k: v for k, v in state.items() if k.split(".", 1)[0] in decoders}
     decoders.load_state_dict(state)
-    return Decoders(encoder=encoder, decoders=decoders.eval(), path=path)
+    health = {n: h for n, h in (meta.get("health") or {}).items() if n in decoders}
+    return Decoders(encoder=encoder, decoders=decoders.eval(), path=path, health=health)

@@ -2,8 +2,13 @@
 
 Each batch runs the encoder ONCE for every layer; each decoder gets its own MSE loss (plus an optional
 feature-space term through the same frozen encoder, as in DeePSiM, Dosovitskiy & Brox NeurIPS 2016). The
-losses are summed for one optimizer step: decoders share no parameters, so Adam's per-parameter updates
-make this exactly equivalent to training them separately, at a fraction of the cost.
+losses are summed for one optimizer step. Decoders share no parameters, each has its own parameter group
+and its own gradient-norm clipping, so this is exactly equivalent to training each decoder separately, at a
+fraction of the cost. A ``HealthGuard`` (``upconv.health``) keeps a diverging decoder from training on in
+silence: it is restored with a lower learning rate, or marked failed, and checkpoints record it.
+
+The hot path never reads a value back to the host: losses are watched on the device and read once per
+logging interval (``trainer.log_every_n_steps``) and at the end of every epoch.
 """
 
 from __future__ import annotations
@@ -15,13 +20,12 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from . import metrics as M
 from .checkpoints import CHECKPOINT_KEY, check_identity
 from .encoders import Encoder, build_encoder
+from .health import HealthGuard, clip_grad_norms
 from .upconvnet import UpconvNet
-
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -41,19 +45,29 @@ class InversionModule(L.LightningModule):
         encoder_kwargs: keyword arguments for the encoder's constructor (e.g. ``{"width": 0.25}``).
         pretrained / download: torchvision encoders: cached ImageNet weights; allow fetching them.
         width, n_convs, fc_width, max_width: UpconvNet shape (see ``UpconvNet``).
-        lr, weight_decay: AdamW; the rate follows a one-cycle schedule over the whole run.
+        lr, weight_decay: AdamW (fused); the rate follows a one-cycle schedule over the whole run.
         feature_loss_weight: weight of the feature-space term ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖² (0 = off).
         log_images: originals shown in the validation reconstruction grid.
         channels_last: NHWC memory format for the decoders (faster convolutions on GPUs and recent CPUs).
+        grad_clip: clip each decoder's gradient norm to this, separately (None or 0: off).
+        spike_factor, lr_backoff, max_recoveries: the health guard (``upconv.health.HealthGuard``): a
+            decoder whose smoothed loss exceeds ``spike_factor`` × its last good level, or turns non-finite,
+            gets its last good state back with its learning rate × ``lr_backoff``; after ``max_recoveries``
+            it is marked failed and trains no more.
+        compile: ``torch.compile`` each decoder (worth it on a GPU for long runs; the first steps compile).
     """
 
     def __init__(self, encoder: str = "alexnet_cifar", layers: Union[list[str], str] = "all",
                  encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
                  pretrained: bool = True, download: bool = False, width: int = 64, n_convs: int = 2,
                  fc_width: int = 1024, max_width: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 feature_loss_weight: float = 0.0, log_images: int = 8, channels_last: bool = False) -> None:
+                 feature_loss_weight: float = 0.0, log_images: int = 8, channels_last: bool = False,
+                 grad_clip: Optional[float] = 1.0, spike_factor: float = 4.0, lr_backoff: float = 0.5,
+                 max_recoveries: int = 3, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if grad_clip is not None and grad_clip < 0:
+            raise ValueError(f"grad_clip must be a positive gradient norm, or 0/None for no clipping; got {grad_clip}")
         self.encoder: Encoder = build_encoder(encoder, encoder_weights, download=download,
                                               pretrained=pretrained, kwargs=encoder_kwargs)
         all_layers = [layers] if isinstance(layers, str) else list(layers)
@@ -66,11 +80,9 @@ class InversionModule(L.LightningModule):
         })
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
-        self.val_metrics = nn.ModuleDict({
-            name: MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=1.0),
-                                    "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)})
-            for name in self.layers
-        })
+        self.health = HealthGuard(self.decoders, spike_factor=spike_factor, lr_backoff=lr_backoff,
+                                  max_recoveries=max_recoveries)
+        self._val_sums: Optional[Tensor] = None  # (L, 3) per-layer sums of PSNR, SSIM and image count
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -79,11 +91,12 @@ class InversionModule(L.LightningModule):
             feats = self.encoder(images, self.layers)
         return {name: self.decoders[name](feats[name]) for name in self.layers}
 
-    def _losses(self, images: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _losses(self, images: Tensor, layers: Optional[list[str]] = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        layers = self.layers if layers is None else layers
         with torch.no_grad():
-            feats = self.encoder(images, self.layers)  # one encoder pass feeds every decoder
+            feats = self.encoder(images, layers)  # one encoder pass feeds every decoder
         recon, losses = {}, {}
-        for name in self.layers:
+        for name in layers:
             recon[name] = self.decoders[name](feats[name])  # (B, C, H, W)
             loss = F.mse_loss(recon[name].float(), images)
             if self.hparams.feature_loss_weight > 0:
@@ -92,44 +105,88 @@ class InversionModule(L.LightningModule):
             losses[name] = loss
         return losses, recon
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:
         images, _ = batch
-        losses, _ = self._losses(images)
-        total = torch.stack(list(losses.values())).sum()
-        if not torch.isfinite(total):
-            bad = [n for n, v in losses.items() if not torch.isfinite(v)]
-            raise FloatingPointError(
-                f"training loss became {total.item()} at step {self.global_step} for layer(s) "
-                f"{', '.join(bad)}; lower model.lr or check the data for NaNs"
+        active = self.health.active
+        if not active:
+            return None  # every decoder failed: nothing left to train (on_train_batch_end stops the run)
+        losses, _ = self._losses(images, active)
+        per_layer = torch.stack([losses[n] for n in active])  # (k,)
+        self.health.observe(per_layer, active)  # on the device: no host synchronisation
+        return per_layer.sum()
+
+    def on_train_start(self) -> None:
+        sched = self.lr_schedulers()
+        planned, now = getattr(sched, "total_steps", None), max(1, self.trainer.estimated_stepping_batches)
+        if planned is not None and planned != now:  # only after --ckpt_path: the restored schedule's length
+            raise ValueError(
+                f"the resumed run's one-cycle schedule was planned for {planned} steps, but this run has {now}: "
+                f"resume with the run's own max_epochs, data and batch size (a one-cycle schedule cannot be "
+                f"stretched mid-way); to train longer, start a new run"
             )
-        self.log_dict({f"train/loss_{n}": v.detach() for n, v in losses.items()}, on_step=True, on_epoch=False)
-        self.log("train/loss", total.detach(), prog_bar=True)
-        return total
+        self.health.bind(self.optimizers().optimizer, sched)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.trainer.log_every_n_steps
+        last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
+        if last or (every > 0 and self.global_step % every == 0):
+            self._check_health()
+
+    def _check_health(self) -> None:
+        """The guard's check (one small read-back), then the per-layer losses it read, logged for free."""
+        self.health.check(self.global_step)
+        smoothed = {n: v for n, v in self.health.smoothed.items() if n in self.health.active}
+        if smoothed:
+            self.log_dict({f"train/loss_{n}": v for n, v in smoothed.items()}, on_step=True, on_epoch=False)
+            self.log("train/loss", sum(smoothed.values()), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/failed_decoders", float(len(self.health.failed)), on_step=True, on_epoch=False)
+        self.log("train/recoveries", float(sum(self.health.recoveries.values())), on_step=True, on_epoch=False)
+        if not self.health.active:
+            self.trainer.should_stop = True
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        if gradient_clip_val:
+            raise ValueError(
+                "trainer.gradient_clip_val clips all decoders' gradients together, so one decoder's spike would "
+                "shrink every other decoder's step; remove it and use model.grad_clip (each decoder on its own)"
+            )
+        if self.hparams.grad_clip:
+            clip_grad_norms(self.decoders, self.hparams.grad_clip)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
         losses, recon = self._losses(images)
+        rows = []
         for name in self.layers:
-            self.val_metrics[name].update(recon[name].float().clamp(0, 1), images)
+            x_hat = recon[name].float().clamp(0, 1)
+            # The evaluation's definitions: mean of per-image PSNR (capped) and of per-image SSIM.
+            rows.append(torch.stack([M.psnr(x_hat, images).sum(), M.ssim(x_hat, images).float().sum(),
+                                     images.new_tensor(float(len(images)))]))
             self.log(f"val/loss_{name}", losses[name], on_epoch=True, batch_size=len(images))
+        sums = torch.stack(rows)  # (L, 3)
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
         if batch_idx == 0 and self.hparams.log_images > 0:
             self._log_grid(images, recon)
 
     def on_validation_epoch_end(self) -> None:
-        for name in self.layers:
-            for key, value in self.val_metrics[name].compute().items():
-                self.log(f"val/{key}_{name}", value, prog_bar=name == self.layers[-1] and key == "psnr")
-            self.val_metrics[name].reset()
+        if self._val_sums is None:
+            return
+        means = (self._val_sums[:, :2] / self._val_sums[:, 2:]).tolist()  # (L, 2): once per validation
+        self._val_sums = None
+        for name, (psnr, ssim) in zip(self.layers, means):
+            self.log(f"val/psnr_{name}", psnr, prog_bar=name == self.layers[-1])
+            self.log(f"val/ssim_{name}", ssim)
 
     def _log_grid(self, images: Tensor, recon: dict[str, Tensor]) -> None:
         """Originals in the first row, then one row per layer; saved as PNG beside the logs."""
         from torchvision.utils import make_grid, save_image
 
+        if self.trainer is None or self.trainer.sanity_checking:
+            return
         n = min(self.hparams.log_images, len(images))
         rows = [images[:n]] + [recon[name][:n].float().clamp(0, 1) for name in self.layers]
         grid = make_grid(torch.cat(rows).cpu(), nrow=n, padding=1)
-        if self.trainer is None or self.trainer.sanity_checking:
-            return
         for logger in self.loggers:
             if hasattr(logger, "log_image"):  # wandb
                 logger.log_image("val/reconstructions", [grid], caption=["originals, " + ", ".join(self.layers)])
@@ -137,10 +194,18 @@ class InversionModule(L.LightningModule):
         os.makedirs(log_dir, exist_ok=True)
         save_image(grid, os.path.join(log_dir, f"reconstructions_epoch{self.current_epoch:03d}.png"))
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            for decoder in self.decoders.values():
+                decoder.compile()  # in place: parameter names (and so checkpoints) are unchanged
+            self._compiled = True
+
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.decoders.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, pct_start=0.1,
+        groups = [{"params": list(self.decoders[n].parameters())} for n in self.layers]  # group i = decoder i
+        fused = self.device.type in ("cuda", "cpu")
+        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                fused=fused or None, foreach=None if fused else True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[self.hparams.lr] * len(groups), pct_start=0.1,
                                                     total_steps=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -153,6 +218,8 @@ class InversionModule(L.LightningModule):
             "layers": list(self.layers),
             "image_shape": [self.encoder.channels, *self.encoder.image_size],
             "decoder": {k: self.hparams[k] for k in ("width", "n_convs", "fc_width", "max_width")},
+            "health": self.health.record(),
+            "health_step": int(self.global_step),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -161,3 +228,5 @@ class InversionModule(L.LightningModule):
             raise ValueError("not an upconv decoder checkpoint (no 'upconv' entry)")
         check_identity(meta, self.encoder, self.layers, source="checkpoint")
         checkpoint["state_dict"].update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        if meta.get("health"):
+            self.health.load_record(meta["health"])
