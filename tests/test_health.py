@@ -279,3 +279,17 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     assert cli.trainer.current_epoch == 6 and cli.trainer.global_step == 6 * full["global_step"] // 5
     with pytest.raises(ValueError, match=r"planned for \d+ steps.*resume with the run's own"):
         main(["fit", *args, "--trainer.max_epochs=7", f"--ckpt_path={ckpts / 'last.ckpt'}"])
+
+
+@pytest.mark.slow
+def test_compiled_decoders_match_eager_and_keep_checkpoint_names():
+    torch.manual_seed(0)
+    m = InversionModule(layers=["pool2"], **TINY, compile=True)
+    names = list(m.state_dict())
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        eager = m(x)["pool2"]
+        m.setup("fit")  # compiles in place
+        compiled = m(x)["pool2"]
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert list(m.state_dict()) == names  # checkpoints of compiled runs load into eager decoders
