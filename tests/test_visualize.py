@@ -11,6 +11,7 @@ from upconv.encoders import Encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
 from upconv.visualize.gradcam import guided_relus
+from upconv.visualize.similar import nearest
 
 D = torch.float64
 
@@ -151,6 +152,60 @@ def test_similarity_finds_the_exact_duplicate(metric):
     r = FeatureIndex(enc2, "flat", metric).add(data).search(q, k=5)
     assert torch.equal(r.indices, dist.topk(5, largest=False).indices)
     assert torch.allclose(r.nn_ratio.double(), dist.amin(1) / typical, rtol=1e-4)
+
+
+def _pixel_index_data():
+    """An index of 61 float32 images (more than the 25 rows where float32 cdist turns to the expanded form):
+    60 random images plus a near-duplicate of image 5; queries: exact copies of 7 and 23, a near-duplicate
+    of 40, a random image. Features are (x − 0.5) / 0.1, so ‖f‖² ≈ 2.5e4 and float32 cancellation shows."""
+    g = torch.Generator().manual_seed(11)
+    enc = Encoder(nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(16, 16),
+                  mean=(0.5,) * 3, std=(0.1,) * 3)
+    data = torch.rand(60, 3, 16, 16, generator=g)
+    index = torch.cat([data, _nudge(data[5], 1e-3)[None]])  # (61, 3, 16, 16)
+    queries = torch.stack([data[7], data[23], _nudge(data[40], -2e-3), torch.rand(3, 16, 16, generator=g)])
+    return enc, index, queries
+
+
+def _nudge(image: torch.Tensor, step: float) -> torch.Tensor:
+    """A near-duplicate: the first 10 diagonal pixels of channel 0 moved by ``step``."""
+    out, i = image.clone(), torch.arange(10)
+    out[0, i, i] += step
+    return out
+
+
+def test_euclidean_index_distances_are_exact_for_copies_and_near_duplicates():
+    enc, index, queries = _pixel_index_data()
+    r = FeatureIndex(enc, "flat", "euclidean").add(index, batch_size=16).search(queries, k=3)
+    # float64 oracle on the same features
+    feat = lambda x: ((x.double() - 0.5) / 0.1).flatten(1)  # noqa: E731
+    dist = torch.cdist(feat(queries), feat(index), compute_mode="donot_use_mm_for_euclid_dist")  # (4, 61)
+    self_d = torch.cdist(feat(index), feat(index), compute_mode="donot_use_mm_for_euclid_dist")
+    typical = (self_d + torch.diag(torch.full((61,), float("inf"), dtype=D))).amin(1).median()
+    assert typical > 1  # random images are far apart; the near-duplicate pair does not set the median
+    assert torch.equal(r.indices, dist.topk(3, largest=False).indices)
+    assert r.indices[:, 0].tolist()[:3] == [7, 23, 40]
+    assert torch.equal(r.scores[:2, 0], torch.zeros(2)) and torch.equal(r.nn_ratio[:2], torch.zeros(2))
+    assert torch.allclose(r.scores.double(), dist.topk(3, largest=False).values, rtol=1e-4, atol=0)
+    assert torch.allclose(r.nn_ratio.double(), dist.amin(1) / typical, rtol=1e-4, atol=0)
+    # The index's own near-duplicate pair (5, 60), found from either side.
+    idx = FeatureIndex(enc, "flat", "euclidean").add(index)
+    d, i = nearest(idx.embed(index[[5, 60]]), idx.features, 2)
+    assert i.tolist() == [[5, 60], [60, 5]] and torch.equal(d[:, 0], torch.zeros(2, dtype=D))
+    assert torch.allclose(d[:, 1], self_d[5, 60].expand(2), rtol=1e-4, atol=0)
+
+
+def test_cosine_index_gives_copies_similarity_one_and_near_duplicates_their_small_distance():
+    enc, index, queries = _pixel_index_data()
+    r = FeatureIndex(enc, "flat", "cosine").add(index).search(queries, k=2)
+    unit = lambda x: nn.functional.normalize(((x.double() - 0.5) / 0.1).flatten(1), dim=1)  # noqa: E731
+    cos_d = 1 - unit(queries) @ unit(index).T  # (4, 61), float64
+    assert r.indices[:, 0].tolist()[:3] == [7, 23, 40]
+    assert torch.equal(r.scores[:2, 0], torch.ones(2)) and torch.equal(r.nn_ratio[:2], torch.zeros(2))
+    near = cos_d[2, 40]  # ≈ 1e-8: below float32 resolution of 1 − q·f
+    assert near < 1e-6
+    self_d = 1 - unit(index) @ unit(index).T + torch.diag(torch.full((61,), float("inf"), dtype=D))
+    assert torch.allclose(r.nn_ratio[2].double(), near / self_d.amin(1).median(), rtol=1e-2, atol=0)
 
 
 # ---------------------------------------------------------------- activation maximisation and DeepDream
