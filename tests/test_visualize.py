@@ -316,7 +316,7 @@ def test_every_image_entry_point_refuses_non_finite_pixels():
     calls = {"grad_cam": lambda: grad_cam(enc, x, "relu"), "saliency": lambda: saliency(enc, x),
              "guided_grad_cam": lambda: guided_grad_cam(enc, x, "relu", 0),
              "deep_dream": lambda: deep_dream(enc, x, "relu", steps=1), "fgsm": lambda: fgsm(enc, x, 0, 0.1),
-             "pgd": lambda: pgd(enc, x, 0, 0.1, 2), "index.add": lambda: FeatureIndex(enc, "relu").add(x),
+             "pgd": lambda: pgd(enc, x, 0, 0.1, 2), "index.add": lambda: FeatureIndex(enc, "relu").add(x, batch_size=1),
              "index.search": lambda: index.search(x, 1)}
     for call in calls.values():
         with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels \(batch positions 1, 2\)"):

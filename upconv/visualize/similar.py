@@ -89,7 +89,11 @@ class FeatureIndex:
 
     def add(self, data: Tensor | Iterable, batch_size: int = 256) -> "FeatureIndex":
         """Append images: a tensor (N, C, H, W) in [0, 1] or an iterable of batches (a DataLoader)."""
-        total = -(-len(data) // batch_size) if isinstance(data, Tensor) else getattr(data, "__len__", lambda: None)()
+        if isinstance(data, Tensor):
+            self.encoder.check_images(data, finite=True)  # up front, so errors give positions in ``data``
+            total = -(-len(data) // batch_size)
+        else:
+            total = len(data) if hasattr(data, "__len__") else None
         feats = [self.embed(b) for b in progress(_batches(data, batch_size), "indexing", total, unit="batch")]
         self.features = torch.cat([self.features, *feats])
         self._typical = None
