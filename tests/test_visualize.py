@@ -319,7 +319,8 @@ def test_every_image_entry_point_refuses_non_finite_pixels():
              "pgd": lambda: pgd(enc, x, 0, 0.1, 2), "index.add": lambda: FeatureIndex(enc, "relu").add(x, batch_size=1),
              "index.search": lambda: index.search(x, 1)}
     for call in calls.values():
-        with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels \(batch positions 1, 2\)"):
+        with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels "
+                                             r"\(batch positions 1, 2\)"):
             call()
     assert len(index.features) == 4  # a refused query or add leaves the index as it was
 
@@ -400,8 +401,9 @@ def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypat
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)  # a JPEG header and nothing decodable
     (tmp_path / "q.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
     small = ["--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    query = tmp_path / "q.png"
     for argv, culprit in ((["visualize", "saliency", "alexnet_cifar", f"[{data}]", *small], bad),
-                          (["visualize", "saliency", "alexnet_cifar", f"[{tmp_path / 'q.png'}]", *small], tmp_path / "q.png"),
+                          (["visualize", "saliency", "alexnet_cifar", f"[{query}]", *small], query),
                           (["deconv", "alexnet_cifar", "conv1", data, "--channels", "[0]", "--top", "2", *small], bad)):
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -424,7 +426,8 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",
           "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"), "--device", "cpu"])
     line = capsys.readouterr().out.splitlines()[0]
-    m = re.match(r"fgsm ε=0\.0500: clean accuracy \S+ \((\d)/8\)  success \S+ \((\d) of the (\d) initially correct\)", line)
+    m = re.match(r"fgsm ε=0\.0500: clean accuracy \S+ \((\d)/8\)  success \S+ "
+                 r"\((\d) of the (\d) initially correct\)", line)
     assert m, line
     enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
     x, y, _ = load_images([data], enc.image_size)
@@ -432,6 +435,14 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     assert int(m.group(1)) == int(m.group(3)) == int(correct.sum())
     r = fgsm(enc, x, y, 0.05)
     assert int(m.group(2)) == int((correct & (r.pred != y)).sum())
+    common = ["--method", "fgsm", "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true", "--labels", "[3]", *common])
+    line = capsys.readouterr().out.splitlines()[0]
+    away = int((enc.logits(x).argmax(1) != 3).sum())  # images not already of class 3
+    assert f"clean accuracy {correct.float().mean():.1%} ({int(correct.sum())}/8)" in line
+    assert re.search(rf"success \S+ \(\d of the {away} not already of the target class\)", line), line
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}/a/0.png]", *common])  # a file: no true label
+    assert "clean accuracy n/a (labels are the clean predictions)  success" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true"])
     assert "a targeted attack needs --labels" in capsys.readouterr().err

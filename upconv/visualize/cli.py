@@ -279,8 +279,8 @@ def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, metho
     else:
         correct = None if labels is None and folder is None else m
         what, unknown = "initially correct", "labels are the clean predictions"
-    acc = f"clean accuracy {_rate(correct, n)} ({correct}/{n})" if correct is not None else f"clean accuracy n/a ({unknown})"
-    print(f"{method} ε={epsilon:.4f}: {acc}  success {_rate(k, m)} ({k} of the {m} {what})  "
+    acc = f"{_rate(correct, n)} ({correct}/{n})" if correct is not None else f"n/a ({unknown})"
+    print(f"{method} ε={epsilon:.4f}: clean accuracy {acc}  success {_rate(k, m)} ({k} of the {m} {what})  "
           f"mean L∞ {r.linf.mean():.4f}  mean L2 {r.l2.mean():.4f}")
     _write(out, f"{method}.png", torch.cat([x.cpu(), r.images.cpu()]), names + [f"→ {p}" for p in r.pred.tolist()], len(names))
 
