@@ -202,10 +202,24 @@ def test_matches_autograd_formulation(case, guided):
         got = net.project(images, layer)
         assert want.abs().max() > 0, layer
         assert torch.allclose(got, want, rtol=1e-8, atol=1e-10), layer
-        if len(enc.layer(layer).shape) == 3:
-            got = net.project(images, layer, channels=[2], top_k=1)[:, 0]
-            assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(2, 1), guided),
-                                  rtol=1e-8, atol=1e-10), layer
+        # one channel's strongest activation; on a fully connected layer the channel is one value
+        c = min(2, enc.layer(layer).shape[0] - 1)
+        got = net.project(images, layer, channels=[c], top_k=1)[:, 0]
+        assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(c, 1), guided),
+                              rtol=1e-8, atol=1e-10), layer
+
+
+def test_fully_connected_channel_top_1_is_the_channel_itself():
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25}).double()
+    images = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    net = DeconvNet(enc)
+    for layer in ("fc6", "fc8"):
+        c = int(enc(images, [layer])[layer][0].argmax())  # a channel active for image 0
+        got = net.project(images, layer, channels=c, top_k=1)  # an int channel: (B, C, H, W)
+        assert got.shape == (2, 3, 32, 32) and got[0].abs().max() > 0
+        assert torch.equal(got, net.project(images, layer, channels=c))
+        assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(c, 1), False),
+                              rtol=1e-8, atol=1e-10)
 
 
 # ---------------------------------------------------------------------- overlapping pools, by hand
@@ -422,3 +436,27 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
     assert "2 channel figures" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["deconv", "he2019_cifar", "fc2", str(folder), "--out", str(out)])
+
+
+def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp_path, capsys, monkeypatch):
+    from upconv.cli import main
+
+    monkeypatch.setenv("UPCONV_PROGRESS", "1")
+    out = tmp_path / "figs"
+    main(["deconv", "alexnet_cifar", "fc6", str(folder), "--out", str(out), "--channels", "[0, 5]", "--limit", "6",
+          "--top", "3", "--images", "2", "--encoder_kwargs", '{"width": 0.25}', "--zoom", "1", "--device", "cpu"])
+    assert sorted(os.listdir(out)) == ["fc6_channel0000.png", "fc6_channel0005.png",
+                                       "fc6_image0000.png", "fc6_image0001.png"]
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"2 channel figures (top 3 of 6 images) and 2 image figures for "
+                                         f"alexnet_cifar fc6 written to {out}/"]
+    for bar in ("searching 6 images", "channel figures", "/2 ["):
+        assert bar in captured.err, bar
+
+
+def test_projection_refuses_non_finite_pixels():
+    enc = small_encoder()
+    images = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    images[2, 1, 0, 0] = float("-inf")
+    with pytest.raises(ValueError, match=r"1 of 3 input images contain NaN or infinite pixels \(batch positions 2\)"):
+        DeconvNet(enc).project(images, "relu2")

@@ -203,3 +203,76 @@ def test_user_class_path_with_state_dict(tmp_path, monkeypatch):
         build_encoder("mynets.Nope")
     with pytest.raises(ValueError, match="do not fit mynets.Tiny"):
         build_encoder("mynets.Tiny", str(tmp_path / "tiny.pt"), kwargs={"c": 3, "image_size": [16, 16]})
+
+
+# ---------------------------------------------------------------------- batch norm encoders
+BN_NETS = (
+    "from torch import nn\n"
+    "class TinyBN(nn.Sequential):\n"
+    "    def __init__(self, c=4):\n"
+    "        super().__init__()\n"
+    "        self.add_module('conv', nn.Conv2d(3, c, 3, padding=1))\n"
+    "        self.add_module('bn', nn.BatchNorm2d(c))\n"
+    "        self.add_module('relu', nn.ReLU())\n"
+    "        self.add_module('pool', nn.MaxPool2d(2))\n"
+)
+
+
+def _sha256_oracle(model: nn.Module) -> str:
+    """The documented hash, written out with numpy (which has no trouble with 0-dim arrays)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, t in model.state_dict().items():
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_weights_hash_covers_batch_norm_buffers():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    a = Encoder(net, name="bn", image_size=(8, 8), mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert a.model[1].num_batches_tracked.dim() == 0
+    assert a.weights_hash == _sha256_oracle(a.model)
+    net[1].num_batches_tracked.fill_(7)  # only the 0-dim buffer changes
+    b = Encoder(net, name="bn", image_size=(8, 8), mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert b.weights_hash == _sha256_oracle(b.model) != a.weights_hash
+    alex = build_encoder("alexnet_cifar", kwargs=SMALL)  # no 0-dim tensors: the hash is what it always was
+    assert alex.weights_hash == _sha256_oracle(alex.model)
+
+
+def test_layers_command_lists_resnet18(capsys):
+    from upconv.cli import main
+
+    main(["layers", "resnet18", "--pretrained", "false"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("resnet18  input 3×224×224  weights ") and len(out[0].split()[-1]) == 16
+    rows = {line.split()[0]: line.split()[1:] for line in out[2:]}
+    assert list(rows) == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    assert rows["layer4"] == ["layer4", "512×7×7", "25088"] and rows["fc"] == ["fc", "1000", "1000"]
+
+
+def test_decoders_of_a_batch_norm_encoder_save_and_reload(tmp_path, monkeypatch):
+    import lightning.pytorch as L
+
+    from upconv.checkpoints import load_decoders
+    from upconv.module import InversionModule
+
+    (tmp_path / "bnnets.py").write_text(BN_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bnnets", None)
+    module = InversionModule(encoder="bnnets.TinyBN", layers=["bn", "pool"], encoder_kwargs={"c": 4},
+                             width=8, fc_width=16, max_width=16, log_images=0)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 32, 32, generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8)), batch_size=4)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=loader)
+    path = tmp_path / "bn.ckpt"
+    trainer.save_checkpoint(path)
+    dec = load_decoders(path)  # rebuilds TinyBN from its recorded spec; the weights hash must match
+    assert dec.encoder.weights_hash == module.encoder.weights_hash
+    with torch.no_grad():
+        for layer in ("bn", "pool"):
+            torch.testing.assert_close(dec(images[:3], layer), module.cpu()(images[:3])[layer].clamp(0, 1))

@@ -42,14 +42,57 @@ def test_per_image_mse_averages_to_torchmetrics_mse():
     assert torch.allclose(M.mse(y, x).mean(), mean_squared_error(y, x), rtol=1e-5)
 
 
-def test_ssim_per_image_matches_torchmetrics_module_per_image():
-    from torchmetrics.image import StructuralSimilarityIndexMeasure
+def _skimage_ssim(pred, target):
+    """Wang et al.'s SSIM as scikit-image computes it, one image at a time (an independent implementation)."""
+    from skimage.metrics import structural_similarity
 
-    x, y = _images(3), _images(3)
-    per = M.ssim(y, x)
-    for i in range(3):
-        ref = StructuralSimilarityIndexMeasure(data_range=1.0)(y[i:i + 1], x[i:i + 1])
-        assert torch.isclose(per[i], ref, atol=1e-5)
+    return torch.tensor([structural_similarity(p.double().numpy(), t.double().numpy(), gaussian_weights=True,
+                                               sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)
+                         for p, t in zip(pred, target)], dtype=torch.float64)
+
+
+def _structured_pairs():
+    """(reconstructions, originals) that stress the border: photographs, edges, ramps, flat regions."""
+    from skimage import data, transform
+
+    g = torch.Generator().manual_seed(7)
+    photo = torch.from_numpy(transform.resize(data.astronaut(), (32, 32), anti_aliasing=True)).permute(2, 0, 1)
+    coffee = torch.from_numpy(transform.resize(data.coffee(), (32, 32), anti_aliasing=True)).permute(2, 0, 1)
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 32).expand(3, 32, 32)
+    checker = ((torch.arange(32).view(-1, 1) // 4 + torch.arange(32).view(1, -1) // 4) % 2).float().expand(3, -1, -1)
+    border = torch.full((3, 32, 32), 0.5)
+    border[:, :4], border[:, -3:] = 0.0, 1.0  # all the structure sits where padding would be
+    x = torch.stack([photo, coffee, ramp, checker, border]).float()  # (5, 3, 32, 32)
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    shifted = x.roll(3, dims=-1)
+    dimmed = 0.6 * x + 0.1
+    return torch.cat([noisy, shifted, dimmed]), torch.cat([x, x, x])
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (3, 1, 11, 11), (2, 3, 20, 37)])
+def test_ssim_matches_scikit_image_on_random_pairs(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g)
+    y = (x + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1)
+    z = torch.rand(shape, generator=g)  # unrelated image: SSIM near 0
+    for pred in (y, z):
+        assert torch.allclose(M.ssim(pred, x).double(), _skimage_ssim(pred, x), rtol=0, atol=1e-6)
+
+
+def test_ssim_matches_scikit_image_on_structured_pairs():
+    pred, target = _structured_pairs()
+    assert torch.allclose(M.ssim(pred, target).double(), _skimage_ssim(pred, target), rtol=0, atol=1e-6)
+    # float64 input keeps float64 throughout: agreement to rounding.
+    assert torch.allclose(M.ssim(pred.double(), target.double()), _skimage_ssim(pred, target), rtol=0, atol=1e-12)
+
+
+def test_ssim_is_one_for_identical_images_and_refuses_images_smaller_than_its_window():
+    pred, target = _structured_pairs()
+    assert torch.allclose(M.ssim(target.double(), target.double()), torch.ones(len(target), dtype=torch.float64),
+                          rtol=0, atol=1e-12)
+    assert torch.allclose(M.ssim(target, target), torch.ones(len(target)), rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="at least 11×11 pixels.*got 10×16"):
+        M.ssim(torch.rand(1, 3, 10, 16), torch.rand(1, 3, 10, 16))
 
 
 def test_db_error_by_hand():

@@ -11,6 +11,7 @@ from upconv.encoders import Encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
 from upconv.visualize.gradcam import guided_relus
+from upconv.visualize.similar import nearest
 
 D = torch.float64
 
@@ -115,7 +116,36 @@ def test_pgd_stays_in_the_ball_and_beats_fgsm():
     assert torch.all(p.linf <= eps + 1e-12) and p.images.min() >= 0 and p.images.max() <= 1
     assert p.success_rate >= f.success_rate
     t = pgd(enc, x, 3, 0.5, steps=30, targeted=True)
-    assert t.success.all() and torch.all(t.pred == 3)
+    assert torch.equal(t.eligible, t.clean_pred != 3) and t.success[t.eligible].all() and torch.all(t.pred == 3)
+
+
+def two_pixel_classifier() -> Encoder:
+    """Images of 1×1×2 pixels (a, b); logits (a − b, b − a): class 0 iff a > b, so FGSM with ε moves the
+    margin a − b by exactly 2ε."""
+    net = nn.Sequential(OrderedDict(flat=nn.Flatten(), fc=nn.Linear(2, 2, bias=False)))
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+    return Encoder(net, name="two-pixel", image_size=(1, 2), mean=(0.0,), std=(1.0,)).to(D)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_success_rate_counts_only_images_the_attack_had_to_change(attack):
+    enc = two_pixel_classifier()
+    # margins a − b: 0.8 (correct, robust to ε 0.1), 0.04 (correct, flips), −0.5 and −0.1 (already wrong)
+    x = torch.tensor([[0.9, 0.1], [0.52, 0.48], [0.2, 0.7], [0.45, 0.55]], dtype=D).view(4, 1, 1, 2)
+    run = (lambda t, **kw: fgsm(enc, x, t, 0.1, **kw)) if attack == "fgsm" else \
+        (lambda t, **kw: pgd(enc, x, t, 0.1, steps=5, random_start=False, **kw))
+    r = run(0)  # true class 0 for every image
+    assert r.clean_pred.tolist() == [0, 0, 1, 1] and r.pred.tolist() == [0, 1, 1, 1]
+    assert r.clean_accuracy == 0.5
+    assert r.eligible.tolist() == [True, True, False, False] and r.success.tolist() == [False, True, False, False]
+    assert r.success_rate == 0.5  # 1 of the 2 initially correct; counting all images would say 3 of 4
+    t = run(1, targeted=True)  # target class 1: images 2 and 3 are there already and do not count
+    assert t.clean_accuracy is None
+    assert t.eligible.tolist() == [True, True, False, False] and t.success.tolist() == [False, True, False, False]
+    assert t.success_rate == 0.5
+    none_correct = run(torch.tensor([1, 1, 0, 0]))  # every label wrong: nothing to attack
+    assert none_correct.clean_accuracy == 0.0 and math.isnan(none_correct.success_rate)
 
 
 def test_fooling_images_reach_the_confidence():
@@ -151,6 +181,60 @@ def test_similarity_finds_the_exact_duplicate(metric):
     r = FeatureIndex(enc2, "flat", metric).add(data).search(q, k=5)
     assert torch.equal(r.indices, dist.topk(5, largest=False).indices)
     assert torch.allclose(r.nn_ratio.double(), dist.amin(1) / typical, rtol=1e-4)
+
+
+def _pixel_index_data():
+    """An index of 61 float32 images (more than the 25 rows where float32 cdist turns to the expanded form):
+    60 random images plus a near-duplicate of image 5; queries: exact copies of 7 and 23, a near-duplicate
+    of 40, a random image. Features are (x − 0.5) / 0.1, so ‖f‖² ≈ 2.5e4 and float32 cancellation shows."""
+    g = torch.Generator().manual_seed(11)
+    enc = Encoder(nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(16, 16),
+                  mean=(0.5,) * 3, std=(0.1,) * 3)
+    data = torch.rand(60, 3, 16, 16, generator=g)
+    index = torch.cat([data, _nudge(data[5], 1e-3)[None]])  # (61, 3, 16, 16)
+    queries = torch.stack([data[7], data[23], _nudge(data[40], -2e-3), torch.rand(3, 16, 16, generator=g)])
+    return enc, index, queries
+
+
+def _nudge(image: torch.Tensor, step: float) -> torch.Tensor:
+    """A near-duplicate: the first 10 diagonal pixels of channel 0 moved by ``step``."""
+    out, i = image.clone(), torch.arange(10)
+    out[0, i, i] += step
+    return out
+
+
+def test_euclidean_index_distances_are_exact_for_copies_and_near_duplicates():
+    enc, index, queries = _pixel_index_data()
+    r = FeatureIndex(enc, "flat", "euclidean").add(index, batch_size=16).search(queries, k=3)
+    # float64 oracle on the same features
+    feat = lambda x: ((x.double() - 0.5) / 0.1).flatten(1)  # noqa: E731
+    dist = torch.cdist(feat(queries), feat(index), compute_mode="donot_use_mm_for_euclid_dist")  # (4, 61)
+    self_d = torch.cdist(feat(index), feat(index), compute_mode="donot_use_mm_for_euclid_dist")
+    typical = (self_d + torch.diag(torch.full((61,), float("inf"), dtype=D))).amin(1).median()
+    assert typical > 1  # random images are far apart; the near-duplicate pair does not set the median
+    assert torch.equal(r.indices, dist.topk(3, largest=False).indices)
+    assert r.indices[:, 0].tolist()[:3] == [7, 23, 40]
+    assert torch.equal(r.scores[:2, 0], torch.zeros(2)) and torch.equal(r.nn_ratio[:2], torch.zeros(2))
+    assert torch.allclose(r.scores.double(), dist.topk(3, largest=False).values, rtol=1e-4, atol=0)
+    assert torch.allclose(r.nn_ratio.double(), dist.amin(1) / typical, rtol=1e-4, atol=0)
+    # The index's own near-duplicate pair (5, 60), found from either side.
+    idx = FeatureIndex(enc, "flat", "euclidean").add(index)
+    d, i = nearest(idx.embed(index[[5, 60]]), idx.features, 2)
+    assert i.tolist() == [[5, 60], [60, 5]] and torch.equal(d[:, 0], torch.zeros(2, dtype=D))
+    assert torch.allclose(d[:, 1], self_d[5, 60].expand(2), rtol=1e-4, atol=0)
+
+
+def test_cosine_index_gives_copies_similarity_one_and_near_duplicates_their_small_distance():
+    enc, index, queries = _pixel_index_data()
+    r = FeatureIndex(enc, "flat", "cosine").add(index).search(queries, k=2)
+    unit = lambda x: nn.functional.normalize(((x.double() - 0.5) / 0.1).flatten(1), dim=1)  # noqa: E731
+    cos_d = 1 - unit(queries) @ unit(index).T  # (4, 61), float64
+    assert r.indices[:, 0].tolist()[:3] == [7, 23, 40]
+    assert torch.equal(r.scores[:2, 0], torch.ones(2)) and torch.equal(r.nn_ratio[:2], torch.zeros(2))
+    near = cos_d[2, 40]  # ≈ 1e-8: below float32 resolution of 1 − q·f
+    assert near < 1e-6
+    self_d = 1 - unit(index) @ unit(index).T + torch.diag(torch.full((61,), float("inf"), dtype=D))
+    assert torch.allclose(r.nn_ratio[2].double(), near / self_d.amin(1).median(), rtol=1e-2, atol=0)
 
 
 # ---------------------------------------------------------------- activation maximisation and DeepDream
@@ -222,26 +306,161 @@ def test_bad_inputs_give_actionable_errors():
         saliency(enc, torch.rand(1, 3, 4, 4, dtype=D))
 
 
+# ---------------------------------------------------------------- non-finite inputs and progress
+def test_every_image_entry_point_refuses_non_finite_pixels():
+    enc, *_ = toy_cnn()
+    x = torch.rand(3, 1, 4, 4, dtype=D)
+    x[1, 0, 2, 2] = float("nan")
+    x[2, 0, 0, 1] = float("inf")
+    index = FeatureIndex(enc, "relu").add(torch.rand(4, 1, 4, 4, dtype=D))
+    calls = {"grad_cam": lambda: grad_cam(enc, x, "relu"), "saliency": lambda: saliency(enc, x),
+             "guided_grad_cam": lambda: guided_grad_cam(enc, x, "relu", 0),
+             "deep_dream": lambda: deep_dream(enc, x, "relu", steps=1), "fgsm": lambda: fgsm(enc, x, 0, 0.1),
+             "pgd": lambda: pgd(enc, x, 0, 0.1, 2), "index.add": lambda: FeatureIndex(enc, "relu").add(x, batch_size=1),
+             "index.search": lambda: index.search(x, 1)}
+    for call in calls.values():
+        with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels "
+                                             r"\(batch positions 1, 2\)"):
+            call()
+    assert len(index.features) == 4  # a refused query or add leaves the index as it was
+
+
+def test_long_loops_report_progress_on_stderr_only(capsys, monkeypatch):
+    monkeypatch.setenv("UPCONV_PROGRESS", "1")
+    enc, *_ = toy_cnn()
+    x = torch.rand(2, 1, 4, 4, dtype=D)
+    class_images(enc, [0, 1], recipe=Recipe(param="pixel", steps=7))  # the optimisation engine's step loop
+    pgd(enc, x, 0, 0.1, steps=3)
+    FeatureIndex(enc, "relu").add(torch.rand(5, 1, 4, 4, dtype=D), batch_size=2)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for bar in ("optimising", "/7 [", "PGD", "/3 [", "indexing", "/3 ["):
+        assert bar in captured.err, bar
+    monkeypatch.setenv("UPCONV_PROGRESS", "0")
+    pgd(enc, x, 0, 0.1, steps=3)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- CLI: one vocabulary for encoders
+ENCODER_ARGS = ("encoder", "encoder_weights", "encoder_kwargs", "pretrained", "download", "device")
+# evaluate and privacy are checked only for the encoder arguments they take today.
+PARTIAL = {"evaluate": ("encoder", "encoder_weights", "encoder_kwargs", "device"),
+           "privacy": ("encoder", "encoder_weights", "device")}
+
+
+def _subcommands(parser, path=()):
+    """(path, parser) for every leaf subcommand of a jsonargparse parser."""
+    action = parser._subcommands_action
+    if action is None:
+        yield path, parser
+        return
+    for name, sub in action.choices.items():
+        yield from _subcommands(sub, path + (name,))
+
+
+def test_every_subcommand_speaks_the_same_encoder_vocabulary_with_help():
+    from jsonargparse import CLI, capture_parser
+
+    from upconv.cli import COMMANDS
+
+    parser = capture_parser(lambda: CLI(COMMANDS, args=[], as_positional=True))
+    leaves = dict(_subcommands(parser))
+    want = {("layers",), ("deconv",), *[("visualize", v) for v in COMMANDS["visualize"]], *[(k,) for k in PARTIAL]}
+    assert want <= set(leaves)
+    for path, sub in leaves.items():
+        actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "print_config")}
+        names = PARTIAL.get(path[0], ENCODER_ARGS)
+        assert set(names) <= set(actions), (path, sorted(set(names) - set(actions)))
+        assert actions["device"].default == "auto", path
+        assert not {"weights"} & set(actions), path  # the old spelling is gone
+        for dest, action in actions.items():
+            assert action.help and action.help.strip() and action.help != "==SUPPRESS==", (path, dest)
+
+
 # ---------------------------------------------------------------- CLI end to end
-@pytest.mark.slow
-def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys):
+def _folder(root, n=3, size=(40, 36)):
     from PIL import Image
 
+    g = torch.Generator().manual_seed(2)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray((torch.rand(*size, 3, generator=g) * 255).byte().numpy()).save(root / cls / f"{i}.png")
+    return str(root)
+
+
+@pytest.mark.parametrize("bars", ["0", "1"])
+def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, bars):
     from upconv.cli import main
 
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray((torch.rand(40, 36, 3) * 255).byte().numpy()).save(tmp_path / "data" / cls / f"{i}.png")
-    data, out = str(tmp_path / "data"), str(tmp_path / "out")
-    common = ["--out", out, "--weights", "null"]
+    monkeypatch.setenv("UPCONV_PROGRESS", bars)
+
+    data = _folder(tmp_path / "data")
+    good = (tmp_path / "data" / "a" / "0.png").read_bytes()
+    bad = tmp_path / "data" / "b" / "1.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)  # a JPEG header and nothing decodable
+    (tmp_path / "q.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
+    small = ["--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    query = tmp_path / "q.png"
+    for argv, culprit in ((["visualize", "saliency", "alexnet_cifar", f"[{data}]", *small], bad),
+                          (["visualize", "saliency", "alexnet_cifar", f"[{query}]", *small], query),
+                          (["deconv", "alexnet_cifar", "conv1", data, "--channels", "[0]", "--top", "2", *small], bad)):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        if bars == "1":  # the bar that was drawing is erased; the error is the last line on the terminal
+            assert "\r" in err
+            err = err.rsplit("\r", 1)[1]
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"upconv: error: cannot decode image {culprit} ("), err
+
+
+def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_images(tmp_path, capsys):
+    import re
+
+    from upconv.cli import main
+    from upconv.encoders import build_encoder
+    from upconv.visualize.cli import load_images
+
+    data = _folder(tmp_path / "data", n=4)
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",
+          "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"), "--device", "cpu"])
+    line = capsys.readouterr().out.splitlines()[0]
+    m = re.match(r"fgsm ε=0\.0500: clean accuracy \S+ \((\d)/8\)  success \S+ "
+                 r"\((\d) of the (\d) initially correct\)", line)
+    assert m, line
+    enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
+    x, y, _ = load_images([data], enc.image_size)
+    correct = enc.logits(x).argmax(1) == y
+    assert int(m.group(1)) == int(m.group(3)) == int(correct.sum())
+    r = fgsm(enc, x, y, 0.05)
+    assert int(m.group(2)) == int((correct & (r.pred != y)).sum())
+    common = ["--method", "fgsm", "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true", "--labels", "[3]", *common])
+    line = capsys.readouterr().out.splitlines()[0]
+    away = int((enc.logits(x).argmax(1) != 3).sum())  # images not already of class 3
+    assert f"clean accuracy {correct.float().mean():.1%} ({int(correct.sum())}/8)" in line
+    assert re.search(rf"success \S+ \(\d of the {away} not already of the target class\)", line), line
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}/a/0.png]", *common])  # a file: no true label
+    assert "clean accuracy n/a (labels are the clean predictions)  success" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true"])
+    assert "a targeted attack needs --labels" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys):
+    from upconv.cli import main
+
+    data, out = _folder(tmp_path / "data"), str(tmp_path / "out")
+    common = ["--out", out, "--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
     main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", *common])
     main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", *common])
     main(["visualize", "similar", "alexnet_cifar", data, f"[{data}/a/0.png]", "fc7", "--k", "2", *common])
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", *common])
     printed = capsys.readouterr().out
     assert "0.png 1.000" in printed.replace("a/0.png", "0.png")  # the query is its own top-1, score 1
-    assert "fgsm ε=0.0314: success" in printed
+    assert "fgsm ε=0.0314: clean accuracy" in printed
     for name in ("gradcam.png", "class.png", "similar.png", "fgsm.png"):
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit) as e:

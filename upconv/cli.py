@@ -4,32 +4,33 @@ signatures and docstrings (training itself goes through LightningCLI in ``train.
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
+import torch
 from jsonargparse import CLI
 
+from .cli_args import cli_encoder, shared_args
 from .deconv_figures import deconv
 from .evaluate import evaluate_cli
 from .privacy.cli import privacy
 from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
 
 
-def layers(encoder: str, weights: Optional[str] = None, pretrained: bool = True, download: bool = False) -> None:
-    """Print an encoder's layer table: name, graph node, output shape and feature count.
+@shared_args()
+def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
+           pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+    """Print an encoder's layer table: name, graph node, output shape and feature count. One image is run
+    through every layer on ``device`` first, so a model that cannot run there fails here.
 
     Args:
-        encoder: alexnet_cifar, he2019_cifar, a torchvision model name or a class path.
-        weights: optional state-dict or checkpoint file for the encoder.
-        pretrained: torchvision models: load ImageNet weights from the local torch cache.
-        download: allow fetching torchvision weights that are not cached.
     """
-    from .encoders import build_encoder
-
-    enc = build_encoder(encoder, weights, download=download, pretrained=pretrained)
+    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
+    with torch.no_grad():
+        enc(torch.zeros(1, enc.channels, *enc.image_size, device=enc.mean.device), enc.layers)
     rows = [("layer", "node", "shape", "features")]
     rows += [(i.name, i.node, "×".join(map(str, i.shape)), str(i.numel)) for i in enc.layer_table]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
-    print(f"{enc.name}  input 3×{enc.image_size[0]}×{enc.image_size[1]}  weights {enc.weights_hash}")
+    print(f"{enc.name}  input {enc.channels}×{enc.image_size[0]}×{enc.image_size[1]}  weights {enc.weights_hash}")
     for r in rows:
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 
@@ -43,10 +44,20 @@ COMMANDS = {
 }
 
 
+def _clear_progress_bars() -> None:
+    """Erase bars a failing loop left open (the traceback keeps their generators alive), so the error is
+    the last thing on the terminal rather than text glued to a half-drawn bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         CLI(COMMANDS, args=argv, as_positional=True)
     except (ValueError, FileNotFoundError) as e:
+        _clear_progress_bars()
         print(f"upconv: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -9,6 +9,7 @@ Projections are shown with zero as mid-grey: ``0.5 + 0.5 * p / max|p|`` per proj
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -18,8 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from .cli_args import cli_encoder, shared_args
 from .deconvnet import DeconvNet
 from .encoders import Encoder
+from .files import read_image
+from .runtime import progress
 
 
 @dataclass(frozen=True)
@@ -74,14 +78,15 @@ def display(projections: Tensor) -> Tensor:
 
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
     """An ImageFolder resized and centre-cropped to ``image_size``; ``limit`` keeps that many images evenly
-    spaced through the (class-sorted) file list, so every class is represented."""
+    spaced through the (class-sorted) file list, so every class is represented. A file that cannot be
+    decoded is one error naming it (``upconv.files.read_image``)."""
     from torchvision import datasets, transforms
 
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data directory not found: {root} (expected an ImageFolder tree root/<class>/*.jpg)")
     tf = transforms.Compose([transforms.Resize(min(image_size)), transforms.CenterCrop(image_size),
                              transforms.ToTensor()])
-    ds = datasets.ImageFolder(root, transform=tf)
+    ds = datasets.ImageFolder(root, transform=tf, loader=functools.partial(read_image, mode="RGB"))
     if limit is not None and limit < len(ds):
         if limit < 1:
             raise ValueError(f"limit must be a positive number of images; got {limit}")
@@ -99,8 +104,9 @@ def top_activating(encoder: Encoder, layer: str, dataset: Any, channels: list[in
     best_v = best_i = None
     seen = 0
     with torch.no_grad():
-        for images, _ in loader:
+        for images, _ in progress(loader, f"searching {len(dataset)} images", len(loader), unit="batch"):
             images = images.to(encoder.std.device)
+            encoder.check_images(images, finite=True)
             act = encoder(images, layer)[encoder.resolve(layer)[0]][:, channels]  # (B, K, ...)
             v = act.reshape(*act.shape[:2], -1).amax(2).T  # (K, B)
             i = torch.arange(seen, seen + len(images), device=v.device).expand_as(v)
@@ -147,6 +153,7 @@ def _save(image: Tensor, path: str, zoom: int) -> None:
     save_image(image.clamp(0, 1).cpu(), path)
 
 
+@shared_args()
 def deconv(
     encoder: str,
     layer: str,
@@ -158,10 +165,10 @@ def deconv(
     images: int = 8,
     top_k: int = 1,
     guided: bool = False,
-    weights: Optional[str] = None,
+    encoder_weights: Optional[str] = None,
+    encoder_kwargs: Optional[dict[str, Any]] = None,
     pretrained: bool = True,
     download: bool = False,
-    encoder_kwargs: Optional[dict[str, Any]] = None,
     batch_size: int = 128,
     zoom: int = 4,
     device: str = "auto",
@@ -172,7 +179,6 @@ def deconv(
     crop. Per image: the image beside the projection of the layer's strongest activations.
 
     Args:
-        encoder: alexnet_cifar, he2019_cifar, a torchvision model name or a class path.
         layer: layer to project from (see ``upconv layers``).
         data: ImageFolder directory (root/<class>/<image>), resized and centre-cropped to the encoder's size.
         out: output directory for the PNGs.
@@ -182,18 +188,10 @@ def deconv(
         images: number of per-image figures (the first images of the searched subset).
         top_k: strongest activations of the layer projected in the per-image figures.
         guided: guided backpropagation (Springenberg et al. 2015) instead of DeconvNet.
-        weights: optional state-dict or checkpoint file for the encoder.
-        pretrained: torchvision models: load ImageNet weights from the local torch cache.
-        download: allow fetching torchvision weights that are not cached.
-        encoder_kwargs: keyword arguments for the encoder's constructor (e.g. {"width": 0.25}).
         batch_size: images per forward pass when searching the data set.
         zoom: nearest-neighbour upscaling of the saved PNGs.
-        device: "auto" (CUDA when available), "cpu" or "cuda".
     """
-    from .encoders import build_encoder
-
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    enc = build_encoder(encoder, weights, download=download, pretrained=pretrained, kwargs=encoder_kwargs).to(dev)
+    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     net = DeconvNet(enc, guided=guided)
     name = enc.resolve(layer)[0]
     net.steps(name)  # refuse unsupported layers before reading any data
@@ -204,13 +202,13 @@ def deconv(
     ds = image_folder(data, enc.image_size, limit)
     os.makedirs(out, exist_ok=True)
     values, index = top_activating(enc, name, ds, channels, top, batch_size)
-    for k, c in enumerate(channels):
+    for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
         imgs = torch.stack([ds[int(i)][0] for i in index[k]])
         _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(out, f"{name}_channel{c:04d}.png"), zoom)
     n_img = min(images, len(ds))
     if n_img > 0:
         batch = torch.stack([ds[i][0] for i in range(n_img)])
-        for i, tile in enumerate(image_figure(net, batch, name, top_k)):
+        for i, tile in enumerate(progress(image_figure(net, batch, name, top_k), "image figures", n_img, unit="fig")):
             _save(tile, os.path.join(out, f"{name}_image{i:04d}.png"), zoom)
     print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
           f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/")

@@ -210,12 +210,13 @@ class DeconvNet:
 
     @staticmethod
     def _keep(a: Tensor, groups: int, top_k: int | None, position: tuple[int, int] | None) -> Tensor:
-        """Zero all but the selected entries of ``a``; top-k is taken within each of the leading ``groups`` dims."""
+        """Zero all but the selected entries of ``a``; top-k is taken within each of the leading ``groups`` dims.
+        A group with no dims left (one channel of a fully connected layer: a single value) is kept whole."""
         if position is not None:
             kept = torch.zeros_like(a)
             kept[..., position[0], position[1]] = a[..., position[0], position[1]]
             a = kept
-        if top_k is not None:
+        if top_k is not None and a.dim() > groups:
             flat = a.flatten(groups)
             vals, idx = flat.topk(top_k, dim=-1)
             a = torch.zeros_like(flat).scatter_(-1, idx, vals).view_as(a)
@@ -239,7 +240,7 @@ class DeconvNet:
           optionally only its ``top_k`` strongest activations or the one at ``position``.
         The K selections are batched, at most ``chunk`` images×channels per pass, on the encoder's device.
         """
-        self.encoder.check_images(images)
+        self.encoder.check_images(images, finite=True)
         steps = self.steps(layer)
         shape = tuple(self.encoder.layer(layer).shape)
         single = isinstance(channels, int)

@@ -188,13 +188,16 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------ identity
     @property
     def weights_hash(self) -> str:
-        """First 16 hex digits of a SHA-256 over every parameter and buffer, in state-dict order."""
+        """First 16 hex digits of a SHA-256 over every parameter and buffer, in state-dict order: per tensor its
+        key, dtype and shape, then its bytes in C order (0-dim buffers such as BatchNorm's
+        ``num_batches_tracked`` included)."""
         if self._weights_hash is None:
             h = hashlib.sha256()
             for key, t in self.model.state_dict().items():
                 t = t.detach().cpu().contiguous()
                 h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                # reshape(-1): a 0-dim tensor cannot be viewed as bytes; for the others the bytes are unchanged.
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._weights_hash = h.hexdigest()[:16]
         return self._weights_hash
 

@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 PSNR_CAP_DB = 100.0
@@ -43,12 +44,48 @@ def psnr(pred: Tensor, target: Tensor, cap_db: float = PSNR_CAP_DB) -> Tensor:
     return value.clamp(max=cap_db)
 
 
-def ssim(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-image SSIM (Wang et al. 2004; torchmetrics: Gaussian window 11, σ 1.5, data range 1), (B,)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
+SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K1, SSIM_K2 = 1.5, 3.5, 0.01, 0.03
+SSIM_WINDOW = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1  # 11 taps, as scipy.ndimage builds the Gaussian
 
+
+def _gaussian_taps(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The normalised 1-D Gaussian (σ 1.5, radius int(3.5σ + 0.5) = 5) that scipy.ndimage.gaussian_filter uses."""
+    r = SSIM_WINDOW // 2
+    t = torch.arange(-r, r + 1, dtype=dtype, device=device)  # (11,)
+    g = torch.exp(-0.5 * (t / SSIM_SIGMA) ** 2)
+    return g / g.sum()
+
+
+def ssim(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image SSIM of Wang et al. (IEEE TIP 2004, eq. 13 and their reference code), (B,).
+
+    Gaussian window of 11 taps, σ 1.5 (truncated at 3.5σ as scikit-image builds it), K1 0.01, K2 0.03,
+    data range 1, population (not sample) variances and covariance; the SSIM map is computed only where
+    the window lies wholly inside the image (no padding) and averaged over those positions and over the
+    channels. This is scikit-image's ``structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1, channel_axis=0)`` (tested to 1e-6), computed here in
+    float64 so the figure does not depend on the installed torchmetrics (which, since 1.4.2, averages
+    over a reflect-padded border instead). Returns float32 (float64 for float64 input).
+    """
     _check_pair(pred, target)
-    return structural_similarity_index_measure(pred.float(), target.float(), data_range=1.0, reduction="none")
+    h, w = pred.shape[-2:]
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its Gaussian window); "
+                         f"got {h}×{w}. Evaluate at a larger image size, or leave SSIM out for images this small")
+    dtype = torch.float32 if pred.device.type == "mps" else torch.float64  # MPS has no float64
+    x, y = pred.to(dtype), target.to(dtype)  # (B, C, H, W)
+    b, c = x.shape[:2]
+    stats = torch.cat([x, y, x * x, y * y, x * y], 1)  # (B, 5C, H, W)
+    g = _gaussian_taps(dtype, x.device)
+    # Separable Gaussian, valid positions only: (B, 5C, H-10, W-10).
+    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(5 * c, 1, -1, 1), groups=5 * c)
+    stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(5 * c, 1, 1, -1), groups=5 * c)
+    mx, my, mxx, myy, mxy = stats.split(c, dim=1)  # each (B, C, H-10, W-10)
+    vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K·L)² with data range L = 1
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    # (B,): every channel has the same number of windows; float32 out unless the input was float64.
+    return s.flatten(1).mean(1).to(torch.promote_types(pred.dtype, torch.float32))
 
 
 def mean_pairwise_distance(images: Tensor, chunk: int = 1024) -> Tensor:

@@ -23,6 +23,7 @@ from torch import Tensor
 from .encoders import Encoder
 from .optim_params import Parameterization
 from .optim_regular import Penalty, Projection
+from .runtime import progress
 
 
 # ---------------------------------------------------------------------- objectives
@@ -187,7 +188,7 @@ def optimize(
     penalties = [r for r in regularizers if isinstance(r, Penalty)]
     projections = [r for r in regularizers if isinstance(r, Projection)]
     history = []
-    for step in range(steps):
+    for step in progress(range(steps), "optimising", steps, unit="step"):
         if step in lr_steps:
             for g in opt.param_groups:
                 g["lr"] *= lr_gamma

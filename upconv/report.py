@@ -27,7 +27,8 @@ DEFINITIONS = [
     "**MSE**: per image, the mean over pixels and channels of (x̂ − x)², images in [0, 1].",
     "**PSNR**: per image, 10·log10(1 / MSE) (torchmetrics, data range 1), capped at {cap:g} dB so an exact "
     "reconstruction stays finite; the table shows the mean of per-image PSNR, not the PSNR of the mean MSE.",
-    "**SSIM**: per image, torchmetrics structural similarity (Gaussian window 11, σ = 1.5, data range 1).",
+    "**SSIM**: per image, Wang et al. (2004): Gaussian window 11, σ = 1.5, K1 0.01, K2 0.03, data range 1, "
+    "population covariance, mean over the windows wholly inside the image and over channels (= scikit-image).",
     "**LPIPS**: per image, lpips v0.1 with the AlexNet trunk (Zhang et al. 2018), images rescaled to [−1, 1], "
     "at the native image size.",
     "**D&B error** (Dosovitskiy & Brox, CVPR 2016, normalised reconstruction error): per image "

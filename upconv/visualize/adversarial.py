@@ -4,6 +4,7 @@ FGSM (Goodfellow et al. 2015): x' = clip(x + ε·sign(∇_x J(x, y)), 0, 1), J t
 PGD (Madry et al. 2018): repeated steps of size α, each projected back into the L∞ ball of radius ε.
 Fooling images (Nguyen et al. 2015, gradient-ascent variant): from noise to ≥ 99 % confidence for a class.
 Targeted attacks descend J(x, target) instead. Images are (B, C, H, W) in [0, 1]; ε is in those units.
+Success is counted over the images an attack has to change (``AttackResult``), beside the clean accuracy.
 """
 
 from __future__ import annotations
@@ -18,21 +19,38 @@ from torch import Tensor
 
 from ..encoders import Encoder
 from ..optimize import ClassContrast
+from ..runtime import progress
 from .activation import check_index
 from .recipe import Recipe
 
 
 @dataclass
 class AttackResult:
+    """Outcome of an attack. ``success_rate`` counts only images the attack had to change: for an
+    untargeted attack the images the net classified correctly before the attack (an image misclassified
+    already is no success of the attack), for a targeted attack the images not already of the target class.
+    """
+
     images: Tensor  # (B, C, H, W) adversarial images
     pred: Tensor  # (B,) predicted class of each adversarial image
-    success: Tensor  # (B,) bool: prediction != label (untargeted) or == target (targeted)
+    clean_pred: Tensor  # (B,) predicted class of each clean image
+    eligible: Tensor  # (B,) bool: clean_pred == label (untargeted) or clean_pred != target (targeted)
+    success: Tensor  # (B,) bool: eligible and pred != label (untargeted) or pred == target (targeted)
     linf: Tensor  # (B,) L∞ norm of the perturbation
     l2: Tensor  # (B,) L2 norm of the perturbation
+    targeted: bool = False
 
     @property
     def success_rate(self) -> float:
-        return self.success.float().mean().item()
+        """Successes among eligible images; NaN when no image is eligible."""
+        n = int(self.eligible.sum())
+        return int(self.success.sum()) / n if n else math.nan
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        """Share of clean images classified as their label (untargeted attacks; None for targeted ones,
+        whose labels are targets, not true classes)."""
+        return None if self.targeted else self.eligible.float().mean().item()
 
 
 def _labels(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor) -> Tensor:
@@ -57,41 +75,50 @@ def _loss_grad(encoder: Encoder, x: Tensor, y: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _result(encoder: Encoder, x0: Tensor, x: Tensor, y: Tensor, targeted: bool) -> AttackResult:
-    pred = encoder.logits(x).flatten(1).argmax(1)
+def _result(encoder: Encoder, x0: Tensor, x: Tensor, y: Tensor, targeted: bool, clean_pred: Tensor) -> AttackResult:
+    pred = encoder.logits(x).flatten(1).argmax(1)  # (B,)
+    eligible = clean_pred != y if targeted else clean_pred == y
+    success = eligible & (pred == y if targeted else pred != y)
     d = (x - x0).flatten(1)  # (B, C·H·W)
-    return AttackResult(x, pred, pred == y if targeted else pred != y, d.abs().amax(1), d.norm(dim=1))
+    return AttackResult(x, pred, clean_pred, eligible, success, d.abs().amax(1), d.norm(dim=1), targeted)
+
+
+@torch.no_grad()
+def _clean_pred(encoder: Encoder, x0: Tensor) -> Tensor:
+    return encoder.logits(x0).flatten(1).argmax(1)  # (B,)
 
 
 def fgsm(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
          targeted: bool = False) -> AttackResult:
-    """One signed-gradient step of size ε; ``labels`` are the true classes (or the targets if ``targeted``)."""
+    """One signed-gradient step of size ε; ``labels`` are the true classes (or the targets if ``targeted``).
+    See ``AttackResult`` for which images count towards the success rate."""
     _check_eps(epsilon)
-    encoder.check_images(images)
+    encoder.check_images(images, finite=True)
     x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
     y = _labels(encoder, x0, labels)
     g = _loss_grad(encoder, x0, y)
     x = (x0 + (-epsilon if targeted else epsilon) * g.sign()).clamp(0, 1)
-    return _result(encoder, x0, x, y, targeted)
+    return _result(encoder, x0, x, y, targeted, _clean_pred(encoder, x0))
 
 
 def pgd(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
         steps: int = 10, alpha: float | None = None, random_start: bool = True, targeted: bool = False) -> AttackResult:
-    """Madry et al. (2018) L∞ PGD: x ← Π_{‖x-x₀‖∞≤ε, [0,1]}(x ± α·sign(∇J)); α defaults to 2.5ε/steps."""
+    """Madry et al. (2018) L∞ PGD: x ← Π_{‖x-x₀‖∞≤ε, [0,1]}(x ± α·sign(∇J)); α defaults to 2.5ε/steps.
+    See ``AttackResult`` for which images count towards the success rate."""
     _check_eps(epsilon)
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
     alpha = 2.5 * epsilon / steps if alpha is None else alpha
     _check_eps(alpha, "alpha")
-    encoder.check_images(images)
+    encoder.check_images(images, finite=True)
     x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
     y = _labels(encoder, x0, labels)
     x = (x0 + torch.empty_like(x0).uniform_(-epsilon, epsilon)).clamp(0, 1) if random_start else x0.clone()
     sign = -1.0 if targeted else 1.0
-    for _ in range(steps):
+    for _ in progress(range(steps), "PGD", steps, unit="step"):
         x = x + sign * alpha * _loss_grad(encoder, x, y).sign()
         x = torch.min(torch.max(x, x0 - epsilon), x0 + epsilon).clamp(0, 1)  # project onto the ε-ball ∩ [0, 1]
-    return _result(encoder, x0, x.detach(), y, targeted)
+    return _result(encoder, x0, x.detach(), y, targeted, _clean_pred(encoder, x0))
 
 
 @dataclass

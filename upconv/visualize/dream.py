@@ -20,7 +20,7 @@ def deep_dream(encoder: Encoder, images: Tensor, layer: str, *, octaves: int = 3
                steps: int = 10, lr: float = 0.01, jitter: int = 2) -> Tensor:
     """Dream on ``images`` (B, C, H, W) in [0, 1] at ``layer``; returns new images, the input untouched."""
     layer = encoder.resolve(layer)[0]
-    encoder.check_images(images)
+    encoder.check_images(images, finite=True)
     if octaves < 1 or octave_scale < 1:
         raise ValueError(f"need octaves >= 1 and octave_scale >= 1; got octaves={octaves}, octave_scale={octave_scale}")
     h, w = encoder.image_size

@@ -16,7 +16,7 @@ from ..encoders import Encoder
 
 
 def _input(encoder: Encoder, images: Tensor) -> Tensor:
-    encoder.check_images(images)
+    encoder.check_images(images, finite=True)
     # A fresh leaf: the caller's tensor is never given requires_grad or a .grad.
     return images.detach().to(encoder.mean.device).clone().requires_grad_(True)  # (B, C, H, W)
 
@@ -100,6 +100,7 @@ def guided_backprop(encoder: Encoder, images: Tensor, classes: int | Sequence[in
 def guided_grad_cam(encoder: Encoder, images: Tensor, layer: str,
                     classes: int | Sequence[int] | None = None) -> Tensor:
     """Selvaraju et al. (2017) sec. 3.1: guided backprop × the upsampled Grad-CAM map, (B, C, H, W)."""
+    encoder.check_images(images, finite=True)
     x = images.detach()
     if classes is None:  # fix the class once so both factors explain the same score
         with torch.no_grad():
