@@ -60,3 +60,33 @@ def test_empty_or_missing_folders_are_clear_errors(tmp_path):
         ImageData(source="folder")
     with pytest.raises(ValueError, match="unknown split"):
         next(ImageData().images("test"))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])  # a worker re-raises with its whole traceback in the message
+def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers):
+    from upconv.files import UnreadableFileError
+
+    _folder(tmp_path / "train")
+    _folder(tmp_path / "test")
+    bad = tmp_path / "test" / "b" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    dm = ImageData(source="folder", root=str(tmp_path), image_size=16, num_workers=num_workers)
+    with pytest.raises(UnreadableFileError) as e:
+        dm.setup()
+    assert str(e.value).startswith(f"cannot decode image {bad} ") and len(str(e.value).splitlines()) == 1
+    streamed = ImageData(source="folder", root=str(tmp_path), image_size=16, in_memory=False, num_workers=num_workers)
+    with pytest.raises(UnreadableFileError) as e:
+        list(streamed.images("val"))
+    assert str(bad) in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_split_descriptions_say_what_and_how_many(tmp_path):
+    _folder(tmp_path / "plain", n_per_class=10)
+    plain = ImageData(source="folder", root=str(tmp_path / "plain"), image_size=16, num_workers=0)
+    assert plain.describe("val") == "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
+    assert plain.split_size("all") == 20 and len(torch.cat([x for x, _ in plain.images("all")])) == 20
+    _folder(tmp_path / "tree" / "train")
+    _folder(tmp_path / "tree" / "test", n_per_class=2)
+    tree = ImageData(source="folder", root=str(tmp_path / "tree"), image_size=16, num_workers=0, limit_val=3)
+    assert tree.describe("val") == "split val = the folder's test/, a seeded random subset: 3 of 4 images"
+    assert tree.describe("train") == "split train = the folder's train/: 6 images"

@@ -16,6 +16,7 @@ from upconv.evaluate import METRICS, build_method, evaluate
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
 LAYERS = ["conv1", "pool2", "fc6"]
+ENC_KWARGS = {"width": 0.25, "num_classes": 8}  # 8 classes, as the embedded photographs
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +25,7 @@ def ckpt(tmp_path_factory):
     from upconv.module import InversionModule
 
     torch.manual_seed(0)
-    model = InversionModule(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, layers=LAYERS, width=8,
-                            fc_width=64)
+    model = InversionModule(encoder="alexnet_cifar", encoder_kwargs=ENC_KWARGS, layers=LAYERS, width=8, fc_width=64)
     state = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(state)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
@@ -178,7 +178,9 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"checkpoints": [ckpt], "out": str(tmp_path / "run"), "layers": ["fc6", "conv1"],
                                    "embedded_per_class": 4, "n_boot": 10, "device": "cpu"}))
     main(["evaluate", "--config", str(cfg)])
-    assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "report.md")
+    assert capsys.readouterr().out.splitlines() == [
+        "evaluated split val = a seeded 10 % hold-out of the embedded photographs' crops: 3 of 32 images",
+        str(tmp_path / "run" / "report.md")]
     assert [r["layer"] for r in _csv_rows(tmp_path / "run" / "metrics.csv")] == ["conv1", "fc6"]
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "run2"), "--methods", "[nope]"])
@@ -198,9 +200,253 @@ def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
     assert len(cfg["layers"]) == 11 and cfg["data"] == "folder" and cfg["split"] == "val"
 
 
-def test_deconvnet_is_found_through_the_registry_when_installed():
+@pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
+def test_every_deconvnet_variant_is_selectable_by_name(name):
     pytest.importorskip("upconv.deconvnet")
     from upconv.encoders import build_encoder
 
-    method = build_method("deconvnet", build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
-    assert method.name == "deconvnet"
+    method = build_method(name, build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
+    assert method.name == name
+    assert method.reads_target == (not name.endswith("+minmax"))  # only the affine fit reads the true image
+
+
+# ---------------------------------------------------------------- what the report says about its numbers
+class Figures:
+    """Records each figure's legend texts and y tick labels as it is saved (depth.png, grid.png)."""
+
+    def __init__(self, monkeypatch):
+        import matplotlib.figure
+
+        self.saved = {}
+        real = matplotlib.figure.Figure.savefig
+
+        def savefig(fig, path, *args, **kwargs):
+            texts = [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
+            ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+            self.saved[os.path.basename(str(path))] = {"legend": texts, "yticks": ticks}
+            return real(fig, path, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+
+
+def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt, data, tmp_path, monkeypatch):
+    figures = Figures(monkeypatch)
+    out = tmp_path / "run"
+    res = evaluate(ckpt, out=str(out), data=data, layers=["conv1"], methods=["upconvnet", "deconvnet", "deconvnet+minmax"],
+                   n_boot=5, lpips=False)
+    assert {r["method"]: r["reads_target"] for r in res.rows} == {"upconvnet": False, "deconvnet": True,
+                                                                  "deconvnet+minmax": False}
+    assert list(res.settings["method_caveats"]) == ["deconvnet"]
+    assert {r["method"]: r["reads_target"] for r in _csv_rows(out / "metrics.csv")} == {
+        "upconvnet": "False", "deconvnet": "True", "deconvnet+minmax": "False"}
+    assert json.loads((out / "metrics.json").read_text())["settings"]["method_caveats"] == res.settings["method_caveats"]
+    md = (out / "report.md").read_text()
+    assert "PSNR dB ↑ (upconvnet) | PSNR dB ↑ (deconvnet†) | PSNR dB ↑ (deconvnet+minmax) |" in md  # beside its numbers
+    note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
+    assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
+    assert figures.saved["depth.png"]["legend"] == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
+    assert figures.saved["grid.png"]["yticks"] == ["original", "upconvnet: conv1", "deconvnet† (optimistic bound): conv1",
+                                                   "deconvnet+minmax: conv1"]
+
+
+def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(ckpt, data, tmp_path, capsys):
+    from upconv.architectures import ARCHITECTURES
+    from upconv.cli import main
+    from upconv.encoders import build_encoder
+
+    same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
+    torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
+    res = evaluate(ckpt, encoder_weights=str(same), data=data, layers=["fc6"], n_boot=5, lpips=False)
+    assert res.settings["encoder_spec"]["weights"] == str(same)  # used, and it fits the decoders
+    torch.manual_seed(5)
+    other = tmp_path / "other.pt"
+    torch.save(ARCHITECTURES["alexnet_cifar"](**ENC_KWARGS).state_dict(), other)
+    with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
+        evaluate(ckpt, encoder_weights=str(other), data=data, layers=["fc6"], n_boot=5, lpips=False)
+    with pytest.raises(ValueError, match="trained for encoder"):
+        evaluate(ckpt, encoder_kwargs={"width": 0.5, "num_classes": 8}, data=data, layers=["fc6"], n_boot=5, lpips=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--encoder_weights", str(other), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "trained for encoder" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a checkpoint", "truncated"])
+def test_unreadable_checkpoint_is_one_line_naming_it(ckpt, tmp_path, capsys, content):
+    from upconv.cli import main
+
+    capsys.readouterr()
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(open(ckpt, "rb").read()[:5000] if content == "truncated" else content)
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoints", f"[{bad}]", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and str(bad) in err
+    assert not (tmp_path / "run").exists() and _no_partials(tmp_path)
+
+
+class NaNData:
+    """A data source whose second batch holds a NaN pixel."""
+
+    class_names = [str(k) for k in range(8)]
+
+    def images(self, split, batch_size=None, device="cpu"):
+        for k in range(2):
+            x = torch.rand(4, 3, 32, 32)
+            if k == 1:
+                x[2, 1, 5, 5] = float("nan")
+            yield x, torch.arange(4)
+
+
+def test_non_finite_images_are_refused(ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"1 of 4 input images contain NaN or infinite pixels \(batch positions 2\)"):
+        evaluate(ckpt, out=str(tmp_path / "run"), data=NaNData(), methods=["upconvnet", Oracle()], n_boot=5, lpips=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_progress_goes_to_stderr_and_stdout_stays_clean(ckpt, tmp_path, capfd, monkeypatch):
+    from upconv.cli import main
+
+    monkeypatch.setenv("UPCONV_PROGRESS", "1")
+    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4", "--n_boot", "5",
+          "--lpips", "false", "--device", "cpu", "--out", str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert "evaluate" in err and "step" in err  # the bar: batches × methods × layers
+    assert out.splitlines()[-1] == str(tmp_path / "run" / "report.md") and len(out.splitlines()) == 2
+    monkeypatch.setenv("UPCONV_PROGRESS", "0")
+    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4", "--n_boot", "5",
+          "--lpips", "false", "--device", "cpu", "--out", str(tmp_path / "run2")])
+    assert "evaluate" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- folders: split, labels, grid
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (128, 128, 128),
+           (255, 255, 255)]
+
+
+def _solid_folder(root, n_classes, per_class):
+    """One colour per class (plus noise, so no two images are equal), so an image's class can be read off it."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(len(str(root)))
+    for c in range(n_classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            noise = torch.randint(-20, 21, (32, 32, 3), generator=g)
+            pixels = (torch.tensor(COLOURS[c]) + noise).clamp(0, 255).to(torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / f"class{c}" / f"{i}.png")
+
+
+def _class_of(image):
+    rgb = image.mean((1, 2)) * 255  # (3,)
+    return int((torch.tensor(COLOURS, dtype=torch.float32) - rgb).norm(dim=1).argmin())
+
+
+def test_plain_folder_says_which_split_and_skips_accuracy_against_foreign_labels(ckpt, tmp_path, capsys):
+    from upconv.cli import main
+
+    _solid_folder(tmp_path / "imgs", 2, 10)  # 2 classes; the encoder has 8 outputs
+    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--data", "folder", "--root", str(tmp_path / "imgs"),
+          "--layers", "[fc6]", "--n_boot", "5", "--lpips", "false", "--out", str(tmp_path / "run")])
+    said = "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
+    assert capsys.readouterr().out.splitlines()[0] == f"evaluated {said}"
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert said in md and "n = 2 images" in md
+    assert sum("accuracy skipped: the data has 2 classes but alexnet_cifar outputs 8" in line for line in md.splitlines()) == 1
+    assert "accuracy on x̂ ↑" not in md  # no column of numbers against foreign labels
+    row = _csv_rows(tmp_path / "run" / "metrics.csv")[0]
+    assert row["recon_accuracy"] == "" and row["class_agreement"] != ""
+    res = evaluate(ckpt, data="folder", root=str(tmp_path / "imgs"), split="all", layers=["fc6"], n_boot=5, lpips=False)
+    assert res.settings["n_images"] == 20
+    assert res.settings["split_description"] == "split all = every image of a folder without train/ and test/: 20 images"
+
+
+def test_matching_folder_labels_are_labelled_as_an_assumption(ckpt, tmp_path):
+    _solid_folder(tmp_path / "imgs", 8, 3)
+    res = evaluate(ckpt, out=str(tmp_path / "run"), data="folder", root=str(tmp_path / "imgs"), split="all",
+                   layers=["fc6"], n_boot=5, lpips=False)
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "against the folder's labels, assumed to be the encoder's classes in sorted folder order" in md
+    assert res.rows[0]["recon_accuracy"] is not None
+
+
+def test_chance_level_accuracy_is_flagged():
+    from upconv.evaluate import chance_note
+
+    assert chance_note((0.10, 0.05, 0.16), 10) is not None  # interval reaches 1/10: no better than chance
+    assert chance_note((0.30, 0.101, 0.5), 10) is None
+    assert "1/4 = 0.250" in chance_note((0.25, 0.25, 0.25), 4)
+
+
+def test_grid_images_are_sampled_across_classes(tmp_path):
+    _solid_folder(tmp_path / "imgs" / "train", 4, 2)
+    _solid_folder(tmp_path / "imgs" / "test", 4, 5)  # class-ordered: the first 4 images are all class 0
+    kw = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25, "num_classes": 4}, methods=[Oracle()],
+              data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3, num_workers=0),
+              layers=["conv1"], grid_images=4, n_boot=5, lpips=False)
+    res = evaluate(batch_size=3, **kw)
+    assert [_class_of(x) for x in res.originals] == [0, 1, 2, 3]  # one per class, in class order
+    assert torch.equal(res.grid[("oracle", "conv1")], res.originals)  # each reconstruction beside its original
+    res8 = evaluate(batch_size=7, **{**kw, "grid_images": 8})
+    assert sorted(_class_of(x) for x in res8.originals) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_grid_picks_equal_a_choice_made_with_every_label_known():
+    from upconv.evaluate import GridPicks
+
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, 3, (n,), generator=g) for n in (5, 1, 7, 4)]
+    picks = GridPicks(5, seed=3)
+    for b, y in enumerate(batches):
+        x = torch.full((len(y), 1, 1, 1), float(b)) + torch.arange(len(y)).view(-1, 1, 1, 1) / 100
+        picks.store(("m", "L"), -x, picks.admit(x, y))
+        picks.end_batch()
+    got, grid = picks.result()
+    # Oracle: the same seeded keys drawn for all images at once, ranks per class, smallest (rank, key) first.
+    keys_g = torch.Generator().manual_seed(3)
+    keys = torch.cat([torch.rand(len(y), generator=keys_g) for y in batches]).tolist()
+    labels = torch.cat(batches).tolist()
+    ids = [b + i / 100 for b, y in enumerate(batches) for i in range(len(y))]
+    order = sorted(range(len(ids)), key=lambda i: keys[i])
+    rank, seen = {}, {}
+    for i in order:
+        rank[i] = seen[labels[i]] = seen.get(labels[i], -1) + 1
+    chosen = sorted(sorted(range(len(ids)), key=lambda i: (rank[i], keys[i]))[:5], key=lambda i: (rank[i], labels[i]))
+    assert got.flatten().tolist() == pytest.approx([ids[i] for i in chosen])
+    assert torch.equal(grid[("m", "L")], -got)
+
+
+def test_cli_vocabulary_is_shared_and_documented():
+    import inspect
+
+    from docstring_parser import parse
+
+    from upconv.evaluate import evaluate_cli
+    from upconv.privacy.cli import privacy
+
+    shared = {"encoder", "encoder_weights", "encoder_kwargs", "data", "root", "device"}
+    for fn in (evaluate_cli, privacy):
+        params = inspect.signature(fn).parameters
+        assert shared <= set(params), fn.__name__
+        assert params["device"].default == "auto"
+        documented = {p.arg_name: p.description for p in parse(fn.__doc__).params}
+        assert [p for p in params if not documented.get(p)] == [], fn.__name__  # every argument has help text
+    assert {"pretrained", "download", "limit"} <= set(inspect.signature(evaluate_cli).parameters)
+
+
+def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    from upconv.cli import main
+
+    monkeypatch.setenv("UPCONV_PROGRESS", "0")
+    _solid_folder(tmp_path / "imgs", 2, 3)
+    bad = tmp_path / "imgs" / "class1" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--data", "folder", "--root", str(tmp_path / "imgs"),
+              "--split", "all", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and f"cannot decode image {bad}" in err
+    assert not (tmp_path / "run").exists() and _no_partials(tmp_path)

@@ -2,6 +2,7 @@
 
 import copy
 import os
+import re
 
 import lightning.pytorch as L
 import pytest
@@ -244,7 +245,7 @@ def test_ten_times_the_default_rate_ends_below_the_initial_loss_or_names_the_fai
     assert m.health.events, "at this rate the guard should have had to act"
 
 
-def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_full_state(tmp_path, monkeypatch):
+def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_full_state(tmp_path, monkeypatch, capsys):
     """configs/cifar10_alexnet_all.yaml shrunk: decoders.ckpt (weights + health, no optimizer state) every
     epoch, last.ckpt (full state) every 5 epochs, and --ckpt_path resumes where the run stopped."""
     from upconv.training_cli import main
@@ -277,8 +278,11 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     monkeypatch.undo()
     cli = main(["fit", *args, "--trainer.max_epochs=6", f"--ckpt_path={ckpts / 'last.ckpt'}"])
     assert cli.trainer.current_epoch == 6 and cli.trainer.global_step == 6 * full["global_step"] // 5
-    with pytest.raises(ValueError, match=r"planned for \d+ steps.*resume with the run's own"):
+    with pytest.raises(SystemExit) as stop:  # a longer run cannot continue this schedule: one line, exit 2
         main(["fit", *args, "--trainer.max_epochs=7", f"--ckpt_path={ckpts / 'last.ckpt'}"])
+    assert stop.value.code == 2
+    assert re.search(r"train.py: error: the resumed run's one-cycle schedule was planned for \d+ steps.*resume "
+                     r"with the run's own", capsys.readouterr().err)
 
 
 @pytest.mark.slow

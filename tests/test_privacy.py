@@ -162,6 +162,10 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
     assert len({r["utility"] for r in clean if r["layer"] == "conv11"}) == 1
     report = (out / "report.md").read_text()
     assert "black_box_noise" in report and "chance = 0.250" in report
+    ssim = [line for line in report.splitlines() if line.startswith("- SSIM:")]
+    assert len(ssim) == 1 and "torchmetrics" not in report
+    assert all(w in ssim[0] for w in ("Gaussian window 11×11", "σ = 1.5", "population", "valid windows only",
+                                      "gaussian_weights=True, use_sample_covariance=False"))
     # The victim trained by the run is saved, and reloads as the very encoder that was attacked.
     assert build_encoder("he2019_cifar", str(out / "victim.pt")).weights_hash == res.settings["encoder_weights_hash"]
     t = res.settings["timings_s"]
@@ -244,3 +248,63 @@ def test_paper_comparison_matches_figures_by_layer_name():
     row = {"attack": "white_box", "decoder": "paper", "layer": "relu22", "defense": "none", "psnr": 17.0, "ssim": 0.5}
     table = bench.comparison({"settings": {"layers": ["relu22"], "attacks": ["white_box"]}, "rows": [row]}, "t")
     assert "| white_box | 19.47 / 0.6940 | 17.00 / 0.5000 | — |" in table  # ReLU22's figure, not conv11's
+
+
+def test_mv_steps_has_one_default_shared_by_the_cli_and_the_library(capsys):
+    """M&V's schedule is 2100 steps; `upconv privacy` and run_privacy must not disagree about it."""
+    import inspect
+
+    import yaml
+
+    from upconv.cli import main
+    from upconv.inversion import MV_STEPS, MVInversionMethod
+    from upconv.privacy.cli import privacy
+
+    with pytest.raises(SystemExit):
+        main(["privacy", "--print_config"])
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    library = inspect.signature(run_privacy).parameters
+    assert parsed["mv_steps"] == library["mv_steps"].default == MV_STEPS == 2100
+    for name, p in inspect.signature(privacy).parameters.items():  # no other default drifts apart either
+        if name in library and library[name].default is not inspect.Parameter.empty and name != "out":
+            default = library[name].default
+            assert parsed[name] == (list(default) if isinstance(default, tuple) else default), name
+    # The depth evaluation's method keeps its own, documented, shorter default.
+    assert inspect.signature(MVInversionMethod).parameters["steps"].default == 200
+    assert "200" in MVInversionMethod.__doc__ and "2100" in MVInversionMethod.__doc__
+
+
+def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
+    x, y = _data(6, 2)
+    x = x.float() / 255
+    x[3, 0, 1, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"1 of 6 input images contain NaN or infinite pixels \(batch positions 3\)"):
+        run_privacy("he2019_cifar", ["conv11"], (x, y), victim_data=_data(8, 0), attacks=["white_box"],
+                    decoders=["paper"], victim_epochs=1000, n_candidates=2, out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
+    from upconv.architectures import ARCHITECTURES
+
+    torch.manual_seed(0)
+    weights = tmp_path / "narrow.pt"
+    torch.save(ARCHITECTURES["alexnet_cifar"](width=0.25).state_dict(), weights)
+    kw = dict(attacks=["white_box"], decoders=["paper"], mv_steps=1, n_candidates=2, n_boot=5, lpips=False)
+    res = run_privacy("alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights),
+                      encoder_kwargs={"width": 0.25}, **kw)
+    assert res.settings["encoder_weights_hash"] == build_encoder("alexnet_cifar", str(weights),
+                                                                 kwargs={"width": 0.25}).weights_hash
+    with pytest.raises(ValueError, match="encoder_kwargs apply to a victim loaded from encoder_weights"):
+        run_privacy("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25},
+                    **kw)
+
+
+def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
+    monkeypatch.setenv("UPCONV_PROGRESS", "1")
+    run_privacy("he2019_cifar", ["conv11"], _data(4, 2), victim_data=_data(8, 0),
+                attacks=["white_box", "black_box_train"], decoders=["paper"], victim_epochs=1, inverter_epochs=1,
+                mv_steps=1, n_candidates=2, n_boot=5, lpips=False, batch_size=4)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "privacy: training" in err and "stage" in err and "privacy: attacks" in err

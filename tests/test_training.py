@@ -1,4 +1,5 @@
 import copy
+import os
 import pickle
 
 import lightning.pytorch as L
@@ -9,6 +10,7 @@ from upconv.checkpoints import load_decoders
 from upconv.classifier import ClassifierModule
 from upconv.data import ImageData
 from upconv.encoders import build_encoder
+from upconv.files import UnreadableFileError
 from upconv.module import InversionModule
 
 TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
@@ -96,16 +98,100 @@ def test_checkpoint_roundtrip_is_weights_only_and_checks_the_encoder(tmp_path):
     assert reloaded.layers == m.layers
 
 
-def test_checkpoint_cannot_run_code(tmp_path):
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_checkpoint_cannot_run_code(tmp_path, writer):
+    marker = tmp_path / "code-ran"
+
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
 
     path = tmp_path / "evil.ckpt"
-    with open(path, "wb") as f:
-        pickle.dump({"upconv": Evil()}, f)
-    with pytest.raises(pickle.UnpicklingError):
+    if writer == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump({"upconv": Evil()}, f)
+    else:
+        torch.save({"upconv": Evil()}, path)
+    with pytest.raises(UnreadableFileError, match=f"decoder checkpoint {path}|refused to load decoder checkpoint {path}"):
         load_decoders(path)
+    assert not marker.exists()  # refused before anything ran
+    if writer == "pickle":
+        with open(path, "rb") as f:
+            pickle.load(f)  # the file is live: plain unpickling does run its code
+    else:
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage", "not a checkpoint"])
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path, kind):
+    m = tiny_module(("conv1",))
+    state = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(state)
+    good = tmp_path / "good.ckpt"
+    torch.save(state, good)
+    bad = tmp_path / "bad.ckpt"
+    content = {"empty": b"", "truncated": good.read_bytes()[:3000], "garbage": b"\x00\x01 not torch"}.get(kind)
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, bad)
+    else:
+        bad.write_bytes(content)
+    error = ValueError if kind == "not a checkpoint" else UnreadableFileError
+    with pytest.raises(error) as e:
+        load_decoders(bad)
+    assert str(bad) in str(e.value) and len(str(e.value).splitlines()) == 1
+    with pytest.raises(FileNotFoundError, match="decoder checkpoint not found"):
+        load_decoders(tmp_path / "missing.ckpt")
+
+
+def _checkpoint_with_relative_weights(project):
+    """Train-time layout: encoder weights saved under project/, a checkpoint recording them relatively."""
+    from upconv.architectures import ARCHITECTURES
+
+    (project / "checkpoints" / "enc").mkdir(parents=True)
+    (project / "checkpoints" / "run").mkdir(parents=True)
+    torch.manual_seed(3)
+    torch.save(ARCHITECTURES["alexnet_cifar"](width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt")
+    m = tiny_module(("conv1", "fc6"), encoder_weights="checkpoints/enc/encoder.pt")  # relative to the cwd
+    state = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(state)
+    torch.save(state, project / "checkpoints" / "run" / "last.ckpt")
+    return m
+
+
+def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkeypatch):
+    from upconv.evaluate import evaluate
+
+    (tmp_path / "old").mkdir()
+    monkeypatch.chdir(tmp_path / "old")
+    m = _checkpoint_with_relative_weights(tmp_path / "old")
+    assert m.encoder.spec["weights"] == "checkpoints/enc/encoder.pt"
+    (tmp_path / "old").rename(tmp_path / "moved")  # the tree moves, and work goes on elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ckpt = tmp_path / "moved" / "checkpoints" / "run" / "last.ckpt"
+    dec = load_decoders(ckpt)
+    assert dec.encoder.weights_hash == m.encoder.weights_hash
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(x, "conv1"), m(x)["conv1"].clamp(0, 1))
+    res = evaluate(str(ckpt), data=ImageData(source="embedded", embedded_per_class=4), layers=["conv1"], n_boot=5,
+                   lpips=False)
+    assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash
+
+
+def test_missing_recorded_weights_say_where_they_were_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _checkpoint_with_relative_weights(tmp_path)
+    os.remove(tmp_path / "checkpoints" / "enc" / "encoder.pt")
+    ckpt = tmp_path / "checkpoints" / "run" / "last.ckpt"
+    with pytest.raises(FileNotFoundError) as e:
+        load_decoders(ckpt)
+    text = str(e.value)
+    assert len(text.splitlines()) == 1 and "Pass encoder_weights=" in text
+    for tried in (tmp_path / "checkpoints" / "run" / "checkpoints/enc/encoder.pt",
+                  tmp_path / "checkpoints/enc/encoder.pt"):
+        assert str(tried) in text
 
 
 def test_classifier_export_loads_as_encoder_weights(tmp_path):

@@ -9,7 +9,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .encoders import Encoder, encoder_from_spec
+from .encoders import Encoder, build_encoder
+from .files import load_torch_file
 from .upconvnet import UpconvNet
 
 CHECKPOINT_KEY = "upconv"
@@ -28,6 +29,62 @@ def check_identity(meta: dict[str, Any], encoder: Encoder, layers: Iterable[str]
     if missing:
         raise ValueError(f"{source} has no decoder for layer(s) {', '.join(missing)}; "
                          f"it holds: {', '.join(meta['layers'])}")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(checkpoint, its upconv record), read with ``weights_only=True``; one-line errors for a missing,
+    empty, truncated or foreign file."""
+    ckpt = load_torch_file(path, "decoder checkpoint")
+    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "encoder" not in meta or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path} is not an upconv decoder checkpoint (no '{CHECKPOINT_KEY}' record); pass a "
+                         f"checkpoint written by train.py with an InversionModule")
+    return ckpt, meta
+
+
+def find_recorded_file(recorded: str, checkpoint: str | os.PathLike) -> str:
+    """Where a file a checkpoint recorded (the encoder's weights) is now.
+
+    Training records the path as given, often relative to the folder it ran in, so a moved project tree
+    or another working directory would lose it. Tried in order: the path as recorded if absolute; relative
+    to the checkpoint's folder and each of its ancestors (``X/checkpoints/run/last.ckpt`` recording
+    ``checkpoints/enc/encoder.pt`` finds ``X/checkpoints/enc/encoder.pt``); relative to the working
+    directory. The weights hash in the checkpoint then proves it is the right file.
+    """
+    if os.path.isabs(recorded):
+        tried = [recorded]
+    else:
+        folder, tried = os.path.dirname(os.path.abspath(checkpoint)), []
+        while True:
+            tried.append(os.path.normpath(os.path.join(folder, recorded)))
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        tried.append(os.path.abspath(recorded))
+    for candidate in dict.fromkeys(tried):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(
+        f"the encoder weights file {recorded} recorded in {checkpoint} was not found; tried: "
+        f"{', '.join(dict.fromkeys(tried))}. Pass encoder_weights=<path to that file>")
+
+
+def recorded_encoder(meta: dict[str, Any], checkpoint: str | os.PathLike, *, weights: Optional[str] = None,
+                     kwargs: Optional[dict[str, Any]] = None, pretrained: Optional[bool] = None,
+                     download: bool = False) -> Encoder:
+    """The encoder a checkpoint's decoders were trained on, rebuilt from its record (``meta``).
+
+    ``weights`` / ``kwargs`` / ``pretrained`` replace the recorded ones when given (the weights hash check
+    that follows says whether they fit the decoders); a recorded relative weights path is found by
+    ``find_recorded_file``.
+    """
+    spec = meta["encoder"]["spec"]
+    if weights is None and spec.get("weights"):
+        weights = find_recorded_file(spec["weights"], checkpoint)
+    return build_encoder(spec["name"], weights, download=download,
+                         pretrained=spec.get("pretrained", True) if pretrained is None else pretrained,
+                         kwargs=spec.get("kwargs") if kwargs is None else kwargs)
 
 
 @dataclass
@@ -63,18 +120,14 @@ def load_decoders(path: str | os.PathLike, encoder: Optional[Encoder] = None,
                   layers: Optional[Iterable[str]] = None, download: bool = False) -> Decoders:
     """Decoders from an InversionModule checkpoint, loaded with ``weights_only=True``.
 
-    Without ``encoder`` the checkpoint's recorded encoder spec is rebuilt; either way its weights hash
-    must match the one the decoders were trained on.
+    Without ``encoder`` the checkpoint's recorded encoder is rebuilt (``recorded_encoder``: a relative
+    weights path is looked for beside the checkpoint too); either way its weights hash must match the one
+    the decoders were trained on.
     """
     path = str(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
-    if meta is None:
-        raise ValueError(f"{path} is not an upconv decoder checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    ckpt, meta = read_checkpoint(path)
     if encoder is None:
-        encoder = encoder_from_spec(meta["encoder"]["spec"], download=download)
+        encoder = recorded_encoder(meta, path, download=download)
     names = meta["layers"] if layers is None else encoder.resolve(list(layers))
     check_identity(meta, encoder, names, source=path)
     shape = tuple(meta["image_shape"])

@@ -9,7 +9,8 @@ through DataLoader workers. Every batch reaches the model as float images in [0,
 from __future__ import annotations
 
 import os
-from typing import Iterator, Literal, Optional
+import re
+from typing import Iterable, Iterator, Literal, Optional
 
 import lightning.pytorch as L
 import torch
@@ -17,6 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
+
+from .files import UnreadableFileError, read_image
 
 EMBEDDED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                    "immunohistochemistry", "retina", "motorcycle")
@@ -45,11 +48,31 @@ def embedded_images(per_class: int, size: int, seed: int = 0) -> tuple[Tensor, T
     return torch.stack(images), torch.tensor(labels), list(EMBEDDED_PHOTOS)
 
 
+def worker_message(error: BaseException) -> str:
+    """The original message of an error a DataLoader worker re-raised: torch puts the worker's whole
+    traceback into the message ("Caught X in DataLoader worker process 0. Original Traceback …")."""
+    text = str(error)
+    if not text.startswith("Caught "):
+        return text
+    found = re.findall(rf"{type(error).__name__}: (.+)", text)
+    return found[-1] if found else text.splitlines()[0]
+
+
+def one_line_errors(batches: Iterable) -> Iterator:
+    """``batches`` with an unreadable file's one-line error kept one line when a worker re-raises it."""
+    try:
+        yield from batches
+    except UnreadableFileError as e:
+        if not str(e).startswith("Caught "):
+            raise
+        raise UnreadableFileError(worker_message(e)) from None
+
+
 def _decode_all(ds: Dataset, num_workers: int) -> tuple[Tensor, Tensor]:
     """Decode a whole (small-image) dataset into one uint8 tensor."""
     loader = DataLoader(ds, batch_size=512, num_workers=num_workers)
     xs, ys = [], []
-    for x, y in loader:
+    for x, y in one_line_errors(loader):
         xs.append(x)
         ys.append(y)
     if not xs:
@@ -120,6 +143,10 @@ class ImageData(L.LightningDataModule):
         self.in_memory = image_size <= 64 if in_memory is None else in_memory
         self.class_names: list[str] = []
         self._train: object | None = None
+        # What each split is and how many images it had before any limit (for reports): split -> text, size.
+        self._origin: dict[str, str] = {}
+        self._before_limit: dict[str, int] = {}
+        self._pool: Optional[int] = None  # images in a source that is split here (held-out fraction)
 
     # ------------------------------------------------------------------ datasets
     def _transform(self) -> v2.Compose:
@@ -135,16 +162,26 @@ class ImageData(L.LightningDataModule):
             val_dir = next((d for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
             if val_dir is None:
                 raise ValueError(f"{root} has train/ but neither test/ nor val/; add one or point root at train/")
+            self._origin = {"train": "the folder's train/", "val": f"the folder's {val_dir}/",
+                            "all": "every image of the folder's train/ and " + val_dir + "/"}
             return (self._image_folder(os.path.join(root, "train"), tf),
                     self._image_folder(os.path.join(root, val_dir), tf))
         full = self._image_folder(root, tf)
+        self._origin = self._held_out_origin("a folder without train/ and test/")
+        self._pool = len(full)
         n_val = max(1, int(len(full) * self.hparams.val_fraction))
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
         return Subset(full, perm[n_val:]), Subset(full, perm[:n_val])
 
+    def _held_out_origin(self, what: str) -> dict[str, str]:
+        pct = f"{self.hparams.val_fraction * 100:g} %"
+        return {"val": f"a seeded {pct} hold-out of {what}", "train": f"the rest of {what} (all but a seeded {pct})",
+                "all": f"every image of {what}"}
+
     def _image_folder(self, path: str, tf: v2.Compose) -> datasets.ImageFolder:
         try:
-            ds = datasets.ImageFolder(path, transform=tf)
+            # read_image: a corrupt or foreign file is one error naming it, not a decoder's traceback.
+            ds = datasets.ImageFolder(path, transform=tf, loader=read_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise ValueError(f"no images found under {path}: expected {path}/<class>/<image>.jpg|png ({e})") from e
         self.class_names = ds.classes
@@ -167,7 +204,9 @@ class ImageData(L.LightningDataModule):
             perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(hp.seed))
             n_val = max(1, int(len(x) * hp.val_fraction))
             x, y = x[perm], y[perm]
+            self._origin, self._pool = self._held_out_origin("the embedded photographs' crops"), len(x)
             self._train, self._val = (x[n_val:], y[n_val:]), (x[:n_val], y[:n_val])
+            self._before_limit = {"train": len(x) - n_val, "val": n_val}
             self._train = tuple(t[: hp.limit_train] for t in self._train)
             self._val = tuple(t[: hp.limit_val] for t in self._val)
             self.in_memory = True
@@ -177,8 +216,11 @@ class ImageData(L.LightningDataModule):
             train = datasets.CIFAR10(hp.root, train=True, transform=tf, download=hp.download)
             val = datasets.CIFAR10(hp.root, train=False, transform=tf, download=hp.download)
             self.class_names = train.classes
+            self._origin = {"train": "CIFAR-10's training set", "val": "CIFAR-10's test set",
+                            "all": "every image of CIFAR-10 (training and test sets)"}
         else:
             train, val = self._folder_splits()
+        self._before_limit = {"train": len(train), "val": len(val)}
         train, val = self._limit(train, hp.limit_train), self._limit(val, hp.limit_val)
         if len(train) == 0 or len(val) == 0:
             raise ValueError(f"empty split: {len(train)} training and {len(val)} validation images")
@@ -212,24 +254,47 @@ class ImageData(L.LightningDataModule):
     def test_dataloader(self) -> object:
         return self._loader(self._val, train=False)
 
-    def images(self, split: Literal["train", "val"] = "val", batch_size: Optional[int] = None,
+    def _parts(self, split: str) -> list[object]:
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"unknown split '{split}'; choose 'train', 'val' or 'all'")
+        self.setup()
+        return {"train": [self._train], "val": [self._val], "all": [self._train, self._val]}[split]
+
+    def split_size(self, split: Literal["train", "val", "all"] = "val") -> int:
+        """Number of images ``images(split)`` yields."""
+        return sum(len(p[0]) if self.in_memory else len(p) for p in self._parts(split))
+
+    def describe(self, split: Literal["train", "val", "all"] = "val") -> str:
+        """What ``split`` is and how many images it holds, in words, e.g. "split val = a seeded 10 % hold-out
+        of a folder without train/ and test/: 2 of 20 images"."""
+        n = self.split_size(split)
+        text = f"split {split} = {self._origin.get(split, split)}"
+        limit = {"train": self.hparams.limit_train, "val": self.hparams.limit_val}.get(split)
+        before = self._before_limit.get(split)
+        if limit is not None and before is not None:
+            if self._pool is not None:
+                text += f" ({before} of {self._pool} images)"
+            return text + f", a seeded random subset: {n} of {before} images"
+        if self._pool is not None and split != "all":
+            return text + f": {n} of {self._pool} images"
+        return text + f": {n} images"
+
+    def images(self, split: Literal["train", "val", "all"] = "val", batch_size: Optional[int] = None,
                device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
         """Un-augmented, unshuffled float batches in [0, 1] of a split, for evaluation and tools.
 
-        ``val`` is the held-out split: ``root/test`` (or ``root/val``) for a folder tree, CIFAR-10's test set.
+        ``val`` is the held-out split: ``root/test`` (or ``root/val``) for a folder tree, CIFAR-10's test set,
+        else a seeded ``val_fraction`` of the images; ``all`` is the training split followed by ``val``.
         """
-        if split not in ("train", "val"):
-            raise ValueError(f"unknown split '{split}'; choose 'train' or 'val'")
-        self.setup()
-        data = self._train if split == "train" else self._val
         bs = batch_size or self.hparams.batch_size
-        if self.in_memory:
-            x, y = data
-            batches = DeviceBatches(x, y, bs, shuffle=False, seed=0, drop_last=False)
-        else:
-            batches = DataLoader(data, batch_size=bs, num_workers=self.hparams.num_workers)
-        for x, y in batches:
-            yield x.to(device).float().div_(255), y.to(device)
+        for data in self._parts(split):
+            if self.in_memory:
+                x, y = data
+                batches = DeviceBatches(x, y, bs, shuffle=False, seed=0, drop_last=False)
+            else:
+                batches = DataLoader(data, batch_size=bs, num_workers=self.hparams.num_workers)
+            for x, y in one_line_errors(batches):
+                yield x.to(device).float().div_(255), y.to(device)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         x, y = batch

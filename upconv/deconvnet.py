@@ -298,7 +298,9 @@ class DeconvNetMethod:
     """Depth-evaluation method: project ALL activations of ``layer`` back to pixels (Zeiler & Fergus 2014;
     ``guided=True``: Springenberg et al. 2015) and map the result into [0, 1] with ``to_unit_range``.
 
-    ``name`` is ``"deconvnet"`` (``"guided-backprop"``), with ``"+minmax"`` appended for that mapping.
+    ``name`` is ``"deconvnet"`` (``"guided-backprop"``), with ``"+minmax"`` appended for that mapping; each
+    of the four is registered under its name. ``reads_target`` says whether the mapping reads the true
+    image (``affine`` does: two numbers per image), and ``caveat`` what that means for its figures.
     """
 
     def __init__(self, encoder: Encoder, guided: bool = False, mapping: str = "affine") -> None:
@@ -306,7 +308,10 @@ class DeconvNetMethod:
             raise ValueError(f"mapping must be 'affine' or 'minmax'; got {mapping!r}")
         self.deconvnet, self.mapping = DeconvNet(encoder, guided=guided), mapping
         self.name = ("guided-backprop" if guided else "deconvnet") + ("" if mapping == "affine" else "+minmax")
+        self.reads_target = mapping == "affine"
+        self.caveat = ("a per-image scale and offset are fitted to the true image (least squares), so its "
+                       "PSNR/SSIM are an optimistic bound" if self.reads_target else None)
 
     def __call__(self, images: Tensor, layer: str) -> Tensor:
         proj = self.deconvnet.project(images, layer)  # (B, C, H, W), pixel units
-        return to_unit_range(proj, images, self.mapping).to(images.device)
+        return to_unit_range(proj, images if self.reads_target else None, self.mapping).to(images.device)

@@ -1,99 +1,29 @@
 """Evaluation across depth: reconstruct a data split from every chosen layer with every chosen method and
 summarise each fidelity metric per (method, layer) as mean, 95 % bootstrap interval and n.
 
-A *method* is any callable ``(images, layer) -> reconstructions`` with a ``.name``; images are float
-(B, C, H, W) in [0, 1]. Methods are built by name from a small registry (``register_method``), so
-other inversion methods add themselves to the same table.
+Methods (``upconv.methods``: any callable ``(images, layer) -> reconstructions`` with a ``.name``) are
+built by name from one registry; one that reads the true image (``reads_target``) is reported as an
+optimistic bound.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional, Protocol, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from . import metrics as M
 from .encoders import Encoder, build_encoder
+from .grid_picks import GridPicks
+from .methods import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
+                      method_names, register_method)
 from .report import check_out
-from .runtime import resolve_device
+from .runtime import progress, resolve_device
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")
-
-
-class Method(Protocol):
-    name: str
-
-    def __call__(self, images: Tensor, layer: str) -> Tensor: ...
-
-
-# ---------------------------------------------------------------------- method registry
-_REGISTRY: dict[str, Callable[..., Method]] = {}
-# Methods living in modules that may be absent: name -> (module, factory attribute). Imported on first use;
-# a module may instead call ``register_method`` itself when imported.
-_LAZY = {"deconvnet": ("upconv.deconvnet", "DeconvNetMethod"),
-         "mahendran_vedaldi": ("upconv.inversion", "MVInversionMethod")}
-
-
-def register_method(name: str, factory: Callable[..., Method]) -> None:
-    """Make ``factory(encoder, **options) -> Method`` available to ``evaluate(methods=[name])``."""
-    _REGISTRY[name] = factory
-
-
-def method_names() -> list[str]:
-    """Registered method names, plus those whose module is installed but not imported yet."""
-    lazy = [n for n, (mod, _) in _LAZY.items() if n not in _REGISTRY and importlib.util.find_spec(mod) is not None]
-    return sorted([*_REGISTRY, *lazy])
-
-
-def build_method(name: str, encoder: Encoder, **options: Any) -> Method:
-    """Build a registered method for ``encoder``; a clear ValueError for an unknown name."""
-    if name not in _REGISTRY and name in _LAZY and importlib.util.find_spec(_LAZY[name][0]) is not None:
-        module = importlib.import_module(_LAZY[name][0])
-        if name not in _REGISTRY and hasattr(module, _LAZY[name][1]):
-            register_method(name, getattr(module, _LAZY[name][1]))
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
-    return _REGISTRY[name](encoder, **options)
-
-
-class UpconvNetMethod:
-    """UpconvNet decoders (Dosovitskiy & Brox 2016) from one or more checkpoints of the same encoder."""
-
-    name = "upconvnet"
-
-    def __init__(self, encoder: Encoder, checkpoints: Union[str, Sequence[str], None] = None) -> None:
-        from .checkpoints import load_decoders
-
-        paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
-        if not paths:
-            raise ValueError("method 'upconvnet' needs decoder checkpoints (checkpoints=[path.ckpt, ...])")
-        device = encoder.mean.device
-        self.by_layer: dict[str, Any] = {}
-        for path in paths:
-            dec = load_decoders(path, encoder=encoder).to(device)
-            for layer in dec.layers:
-                if layer in self.by_layer:
-                    raise ValueError(f"layer {layer} has decoders in both {self.by_layer[layer].path} and {path}; "
-                                     f"pass only one checkpoint per layer")
-                self.by_layer[layer] = dec
-        self.encoder = encoder
-
-    @property
-    def layers(self) -> list[str]:
-        return [n for n in self.encoder.layers if n in self.by_layer]
-
-    def __call__(self, images: Tensor, layer: str) -> Tensor:
-        if layer not in self.by_layer:
-            raise ValueError(f"no UpconvNet decoder for layer {layer}; the checkpoints hold: {', '.join(self.layers)}")
-        return self.by_layer[layer](images, layer)  # (B, C, H, W), clamped to [0, 1]
-
-
-register_method("upconvnet", UpconvNetMethod)
 
 
 # ---------------------------------------------------------------------- result
@@ -104,7 +34,7 @@ class EvalResult:
     rows: list[dict[str, Any]]
     settings: dict[str, Any]
     notes: list[str]
-    originals: Tensor  # (N_grid, C, H, W), first images of the split
+    originals: Tensor  # (N_grid, C, H, W), sampled across classes (``GridPicks``)
     grid: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (method, layer) -> (N_grid, C, H, W)
     out: Optional[str] = None
 
@@ -125,17 +55,49 @@ def _choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods:
     return names
 
 
-def _recorded_encoder(path: str) -> Encoder:
-    """The encoder a decoder checkpoint was trained on, rebuilt from its record (no decoders built)."""
-    from .checkpoints import CHECKPOINT_KEY
-    from .encoders import encoder_from_spec
+def _encoder(encoder: Union[str, Encoder, None], weights: Optional[str], kwargs: Optional[dict[str, Any]],
+             pretrained: Optional[bool], download: bool, ckpts: list[str]) -> Encoder:
+    """The encoder to evaluate: an ``Encoder``, a name, or the first checkpoint's record (with ``weights`` /
+    ``kwargs`` replacing the recorded ones when given, never silently dropped)."""
+    if isinstance(encoder, Encoder):
+        if weights or kwargs:
+            raise ValueError("encoder_weights / encoder_kwargs apply to an encoder given by name; this Encoder "
+                             "is already built: load its weights before passing it")
+        return encoder
+    if encoder is not None:
+        return build_encoder(encoder, weights, download=download, kwargs=kwargs,
+                             pretrained=True if pretrained is None else pretrained)
+    if not ckpts:
+        raise ValueError("no encoder: pass encoder=<name> or decoder checkpoints that record one")
+    from .checkpoints import read_checkpoint, recorded_encoder
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    meta = torch.load(path, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
-    if meta is None:
-        raise ValueError(f"{path} is not an upconv decoder checkpoint (no '{CHECKPOINT_KEY}' entry)")
-    return encoder_from_spec(meta["encoder"]["spec"])
+    _, meta = read_checkpoint(ckpts[0])
+    return recorded_encoder(meta, ckpts[0], weights=weights, kwargs=kwargs, pretrained=pretrained,
+                            download=download)
+
+
+def _accuracy_basis(enc: Encoder, data: Any) -> tuple[Optional[str], Optional[str]]:
+    """(what the data labels are taken to be, or None when accuracy must be skipped; a note or None)."""
+    out = enc.layer(enc.layers[-1]).shape
+    if len(out) != 1:
+        return None, f"accuracy skipped: {enc.name}'s last layer is not a vector of class scores (shape {out})"
+    classes = getattr(data, "class_names", None) or None
+    if classes is not None and len(classes) != out[0]:
+        return None, (f"accuracy skipped: the data has {len(classes)} classes but {enc.name} outputs {out[0]} "
+                      f"class scores, so the data's labels cannot be its classes")
+    source = getattr(data, "hparams", {}).get("source")
+    if source == "folder":
+        return "the folder's labels, assumed to be the encoder's classes in sorted folder order", None
+    return "the data set's labels", None
+
+
+def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> Optional[str]:
+    """A warning when the encoder's accuracy on the originals is no better than chance (CI reaches 1/K)."""
+    if accuracy[1] > 1.0 / n_classes:
+        return None
+    return (f"the encoder's accuracy on the originals, {accuracy[0]:.3f} [{accuracy[1]:.3f}, {accuracy[2]:.3f}], is "
+            f"no better than chance (1/{n_classes} = {1 / n_classes:.3f}): the data's labels probably do not "
+            f"correspond to its classes, so accuracy on x̂ says nothing")
 
 
 def evaluate(
@@ -145,12 +107,14 @@ def evaluate(
     encoder: Union[str, Encoder, None] = None,
     encoder_weights: Optional[str] = None,
     encoder_kwargs: Optional[dict[str, Any]] = None,
+    pretrained: Optional[bool] = None,
+    download: bool = False,
     layers: Union[str, Sequence[str]] = "all",
     methods: Sequence[Union[str, Method]] = ("upconvnet",),
     method_options: Optional[dict[str, dict[str, Any]]] = None,
     data: Any = "embedded",
     root: Optional[str] = None,
-    split: Literal["val", "train"] = "val",
+    split: Literal["val", "train", "all"] = "val",
     limit: Optional[int] = None,
     batch_size: int = 250,
     embedded_per_class: int = 20,
@@ -163,27 +127,23 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate inversion methods layer by layer and, with ``out``, write the report folder.
 
-    ``encoder`` is a name, an ``Encoder`` or None (rebuilt from the first checkpoint's record).
+    ``encoder`` is a name, an ``Encoder`` or None (rebuilt from the first checkpoint's record, with
+    ``encoder_weights`` / ``encoder_kwargs`` / ``pretrained`` replacing the recorded ones when given).
     ``data`` is an ``ImageData`` or its ``source`` (``embedded``/``folder``/``cifar10`` with ``root``);
-    ``limit`` evaluates a seeded random subset of that many images. Method names go through the registry;
-    ``upconvnet`` receives ``checkpoints``, others their entry of ``method_options``. Everything is
-    computed before anything is written, and the folder appears only once complete.
+    ``split`` ``all`` takes every image of the source; ``limit`` evaluates a seeded random subset of that
+    many images of ``val`` or ``train``. Method names go through the registry; ``upconvnet`` receives
+    ``checkpoints``, others their entry of ``method_options``. Everything is computed before anything is
+    written, and the folder appears only once complete.
     """
     from .data import ImageData
 
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
+    if split == "all" and limit is not None:
+        raise ValueError("limit takes a random subset of one split; use split val or train with it, or drop it")
     dev = resolve_device(device)
     ckpts = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
-    if isinstance(encoder, Encoder):
-        enc = encoder
-    elif encoder is not None:
-        enc = build_encoder(encoder, encoder_weights, kwargs=encoder_kwargs)
-    elif ckpts:
-        enc = _recorded_encoder(ckpts[0])
-    else:
-        raise ValueError("no encoder: pass encoder=<name> or decoder checkpoints that record one")
-    enc = enc.to(dev)
+    enc = _encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, ckpts).to(dev)
     options = dict(method_options or {})
     built: list[Method] = []
     for m in methods:
@@ -204,6 +164,10 @@ def evaluate(
                          augment=False, limit_val=limit if split == "val" else None,
                          limit_train=limit if split == "train" else None,
                          embedded_per_class=embedded_per_class, seed=seed)
+    if hasattr(data, "setup"):
+        data.setup()  # reads the class names and split sizes
+    describe = getattr(data, "describe", None)
+    basis, acc_note = _accuracy_basis(enc, data)
     last = enc.layers[-1]
     per: dict[tuple[str, str], dict[str, list[Tensor]]] = {(m.name, L): {k: [] for k in METRICS} for m in built for L in names}
     lp_model, lp_note = M.load_lpips() if lpips else (None, "LPIPS skipped: disabled (lpips=False)")
@@ -212,43 +176,56 @@ def evaluate(
         lp_model, lp_note = None, f"LPIPS skipped: the AlexNet trunk needs images of at least 32×32 px; got {enc.image_size}"
     if lp_model is not None:
         lp_model = lp_model.to(dev)
-    originals, orig_acc, grid = [], [], {}
-    for x, y in data.images(split, batch_size=batch_size, device=dev):  # (B, C, H, W) in [0, 1], (B,)
-        enc.check_images(x)
+    originals, orig_acc, picks = [], [], GridPicks(grid_images, seed)
+    pairs = [(m, L) for m in built for L in names]
+
+    def units() -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], list[int], Method, str]]:
+        """One unit of work per batch × method × layer (the progress bar counts these)."""
+        for x, y in data.images(split, batch_size=batch_size, device=dev):  # (B, C, H, W) in [0, 1], (B,)
+            enc.check_images(x, finite=True)  # a NaN pixel would otherwise surface as a NaN metric
+            with torch.no_grad():
+                feats = enc(x, [*names, last])
+            originals.append(x.cpu())
+            if basis is not None:
+                orig_acc.append(M.accuracy(feats[last], y).cpu())
+            positions = picks.admit(x, y)
+            for m, L in pairs:
+                yield x, y, feats, positions, m, L
+            picks.end_batch()
+
+    size = data.split_size(split) if hasattr(data, "split_size") else None
+    total = -(-size // batch_size) * len(pairs) if size is not None else None
+    for x, y, feats, positions, m, L in progress(units(), desc="evaluate", total=total, unit="step"):
+        xh = m(x, L).detach().float().clamp(0, 1)  # (B, C, H, W)
+        if xh.shape != x.shape:
+            raise ValueError(f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
+                             f"expected the input's shape {tuple(x.shape)}")
+        picks.store((m.name, L), xh, positions)
         with torch.no_grad():
-            feats = enc(x, [*names, last])
-        originals.append(x.cpu())
-        orig_acc.append(M.accuracy(feats[last], y).cpu())
-        for m in built:
-            for L in names:
-                xh = m(x, L).detach().float().clamp(0, 1)  # (B, C, H, W)
-                if xh.shape != x.shape:
-                    raise ValueError(f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
-                                     f"expected the input's shape {tuple(x.shape)}")
-                if len(originals) == 1:
-                    grid[(m.name, L)] = xh[:grid_images].cpu()
-                with torch.no_grad():
-                    fh = enc(xh, [L, last])
-                    row = per[(m.name, L)]
-                    row["mse"].append(M.mse(xh, x))
-                    row["psnr"].append(M.psnr(xh, x))
-                    row["ssim"].append(M.ssim(xh, x))
-                    row["db_error"].append(M.db_error(xh, x, 1.0))  # normalised below, once d̄ is known
-                    row["feature_error"].append(M.feature_error(fh[L], feats[L]))
-                    row["class_agreement"].append(M.class_agreement(fh[last], feats[last]))
-                    row["recon_accuracy"].append(M.accuracy(fh[last], y))
-                    if lp_model is not None:
-                        row["lpips"].append(M.lpips_distance(lp_model, xh, x))
+            fh = enc(xh, [L, last])
+            row = per[(m.name, L)]
+            row["mse"].append(M.mse(xh, x))
+            row["psnr"].append(M.psnr(xh, x))
+            row["ssim"].append(M.ssim(xh, x))
+            row["db_error"].append(M.db_error(xh, x, 1.0))  # normalised below, once d̄ is known
+            row["feature_error"].append(M.feature_error(fh[L], feats[L]))
+            row["class_agreement"].append(M.class_agreement(fh[last], feats[last]))
+            if basis is not None:
+                row["recon_accuracy"].append(M.accuracy(fh[last], y))
+            if lp_model is not None:
+                row["lpips"].append(M.lpips_distance(lp_model, xh, x))
     if not originals:
         raise ValueError(f"the {split} split has no images; check the data root and limit")
     all_x = torch.cat(originals)  # (N, C, H, W)
     n = len(all_x)
     d_bar = float(M.mean_pairwise_distance(all_x.to(dev)))
 
+    caveats = {m.name: caveat(m) for m in built if caveat(m)}
     rows = []
     for m in built:
         for L in names:
-            row: dict[str, Any] = {"method": m.name, "layer": L, "depth": enc.layers.index(L) + 1, "n": n}
+            row: dict[str, Any] = {"method": m.name, "layer": L, "depth": enc.layers.index(L) + 1, "n": n,
+                                   "reads_target": m.name in caveats}
             for k in METRICS:
                 vals = per[(m.name, L)][k]
                 if not vals:
@@ -259,21 +236,29 @@ def evaluate(
                     v = v / d_bar
                 row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=n_boot, seed=seed)
             rows.append(row)
-    acc = M.bootstrap_ci(torch.cat(orig_acc), n_boot=n_boot, seed=seed)
+    acc = M.bootstrap_ci(torch.cat(orig_acc), n_boot=n_boot, seed=seed) if basis is not None else None
+    notes = [lp_note] if lp_note else []
+    if acc_note:
+        notes.append(acc_note)
+    elif acc is not None:
+        notes += [n for n in [chance_note(acc, enc.layer(last).shape[0])] if n]
     hp = getattr(data, "hparams", {})
+    grid_x, grid = picks.result()
     settings = {
         "encoder": enc.name, "encoder_weights_hash": enc.weights_hash, "encoder_spec": enc.spec,
         "checkpoints": [str(c) for c in ckpts], "methods": [m.name for m in built], "layers": names,
+        "method_caveats": caveats,
         "data": hp.get("source", type(data).__name__), "root": hp.get("root"), "split": split, "n_images": n,
+        "split_description": describe(split) if callable(describe) else f"split {split}: {n} images",
         "limit": limit, "seed": seed, "n_boot": n_boot, "ci_level": 0.95, "psnr_cap_db": M.PSNR_CAP_DB,
-        "db_mean_pairwise_distance": d_bar, "encoder_accuracy_on_originals": list(acc),
+        "db_mean_pairwise_distance": d_bar,
+        "encoder_accuracy_on_originals": list(acc) if acc is not None else None, "accuracy_labels": basis,
         "lpips": "computed (v0.1, AlexNet trunk)" if lp_model is not None else "skipped",
         "image_space": "[0, 1] RGB; the encoder normalises internally and decoders predict [0, 1] images, "
                        "so no de-normalisation is needed; reconstructions clamped to [0, 1]",
         "device": str(dev.type), "torch": torch.__version__,
     }
-    result = EvalResult(rows=rows, settings=settings, notes=[lp_note] if lp_note else [],
-                        originals=all_x[:grid_images], grid=grid)
+    result = EvalResult(rows=rows, settings=settings, notes=notes, originals=grid_x, grid=grid)
     if out is not None:
         from .report import write_report
 
@@ -287,11 +272,13 @@ def evaluate_cli(
     encoder: Optional[str] = None,
     encoder_weights: Optional[str] = None,
     encoder_kwargs: Optional[dict[str, Any]] = None,
+    pretrained: Optional[bool] = None,
+    download: bool = False,
     layers: list[str] = ["all"],  # noqa: B006 - jsonargparse reads the default, nothing mutates it
     methods: list[str] = ["upconvnet"],  # noqa: B006
     data: Literal["embedded", "folder", "cifar10"] = "embedded",
     root: Optional[str] = None,
-    split: Literal["val", "train"] = "val",
+    split: Literal["val", "train", "all"] = "val",
     limit: Optional[int] = None,
     batch_size: int = 250,
     embedded_per_class: int = 20,
@@ -309,26 +296,30 @@ def evaluate_cli(
         checkpoints: UpconvNet decoder checkpoints (their encoder is rebuilt from the record).
         out: report folder; created only when the report is complete.
         encoder: encoder name (default: the one the checkpoints record).
-        encoder_weights: weights file for a named encoder.
-        encoder_kwargs: constructor arguments for a named encoder.
+        encoder_weights: weights file for the encoder (named, or the recorded one); replaces the recorded path.
+        encoder_kwargs: constructor arguments for the encoder (named, or the recorded one).
+        pretrained: torchvision encoders: ImageNet weights from the local torch cache (default: as recorded, else true).
+        download: allow fetching torchvision weights that are not cached.
         layers: layer names in any order, or ["all"].
-        methods: inversion methods side by side (see upconv.evaluate.method_names()).
+        methods: inversion methods side by side (upconvnet, deconvnet, deconvnet+minmax, guided-backprop,
+            guided-backprop+minmax, mahendran_vedaldi).
         data: embedded (offline photographs), folder (ImageFolder tree at root) or cifar10.
-        root: data folder; a folder with train/ and test/ evaluates test/ as the val split.
-        split: val (held-out) or train.
-        limit: evaluate a seeded random subset of this many images.
+        root: data folder; with train/ and test/ (or val/), val is test/; otherwise val is a seeded 10 % hold-out.
+        split: val (held-out), train, or all (every image of the source).
+        limit: evaluate a seeded random subset of this many images of the split (val or train).
         batch_size: images per forward pass.
         embedded_per_class: crops per photograph for the embedded data.
-        seed: seeds the subset and the bootstrap; same seed, same metrics.csv.
+        seed: seeds the subset, the grid images and the bootstrap; same seed, same metrics.csv.
         n_boot: bootstrap resamples for the 95 % intervals.
-        grid_images: originals shown in grid.png.
+        grid_images: originals shown in grid.png (seeded, spread over the classes).
         lpips: compute LPIPS when its AlexNet weights are in the torch cache.
-        device: auto, cpu or cuda.
+        device: auto (the GPU when there is one), cpu, cuda or cuda:N.
         overwrite: replace an existing report folder.
     """
     result = evaluate(checkpoints, out=out, encoder=encoder, encoder_weights=encoder_weights,
-                      encoder_kwargs=encoder_kwargs, layers=layers, methods=methods, data=data, root=root,
-                      split=split, limit=limit, batch_size=batch_size, embedded_per_class=embedded_per_class,
-                      seed=seed, n_boot=n_boot, grid_images=grid_images, lpips=lpips, device=device,
-                      overwrite=overwrite)
+                      encoder_kwargs=encoder_kwargs, pretrained=pretrained, download=download, layers=layers,
+                      methods=methods, data=data, root=root, split=split, limit=limit, batch_size=batch_size,
+                      embedded_per_class=embedded_per_class, seed=seed, n_boot=n_boot, grid_images=grid_images,
+                      lpips=lpips, device=device, overwrite=overwrite)
+    print(f"evaluated {result.settings['split_description']}")
     print(os.path.join(result.out or out, "report.md"))

@@ -31,6 +31,8 @@ TV_BY_BLOCK = (1.0, 10.0, 100.0)  # first conv block, middle blocks, last conv b
 # Their schedule: 800 / 500 / 500 / 200 / 100 iterations at lr × 1, 0.1, 0.01, 0.001, 0.0001 (2100 in all);
 # the same fractions are kept for any number of steps.
 MV_LR_FRACTIONS = (800 / 2100, 1300 / 2100, 1800 / 2100, 2000 / 2100)
+MV_STEPS = 2100  # the length of their schedule: the one default of every M&V attack (``upconv privacy``)
+EVAL_STEPS = 200  # the depth evaluation's shorter default (a cost choice: 11 layers × every batch)
 MV_LR = 0.01  # per unit of normalised objective; with momentum 0.9 the effective step is 10× this
 MV_ALPHA_WEIGHT = 1e-3  # small: the pixel parameterisation already keeps x̂ in [0, 1]
 ADAM_LR = 0.05
@@ -144,11 +146,17 @@ def invert(
 
 
 class MVInversionMethod:
-    """Depth-evaluation method ``mahendran_vedaldi``: optimisation inversion of each batch's features."""
+    """Depth-evaluation method ``mahendran_vedaldi``: optimisation inversion of each batch's features.
+
+    ``steps`` defaults to ``EVAL_STEPS`` (200, M&V's learning-rate schedule compressed to that length), not
+    their 2100 (``MV_STEPS``): the evaluation inverts every image from every layer; pass
+    ``method_options={"mahendran_vedaldi": {"steps": 2100}}`` for their full schedule.
+    """
 
     name = "mahendran_vedaldi"
+    reads_target = False  # sees only the features of the image it reconstructs
 
-    def __init__(self, encoder: Encoder, steps: int = 200, optimizer: Literal["sgd", "adam"] = "sgd",
+    def __init__(self, encoder: Encoder, steps: int = EVAL_STEPS, optimizer: Literal["sgd", "adam"] = "sgd",
                  lr: Optional[float] = None, tv_weight: Optional[float] = None, seed: int = 0) -> None:
         if steps < 1 or not math.isfinite(steps):
             raise ValueError(f"steps must be a positive integer; got {steps}")

@@ -23,12 +23,17 @@ LABELS = {
     "feature_error": "feature error ↓", "class_agreement": "class agreement ↑", "recon_accuracy": "accuracy on x̂ ↑",
 }
 
+SSIM_DEFINITION = (
+    "per image, structural similarity (Wang et al., IEEE TIP 2004) on [0, 1] images: Gaussian window 11×11, "
+    "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, population (not sample) covariance, averaged over the "
+    "valid windows only (those lying wholly inside the image; no padding) and over channels — as scikit-image's "
+    "structural_similarity with gaussian_weights=True, use_sample_covariance=False")
+
 DEFINITIONS = [
     "**MSE**: per image, the mean over pixels and channels of (x̂ − x)², images in [0, 1].",
     "**PSNR**: per image, 10·log10(1 / MSE) (torchmetrics, data range 1), capped at {cap:g} dB so an exact "
     "reconstruction stays finite; the table shows the mean of per-image PSNR, not the PSNR of the mean MSE.",
-    "**SSIM**: per image, Wang et al. (2004): Gaussian window 11, σ = 1.5, K1 0.01, K2 0.03, data range 1, "
-    "population covariance, mean over the windows wholly inside the image and over channels (= scikit-image).",
+    "**SSIM**: " + SSIM_DEFINITION + ".",
     "**LPIPS**: per image, lpips v0.1 with the AlexNet trunk (Zhang et al. 2018), images rescaled to [−1, 1], "
     "at the native image size.",
     "**D&B error** (Dosovitskiy & Brox, CVPR 2016, normalised reconstruction error): per image "
@@ -36,11 +41,35 @@ DEFINITIONS = [
     "(here d̄ = {dbar:.6g}); 1 means as far from the original as a typical other image.",
     "**feature error**: per image ‖Φ_L(x̂) − Φ_L(x)‖₂ / ‖Φ_L(x)‖₂ at the inverted layer L (not squared).",
     "**class agreement**: share of reconstructions the encoder assigns the class it assigns the original.",
-    "**accuracy on x̂**: share of reconstructions the encoder assigns the data set label "
-    "(accuracy on the originals: {acc}).",
+    "**accuracy on x̂**: {accuracy}",
     "Each figure is the mean over n images with a 95 % percentile-bootstrap interval ({boot} resamples, "
     "seed {seed}).",
 ]
+
+
+BOUND = "†"  # marks a method whose figures are an optimistic bound (it reads the true image)
+
+
+def method_label(name: str, settings: dict[str, Any], long: bool = False) -> str:
+    """A method's name, marked † when it reads the true image (``long``: "† (optimistic bound)")."""
+    if name not in settings.get("method_caveats", {}):
+        return name
+    return f"{name}{BOUND} (optimistic bound)" if long else f"{name}{BOUND}"
+
+
+def caveat_lines(settings: dict[str, Any]) -> list[str]:
+    """One line per method that reads the true image, saying what it reads."""
+    return [f"{BOUND} **{m}**: {c}; its figures are not comparable with those of methods that see only the "
+            f"features" for m, c in settings.get("method_caveats", {}).items()]
+
+
+def _accuracy_text(s: dict[str, Any]) -> str:
+    if s.get("encoder_accuracy_on_originals") is None:
+        return "not computed (see the note above)."
+    acc = s["encoder_accuracy_on_originals"]
+    return (f"share of reconstructions the encoder assigns the true label, against "
+            f"{s.get('accuracy_labels') or 'the data set labels'} (accuracy on the originals: "
+            f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}]).")
 
 
 def _fmt(metric: str, value: Optional[float]) -> str:
@@ -64,7 +93,9 @@ def markdown_table(result: "EvalResult") -> str:
     layers = result.settings["layers"]
     by_key = {(r["method"], r["layer"]): r for r in result.rows}
     metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
-    head = ["layer", "n"] + [LABELS[k] + (f" ({m})" if len(methods) > 1 else "") for k in metrics for m in methods]
+    s = result.settings
+    head = ["layer", "n"] + [LABELS[k] + (f" ({method_label(m, s)})" if len(methods) > 1 or m != method_label(m, s)
+                                          else "") for k in metrics for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for layer in layers:
         n = by_key[(methods[0], layer)]["n"]
@@ -76,7 +107,7 @@ def markdown_table(result: "EvalResult") -> str:
 def _write_csv(result: "EvalResult", path: str) -> None:
     from .evaluate import METRICS
 
-    cols = ["method", "layer", "depth", "n"] + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")]
+    cols = ["method", "layer", "depth", "n", "reads_target"] + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")]
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
@@ -107,7 +138,7 @@ def _depth_plot(result: "EvalResult", path: str) -> None:
     for ax, k in zip(axes.flat, metrics):
         for m in methods:
             rs = [next(r for r in result.rows if r["method"] == m and r["layer"] == L) for L in layers]
-            (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=m)
+            (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=method_label(m, result.settings, long=True))
             ax.fill_between(x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25,
                             color=line.get_color())
         ax.set_title(LABELS[k], fontsize=10)
@@ -132,7 +163,9 @@ def _grid_plot(result: "EvalResult", path: str) -> None:
     from torchvision.utils import make_grid
 
     methods, layers = result.settings["methods"], result.settings["layers"]
-    labels = ["original"] + [(f"{m}: {L}" if len(methods) > 1 else L) for m in methods for L in layers]
+    s = result.settings
+    labels = ["original"] + [(f"{method_label(m, s, long=True)}: {L}" if len(methods) > 1 or s.get("method_caveats")
+                              else L) for m in methods for L in layers]
     rows = [result.originals] + [result.grid[(m, L)] for m in methods for L in layers]  # each (N, C, H, W)
     n = len(result.originals)
     grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
@@ -150,15 +183,14 @@ def _grid_plot(result: "EvalResult", path: str) -> None:
 
 def _markdown(result: "EvalResult") -> str:
     s = result.settings
-    acc = s["encoder_accuracy_on_originals"]
     defs = [d.format(cap=s["psnr_cap_db"], dbar=s["db_mean_pairwise_distance"], boot=s["n_boot"], seed=s["seed"],
-                     acc=f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}]") for d in DEFINITIONS]
+                     accuracy=_accuracy_text(s)) for d in DEFINITIONS]
     settings = [
         f"encoder: `{s['encoder']}` (weights {s['encoder_weights_hash']})",
-        f"methods: {', '.join(s['methods'])}",
+        f"methods: {', '.join(method_label(m, s) for m in s['methods'])}",
         f"checkpoints: {', '.join(f'`{c}`' for c in s['checkpoints']) or '—'}",
-        f"data: {s['data']}" + (f" at `{s['root']}`" if s["root"] else "") + f", split {s['split']}, "
-        f"n = {s['n_images']} images" + (f" (seeded random subset, limit {s['limit']})" if s["limit"] else ""),
+        f"data: {s['data']}" + (f" at `{s['root']}`" if s["root"] else "") + f"; {s['split_description']}; "
+        f"n = {s['n_images']} images",
         f"seed: {s['seed']}; device: {s['device']}; torch {s['torch']}",
         f"image space: {s['image_space']}",
     ]
@@ -167,7 +199,10 @@ def _markdown(result: "EvalResult") -> str:
     if result.notes:
         parts += [*[f"> {note}" for note in result.notes], ""]
     parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; layers in network order.", "",
-              markdown_table(result), "", "## Definitions", "", *[f"- {d}" for d in defs], "",
+              markdown_table(result), ""]
+    if caveat_lines(s):
+        parts += [*caveat_lines(s), ""]
+    parts += ["## Definitions", "", *[f"- {d}" for d in defs], "",
               "## Figures", "", "![metrics against depth](depth.png)", "",
               "![originals and reconstructions](grid.png)", ""]
     return "\n".join(parts)

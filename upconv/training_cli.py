@@ -2,15 +2,30 @@
 
 Loggers: CSV always; wandb as well when it is installed (offline unless WANDB_MODE says otherwise;
 UPCONV_WANDB=0 turns it off). A progress bar and a checkpoint callback come from the configs.
+
+A mistake in the config or on the command line (an unknown layer, a missing file) ends in one line,
+``train.py: error: <what is wrong>``, and exit status 2; jsonargparse and Lightning would otherwise wrap it in
+some 70 lines of traceback. Errors raised anywhere else (bugs) keep their traceback. A run that fails
+before logging anything leaves no empty ``runs/<name>/version_N`` folder behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import traceback
+from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
 
-from .data import ImageData
+from .data import ImageData, worker_message
+from .files import UnreadableFileError
+
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+# What SaveConfigCallback / loggers write before the first step: a folder holding only these has no results.
+NO_RESULTS = {"config.yaml", "hparams.yaml"}
 
 
 class UpconvCLI(LightningCLI):
@@ -22,6 +37,28 @@ class UpconvCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.get("logger") in (None, True):
             cfg.trainer.logger = default_loggers(cfg.get("run_name", "run"), cfg.get("runs_dir", "runs"))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        folders = [d for d in (getattr(lg, "log_dir", None) for lg in self.trainer.loggers) if d]
+        new = [d for d in folders if not os.path.exists(d)]
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            for d in new:
+                remove_if_empty(d)
+            raise
+
+
+def remove_if_empty(log_dir: str) -> None:
+    """Remove a run's log folder (and its parent, if that is left empty) when it holds no results."""
+    if not os.path.isdir(log_dir):
+        return
+    files = [f for _, _, fs in os.walk(log_dir) for f in fs]
+    if set(files) <= NO_RESULTS:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        parent = os.path.dirname(log_dir)
+        if os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
 
 
 def default_loggers(name: str, save_dir: str = "runs") -> list[dict]:
@@ -39,9 +76,38 @@ def default_loggers(name: str, save_dir: str = "runs") -> list[dict]:
     return loggers
 
 
+def user_error(error: BaseException) -> Optional[BaseException]:
+    """The user's mistake behind ``error``, or None for a bug.
+
+    jsonargparse re-raises a class's failed construction as "Does not validate against any of the Union
+    subtypes" with the original as ``__cause__``; Lightning lets errors from fit through unchanged. The
+    innermost cause counts as a user error when it is one of ``USER_ERRORS`` raised by this package's own
+    checks (an unknown layer, a missing file, a NaN loss), never one raised inside a library; an unreadable
+    file (``UnreadableFileError``) always is.
+    """
+    inner, seen = error, set()
+    while inner.__cause__ is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        inner = inner.__cause__
+    if isinstance(inner, UnreadableFileError):  # ours wherever raised (a DataLoader worker re-raises it)
+        return inner
+    if not isinstance(inner, USER_ERRORS) or inner.__traceback__ is None:
+        return None
+    raised_in = traceback.extract_tb(inner.__traceback__)[-1].filename
+    return inner if os.path.abspath(raised_in).startswith(PACKAGE + os.sep) else None
+
+
 def main(args: list[str] | None = None) -> UpconvCLI:
-    return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True, save_config_kwargs={"overwrite": True},
-                     args=args, auto_configure_optimizers=False)
+    try:
+        return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
+                         save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+    except Exception as e:  # noqa: BLE001 - sorted into the user's mistakes (one line) and bugs (re-raised)
+        cause = user_error(e)
+        if cause is None:
+            raise
+        message = " ".join(worker_message(cause).split()) or type(cause).__name__
+        print(f"train.py: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from torch import Tensor
+
+from ..inversion import MV_STEPS
 
 
 def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, n_eval: int,
@@ -31,6 +33,7 @@ def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, 
 def privacy(
     encoder: str = "he2019_cifar",
     encoder_weights: Optional[str] = None,
+    encoder_kwargs: Optional[dict[str, Any]] = None,
     layers: list[str] = ["conv11", "relu22", "relu32"],  # noqa: B006 - read by jsonargparse, never mutated
     attacks: list[str] = ["white_box", "black_box_train", "black_box_dist", "black_box_noise", "query_free"],  # noqa: B006
     decoders: list[str] = ["paper", "upconvnet"],  # noqa: B006
@@ -48,7 +51,7 @@ def privacy(
     inverter_width: int = 64,
     inverter_lr: Union[float, dict[str, float]] = 1e-3,
     n_noise: int = 50000,
-    mv_steps: int = 2100,
+    mv_steps: int = MV_STEPS,
     mv_optimizer: Literal["sgd", "adam"] = "sgd",
     mv_batch_size: Optional[int] = None,
     mv_tv_weight: Optional[float] = None,
@@ -69,6 +72,7 @@ def privacy(
     Args:
         encoder: victim architecture (a built-in one is trained on the victim split without encoder_weights).
         encoder_weights: victim weights; the victim split is then taken to be its training data.
+        encoder_kwargs: constructor arguments of a victim loaded from encoder_weights (e.g. {width: 0.25}).
         layers: split layers.
         attacks: white_box, black_box_train, black_box_dist, black_box_noise, query_free.
         decoders: paper (He et al.'s attack) and/or upconvnet.
@@ -97,7 +101,7 @@ def privacy(
         n_boot: bootstrap resamples.
         grid_images: images per grid.
         seed: seeds data splits, training, noise and bootstrap.
-        device: auto, cpu or cuda.
+        device: auto (the GPU when there is one), cpu, cuda or cuda:N.
         num_workers: processes decoding the image files.
         out: run folder, created only when complete.
         overwrite: replace an existing run folder.
@@ -107,13 +111,12 @@ def privacy(
     victim, attacker, evaluation = load_splits(data, root, n_victim, n_attacker, n_eval, seed,
                                                num_workers=num_workers)
     result = run_privacy(encoder, layers, evaluation, victim_data=victim, attacker_data=attacker,
-                         encoder_weights=encoder_weights, attacks=attacks, decoders=decoders, defenses=defenses,
-                         defense_attacks=defense_attacks, num_classes=num_classes, victim_epochs=victim_epochs,
-                         shadow_epochs=shadow_epochs, inverter_epochs=inverter_epochs, inverter_width=inverter_width,
-                         inverter_lr=inverter_lr,
+                         encoder_weights=encoder_weights, encoder_kwargs=encoder_kwargs, attacks=attacks,
+                         decoders=decoders, defenses=defenses, defense_attacks=defense_attacks,
+                         num_classes=num_classes, victim_epochs=victim_epochs, shadow_epochs=shadow_epochs,
+                         inverter_epochs=inverter_epochs, inverter_width=inverter_width, inverter_lr=inverter_lr,
                          n_noise=n_noise, mv_steps=mv_steps, mv_optimizer=mv_optimizer, mv_batch_size=mv_batch_size,
-                         mv_tv_weight=mv_tv_weight,
-                         n_candidates=n_candidates,
-                         batch_size=batch_size, lpips=lpips, n_boot=n_boot, grid_images=grid_images, seed=seed,
-                         device=device, out=out, overwrite=overwrite)
+                         mv_tv_weight=mv_tv_weight, n_candidates=n_candidates, batch_size=batch_size, lpips=lpips,
+                         n_boot=n_boot, grid_images=grid_images, seed=seed, device=device, out=out,
+                         overwrite=overwrite)
     print(os.path.join(result.out or out, "report.md"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..report import atomic_folder
+from ..report import SSIM_DEFINITION, atomic_folder
 
 if TYPE_CHECKING:
     from .run import PrivacyResult
@@ -119,7 +119,8 @@ def _markdown(result: "PrivacyResult") -> str:
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]
     parts += ["## Definitions", "",
               "- PSNR: per image 10·log10(1/MSE) on [0, 1] images (equal to PSNR on the 0–255 scale), capped at "
-              f"{s['psnr_cap_db']:g} dB; SSIM: torchmetrics, Gaussian window 11, σ 1.5; LPIPS v0.1 AlexNet.",
+              f"{s['psnr_cap_db']:g} dB; LPIPS v0.1 AlexNet.",
+              f"- SSIM: {SSIM_DEFINITION}.",
               f"- re-id: share of reconstructions whose nearest neighbour ({s['reid_metric']}) among "
               f"{s['n_candidates']} candidate originals (the true one and {s['n_candidates'] - 1} others drawn at "
               f"random) is the true original; chance = {s['reid_chance']:.3f}.",

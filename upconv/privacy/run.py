@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .. import metrics as M
 from ..encoders import Encoder, build_encoder
-from ..runtime import resolve_device
-from ..inversion import invert
+from ..runtime import progress, resolve_device
+from ..inversion import MV_STEPS, invert
 from ..report import check_out
 from . import attacks as A
 from .defenses import check_strength, defend, tail
@@ -74,6 +74,7 @@ def run_privacy(
     victim_data: Optional[tuple[Tensor, Tensor]] = None,
     attacker_data: Optional[tuple[Tensor, Tensor]] = None,
     encoder_weights: Optional[str] = None,
+    encoder_kwargs: Optional[dict[str, Any]] = None,
     attacks: Sequence[str] = ATTACKS,
     decoders: Sequence[str] = A.DECODERS,
     defenses: Optional[dict[str, list[float]]] = None,
@@ -85,7 +86,7 @@ def run_privacy(
     inverter_width: int = 64,
     inverter_lr: float | dict[str, float] = 1e-3,
     n_noise: int = 50000,
-    mv_steps: int = 200,
+    mv_steps: int = MV_STEPS,
     mv_optimizer: str = "sgd",
     mv_batch_size: Optional[int] = None,
     mv_tv_weight: Optional[float] = None,
@@ -102,13 +103,15 @@ def run_privacy(
     """Run the attacks and defences and, with ``out``, write the run folder (atomically).
 
     Images are uint8 or [0, 1] float tensors (N, C, H, W) with labels (N,). ``encoder`` is a built Encoder, or
-    a name: with ``encoder_weights`` that is the victim, otherwise a built-in architecture is trained on
-    ``victim_data`` (the victim's training set, which black_box_train queries with). ``attacker_data`` is the
+    a name: with ``encoder_weights`` (and ``encoder_kwargs``) that is the victim, otherwise a built-in
+    architecture is trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
+    The evaluated images must be finite (checked before any training). ``attacker_data`` is the
     attacker's own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow).
     ``defenses`` maps a defence to its strength sweep; it is applied to the victim's features for the
     attacks in ``defense_attacks`` (inverters trained on clean features: the attacker does not adapt).
     ``mv_batch_size`` images are inverted together by optimisation (default ``batch_size``); the wall time of
-    each training stage and of each attack's reconstructions is recorded in ``settings["timings_s"]``.
+    each training stage and of each attack's reconstructions is recorded in ``settings["timings_s"]``, and
+    progress bars on stderr follow the training stages and the attacks. ``mv_steps`` defaults to M&V's 2100.
     ``mv_tv_weight`` replaces M&V's depth schedule of the total-variation weight (``inversion.default_tv_weight``).
     """
     defenses = dict(defenses or {})
@@ -141,48 +144,74 @@ def run_privacy(
         raise ValueError("the chosen attacks need attacker_data (images of the same distribution as the victim's)")
     notes: list[str] = []
     victim_state: Optional[dict[str, Tensor]] = None
+    trains_victim = not isinstance(encoder, Encoder) and not encoder_weights
     if isinstance(encoder, Encoder):
-        victim = encoder
-    elif encoder_weights:
-        victim = build_encoder(encoder, encoder_weights)
-    else:
-        # Check the split layers before any training: the untrained architecture has the same layer table.
-        build_encoder(encoder).resolve(list(layers))
+        if encoder_kwargs:
+            raise ValueError("encoder_kwargs apply to an encoder given by name; this Encoder is already built")
+        victim: Optional[Encoder] = encoder
+    elif trains_victim:
+        if encoder_kwargs:
+            raise ValueError(f"encoder_kwargs apply to a victim loaded from encoder_weights; a victim trained here "
+                             f"is {encoder} with its default arguments (got {encoder_kwargs})")
         if victim_data is None:
             raise ValueError(f"no victim: pass encoder_weights for {encoder} or victim_data to train it on")
-        victim = A.as_encoder(encoder, timed("train victim", A.train_classifier, encoder, *victim_data,
-                                             num_classes=num_classes, epochs=victim_epochs, seed=seed, device=dev))
-        notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs; "
-                     "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)")
-        victim_state = {k: v.detach().cpu().clone() for k, v in victim.model.state_dict().items()}
+        victim = None
+    else:
+        victim = build_encoder(encoder, encoder_weights, kwargs=encoder_kwargs)
+    # Checked before any training: the untrained architecture has the same layer table and input size.
+    probe = victim if victim is not None else build_encoder(encoder)
+    layers = probe.resolve(list(layers))
+    x = A._float(eval_data[0])  # (N, C, H, W)
+    probe.check_images(x, finite=True)
     if "black_box_train" in attacks and victim_data is None:
         raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
-    victim = victim.to(dev)
-    layers = victim.resolve(list(layers))
-    tails = {L: tail(victim, L) for L in layers}
 
     kw = dict(kinds=tuple(d for d in decoders), epochs=inverter_epochs, batch_size=batch_size, width=inverter_width,
               lr=inverter_lr, seed=seed)
     nets: dict[str, dict[tuple[str, str], Any]] = {}
+    shadow: Optional[Encoder] = None
+
+    def train_victim() -> None:
+        nonlocal victim, victim_state
+        model = A.train_classifier(encoder, *victim_data, num_classes=num_classes, epochs=victim_epochs, seed=seed,
+                                   device=dev)
+        victim = A.as_encoder(encoder, model)
+        notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs; "
+                     "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)")
+        victim_state = {k: v.detach().cpu().clone() for k, v in victim.model.state_dict().items()}
+
+    def inverters(key: str, target: Any, images: Optional[Tensor], **extra: Any) -> None:
+        nets[key] = A.train_inverters(target() if callable(target) else target, layers, images, **{**kw, **extra})
+
+    def train_shadow() -> None:
+        nonlocal shadow
+        shadow = A.as_encoder(victim.name, A.train_classifier(victim.name, *attacker_data, num_classes=num_classes,
+                                                              epochs=shadow_epochs, seed=seed + 1, device=dev)).to(dev)
+
+    stages: list[tuple[str, Callable[[], None]]] = []  # in order; later stages use what earlier ones trained
+    if trains_victim:
+        stages.append(("train victim", train_victim))
+    get_victim = lambda: victim.to(dev)  # noqa: E731 - the victim may be trained by an earlier stage
     if "black_box_train" in attacks:
-        nets["black_box_train"] = timed("train inverters black_box_train", A.train_inverters, victim, layers,
-                                        victim_data[0], **kw)
+        stages.append(("train inverters black_box_train",
+                       lambda: inverters("black_box_train", get_victim, victim_data[0])))
     if "black_box_dist" in attacks or wb_upconv:
-        nets["black_box_dist"] = timed("train inverters black_box_dist", A.train_inverters, victim, layers,
-                                       attacker_data[0], **kw)
+        stages.append(("train inverters black_box_dist", lambda: inverters("black_box_dist", get_victim,
+                                                                            attacker_data[0])))
+    if "black_box_noise" in attacks:
+        stages.append(("train inverters black_box_noise", lambda: inverters(
+            "black_box_noise", get_victim, None, queries="noise", n_noise=n_noise)))
+    if "query_free" in attacks:
+        stages.append(("train shadow", train_shadow))
+        if "upconvnet" in decoders:
+            stages.append(("train inverters query_free", lambda: inverters(
+                "query_free", lambda: shadow, attacker_data[0], kinds=("upconvnet",))))
+    for stage, fn in progress(stages, desc="privacy: training", total=len(stages), unit="stage"):
+        timed(stage, fn)
+    victim = victim.to(dev)
     if wb_upconv:
         nets["white_box"] = {k: v for k, v in nets["black_box_dist"].items() if k[0] == "upconvnet"}
-    if "black_box_noise" in attacks:
-        nets["black_box_noise"] = timed("train inverters black_box_noise", A.train_inverters, victim, layers, None,
-                                        queries="noise", n_noise=n_noise, **kw)
-    shadow = None
-    if "query_free" in attacks:
-        shadow = A.as_encoder(victim.name, timed("train shadow", A.train_classifier, victim.name, *attacker_data,
-                                                 num_classes=num_classes, epochs=shadow_epochs, seed=seed + 1,
-                                                 device=dev)).to(dev)
-        if "upconvnet" in decoders:
-            nets["query_free"] = timed("train inverters query_free", A.train_inverters, shadow, layers,
-                                       attacker_data[0], **{**kw, "kinds": ("upconvnet",)})
+    tails = {L: tail(victim, L) for L in layers}
 
     def reconstruct(attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
         if decoder == "paper" and attack in ("white_box", "query_free"):
@@ -193,7 +222,7 @@ def run_privacy(
         with torch.no_grad():
             return torch.cat([nets[attack][(decoder, layer)](f) for f in feats.split(batch_size)]).clamp(0, 1)
 
-    x = A._float(eval_data[0]).to(dev)  # (N, C, H, W)
+    x = x.to(dev)  # (N, C, H, W)
     y = eval_data[1].to(dev)
     with torch.no_grad():
         clean = victim(x, layers)
@@ -206,30 +235,31 @@ def run_privacy(
         return M.bootstrap_ci(values, n_boot=n_boot, seed=seed)
 
     points = [("none", None)] + [(k, float(s)) for k, ss in defenses.items() for s in ss]
+    runs = [(kind, strength, L, attack, dec) for kind, strength in points for L in layers for attack in attacks
+            if kind == "none" or attack in defense_attacks for dec in decoders]
     rows, grid = [], {}
     utility: dict[tuple[str, Any, str], tuple[float, float, float]] = {}
-    for kind, strength in points:
-        for L in layers:
+    defended: dict[tuple[str, Any, str], Tensor] = {}
+    for kind, strength, L, attack, dec in progress(runs, desc="privacy: attacks", total=len(runs), unit="attack"):
+        if (kind, strength, L) not in defended:
             f = clean[L] if kind == "none" else defend(clean[L], kind, strength, seed=seed)
+            defended = {(kind, strength, L): f}  # one defended point at a time: features can be large
             with torch.no_grad():
                 utility[(kind, strength, L)] = summarise(M.accuracy(tails[L](f), y))
-            for attack in attacks:
-                if kind != "none" and attack not in defense_attacks:
-                    continue
-                for dec in decoders:
-                    xh = timed(f"reconstruct {attack} {dec}", reconstruct, attack, dec, L, f)
-                    xh = xh.detach().float().clamp(0, 1)
-                    if kind == "none":
-                        grid[(attack, dec, L)] = xh[:grid_images].cpu()
-                    vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
-                            "lpips": M.lpips_distance(lp_model, xh, x) if lp_model is not None else None,
-                            "reid": reid_hits(xh, x, n_candidates, seed=seed)}
-                    row: dict[str, Any] = {"attack": attack, "decoder": dec, "layer": L, "defense": kind,
-                                           "strength": strength, "n": n_eval}
-                    for k, v in vals.items():
-                        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = summarise(v) if v is not None else (None,) * 3
-                    row["utility"], row["utility_lo"], row["utility_hi"] = utility[(kind, strength, L)]
-                    rows.append(row)
+        f = defended[(kind, strength, L)]
+        xh = timed(f"reconstruct {attack} {dec}", reconstruct, attack, dec, L, f)
+        xh = xh.detach().float().clamp(0, 1)
+        if kind == "none":
+            grid[(attack, dec, L)] = xh[:grid_images].cpu()
+        vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
+                "lpips": M.lpips_distance(lp_model, xh, x) if lp_model is not None else None,
+                "reid": reid_hits(xh, x, n_candidates, seed=seed)}
+        row: dict[str, Any] = {"attack": attack, "decoder": dec, "layer": L, "defense": kind,
+                               "strength": strength, "n": n_eval}
+        for k, v in vals.items():
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = summarise(v) if v is not None else (None,) * 3
+        row["utility"], row["utility_lo"], row["utility_hi"] = utility[(kind, strength, L)]
+        rows.append(row)
     settings = {
         "encoder": victim.name, "encoder_weights_hash": victim.weights_hash, "layers": layers,
         "attacks": list(attacks), "decoders": list(decoders), "roles": {a: ROLES[a] for a in attacks},
