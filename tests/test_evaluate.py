@@ -44,9 +44,11 @@ def _no_partials(parent):
     return [p for p in os.listdir(parent) if ".partial-" in p or ".old-" in p] == []
 
 
-def _csv_rows(path):
+def _csv_rows(path, floors=False):
+    """The (method, layer) rows of metrics.csv; with ``floors``, every row, the two floor rows last."""
     with open(path) as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return rows if floors else [r for r in rows if not r["method"].startswith("floor: ")]
 
 
 class Oracle:
@@ -62,13 +64,18 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
     out = tmp_path / "run"
     res = evaluate(ckpt, out=str(out), data=data, n_boot=100, seed=0, grid_images=4)
     assert set(os.listdir(out)) == FILES and _no_partials(tmp_path)
+    floors = _csv_rows(out / "metrics.csv", floors=True)[-2:]
     rows = _csv_rows(out / "metrics.csv")
     assert [(r["method"], r["layer"]) for r in rows] == [("upconvnet", L) for L in LAYERS]  # network order
-    assert json.loads((out / "metrics.json").read_text())["rows"] == res.rows
-    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert [r["method"] for r in floors] == ["floor: mean image", "floor: class mean"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["rows"] == res.rows and saved["floor_rows"] == res.floor_rows
+    main_part = (out / "report.md").read_text().split("### No-information floors")[0]
+    table = [line for line in main_part.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     shown = [k for k in METRICS if rows[0][k] != ""]
-    assert header == ["layer", "n"] + [report.LABELS[k] for k in shown]
+    flags = ["⚠ read before use"] if any(r["floor_verdict"] for r in rows) else []
+    assert header == ["layer", "n"] + [report.LABELS[k] for k in shown] + flags
     for line, row in zip(table[1:], rows):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == row["layer"] and int(cells[1]) == int(row["n"]) == 9
@@ -244,9 +251,11 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
     assert "PSNR dB ↑ (upconvnet) | PSNR dB ↑ (deconvnet†) | PSNR dB ↑ (deconvnet+minmax) |" in md  # beside its numbers
     note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
     assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
-    assert figures.saved["depth.png"]["legend"] == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
-    assert figures.saved["grid.png"]["yticks"] == ["original", "upconvnet: conv1", "deconvnet† (optimistic bound): conv1",
-                                                   "deconvnet+minmax: conv1"]
+    methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("⚠", "floor: "))]
+    assert methods == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
+    ticks = [t.removeprefix("⚠ ") for t in figures.saved["grid.png"]["yticks"]]
+    assert ticks == ["original", "floor: mean image", "floor: class mean", "upconvnet: conv1",
+                     "deconvnet† (optimistic bound): conv1", "deconvnet+minmax: conv1"]
 
 
 def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(ckpt, data, tmp_path, capsys):
@@ -450,3 +459,81 @@ def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and f"cannot decode image {bad}" in err
     assert not (tmp_path / "run").exists() and _no_partials(tmp_path)
+
+
+# ---------------------------------------------------------------- no-information floors and decoder health
+class Constant:
+    """Reconstructs every image as one fixed image (None: the class-mean image of its label)."""
+
+    def __init__(self, name, image=None, class_means=None, labels=None):
+        self.name, self.image, self.class_means, self.labels = name, image, class_means, labels
+
+    def __call__(self, images, layer):
+        return self.image.expand_as(images).clone().to(images)
+
+
+def test_floors_are_the_training_mean_images_scored_like_any_method(ckpt, data):
+    train = list(data.images("train"))
+    x_tr, y_tr = torch.cat([b for b, _ in train]).double(), torch.cat([y for _, y in train])
+    val = list(data.images("val"))
+    x, y = torch.cat([b for b, _ in val]), torch.cat([l for _, l in val])
+    mean = x_tr.mean(0)  # the oracle: the floors by brute force
+    class_mean = torch.stack([x_tr[y_tr == k].mean(0) for k in range(8)])
+    res = evaluate(ckpt, data=data, layers=["conv1"], methods=[Oracle()], n_boot=5, lpips=False)
+    floors = {r["method"]: r for r in res.floor_rows}
+    from upconv import metrics as M
+
+    want_mean = M.psnr(mean.float().expand_as(x), x).double().mean().item()
+    want_class = M.psnr(class_mean[y].float(), x).double().mean().item()
+    assert floors["floor: mean image"]["psnr"] == pytest.approx(want_mean, abs=1e-4)
+    assert floors["floor: class mean"]["psnr"] == pytest.approx(want_class, abs=1e-4)
+    assert want_class > want_mean  # knowing the class helps
+    assert res.settings["floors"]["n_images"] == len(x_tr)
+    assert res.rows[0]["floor_verdict"] is None  # the exact oracle clears both floors
+
+
+def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_path, monkeypatch):
+    figures = Figures(monkeypatch)
+    train = torch.cat([b for b, _ in data.images("train")])
+    blank = Constant("blank", torch.zeros(3, 32, 32))  # knows nothing and is worse than the mean image
+    mean = Constant("mean", train.double().mean(0).float())  # exactly the mean-image floor
+    out = tmp_path / "run"
+    res = evaluate(ckpt, out=str(out), data=data, layers=["conv1"], methods=[blank, mean, Oracle()], n_boot=5,
+                   lpips=False)
+    verdicts = {r["method"]: r["floor_verdict"] for r in res.rows}
+    assert "no-information" in verdicts["blank"] and "no-information" in verdicts["mean"]  # at counts as below
+    assert verdicts["oracle"] is None
+    csv_rows = {r["method"]: r for r in _csv_rows(out / "metrics.csv")}
+    assert "no-information" in csv_rows["blank"]["floor_verdict"] and csv_rows["oracle"]["floor_verdict"] == ""
+    assert json.loads((out / "metrics.json").read_text())["rows"][0]["floor_verdict"] == verdicts["blank"]
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| conv1 |"))
+    assert "blank: decoder" not in row and "blank: ⚠ at/below the mean-image floor" in row
+    assert "oracle:" not in row.split("|")[-2]
+    assert any(line.startswith("> ⚠ blank at conv1: PSNR") and "does not measure the layer's information" in line
+               for line in md.splitlines())
+    assert "### No-information floors" in md and "| mean image |" in md and "| class mean |" in md
+    assert "⚠ below a floor / decoder failed" in figures.saved["depth.png"]["legend"]
+    assert {"floor: mean image", "floor: class mean"} <= set(figures.saved["depth.png"]["legend"])
+    assert "⚠ blank: conv1" in figures.saved["grid.png"]["yticks"] and "oracle: conv1" in figures.saved["grid.png"]["yticks"]
+
+
+def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data, tmp_path):
+    state = torch.load(ckpt, weights_only=True)
+    record = {"status": "ok", "healthy": True, "final_loss": 0.1, "recoveries": 0, "lr_scale": 1.0, "events": []}
+    state["upconv"]["health"] = {L: dict(record) for L in LAYERS}
+    state["upconv"]["health"]["fc6"].update(status="failed", healthy=False, recoveries=3)
+    state["upconv"]["health"]["pool2"].update(status="recovered", recoveries=1)
+    path = tmp_path / "health.ckpt"
+    torch.save(state, path)
+    out = tmp_path / "run"
+    res = evaluate(str(path), out=str(out), data=data, n_boot=5, lpips=False)
+    assert [r["decoder_health"] for r in res.rows] == ["ok", "recovered", "failed"]
+    md = (out / "report.md").read_text()
+    assert any(line.startswith("> ⚠ upconvnet at fc6: its decoder diverged in training and was marked failed")
+               for line in md.splitlines())
+    assert any(line.startswith(">") and "upconvnet at pool2: its decoder diverged in training and was recovered"
+               in line for line in md.splitlines())
+    fc6 = next(line for line in md.splitlines() if line.startswith("| fc6 |"))
+    assert "decoder failed in training" in fc6
+    assert {r["layer"]: r["decoder_health"] for r in _csv_rows(out / "metrics.csv")}["fc6"] == "failed"

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from . import metrics as M
 from .encoders import Encoder, build_encoder
+from .floors import FLOOR_METHODS, Floors, verdict
 from .grid_picks import GridPicks
 from .methods import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
                       method_names, register_method)
@@ -24,6 +25,7 @@ from .report import check_out
 from .runtime import progress, resolve_device
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")
+FLOOR_LAYER = "—"  # the floors reconstruct the same image from every layer
 
 
 # ---------------------------------------------------------------------- result
@@ -37,6 +39,7 @@ class EvalResult:
     originals: Tensor  # (N_grid, C, H, W), sampled across classes (``GridPicks``)
     grid: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (method, layer) -> (N_grid, C, H, W)
     out: Optional[str] = None
+    floor_rows: list[dict[str, Any]] = field(default_factory=list)  # one per no-information floor
 
 
 def _choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods: list[Method]) -> list[str]:
@@ -98,6 +101,35 @@ def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> Optiona
     return (f"the encoder's accuracy on the originals, {accuracy[0]:.3f} [{accuracy[1]:.3f}, {accuracy[2]:.3f}], is "
             f"no better than chance (1/{n_classes} = {1 / n_classes:.3f}): the data's labels probably do not "
             f"correspond to its classes, so accuracy on x̂ says nothing")
+
+
+def _floors(data: Any, split: str, batch_size: int) -> Floors:
+    """The no-information floors from the training images (from every image when ``split`` is ``all``)."""
+    source = "all" if split == "all" else "train"
+    describe = getattr(data, "describe", None)
+    what = describe(source) if callable(describe) else f"the {source} split"
+    batches = progress(data.images(source, batch_size=batch_size), desc="floors", unit="batch")
+    return Floors.from_batches(batches, what, n_classes=len(getattr(data, "class_names", None) or []))
+
+
+def _health_notes(rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row that must not be read as a measure of the layer's information."""
+    floor = {r["method"]: r["psnr"] for r in floor_rows}
+    notes = []
+    for r in rows:
+        what = []
+        if r.get("decoder_health") == "failed":
+            what.append("its decoder diverged in training and was marked failed (its last good weights are used)")
+        elif r.get("decoder_health") == "recovered":
+            what.append("its decoder diverged in training and was recovered")
+        if r.get("floor_verdict"):
+            what.append(f"PSNR {r['psnr']:.2f} dB is {r['floor_verdict']}: "
+                        f"{', '.join(f'{k} {v:.2f} dB' for k, v in floor.items())}")
+        if what:
+            warn = r.get("decoder_health") == "failed" or r.get("floor_verdict", "") and "no-information" in r["floor_verdict"]
+            notes.append(f"{'⚠ ' if warn else ''}{r['method']} at {r['layer']}: " + "; ".join(what)
+                         + ("; this figure does not measure the layer's information" if warn else ""))
+    return notes
 
 
 def evaluate(
@@ -176,8 +208,28 @@ def evaluate(
         lp_model, lp_note = None, f"LPIPS skipped: the AlexNet trunk needs images of at least 32×32 px; got {enc.image_size}"
     if lp_model is not None:
         lp_model = lp_model.to(dev)
+    floors = _floors(data, split, batch_size)
+    per.update({(f, FLOOR_LAYER): {k: [] for k in METRICS} for f in FLOOR_METHODS})
     originals, orig_acc, picks = [], [], GridPicks(grid_images, seed)
     pairs = [(m, L) for m in built for L in names]
+
+    def score(key: tuple[str, str], xh: Tensor, x: Tensor, y: Tensor, feats: dict[str, Tensor]) -> None:
+        """Every per-image metric of reconstructions ``xh`` against ``x`` (B, C, H, W), kept under ``key``."""
+        L = key[1] if key[1] in feats else None
+        with torch.no_grad():
+            fh = enc(xh, [L, last] if L else [last])
+            row = per[key]
+            row["mse"].append(M.mse(xh, x))
+            row["psnr"].append(M.psnr(xh, x))
+            row["ssim"].append(M.ssim(xh, x))
+            row["db_error"].append(M.db_error(xh, x, 1.0))  # normalised below, once d̄ is known
+            if L:
+                row["feature_error"].append(M.feature_error(fh[L], feats[L]))
+            row["class_agreement"].append(M.class_agreement(fh[last], feats[last]))
+            if basis is not None:
+                row["recon_accuracy"].append(M.accuracy(fh[last], y))
+            if lp_model is not None:
+                row["lpips"].append(M.lpips_distance(lp_model, xh, x))
 
     def units() -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], list[int], Method, str]]:
         """One unit of work per batch × method × layer (the progress bar counts these)."""
@@ -189,6 +241,10 @@ def evaluate(
             if basis is not None:
                 orig_acc.append(M.accuracy(feats[last], y).cpu())
             positions = picks.admit(x, y)
+            for f in FLOOR_METHODS:  # the same reference for every layer: scored once per batch
+                xh = floors.reconstruct(f, y).to(x)  # (B, C, H, W)
+                picks.store((f, FLOOR_LAYER), xh, positions)
+                score((f, FLOOR_LAYER), xh, x, y, feats)
             for m, L in pairs:
                 yield x, y, feats, positions, m, L
             picks.end_batch()
@@ -201,19 +257,7 @@ def evaluate(
             raise ValueError(f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
                              f"expected the input's shape {tuple(x.shape)}")
         picks.store((m.name, L), xh, positions)
-        with torch.no_grad():
-            fh = enc(xh, [L, last])
-            row = per[(m.name, L)]
-            row["mse"].append(M.mse(xh, x))
-            row["psnr"].append(M.psnr(xh, x))
-            row["ssim"].append(M.ssim(xh, x))
-            row["db_error"].append(M.db_error(xh, x, 1.0))  # normalised below, once d̄ is known
-            row["feature_error"].append(M.feature_error(fh[L], feats[L]))
-            row["class_agreement"].append(M.class_agreement(fh[last], feats[last]))
-            if basis is not None:
-                row["recon_accuracy"].append(M.accuracy(fh[last], y))
-            if lp_model is not None:
-                row["lpips"].append(M.lpips_distance(lp_model, xh, x))
+        score((m.name, L), xh, x, y, feats)
     if not originals:
         raise ValueError(f"the {split} split has no images; check the data root and limit")
     all_x = torch.cat(originals)  # (N, C, H, W)
@@ -221,23 +265,34 @@ def evaluate(
     d_bar = float(M.mean_pairwise_distance(all_x.to(dev)))
 
     caveats = {m.name: caveat(m) for m in built if caveat(m)}
+
+    def summary(key: tuple[str, str], row: dict[str, Any]) -> dict[str, Any]:
+        for k in METRICS:
+            vals = per[key][k]
+            if not vals:
+                row.update({k: None, f"{k}_lo": None, f"{k}_hi": None})
+                continue
+            v = torch.cat([t.double().cpu() for t in vals])  # (N,)
+            if k == "db_error":
+                v = v / d_bar
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=n_boot, seed=seed)
+        return row
+
+    floor_rows = [summary((f, FLOOR_LAYER), {"method": f, "layer": FLOOR_LAYER, "depth": 0, "n": n,
+                                             "reads_target": False}) for f in FLOOR_METHODS]
+    floor_psnr = {r["method"]: r["psnr"] for r in floor_rows}
     rows = []
     for m in built:
         for L in names:
-            row: dict[str, Any] = {"method": m.name, "layer": L, "depth": enc.layers.index(L) + 1, "n": n,
-                                   "reads_target": m.name in caveats}
-            for k in METRICS:
-                vals = per[(m.name, L)][k]
-                if not vals:
-                    row.update({k: None, f"{k}_lo": None, f"{k}_hi": None})
-                    continue
-                v = torch.cat([t.double().cpu() for t in vals])  # (N,)
-                if k == "db_error":
-                    v = v / d_bar
-                row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            row = summary((m.name, L), {"method": m.name, "layer": L, "depth": enc.layers.index(L) + 1, "n": n,
+                                        "reads_target": m.name in caveats})
+            row["floor_verdict"] = verdict(row["psnr"], floor_psnr)
+            health = m.health(L) if callable(getattr(m, "health", None)) else None
+            row["decoder_health"] = health.get("status") if health else None
             rows.append(row)
     acc = M.bootstrap_ci(torch.cat(orig_acc), n_boot=n_boot, seed=seed) if basis is not None else None
     notes = [lp_note] if lp_note else []
+    notes += _health_notes(rows, floor_rows)
     if acc_note:
         notes.append(acc_note)
     elif acc is not None:
@@ -257,8 +312,9 @@ def evaluate(
         "image_space": "[0, 1] RGB; the encoder normalises internally and decoders predict [0, 1] images, "
                        "so no de-normalisation is needed; reconstructions clamped to [0, 1]",
         "device": str(dev.type), "torch": torch.__version__,
+        "floors": {"source": floors.source, "n_images": floors.n, "methods": list(FLOOR_METHODS)},
     }
-    result = EvalResult(rows=rows, settings=settings, notes=notes, originals=grid_x, grid=grid)
+    result = EvalResult(rows=rows, settings=settings, notes=notes, originals=grid_x, grid=grid, floor_rows=floor_rows)
     if out is not None:
         from .report import write_report
 

@@ -99,6 +99,10 @@ class UpconvNetMethod:
     def layers(self) -> list[str]:
         return [n for n in self.encoder.layers if n in self.by_layer]
 
+    def health(self, layer: str) -> Optional[dict[str, Any]]:
+        """The training-health record of ``layer``'s decoder (``upconv.health``), or None if not recorded."""
+        return self.by_layer[layer].health.get(layer) if layer in self.by_layer else None
+
     def __call__(self, images: Tensor, layer: str) -> Tensor:
         if layer not in self.by_layer:
             raise ValueError(f"no UpconvNet decoder for layer {layer}; the checkpoints hold: {', '.join(self.layers)}")

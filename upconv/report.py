@@ -97,27 +97,60 @@ def markdown_table(result: "EvalResult") -> str:
     head = ["layer", "n"] + [LABELS[k] + (f" ({method_label(m, s)})" if len(methods) > 1 or m != method_label(m, s)
                                           else "") for k in metrics for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    flagged = any(row_flags(r) for r in result.rows)
+    if flagged:
+        head.append("⚠ read before use")
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 3) + ["---"]) + "|"]
     for layer in layers:
         n = by_key[(methods[0], layer)]["n"]
         cells = [layer, str(n)] + [cell(by_key[(m, layer)], k) for k in metrics for m in methods]
+        if flagged:
+            cells.append("; ".join(f"{method_label(m, s)}: {f}" for m in methods if (f := row_flags(by_key[(m, layer)]))))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def row_flags(row: dict[str, Any]) -> str:
+    """Short warnings for a (method, layer) row: below a floor, decoder failed or recovered in training."""
+    flags = []
+    if row.get("decoder_health") in ("failed", "recovered"):
+        flags.append(f"decoder {row['decoder_health']} in training")
+    verdict = row.get("floor_verdict") or ""
+    if "no-information" in verdict:
+        flags.append("⚠ at/below the mean-image floor")
+    elif verdict:
+        flags.append("at/below the class-mean floor")
+    return ", ".join(flags)
+
+
+def floor_table(result: "EvalResult") -> str:
+    """The no-information floors, one row each, the same metrics as the main table."""
+    from .evaluate import METRICS
+
+    metrics = [k for k in METRICS if any(r[k] is not None for r in result.floor_rows)]
+    lines = ["| floor | n | " + " | ".join(LABELS[k] for k in metrics) + " |",
+             "|---|---|" + "---:|" * len(metrics)]
+    for r in result.floor_rows:
+        lines.append(f"| {r['method'].removeprefix('floor: ')} | {r['n']} | " + " | ".join(cell(r, k) for k in metrics) + " |")
     return "\n".join(lines)
 
 
 def _write_csv(result: "EvalResult", path: str) -> None:
     from .evaluate import METRICS
 
-    cols = ["method", "layer", "depth", "n", "reads_target"] + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")]
+    cols = (["method", "layer", "depth", "n", "reads_target", "floor_verdict", "decoder_health"]
+            + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")])
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
-        for r in result.rows:
-            w.writerow(["" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])
+        for r in [*result.rows, *result.floor_rows]:
+            w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])
 
 
 def _write_json(result: "EvalResult", path: str) -> None:
     with open(path, "w") as f:
-        json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows}, f, indent=2)
+        json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows,
+                   "floor_rows": result.floor_rows}, f, indent=2)
         f.write("\n")
 
 
@@ -141,6 +174,13 @@ def _depth_plot(result: "EvalResult", path: str) -> None:
             (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=method_label(m, result.settings, long=True))
             ax.fill_between(x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25,
                             color=line.get_color())
+            bad = [(i, r[k]) for i, r in enumerate(rs) if row_flags(r) and r[k] is not None]
+            if bad:  # below a floor, or a decoder that failed in training: never a silent point
+                ax.plot(*zip(*bad), "x", color="red", ms=7, mew=2,
+                        label="⚠ below a floor / decoder failed" if k == metrics[0] else None)
+        for r, style in zip(result.floor_rows, ("--", ":")):
+            if r[k] is not None:
+                ax.axhline(r[k], color="grey", ls=style, lw=1, label=r["method"])
         ax.set_title(LABELS[k], fontsize=10)
         ax.set_xticks(x, layers, rotation=60, fontsize=7)
         ax.grid(alpha=0.3)
@@ -164,9 +204,13 @@ def _grid_plot(result: "EvalResult", path: str) -> None:
 
     methods, layers = result.settings["methods"], result.settings["layers"]
     s = result.settings
-    labels = ["original"] + [(f"{method_label(m, s, long=True)}: {L}" if len(methods) > 1 or s.get("method_caveats")
-                              else L) for m in methods for L in layers]
-    rows = [result.originals] + [result.grid[(m, L)] for m in methods for L in layers]  # each (N, C, H, W)
+    by_key = {(r["method"], r["layer"]): r for r in result.rows}
+    labels = ["original"] + [r["method"] for r in result.floor_rows] + [
+        ("⚠ " if row_flags(by_key[(m, L)]) else "")
+        + (f"{method_label(m, s, long=True)}: {L}" if len(methods) > 1 or s.get("method_caveats") else L)
+        for m in methods for L in layers]
+    floors = [result.grid[(r["method"], r["layer"])] for r in result.floor_rows]
+    rows = [result.originals, *floors] + [result.grid[(m, L)] for m in methods for L in layers]  # each (N, C, H, W)
     n = len(result.originals)
     grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
     img = grid.permute(1, 2, 0).numpy()
@@ -200,6 +244,13 @@ def _markdown(result: "EvalResult") -> str:
         parts += [*[f"> {note}" for note in result.notes], ""]
     parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; layers in network order.", "",
               markdown_table(result), ""]
+    if result.floor_rows:
+        f = s["floors"]
+        parts += ["### No-information floors", "",
+                  f"What a reconstruction scores that knows nothing of the image (the mean training image) or only "
+                  f"its class (the mean training image of its class), from {f['source']} ({f['n_images']} images). "
+                  f"A layer at or below the first is not evidence that the layer lost the image: its decoder "
+                  f"failed or learned nothing.", "", floor_table(result), ""]
     if caveat_lines(s):
         parts += [*caveat_lines(s), ""]
     parts += ["## Definitions", "", *[f"- {d}" for d in defs], "",
