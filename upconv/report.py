@@ -246,9 +246,10 @@ def _markdown(result: "EvalResult") -> str:
               markdown_table(result), ""]
     if result.floor_rows:
         f = s["floors"]
+        count = "" if str(f["n_images"]) in f["source"] else f" ({f['n_images']} images)"
         parts += ["### No-information floors", "",
                   f"What a reconstruction scores that knows nothing of the image (the mean training image) or only "
-                  f"its class (the mean training image of its class), from {f['source']} ({f['n_images']} images). "
+                  f"its class (the mean training image of its class), from {f['source']}{count}. "
                   f"A layer at or below the first is not evidence that the layer lost the image: its decoder "
                   f"failed or learned nothing.", "", floor_table(result), ""]
     if caveat_lines(s):
