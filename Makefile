@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 # Trains a small encoder and decoders for several layers on images embedded in scikit-image,
 # on the CPU, then writes a report with reconstructions from each layer to $(RUN)/.
 demo: install
-	$(PY) -m upconv.demo --out $(RUN)
+	$(PY) -m upconv.cli.demo --out $(RUN)
 
 test: install
 	$(PY) -m pytest -q

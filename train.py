@@ -1,6 +1,6 @@
 """Training entry point: ``python train.py fit --config configs/<name>.yaml`` (see upconv/training_cli.py)."""
 
-from upconv.training_cli import main
+from upconv.training.cli import main
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from upconv import build_encoder
-from upconv.deconvnet import DeconvNet
+from upconv.methods.deconvnet import DeconvNet
 
 
 class _DeconvReLU(torch.autograd.Function):

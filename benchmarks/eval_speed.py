@@ -29,12 +29,12 @@ def main() -> None:
     p.add_argument("--lpips-random", action="store_true")
     args = p.parse_args()
 
-    from upconv import metrics as M
-    from upconv.data import ImageData
-    from upconv.evaluate import evaluate
-    from upconv.runtime import resolve_device
-    from upconv.module import InversionModule
-    from upconv.report import write_report
+    from upconv.core import metrics as M
+    from upconv.data.datamodule import ImageData
+    from upconv.evaluation.run import evaluate
+    from upconv.core.runtime import resolve_device
+    from upconv.training.module import InversionModule
+    from upconv.evaluation.report import write_report
 
     dev = resolve_device(args.device)
     tmp = tempfile.mkdtemp(prefix="eval_speed-")

@@ -71,7 +71,7 @@ def load_or_decode(cfg: dict, path: str | None) -> tuple:
     tensors) so parallel parts neither decode the JPEGs again nor risk drawing different splits."""
     import torch
 
-    from upconv.privacy.cli import load_splits
+    from upconv.cli.privacy import load_splits
 
     key = {k: cfg.get(k) for k in SPLIT_KEYS if k != "num_workers"}  # what decides the images drawn
     if path and os.path.exists(path):
@@ -94,8 +94,8 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
 
     import torch
 
-    from upconv import metrics as M
-    from upconv.runtime import resolve_device
+    from upconv.core import metrics as M
+    from upconv.core.runtime import resolve_device
     from upconv.privacy import attacks as A
 
     (xv, yv), _, (xe, ye) = splits

@@ -31,9 +31,9 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 
-from upconv.data import ImageData, random_crop_flip
-from upconv.health import HealthGuard, clip_grad_norms
-from upconv.module import InversionModule
+from upconv.data.datamodule import ImageData, random_crop_flip
+from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.training.module import InversionModule
 
 
 def _sync(device: torch.device) -> None:

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from upconv.encoders import build_encoder
+from upconv.nets.encoder import build_encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_grad_cam, pgd, prototypes, saliency)
-from upconv.visualize.cli import load_images
+from upconv.cli.visualize import load_images
 
 
 def per_image(fn, n: int, repeats: int = 1) -> float:

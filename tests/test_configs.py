@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from upconv.training_cli import default_loggers, main
+from upconv.training.cli import default_loggers, main
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yaml")))
 
@@ -78,7 +78,7 @@ def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypa
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
-    from upconv.data import ImageData
+    from upconv.data.datamodule import ImageData
 
     def broken(self, stage=None):
         raise KeyError("a bug, not a user's mistake")

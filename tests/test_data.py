@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from upconv.data import DeviceBatches, ImageData, embedded_images, random_crop_flip
+from upconv.data.datamodule import DeviceBatches, ImageData, embedded_images, random_crop_flip
 
 
 def test_embedded_images_are_deterministic_balanced_and_offline():
@@ -64,7 +64,7 @@ def test_empty_or_missing_folders_are_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("num_workers", [0, 2])  # a worker re-raises with its whole traceback in the message
 def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers):
-    from upconv.files import UnreadableFileError
+    from upconv.core.files import UnreadableFileError
 
     _folder(tmp_path / "train")
     _folder(tmp_path / "test")

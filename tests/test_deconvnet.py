@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from upconv import Encoder, build_encoder
-from upconv.deconv_figures import channel_figure, deconv, image_folder, receptive_field, top_activating
-from upconv.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
+from upconv.visualize.deconv import channel_figure, deconv, image_folder, receptive_field, top_activating
+from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
@@ -422,7 +422,7 @@ def test_top_activating_and_channel_figure(folder):
 
 @pytest.mark.slow
 def test_cli_writes_pngs(folder, tmp_path, capsys):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     out = tmp_path / "figs"
     main(["deconv", "alexnet_cifar", "pool2", str(folder), "--out", str(out), "--channels", "[1, 4]",
@@ -439,7 +439,7 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
 
 
 def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp_path, capsys, monkeypatch):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
     out = tmp_path / "figs"

@@ -4,14 +4,14 @@ import os
 
 import pytest
 
-import upconv.training_cli
-from upconv.checkpoints import load_decoders
-from upconv.demo import run
+import upconv.training.cli
+from upconv.nets.checkpoints import load_decoders
+from upconv.cli.demo import run
 
 
 def test_quick_demo_trains_both_stages_and_writes_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("UPCONV_WANDB", "0")
-    real_main = upconv.training_cli.main
+    real_main = upconv.training.cli.main
 
     def main_after_a_killed_run(args):
         # A decoders.ckpt left by an earlier run is there when the decoder stage starts.
@@ -19,7 +19,7 @@ def test_quick_demo_trains_both_stages_and_writes_the_report(tmp_path, monkeypat
             (tmp_path / "ck" / "decoders.ckpt").write_bytes(b"stale")
         return real_main(args)
 
-    monkeypatch.setattr(upconv.training_cli, "main", main_after_a_killed_run)
+    monkeypatch.setattr(upconv.training.cli, "main", main_after_a_killed_run)
     report = run(out=str(tmp_path / "runs" / "demo"), checkpoints=str(tmp_path / "ck"), quick=True)
     folder = os.path.dirname(report)
     assert sorted(os.listdir(folder)) == ["depth.png", "grid.png", "metrics.csv", "metrics.json", "report.md"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from upconv.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, build_encoder
+from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD, Encoder, build_encoder
 
 SMALL = {"width": 0.25}
 
@@ -134,7 +134,7 @@ def test_weights_hash_is_reproducible_and_tracks_weights(tmp_path):
 
 
 def test_num_classes_is_read_from_weights(tmp_path):
-    from upconv.architectures import alexnet_cifar
+    from upconv.nets.builtin import alexnet_cifar
 
     torch.save(alexnet_cifar(num_classes=7, width=0.25).state_dict(), tmp_path / "w.pt")
     enc = build_encoder("alexnet_cifar", str(tmp_path / "w.pt"), kwargs=SMALL)
@@ -242,7 +242,7 @@ def test_weights_hash_covers_batch_norm_buffers():
 
 
 def test_layers_command_lists_resnet18(capsys):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     main(["layers", "resnet18", "--pretrained", "false"])
     out = capsys.readouterr().out.splitlines()
@@ -255,8 +255,8 @@ def test_layers_command_lists_resnet18(capsys):
 def test_decoders_of_a_batch_norm_encoder_save_and_reload(tmp_path, monkeypatch):
     import lightning.pytorch as L
 
-    from upconv.checkpoints import load_decoders
-    from upconv.module import InversionModule
+    from upconv.nets.checkpoints import load_decoders
+    from upconv.training.module import InversionModule
 
     (tmp_path / "bnnets.py").write_text(BN_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from upconv import report
-from upconv.checkpoints import load_decoders
-from upconv.data import ImageData
-from upconv.evaluate import METRICS, build_method, evaluate
+from upconv.evaluation import report
+from upconv.nets.checkpoints import load_decoders
+from upconv.data.datamodule import ImageData
+from upconv.evaluation.run import METRICS, build_method, evaluate
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
 LAYERS = ["conv1", "pool2", "fc6"]
@@ -22,7 +22,7 @@ ENC_KWARGS = {"width": 0.25, "num_classes": 8}  # 8 classes, as the embedded pho
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):
     """Untrained tiny decoders saved through the module's own checkpoint hook (what Lightning calls)."""
-    from upconv.module import InversionModule
+    from upconv.training.module import InversionModule
 
     torch.manual_seed(0)
     model = InversionModule(encoder="alexnet_cifar", encoder_kwargs=ENC_KWARGS, layers=LAYERS, width=8, fc_width=64)
@@ -179,7 +179,7 @@ def test_existing_report_is_kept_unless_overwrite(ckpt, data, tmp_path):
 
 
 def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(yaml.safe_dump({"checkpoints": [ckpt], "out": str(tmp_path / "run"), "layers": ["fc6", "conv1"],
@@ -197,8 +197,8 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
 def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
     import inspect
 
-    from upconv.encoders import build_encoder
-    from upconv.evaluate import evaluate_cli
+    from upconv.nets.encoder import build_encoder
+    from upconv.evaluation.run import evaluate_cli
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "eval", "alexnet_cifar_depth.yaml")
     cfg = yaml.safe_load(open(path))
@@ -209,8 +209,8 @@ def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
 
 @pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
 def test_every_deconvnet_variant_is_selectable_by_name(name):
-    pytest.importorskip("upconv.deconvnet")
-    from upconv.encoders import build_encoder
+    pytest.importorskip("upconv.methods.deconvnet")
+    from upconv.nets.encoder import build_encoder
 
     method = build_method(name, build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
     assert method.name == name
@@ -259,9 +259,9 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
 
 
 def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(ckpt, data, tmp_path, capsys):
-    from upconv.architectures import ARCHITECTURES
-    from upconv.cli import main
-    from upconv.encoders import build_encoder
+    from upconv.nets.builtin import ARCHITECTURES
+    from upconv.cli.main import main
+    from upconv.nets.encoder import build_encoder
 
     same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
     torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
@@ -284,7 +284,7 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a checkpoint", "truncated"])
 def test_unreadable_checkpoint_is_one_line_naming_it(ckpt, tmp_path, capsys, content):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     capsys.readouterr()
     bad = tmp_path / "bad.ckpt"
@@ -316,7 +316,7 @@ def test_non_finite_images_are_refused(ckpt, tmp_path):
 
 
 def test_progress_goes_to_stderr_and_stdout_stays_clean(ckpt, tmp_path, capfd, monkeypatch):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
     main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4", "--n_boot", "5",
@@ -354,7 +354,7 @@ def _class_of(image):
 
 
 def test_plain_folder_says_which_split_and_skips_accuracy_against_foreign_labels(ckpt, tmp_path, capsys):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     _solid_folder(tmp_path / "imgs", 2, 10)  # 2 classes; the encoder has 8 outputs
     main(["evaluate", "--checkpoints", f"[{ckpt}]", "--data", "folder", "--root", str(tmp_path / "imgs"),
@@ -382,7 +382,7 @@ def test_matching_folder_labels_are_labelled_as_an_assumption(ckpt, tmp_path):
 
 
 def test_chance_level_accuracy_is_flagged():
-    from upconv.evaluate import chance_note
+    from upconv.evaluation.run import chance_note
 
     assert chance_note((0.10, 0.05, 0.16), 10) is not None  # interval reaches 1/10: no better than chance
     assert chance_note((0.30, 0.101, 0.5), 10) is None
@@ -403,7 +403,7 @@ def test_grid_images_are_sampled_across_classes(tmp_path):
 
 
 def test_grid_picks_equal_a_choice_made_with_every_label_known():
-    from upconv.evaluate import GridPicks
+    from upconv.evaluation.run import GridPicks
 
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, 3, (n,), generator=g) for n in (5, 1, 7, 4)]
@@ -432,8 +432,8 @@ def test_cli_vocabulary_is_shared_and_documented():
 
     from docstring_parser import parse
 
-    from upconv.evaluate import evaluate_cli
-    from upconv.privacy.cli import privacy
+    from upconv.evaluation.run import evaluate_cli
+    from upconv.cli.privacy import privacy
 
     shared = {"encoder", "encoder_weights", "encoder_kwargs", "data", "root", "device"}
     for fn in (evaluate_cli, privacy):
@@ -446,7 +446,7 @@ def test_cli_vocabulary_is_shared_and_documented():
 
 
 def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", "0")
     _solid_folder(tmp_path / "imgs", 2, 3)
@@ -481,7 +481,7 @@ def test_floors_are_the_training_mean_images_scored_like_any_method(ckpt, data):
     class_mean = torch.stack([x_tr[y_tr == k].mean(0) for k in range(8)])
     res = evaluate(ckpt, data=data, layers=["conv1"], methods=[Oracle()], n_boot=5, lpips=False)
     floors = {r["method"]: r for r in res.floor_rows}
-    from upconv import metrics as M
+    from upconv.core import metrics as M
 
     want_mean = M.psnr(mean.float().expand_as(x), x).double().mean().item()
     want_class = M.psnr(class_mean[y].float(), x).double().mean().item()

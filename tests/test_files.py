@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from upconv.files import UnreadableFileError, load_torch_file, read_image
-from upconv.runtime import progress, resolve_device
+from upconv.core.files import UnreadableFileError, load_torch_file, read_image
+from upconv.core.runtime import progress, resolve_device
 
 
 class Evil:

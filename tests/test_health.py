@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upconv.checkpoints import load_decoders
-from upconv.data import ImageData
-from upconv.health import HealthGuard, clip_grad_norms
-from upconv.module import InversionModule
+from upconv.nets.checkpoints import load_decoders
+from upconv.data.datamodule import ImageData
+from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.training.module import InversionModule
 
 TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
 
@@ -248,7 +248,7 @@ def test_ten_times_the_default_rate_ends_below_the_initial_loss_or_names_the_fai
 def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_full_state(tmp_path, monkeypatch, capsys):
     """configs/cifar10_alexnet_all.yaml shrunk: decoders.ckpt (weights + health, no optimizer state) every
     epoch, last.ckpt (full state) every 5 epochs, and --ckpt_path resumes where the run stopped."""
-    from upconv.training_cli import main
+    from upconv.training.cli import main
 
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)

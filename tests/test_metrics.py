@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from upconv import metrics as M
-from upconv.encoders import Encoder
+from upconv.core import metrics as M
+from upconv.nets.encoder import Encoder
 
 
 def _images(n=4, lo=0.2, hi=0.8):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from upconv.encoders import Encoder
-from upconv.optim_params import DenseParam, FourierParam, OctaveParam, PixelParam
-from upconv.optim_regular import (AlphaNorm, Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation,
+from upconv.nets.encoder import Encoder
+from upconv.optim.params import DenseParam, FourierParam, OctaveParam, PixelParam
+from upconv.optim.regularizers import (AlphaNorm, Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation,
                                   ZeroSmallContribution, ZeroSmallNorm, gaussian_blur)
-from upconv.optimize import (ChannelMean, ClassContrast, ClassScore, FeatureMatch, LayerNorm, Neuron, Sum,
+from upconv.optim.engine import (ChannelMean, ClassContrast, ClassScore, FeatureMatch, LayerNorm, Neuron, Sum,
                              optimize)
 
 

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from upconv import metrics as M
-from upconv.encoders import build_encoder
+from upconv.core import metrics as M
+from upconv.nets.encoder import build_encoder
 from upconv.privacy.attacks import ShallowInverseNet, build_inverter, train_inverters
 from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
@@ -177,7 +177,7 @@ def test_victim_and_attacker_splits_mix_the_classes(tmp_path):
     the victim learns the first classes and the attacker holds the rest (a different distribution)."""
     from PIL import Image
 
-    from upconv.privacy.cli import load_splits
+    from upconv.cli.privacy import load_splits
 
     for split, n in (("train", 8), ("test", 3)):
         for c in ("a_class", "b_class"):
@@ -223,7 +223,7 @@ def test_mv_tv_weight_reaches_the_optimisation():
 def test_the_reproduction_config_runs_through_the_cli(tmp_path):
     """configs/privacy/he2019_cifar.yaml parses (per-kind rates, optimisation batch) and runs end to end
     through `upconv privacy`, shrunk to the embedded photographs."""
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     out = tmp_path / "run"
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "privacy", "he2019_cifar.yaml")
@@ -256,9 +256,9 @@ def test_mv_steps_has_one_default_shared_by_the_cli_and_the_library(capsys):
 
     import yaml
 
-    from upconv.cli import main
-    from upconv.inversion import MV_STEPS, MVInversionMethod
-    from upconv.privacy.cli import privacy
+    from upconv.cli.main import main
+    from upconv.methods.mahendran_vedaldi import MV_STEPS, MVInversionMethod
+    from upconv.cli.privacy import privacy
 
     with pytest.raises(SystemExit):
         main(["privacy", "--print_config"])
@@ -285,7 +285,7 @@ def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
 
 
 def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
-    from upconv.architectures import ARCHITECTURES
+    from upconv.nets.builtin import ARCHITECTURES
 
     torch.manual_seed(0)
     weights = tmp_path / "narrow.pt"

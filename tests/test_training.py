@@ -6,12 +6,12 @@ import lightning.pytorch as L
 import pytest
 import torch
 
-from upconv.checkpoints import load_decoders
-from upconv.classifier import ClassifierModule
-from upconv.data import ImageData
-from upconv.encoders import build_encoder
-from upconv.files import UnreadableFileError
-from upconv.module import InversionModule
+from upconv.nets.checkpoints import load_decoders
+from upconv.training.classifier import ClassifierModule
+from upconv.data.datamodule import ImageData
+from upconv.nets.encoder import build_encoder
+from upconv.core.files import UnreadableFileError
+from upconv.training.module import InversionModule
 
 TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
 
@@ -146,7 +146,7 @@ def test_unreadable_checkpoint_is_one_clear_error(tmp_path, kind):
 
 def _checkpoint_with_relative_weights(project):
     """Train-time layout: encoder weights saved under project/, a checkpoint recording them relatively."""
-    from upconv.architectures import ARCHITECTURES
+    from upconv.nets.builtin import ARCHITECTURES
 
     (project / "checkpoints" / "enc").mkdir(parents=True)
     (project / "checkpoints" / "run").mkdir(parents=True)
@@ -160,7 +160,7 @@ def _checkpoint_with_relative_weights(project):
 
 
 def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkeypatch):
-    from upconv.evaluate import evaluate
+    from upconv.evaluation.run import evaluate
 
     (tmp_path / "old").mkdir()
     monkeypatch.chdir(tmp_path / "old")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from upconv.encoders import build_encoder
-from upconv.upconvnet import UpconvNet
+from upconv.nets.encoder import build_encoder
+from upconv.nets.upconvnet import UpconvNet
 
 ENC = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
 HE = build_encoder("he2019_cifar")

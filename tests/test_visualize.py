@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from upconv.encoders import Encoder
+from upconv.nets.encoder import Encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
 from upconv.visualize.gradcam import guided_relus
@@ -361,7 +361,7 @@ def _subcommands(parser, path=()):
 def test_every_subcommand_speaks_the_same_encoder_vocabulary_with_help():
     from jsonargparse import CLI, capture_parser
 
-    from upconv.cli import COMMANDS
+    from upconv.cli.main import COMMANDS
 
     parser = capture_parser(lambda: CLI(COMMANDS, args=[], as_positional=True))
     leaves = dict(_subcommands(parser))
@@ -391,7 +391,7 @@ def _folder(root, n=3, size=(40, 36)):
 
 @pytest.mark.parametrize("bars", ["0", "1"])
 def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, bars):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", bars)
 
@@ -418,9 +418,9 @@ def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypat
 def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_images(tmp_path, capsys):
     import re
 
-    from upconv.cli import main
-    from upconv.encoders import build_encoder
-    from upconv.visualize.cli import load_images
+    from upconv.cli.main import main
+    from upconv.nets.encoder import build_encoder
+    from upconv.cli.visualize import load_images
 
     data = _folder(tmp_path / "data", n=4)
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",
@@ -450,7 +450,7 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
 
 @pytest.mark.slow
 def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys):
-    from upconv.cli import main
+    from upconv.cli.main import main
 
     data, out = _folder(tmp_path / "data"), str(tmp_path / "out")
     common = ["--out", out, "--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']

@@ -1,6 +1,6 @@
 """upconv: invert convolutional networks, layer by layer."""
 
-from .encoders import Encoder, LayerInfo, build_encoder
+from upconv.nets.encoder import Encoder, LayerInfo, build_encoder
 
 __all__ = ["Encoder", "LayerInfo", "build_encoder"]
 __version__ = "0.1.0"

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..architectures import ARCHITECTURES
-from ..data import random_crop_flip
-from ..encoders import CIFAR_MEAN, CIFAR_STD, Encoder
-from ..upconvnet import UpconvNet
+from upconv.nets.builtin import ARCHITECTURES
+from upconv.data.datamodule import random_crop_flip
+from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD, Encoder
+from upconv.nets.upconvnet import UpconvNet
 
 QUERIES = ("data", "noise")
 DECODERS = ("paper", "upconvnet")
@@ -143,7 +143,7 @@ def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: 
                      device: str | torch.device = "cpu") -> nn.Module:
     """Train a built-in architecture as a classifier (the victim, or the query-free attacker's shadow) with
     ``ClassifierModule``'s recipe and normalisation, in a plain loop over in-memory images (crop + flip)."""
-    from ..classifier import ClassifierModule
+    from upconv.training.classifier import ClassifierModule
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"a shadow/victim encoder must be a built-in architecture ({', '.join(ARCHITECTURES)}); "

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..encoders import Encoder
+from upconv.nets.encoder import Encoder
 
 RANGES = {
     "noise": "σ ≥ 0 (noise standard deviation in units of the feature RMS)",

@@ -1,6 +1,6 @@
 """Write a privacy run folder: report.md, metrics.csv, metrics.json, one leakage-against-utility plot per
 attack and one image grid per attack. Written to a hidden sibling folder and renamed into place only when
-complete (as ``upconv.report``), so a failure leaves no half-written run folder."""
+complete (as ``upconv.evaluation.report``), so a failure leaves no half-written run folder."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..report import SSIM_DEFINITION, atomic_folder
+from upconv.evaluation.report import SSIM_DEFINITION, atomic_folder
 
 if TYPE_CHECKING:
-    from .run import PrivacyResult
+    from upconv.privacy.run import PrivacyResult
 
 COLS = ["attack", "decoder", "layer", "defense", "strength", "n"] + [
     c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]

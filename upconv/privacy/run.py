@@ -1,7 +1,7 @@
 """``upconv privacy``: attack the features at each split layer in every setting, with and without defences,
 and summarise what leaks (PSNR, SSIM, LPIPS, re-identification) beside the utility that remains.
 
-Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.metrics.bootstrap_ci``), exactly as
+Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.core.metrics.bootstrap_ci``), exactly as
 the depth-evaluation report. PSNR is computed on [0, 1] images with data range 1, which equals PSNR on the
 0–255 scale (the ratio peak² / MSE does not depend on the scale), so figures compare directly with papers
 that report 0–255 PSNR.
@@ -16,14 +16,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .. import metrics as M
-from ..encoders import Encoder, build_encoder
-from ..runtime import progress, resolve_device
-from ..inversion import MV_STEPS, invert
-from ..report import check_out
-from . import attacks as A
-from .defenses import check_strength, defend, tail
-from .reid import METRIC, check_candidates, reid_hits
+from upconv.core import metrics as M
+from upconv.nets.encoder import Encoder, build_encoder
+from upconv.core.runtime import progress, resolve_device
+from upconv.methods.mahendran_vedaldi import MV_STEPS, invert
+from upconv.evaluation.report import check_out
+from upconv.privacy import attacks as A
+from upconv.privacy.defenses import check_strength, defend, tail
+from upconv.privacy.reid import METRIC, check_candidates, reid_hits
 
 ATTACKS = ("white_box", "black_box_train", "black_box_dist", "black_box_noise", "query_free")
 LEAKAGE = ("psnr", "ssim", "lpips", "reid")
@@ -279,7 +279,7 @@ def run_privacy(
     result = PrivacyResult(rows=rows, settings=settings, notes=notes, originals=x[:grid_images].cpu(), grid=grid,
                            victim_state=victim_state)
     if out is not None:
-        from .report import write_privacy_report
+        from upconv.privacy.report import write_privacy_report
 
         result.out = write_privacy_report(result, out, overwrite=overwrite)
     return result

@@ -9,9 +9,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..encoders import Encoder
-from ..optimize import ChannelMean, ClassContrast, ClassScore, Neuron
-from .recipe import Recipe
+from upconv.nets.encoder import Encoder
+from upconv.optim.engine import ChannelMean, ClassContrast, ClassScore, Neuron
+from upconv.visualize.recipe import Recipe
 
 
 @dataclass

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..encoders import Encoder
-from ..optimize import ClassContrast
-from ..runtime import progress
-from .activation import check_index
-from .recipe import Recipe
+from upconv.nets.encoder import Encoder
+from upconv.optim.engine import ClassContrast
+from upconv.core.runtime import progress
+from upconv.visualize.activation import check_index
+from upconv.visualize.recipe import Recipe
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..encoders import Encoder
-from ..optim_params import OctaveParam
-from ..optim_regular import Jitter
-from ..optimize import LayerNorm, optimize
+from upconv.nets.encoder import Encoder
+from upconv.optim.params import OctaveParam
+from upconv.optim.regularizers import Jitter
+from upconv.optim.engine import LayerNorm, optimize
 
 
 def deep_dream(encoder: Encoder, images: Tensor, layer: str, *, octaves: int = 3, octave_scale: float = 1.4,

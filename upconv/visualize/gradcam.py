@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..encoders import Encoder
+from upconv.nets.encoder import Encoder
 
 
 def _input(encoder: Encoder, images: Tensor) -> Tensor:

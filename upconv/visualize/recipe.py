@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..encoders import Encoder
-from ..optim_params import DenseParam, FourierParam, Parameterization, PixelParam
-from ..optim_regular import (Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation, ZeroSmallContribution,
+from upconv.nets.encoder import Encoder
+from upconv.optim.params import DenseParam, FourierParam, Parameterization, PixelParam
+from upconv.optim.regularizers import (Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation, ZeroSmallContribution,
                              ZeroSmallNorm)
-from ..optimize import Objective, OptimResult, optimize
+from upconv.optim.engine import Objective, OptimResult, optimize
 
 PARAMS = ("fourier", "pixel", "dense")
 

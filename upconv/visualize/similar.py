@@ -22,8 +22,8 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from ..encoders import Encoder
-from ..runtime import progress
+from upconv.nets.encoder import Encoder
+from upconv.core.runtime import progress
 
 METRICS = ("cosine", "euclidean")
 _BLOCK_ELEMENTS = 1 << 24  # float64 elements of one index block (128 MB) converted at a time

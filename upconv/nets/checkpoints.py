@@ -9,9 +9,9 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .encoders import Encoder, build_encoder
-from .files import load_torch_file
-from .upconvnet import UpconvNet
+from upconv.nets.encoder import Encoder, build_encoder
+from upconv.core.files import load_torch_file
+from upconv.nets.upconvnet import UpconvNet
 
 CHECKPOINT_KEY = "upconv"
 
@@ -95,7 +95,7 @@ class Decoders:
     decoders: nn.ModuleDict
     path: str
     name: str = "upconvnet"
-    health: dict[str, dict[str, Any]] = field(default_factory=dict)  # per layer, see upconv.health.HealthGuard
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)  # per layer, see upconv.training.health.HealthGuard
 
     @property
     def layers(self) -> list[str]:

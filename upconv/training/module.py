@@ -4,7 +4,7 @@ Each batch runs the encoder ONCE for every layer; each decoder gets its own MSE 
 feature-space term through the same frozen encoder, as in DeePSiM, Dosovitskiy & Brox NeurIPS 2016). The
 losses are summed for one optimizer step. Decoders share no parameters, each has its own parameter group
 and its own gradient-norm clipping, so this is exactly equivalent to training each decoder separately, at a
-fraction of the cost. A ``HealthGuard`` (``upconv.health``) keeps a diverging decoder from training on in
+fraction of the cost. A ``HealthGuard`` (``upconv.training.health``) keeps a diverging decoder from training on in
 silence: it is restored with a lower learning rate, or marked failed, and checkpoints record it.
 
 The hot path never reads a value back to the host: losses are watched on the device and read once per
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import metrics as M
-from .checkpoints import CHECKPOINT_KEY, check_identity
-from .encoders import Encoder, build_encoder
-from .health import HealthGuard, clip_grad_norms
-from .upconvnet import UpconvNet
+from upconv.core import metrics as M
+from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
+from upconv.nets.encoder import Encoder, build_encoder
+from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.nets.upconvnet import UpconvNet
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ class InversionModule(L.LightningModule):
         log_images: originals shown in the validation reconstruction grid.
         channels_last: NHWC memory format for the decoders (faster convolutions on GPUs and recent CPUs).
         grad_clip: clip each decoder's gradient norm to this, separately (None or 0: off).
-        spike_factor, lr_backoff, max_recoveries: the health guard (``upconv.health.HealthGuard``): a
+        spike_factor, lr_backoff, max_recoveries: the health guard (``upconv.training.health.HealthGuard``): a
             decoder whose smoothed loss exceeds ``spike_factor`` × its last good level, or turns non-finite,
             gets its last good state back with its learning rate × ``lr_backoff``; after ``max_recoveries``
             it is marked failed and trains no more.

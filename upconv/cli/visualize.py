@@ -2,7 +2,7 @@
 
 Image inputs are image files or ImageFolder directories (``root/<class>/*.png|jpg``), resized to the
 encoder's input size; ImageFolder class indices serve as labels where a method needs them. Every
-subcommand takes the shared encoder arguments of ``upconv.cli_args`` (help text appended by
+subcommand takes the shared encoder arguments of ``upconv.cli.args`` (help text appended by
 ``shared_args``).
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Optional
 
 import torch
 
-from ..cli_args import cli_encoder, shared_args
-from ..files import read_image
-from ..runtime import progress
-from .recipe import Recipe
+from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.files import read_image
+from upconv.core.runtime import progress
+from upconv.visualize.recipe import Recipe
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _ARGS = shared_args({
@@ -32,7 +32,7 @@ _ARGS = shared_args({
 def load_images(inputs: list[str], size: tuple[int, int], limit: Optional[int] = None,
                 channels: int = 3) -> tuple[torch.Tensor, Optional[torch.Tensor], list[str]]:
     """Images (N, C, H, W) in [0, 1], their ImageFolder labels (None for plain files) and names. A file that
-    cannot be decoded is one error naming it (``upconv.files.read_image``)."""
+    cannot be decoded is one error naming it (``upconv.core.files.read_image``)."""
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
@@ -59,7 +59,7 @@ def load_images(inputs: list[str], size: tuple[int, int], limit: Optional[int] =
 
 
 def _write(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8) -> None:
-    from .figures import save_grid
+    from upconv.visualize.figures import save_grid
 
     print(save_grid(images, os.path.join(out, name), titles, ncol=ncol))
 
@@ -73,7 +73,7 @@ def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = R
     Args:
         starts: random starts per class.
     """
-    from .activation import class_images
+    from upconv.visualize.activation import class_images
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     v = class_images(enc, classes, starts, recipe)
@@ -90,7 +90,7 @@ def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Reci
         layer: layer name (see `upconv layers`).
         channels: channel indices of the layer.
     """
-    from .activation import channel_images
+    from upconv.visualize.activation import channel_images
 
     v = channel_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
                        layer, channels, recipe)
@@ -110,7 +110,7 @@ def neuron(encoder: str, layer: str, channels: list[int], y: Optional[int] = Non
         y: row of the unit in the layer's map (default: the centre).
         x: column of the unit in the layer's map (default: the centre).
     """
-    from .activation import neuron_images
+    from upconv.visualize.activation import neuron_images
 
     v = neuron_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
                       layer, channels, y, x, recipe)
@@ -126,7 +126,7 @@ def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe 
     Args:
         classes: class indices (default: every class).
     """
-    from .activation import prototypes
+    from upconv.visualize.activation import prototypes
 
     v = prototypes(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), classes, recipe)
     _write(out, "prototype.png", v.images, v.labels)
@@ -147,7 +147,7 @@ def dream(encoder: str, images: list[str], layer: str, octaves: int = 3, octave_
         lr: step size.
         jitter: random shift of up to this many pixels each step (0: off).
     """
-    from .dream import deep_dream
+    from upconv.visualize.dream import deep_dream
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
@@ -168,8 +168,8 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
         classes: one class for all images, or one per image (default: each image's predicted class).
         guided: also draw guided Grad-CAM (guided backpropagation × Grad-CAM).
     """
-    from .figures import overlay, signed_to_image
-    from .gradcam import grad_cam, guided_grad_cam
+    from upconv.visualize.figures import overlay, signed_to_image
+    from upconv.visualize.gradcam import grad_cam, guided_grad_cam
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
@@ -192,8 +192,8 @@ def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = Non
     Args:
         classes: one class for all images, or one per image (default: each image's predicted class).
     """
-    from .figures import overlay
-    from .gradcam import saliency as saliency_map
+    from upconv.visualize.figures import overlay
+    from upconv.visualize.gradcam import saliency as saliency_map
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
@@ -219,7 +219,7 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
         metric: cosine or euclidean.
         limit: images indexed from data, evenly spaced over its files (null: all).
     """
-    from .similar import FeatureIndex
+    from upconv.visualize.similar import FeatureIndex
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     train, _, train_names = load_images([data], enc.image_size, limit, enc.channels)
@@ -231,7 +231,7 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
               "  ".join(f"{train_names[j]} {s:.3f}" for j, s in zip(res.indices[i].tolist(), res.scores[i].tolist())))
         grid += [q[i], *train[res.indices[i].cpu()]]
         titles += [f"query r={res.nn_ratio[i]:.2f}", *[f"{s:.3f}" for s in res.scores[i].tolist()]]
-    from .figures import save_grid
+    from upconv.visualize.figures import save_grid
 
     print(save_grid(torch.stack(grid), os.path.join(out, "similar.png"), titles, ncol=k + 1))
 
@@ -259,7 +259,7 @@ def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, metho
             predictions); with --targeted, the target classes (required).
         targeted: move each image towards its label instead of away from it.
     """
-    from .adversarial import fgsm, pgd
+    from upconv.visualize.adversarial import fgsm, pgd
 
     if method not in ("fgsm", "pgd"):
         raise ValueError(f"unknown method '{method}'; choose fgsm or pgd")
@@ -295,7 +295,7 @@ def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_step
         confidence: softmax probability to reach, in (0, 1).
         max_steps: optimisation steps at most (the run stops once every image is there).
     """
-    from .adversarial import fooling_images
+    from upconv.visualize.adversarial import fooling_images
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     r = fooling_images(enc, classes, confidence, max_steps)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 from torch import Tensor
 
-from .encoders import Encoder
+from upconv.nets.encoder import Encoder
 
 TARGET_CAVEAT = "reads the true image beyond its features: an optimistic bound"
 
@@ -40,11 +40,11 @@ _REGISTRY: dict[str, Callable[..., Method]] = {}
 # Methods living in modules that may be absent: name -> (module, factory attribute, options). Imported on
 # first use; a module may instead call ``register_method`` itself when imported.
 _LAZY: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "deconvnet": ("upconv.deconvnet", "DeconvNetMethod", {}),
-    "deconvnet+minmax": ("upconv.deconvnet", "DeconvNetMethod", {"mapping": "minmax"}),
-    "guided-backprop": ("upconv.deconvnet", "DeconvNetMethod", {"guided": True}),
-    "guided-backprop+minmax": ("upconv.deconvnet", "DeconvNetMethod", {"guided": True, "mapping": "minmax"}),
-    "mahendran_vedaldi": ("upconv.inversion", "MVInversionMethod", {}),
+    "deconvnet": ("upconv.methods.deconvnet", "DeconvNetMethod", {}),
+    "deconvnet+minmax": ("upconv.methods.deconvnet", "DeconvNetMethod", {"mapping": "minmax"}),
+    "guided-backprop": ("upconv.methods.deconvnet", "DeconvNetMethod", {"guided": True}),
+    "guided-backprop+minmax": ("upconv.methods.deconvnet", "DeconvNetMethod", {"guided": True, "mapping": "minmax"}),
+    "mahendran_vedaldi": ("upconv.methods.mahendran_vedaldi", "MVInversionMethod", {}),
 }
 
 
@@ -79,7 +79,7 @@ class UpconvNetMethod:
     reads_target = False  # decoders see only the features
 
     def __init__(self, encoder: Encoder, checkpoints: Union[str, Sequence[str], None] = None) -> None:
-        from .checkpoints import load_decoders
+        from upconv.nets.checkpoints import load_decoders
 
         paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
         if not paths:
@@ -100,7 +100,7 @@ class UpconvNetMethod:
         return [n for n in self.encoder.layers if n in self.by_layer]
 
     def health(self, layer: str) -> Optional[dict[str, Any]]:
-        """The training-health record of ``layer``'s decoder (``upconv.health``), or None if not recorded."""
+        """The training-health record of ``layer``'s decoder (``upconv.training.health``), or None if not recorded."""
         return self.by_layer[layer].health.get(layer) if layer in self.by_layer else None
 
     def __call__(self, images: Tensor, layer: str) -> Tensor:

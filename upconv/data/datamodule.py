@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .files import UnreadableFileError, read_image
+from upconv.core.files import UnreadableFileError, read_image
 
 EMBEDDED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                    "immunohistochemistry", "retina", "motorcycle")

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 def end_wandb_run() -> None:
@@ -28,9 +28,9 @@ def end_wandb_run() -> None:
 
 def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bool = False) -> str:
     """Run the three steps; returns the report folder. ``quick`` shrinks everything for tests."""
-    from .data import ImageData
-    from .evaluate import evaluate
-    from .training_cli import main as train_main
+    from upconv.data.datamodule import ImageData
+    from upconv.evaluation.run import evaluate
+    from upconv.training.cli import main as train_main
 
     os.makedirs(checkpoints, exist_ok=True)
     for old in glob.glob(os.path.join(checkpoints, "*.ckpt")) + glob.glob(os.path.join(checkpoints, "*.pt")):

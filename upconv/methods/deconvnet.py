@@ -35,7 +35,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoders import Encoder
+from upconv.nets.encoder import Encoder
 
 _IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _MODULE_KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.ReLU, "relu"), (nn.MaxPool2d, "maxpool"),

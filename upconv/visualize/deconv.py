@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .cli_args import cli_encoder, shared_args
-from .deconvnet import DeconvNet
-from .encoders import Encoder
-from .files import read_image
-from .runtime import progress
+from upconv.cli.args import cli_encoder, shared_args
+from upconv.methods.deconvnet import DeconvNet
+from upconv.nets.encoder import Encoder
+from upconv.core.files import read_image
+from upconv.core.runtime import progress
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def display(projections: Tensor) -> Tensor:
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
     """An ImageFolder resized and centre-cropped to ``image_size``; ``limit`` keeps that many images evenly
     spaced through the (class-sorted) file list, so every class is represented. A file that cannot be
-    decoded is one error naming it (``upconv.files.read_image``)."""
+    decoded is one error naming it (``upconv.core.files.read_image``)."""
     from torchvision import datasets, transforms
 
     if not os.path.isdir(root):

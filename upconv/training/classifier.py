@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from .architectures import ARCHITECTURES
-from .encoders import CIFAR_MEAN, CIFAR_STD
+from upconv.nets.builtin import ARCHITECTURES
+from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD
 
 
 class ClassifierModule(L.LightningModule):

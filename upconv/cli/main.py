@@ -9,11 +9,11 @@ from typing import Any, Optional
 import torch
 from jsonargparse import CLI
 
-from .cli_args import cli_encoder, shared_args
-from .deconv_figures import deconv
-from .evaluate import evaluate_cli
-from .privacy.cli import privacy
-from .visualize.cli import COMMANDS as VISUALIZE_COMMANDS
+from upconv.cli.args import cli_encoder, shared_args
+from upconv.visualize.deconv import deconv
+from upconv.evaluation.run import evaluate_cli
+from upconv.cli.privacy import privacy
+from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 
 
 @shared_args()

@@ -1,7 +1,7 @@
 """Evaluation across depth: reconstruct a data split from every chosen layer with every chosen method and
 summarise each fidelity metric per (method, layer) as mean, 95 % bootstrap interval and n.
 
-Methods (``upconv.methods``: any callable ``(images, layer) -> reconstructions`` with a ``.name``) are
+Methods (``upconv.methods.base``: any callable ``(images, layer) -> reconstructions`` with a ``.name``) are
 built by name from one registry; one that reads the true image (``reads_target``) is reported as an
 optimistic bound.
 """
@@ -15,14 +15,14 @@ from typing import Any, Iterator, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from . import metrics as M
-from .encoders import Encoder, build_encoder
-from .floors import FLOOR_METHODS, Floors, verdict
-from .grid_picks import GridPicks
-from .methods import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
+from upconv.core import metrics as M
+from upconv.nets.encoder import Encoder, build_encoder
+from upconv.evaluation.floors import FLOOR_METHODS, Floors, verdict
+from upconv.evaluation.grid_picks import GridPicks
+from upconv.methods.base import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
                       method_names, register_method)
-from .report import check_out
-from .runtime import progress, resolve_device
+from upconv.evaluation.report import check_out
+from upconv.core.runtime import progress, resolve_device
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")
 FLOOR_LAYER = "—"  # the floors reconstruct the same image from every layer
@@ -72,7 +72,7 @@ def _encoder(encoder: Union[str, Encoder, None], weights: Optional[str], kwargs:
                              pretrained=True if pretrained is None else pretrained)
     if not ckpts:
         raise ValueError("no encoder: pass encoder=<name> or decoder checkpoints that record one")
-    from .checkpoints import read_checkpoint, recorded_encoder
+    from upconv.nets.checkpoints import read_checkpoint, recorded_encoder
 
     _, meta = read_checkpoint(ckpts[0])
     return recorded_encoder(meta, ckpts[0], weights=weights, kwargs=kwargs, pretrained=pretrained,
@@ -167,7 +167,7 @@ def evaluate(
     ``checkpoints``, others their entry of ``method_options``. Everything is computed before anything is
     written, and the folder appears only once complete.
     """
-    from .data import ImageData
+    from upconv.data.datamodule import ImageData
 
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
@@ -316,7 +316,7 @@ def evaluate(
     }
     result = EvalResult(rows=rows, settings=settings, notes=notes, originals=grid_x, grid=grid, floor_rows=floor_rows)
     if out is not None:
-        from .report import write_report
+        from upconv.evaluation.report import write_report
 
         result.out = write_report(result, out, overwrite=overwrite)
     return result

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional, Union
 
 from torch import Tensor
 
-from ..inversion import MV_STEPS
+from upconv.methods.mahendran_vedaldi import MV_STEPS
 
 
 def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, n_eval: int,
@@ -15,7 +15,7 @@ def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, 
                 num_workers: int = 0) -> tuple[tuple[Tensor, Tensor], ...]:
     """Disjoint victim / attacker training images (a seeded random subset of the training split, the victim's
     first) and ``n_eval`` held-out images, all uint8 (N, C, H, W) with labels."""
-    from ..data import ImageData
+    from upconv.data.datamodule import ImageData
 
     for name, v in (("n_victim", n_victim), ("n_attacker", n_attacker), ("n_eval", n_eval)):
         if v < 1:
@@ -106,7 +106,7 @@ def privacy(
         out: run folder, created only when complete.
         overwrite: replace an existing run folder.
     """
-    from .run import run_privacy
+    from upconv.privacy.run import run_privacy
 
     victim, attacker, evaluation = load_splits(data, root, n_victim, n_attacker, n_eval, seed,
                                                num_workers=num_workers)

@@ -1,5 +1,5 @@
 """Optimisation-based inversion (Mahendran & Vedaldi, "Understanding deep image representations by
-inverting them", CVPR 2015), run on the shared input-optimisation engine ``upconv.optimize``.
+inverting them", CVPR 2015), run on the shared input-optimisation engine ``upconv.optim.engine``.
 
 Find x̂ minimising  ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖²  +  λ_α R_α(x̂)  +  λ_TV R_TV^β(x̂)   (their eq. 3–6)
 
@@ -20,10 +20,10 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor
 
-from .encoders import Encoder
-from .optim_params import PixelParam
-from .optim_regular import AlphaNorm, TotalVariation
-from .optimize import FeatureMatch, OptimResult, optimize
+from upconv.nets.encoder import Encoder
+from upconv.optim.params import PixelParam
+from upconv.optim.regularizers import AlphaNorm, TotalVariation
+from upconv.optim.engine import FeatureMatch, OptimResult, optimize
 
 MV_ALPHA = 6.0
 MV_BETA = 2.0
@@ -173,7 +173,7 @@ class MVInversionMethod:
 
 
 def _register() -> None:
-    from .evaluate import register_method
+    from upconv.evaluation.run import register_method
 
     register_method(MVInversionMethod.name, MVInversionMethod)
 

@@ -11,8 +11,8 @@ import inspect
 import re
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from .encoders import Encoder, build_encoder
-from .runtime import resolve_device
+from upconv.nets.encoder import Encoder, build_encoder
+from upconv.core.runtime import resolve_device
 
 F = TypeVar("F", bound=Callable[..., Any])
 

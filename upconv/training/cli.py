@@ -19,10 +19,10 @@ from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
 
-from .data import ImageData, worker_message
-from .files import UnreadableFileError
+from upconv.data.datamodule import ImageData, worker_message
+from upconv.core.files import UnreadableFileError
 
-PACKAGE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the upconv package
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
 # What SaveConfigCallback / loggers write before the first step: a folder holding only these has no results.
 NO_RESULTS = {"config.yaml", "hparams.yaml"}

@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .encoders import Encoder
-from .optim_params import Parameterization
-from .optim_regular import Penalty, Projection
-from .runtime import progress
+from upconv.nets.encoder import Encoder
+from upconv.optim.params import Parameterization
+from upconv.optim.regularizers import Penalty, Projection
+from upconv.core.runtime import progress
 
 
 # ---------------------------------------------------------------------- objectives

@@ -16,7 +16,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 if TYPE_CHECKING:
-    from .evaluate import EvalResult
+    from upconv.evaluation.run import EvalResult
 
 LABELS = {
     "mse": "MSE ↓", "psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "db_error": "D&B error ↓",
@@ -87,7 +87,7 @@ def cell(row: dict[str, Any], metric: str) -> str:
 
 def markdown_table(result: "EvalResult") -> str:
     """Layers as rows in network order; for each metric the methods side by side."""
-    from .evaluate import METRICS
+    from upconv.evaluation.run import METRICS
 
     methods = result.settings["methods"]
     layers = result.settings["layers"]
@@ -125,7 +125,7 @@ def row_flags(row: dict[str, Any]) -> str:
 
 def floor_table(result: "EvalResult") -> str:
     """The no-information floors, one row each, the same metrics as the main table."""
-    from .evaluate import METRICS
+    from upconv.evaluation.run import METRICS
 
     metrics = [k for k in METRICS if any(r[k] is not None for r in result.floor_rows)]
     lines = ["| floor | n | " + " | ".join(LABELS[k] for k in metrics) + " |",
@@ -136,7 +136,7 @@ def floor_table(result: "EvalResult") -> str:
 
 
 def _write_csv(result: "EvalResult", path: str) -> None:
-    from .evaluate import METRICS
+    from upconv.evaluation.run import METRICS
 
     cols = (["method", "layer", "depth", "n", "reads_target", "floor_verdict", "decoder_health"]
             + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")])
@@ -160,7 +160,7 @@ def _depth_plot(result: "EvalResult", path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate import METRICS
+    from upconv.evaluation.run import METRICS
 
     metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
     layers, methods = result.settings["layers"], result.settings["methods"]
