@@ -59,7 +59,7 @@ def load_images(inputs: list[str], size: tuple[int, int], limit: Optional[int] =
 
 
 def _write(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8) -> None:
-    from upconv.visualize.figures import save_grid
+    from upconv.core.figures import save_grid
 
     print(save_grid(images, os.path.join(out, name), titles, ncol=ncol))
 
@@ -168,7 +168,7 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
         classes: one class for all images, or one per image (default: each image's predicted class).
         guided: also draw guided Grad-CAM (guided backpropagation × Grad-CAM).
     """
-    from upconv.visualize.figures import overlay, signed_to_image
+    from upconv.core.figures import overlay, signed_to_image
     from upconv.visualize.gradcam import grad_cam, guided_grad_cam
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
@@ -192,7 +192,7 @@ def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = Non
     Args:
         classes: one class for all images, or one per image (default: each image's predicted class).
     """
-    from upconv.visualize.figures import overlay
+    from upconv.core.figures import overlay
     from upconv.visualize.gradcam import saliency as saliency_map
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
@@ -231,7 +231,7 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
               "  ".join(f"{train_names[j]} {s:.3f}" for j, s in zip(res.indices[i].tolist(), res.scores[i].tolist())))
         grid += [q[i], *train[res.indices[i].cpu()]]
         titles += [f"query r={res.nn_ratio[i]:.2f}", *[f"{s:.3f}" for s in res.scores[i].tolist()]]
-    from upconv.visualize.figures import save_grid
+    from upconv.core.figures import save_grid
 
     print(save_grid(torch.stack(grid), os.path.join(out, "similar.png"), titles, ncol=k + 1))
 

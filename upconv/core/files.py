@@ -7,10 +7,13 @@ containers, never code to run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import shutil
+import tempfile
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 
 class UnreadableFileError(ValueError):
@@ -55,3 +58,36 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> Any:
             return img.convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UnreadableFileError(f"cannot decode image {os.fspath(path)} ({e}); remove or replace the file") from None
+
+
+def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise ValueError(f"run folder {out} already exists and is not empty; choose another folder or pass "
+                         f"overwrite=True")
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary sibling of ``out`` to write into; it becomes ``out`` only if the block succeeds.
+
+    An existing non-empty ``out`` is an error unless ``overwrite``; on any exception nothing is left behind.
+    """
+    out = os.path.abspath(out)
+    check_out(out, overwrite)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report folder is ordinary
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

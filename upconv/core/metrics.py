@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+SSIM_DEFINITION = (
+    "per image, structural similarity (Wang et al., IEEE TIP 2004) on [0, 1] images: Gaussian window 11×11, "
+    "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, population (not sample) covariance, averaged over the "
+    "valid windows only (those lying wholly inside the image; no padding) and over channels — as scikit-image's "
+    "structural_similarity with gaussian_weights=True, use_sample_covariance=False")
+
 PSNR_CAP_DB = 100.0
 """Per-image PSNR is capped here: an exact reconstruction has infinite PSNR, which would make the mean
 infinite. 100 dB is an MSE of 1e-10 on [0, 1] images, far below 8-bit quantisation (about 59 dB)."""

@@ -7,13 +7,14 @@ written, so the same seed gives byte-identical metrics files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import shutil
-import tempfile
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from upconv.core.figures import row_grid
+from upconv.core.files import atomic_folder
+from upconv.core.metrics import SSIM_DEFINITION
 
 if TYPE_CHECKING:
     from upconv.evaluation.run import EvalResult
@@ -22,12 +23,6 @@ LABELS = {
     "mse": "MSE ↓", "psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "db_error": "D&B error ↓",
     "feature_error": "feature error ↓", "class_agreement": "class agreement ↑", "recon_accuracy": "accuracy on x̂ ↑",
 }
-
-SSIM_DEFINITION = (
-    "per image, structural similarity (Wang et al., IEEE TIP 2004) on [0, 1] images: Gaussian window 11×11, "
-    "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, population (not sample) covariance, averaged over the "
-    "valid windows only (those lying wholly inside the image; no padding) and over channels — as scikit-image's "
-    "structural_similarity with gaussian_weights=True, use_sample_covariance=False")
 
 DEFINITIONS = [
     "**MSE**: per image, the mean over pixels and channels of (x̂ − x)², images in [0, 1].",
@@ -195,13 +190,6 @@ def _depth_plot(result: "EvalResult", path: str) -> None:
 
 
 def _grid_plot(result: "EvalResult", path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-    from torchvision.utils import make_grid
-
     methods, layers = result.settings["methods"], result.settings["layers"]
     s = result.settings
     by_key = {(r["method"], r["layer"]): r for r in result.rows}
@@ -211,18 +199,7 @@ def _grid_plot(result: "EvalResult", path: str) -> None:
         for m in methods for L in layers]
     floors = [result.grid[(r["method"], r["layer"])] for r in result.floor_rows]
     rows = [result.originals, *floors] + [result.grid[(m, L)] for m in methods for L in layers]  # each (N, C, H, W)
-    n = len(result.originals)
-    grid = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
-    img = grid.permute(1, 2, 0).numpy()
-    h = result.originals.shape[-2] + 2
-    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * n, 0.6 * len(rows) + 0.4))
-    ax.imshow(img, interpolation="nearest")
-    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], labels, fontsize=7)
-    ax.set_xticks([])
-    ax.set_title("originals and their reconstructions from each layer", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    row_grid(rows, labels, "originals and their reconstructions from each layer", path)
 
 
 def _markdown(result: "EvalResult") -> str:
@@ -258,39 +235,6 @@ def _markdown(result: "EvalResult") -> str:
               "## Figures", "", "![metrics against depth](depth.png)", "",
               "![originals and reconstructions](grid.png)", ""]
     return "\n".join(parts)
-
-
-def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"run folder {out} already exists and is not empty; choose another folder or pass "
-                         f"overwrite=True")
-
-
-@contextlib.contextmanager
-def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary sibling of ``out`` to write into; it becomes ``out`` only if the block succeeds.
-
-    An existing non-empty ``out`` is an error unless ``overwrite``; on any exception nothing is left behind.
-    """
-    out = os.path.abspath(out)
-    check_out(out, overwrite)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report folder is ordinary
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.rename(out, os.path.join(old, "previous"))
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_report(result: "EvalResult", out: str | os.PathLike, overwrite: bool = False) -> str:

@@ -21,7 +21,7 @@ from upconv.evaluation.floors import FLOOR_METHODS, Floors, verdict
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.methods.base import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
                       method_names, register_method)
-from upconv.evaluation.report import check_out
+from upconv.core.files import check_out
 from upconv.core.runtime import progress, resolve_device
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "db_error", "feature_error", "class_agreement", "recon_accuracy")

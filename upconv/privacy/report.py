@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from upconv.evaluation.report import SSIM_DEFINITION, atomic_folder
+from upconv.core.figures import row_grid
+from upconv.core.files import atomic_folder
+from upconv.core.metrics import SSIM_DEFINITION
 
 if TYPE_CHECKING:
     from upconv.privacy.run import PrivacyResult
@@ -77,27 +79,11 @@ def _plot_tradeoff(result: "PrivacyResult", attack: str, path: str) -> None:
 
 
 def _plot_grid(result: "PrivacyResult", attack: str, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchvision.utils import make_grid
-
     s = result.settings
     keys = [(attack, d, L) for d in s["decoders"] for L in s["layers"]]
     rows = [result.originals] + [result.grid[k] for k in keys]
     labels = ["original"] + [f"{d}: {L}" for _, d, L in keys]
-    n = len(result.originals)
-    img = make_grid(torch.cat(rows).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    h = result.originals.shape[-2] + 2
-    fig, ax = plt.subplots(figsize=(1.8 + 0.6 * n, 0.6 * len(rows) + 0.5))
-    ax.imshow(img, interpolation="nearest")
-    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], labels, fontsize=7)
-    ax.set_xticks([])
-    ax.set_title(f"{attack}: originals and reconstructions (no defence)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    row_grid(rows, labels, f"{attack}: originals and reconstructions (no defence)", path)
 
 
 def _markdown(result: "PrivacyResult") -> str:

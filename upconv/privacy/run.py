@@ -20,7 +20,7 @@ from upconv.core import metrics as M
 from upconv.nets.encoder import Encoder, build_encoder
 from upconv.core.runtime import progress, resolve_device
 from upconv.methods.mahendran_vedaldi import MV_STEPS, invert
-from upconv.evaluation.report import check_out
+from upconv.core.files import check_out
 from upconv.privacy import attacks as A
 from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import METRIC, check_candidates, reid_hits

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.figures import signed_to_image
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.encoder import Encoder
 from upconv.core.files import read_image
@@ -68,12 +69,6 @@ def receptive_field(deconvnet: DeconvNet, layer: str) -> ReceptiveField:
         elif st.kind == "linear" or (st.kind in ("avgpool", "reshape") and shape_in != shape_out):
             return ReceptiveField(enc.image_size, (0, 0), (0, 0))
     return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (offset[0], offset[1]))
-
-
-def display(projections: Tensor) -> Tensor:
-    """(N, C, H, W) projections → [0, 1] with zero at mid-grey, one scale per projection."""
-    peak = projections.flatten(1).abs().amax(1).clamp_min(torch.finfo(projections.dtype).tiny)
-    return 0.5 + 0.5 * projections / peak.view(-1, 1, 1, 1)
 
 
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
@@ -127,7 +122,7 @@ def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: in
     images = images.to(enc.std.device)
     with torch.no_grad():
         act = enc(images, layer)[enc.resolve(layer)[0]][:, channel]  # (N, H', W') or (N,)
-    proj = display(deconvnet.project(images, layer, channels=channel, top_k=1))  # (N, C, H, W)
+    proj = signed_to_image(deconvnet.project(images, layer, channels=channel, top_k=1))  # (N, C, H, W)
     rf = receptive_field(deconvnet, layer)
     tiles, windows = [], []
     for n in range(len(images)):
@@ -141,7 +136,7 @@ def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: in
 
 def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 1) -> Tensor:
     """(N, C, H, 2W): each image beside the projection of the layer's ``top_k`` strongest activations."""
-    proj = display(deconvnet.project(images, layer, top_k=top_k))  # (N, C, H, W)
+    proj = signed_to_image(deconvnet.project(images, layer, top_k=top_k))  # (N, C, H, W)
     return torch.cat([images.to(proj.device), proj], dim=-1)
 
 

@@ -1,4 +1,5 @@
-"""PNG figures: captioned image grids and heat-map overlays (matplotlib, headless)."""
+"""PNG figures: captioned image grids, labelled row grids, heat-map overlays and signed maps (matplotlib,
+headless)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from torch import Tensor  # noqa: E402
 
 
 def signed_to_image(g: Tensor) -> Tensor:
-    """Map signed maps (B, C, H, W) to [0, 1] with 0 at grey, each image scaled by its max |g|."""
-    return 0.5 + 0.5 * g / g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    """Map signed maps (B, C, H, W) to [0, 1] with 0 at mid-grey, each scaled by its own max |g|
+    (``0.5 + 0.5 · g / max|g|``): gradients, DeconvNet projections, guided Grad-CAM."""
+    peak = g.flatten(1).abs().amax(1).clamp_min(torch.finfo(g.dtype).tiny)  # (B,)
+    return 0.5 + 0.5 * g / peak.view(-1, *[1] * (g.dim() - 1))
 
 
 def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
@@ -51,3 +54,21 @@ def save_grid(images: Tensor, path: str | os.PathLike, titles: Sequence[str] | N
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
+
+
+def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: str | os.PathLike) -> None:
+    """Write image rows (each (N, C, H, W) in [0, 1], the same N) as one PNG, each row labelled on the left:
+    originals and their reconstructions in the evaluation and privacy reports."""
+    from torchvision.utils import make_grid
+
+    n = len(rows[0])
+    grid = make_grid(torch.cat(list(rows)).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
+    h = rows[0].shape[-2] + 2
+    fig, ax = plt.subplots(figsize=(1.8 + 0.6 * n, 0.6 * len(rows) + 0.5))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], list(labels), fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamp: the same run gives the same bytes
+    plt.close(fig)

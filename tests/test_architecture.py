@@ -1,0 +1,201 @@
+"""The package's design, checked: layered packages, no import circles, Lightning in one place, small modules
+and functions, no private attribute reached across modules.
+
+Layers, lowest first (a package may import its own modules and any package of a lower layer, never one of its
+own layer or above):
+
+    0 core        runtime, files, metrics, figures: no other upconv import
+    1 nets, data  networks (Encoder, zoo, built-in nets, decoders, checkpoints) and plain-torch data
+    2 optim       the input-optimisation engine
+    3 methods     inversion methods behind one Method base and registry
+    4 training, evaluation, visualize
+    5 privacy
+    6 cli
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections import defaultdict
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "upconv")
+LAYERS = {"core": 0, "nets": 1, "data": 1, "optim": 2, "methods": 3, "training": 4, "evaluation": 4,
+          "visualize": 4, "privacy": 5, "cli": 6}
+LIGHTNING_MODULES = {"upconv.training.module", "upconv.training.classifier", "upconv.training.datamodule",
+                     "upconv.training.cli"}
+MAX_MODULE_LINES = 320
+MAX_FUNCTION_LINES = 60
+MAX_PARAMS = 10
+
+
+def _modules() -> dict[str, str]:
+    """Dotted module name -> file path, for every module of the package."""
+    out = {}
+    for folder, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+                out[rel.removesuffix(".__init__")] = path
+    return out
+
+
+MODULES = _modules()
+TREES = {name: ast.parse(open(path).read()) for name, path in MODULES.items()}
+
+
+def _imports(name: str) -> set[str]:
+    """upconv modules that ``name`` imports, at any depth of its code (lazy imports count)."""
+    found = set()
+    for node in ast.walk(TREES[name]):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "upconv"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "upconv":
+            for a in node.names:  # `from upconv.core import metrics` imports the module upconv.core.metrics
+                full = f"{node.module}.{a.name}"
+                found.add(full if full in MODULES else node.module)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_module_belongs_to_a_layer():
+    loose = [m for m in MODULES if m != "upconv" and _package(m) is None]
+    assert loose == [], f"modules outside the layered packages: {loose}"
+
+
+def test_no_import_circles():
+    assert _cycles() == []
+
+
+def test_imports_only_go_down_the_layers():
+    wrong = []
+    for src, targets in GRAPH.items():
+        a = _package(src)
+        for dst in targets:
+            b = _package(dst)
+            if a is None or b is None or a == b:
+                continue
+            if LAYERS[b] >= LAYERS[a]:
+                wrong.append(f"{src} (layer {LAYERS[a]}) imports {dst} (layer {LAYERS[b]})")
+    assert wrong == []
+
+
+def test_the_package_root_imports_nothing_at_import_time():
+    """``import upconv`` stays cheap: the public names load on first use."""
+    body = TREES["upconv"].body
+    assert not [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom)) and n.module != "__future__"]
+
+
+def test_lightning_is_imported_by_the_training_package_alone():
+    users = set()
+    for name, tree in TREES.items():
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                   [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(m.split(".")[0] in ("lightning", "pytorch_lightning") for m in mods):
+                users.add(name)
+    assert users <= LIGHTNING_MODULES, f"Lightning imported outside training: {sorted(users - LIGHTNING_MODULES)}"
+    plain = {m for m in MODULES if m.startswith(("upconv.privacy", "upconv.evaluation", "upconv.visualize"))}
+    reach = set()
+    todo = list(plain)
+    while todo:  # privacy, evaluation and visualize never reach Lightning through an import chain either
+        m = todo.pop()
+        for d in GRAPH[m]:
+            if d not in reach:
+                reach.add(d)
+                todo.append(d)
+    assert not reach & LIGHTNING_MODULES, sorted(reach & LIGHTNING_MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_read_on_a_screen_or_two(name):
+    lines = len(open(MODULES[name]).read().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{name}: {lines} lines"
+
+
+def _functions():
+    for name, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield name, node
+
+
+def test_functions_are_short_and_take_few_parameters():
+    long, wide = [], []
+    for module, fn in _functions():
+        length = fn.end_lineno - fn.lineno + 1
+        if length > MAX_FUNCTION_LINES:
+            long.append(f"{module}.{fn.name}: {length} lines")
+        args = fn.args
+        params = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs] if a.arg not in ("self", "cls")]
+        if len(params) > MAX_PARAMS:
+            wide.append(f"{module}.{fn.name}: {len(params)} parameters")
+    assert long == [] and wide == [], long + wide
+
+
+def test_no_private_attribute_is_reached_from_another_module():
+    """``obj._name`` only on ``self``/``cls`` (or a module's own private names); torch's own internals
+    reached deliberately are listed here."""
+    allowed = {"_orig_mod"}
+    found = []
+    for module, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                base = node.value
+                if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                    continue
+                if node.attr in allowed:
+                    continue
+                found.append(f"{module}:{node.lineno} .{node.attr}")
+    assert found == []
+
+
+def test_report_of_the_graph():
+    """Not a check: the numbers quoted in the README's design section (printed with -s)."""
+    arrows = sum(len(v) for v in GRAPH.values())
+    packages = {p for m in MODULES if (p := _package(m))}
+    print(f"\n{len(MODULES)} modules in {len(packages)} packages on {len(set(LAYERS[p] for p in packages))} layers, "
+          f"{arrows} import arrows, {len(_cycles())} circles")
+    assert arrows > 0
