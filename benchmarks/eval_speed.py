@@ -30,7 +30,7 @@ def main() -> None:
     args = p.parse_args()
 
     from upconv.core import metrics as M
-    from upconv.data.datamodule import ImageData
+    from upconv.training.datamodule import ImageData
     from upconv.evaluation.run import evaluate
     from upconv.core.runtime import resolve_device
     from upconv.training.module import InversionModule

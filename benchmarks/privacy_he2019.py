@@ -96,17 +96,19 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
 
     from upconv.core import metrics as M
     from upconv.core.runtime import resolve_device
-    from upconv.privacy import attacks as A
+    from upconv.data.augment import to_unit
+    from upconv.nets.encoder import Encoder
+    from upconv.training.recipes import train_classifier
 
     (xv, yv), _, (xe, ye) = splits
     dev = resolve_device(cfg.get("device", "auto"))
     t0 = time.perf_counter()
-    model = A.train_classifier(cfg["encoder"], xv, yv, num_classes=cfg.get("num_classes", 10),
+    model = train_classifier(cfg["encoder"], xv, yv, num_classes=cfg.get("num_classes", 10),
                                epochs=cfg["victim_epochs"], seed=cfg.get("seed", 0), device=dev)
     seconds = time.perf_counter() - t0
-    enc = A.as_encoder(cfg["encoder"], model)
+    enc = Encoder.from_model(model, cfg["encoder"])
     with torch.no_grad():
-        logits = torch.cat([enc.model(enc.normalize(A._float(x))) for x in xe.split(500)])
+        logits = torch.cat([enc.model(enc.normalize(to_unit(x))) for x in xe.split(500)])
     acc = M.accuracy(logits, ye).mean().item()
     tmp = path + ".partial"
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)

@@ -31,7 +31,9 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 
-from upconv.data.datamodule import ImageData, random_crop_flip
+from upconv.training.datamodule import ImageData
+
+from upconv.data.augment import random_crop_flip
 from upconv.training.health import HealthGuard, clip_grad_norms
 from upconv.training.module import InversionModule
 
@@ -93,7 +95,7 @@ def plain_throughput(data: ImageData, layers: list[str], args: argparse.Namespac
     health = HealthGuard(decoders) if guard else None
     if health is not None:
         health.bind(opt, sched)
-    images = data._train[0].to(device)  # (N, 3, 32, 32) uint8, resident on the device
+    images = data.source.tensors("train")[0].to(device)  # (N, 3, 32, 32) uint8, resident on the device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     n, done, start = len(images), 0, 0.0
     for step in range(total):

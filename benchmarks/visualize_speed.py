@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from upconv.nets.encoder import build_encoder
+from upconv.nets.zoo import build_encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_grad_cam, pgd, prototypes, saliency)
 from upconv.cli.visualize import load_images

@@ -78,7 +78,7 @@ def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypa
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
-    from upconv.data.datamodule import ImageData
+    from upconv.training.datamodule import ImageData
 
     def broken(self, stage=None):
         raise KeyError("a bug, not a user's mistake")

@@ -2,7 +2,13 @@ import pytest
 import torch
 from PIL import Image
 
-from upconv.data.datamodule import DeviceBatches, ImageData, embedded_images, random_crop_flip
+from upconv.data.batches import DeviceBatches
+
+from upconv.training.datamodule import ImageData
+
+from upconv.data.embedded import embedded_images
+
+from upconv.data.augment import random_crop_flip
 
 
 def test_embedded_images_are_deterministic_balanced_and_offline():
@@ -47,7 +53,7 @@ def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path):
     batches = list(dm.images("val"))
     x = torch.cat([b for b, _ in batches])
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-    assert dm.class_names == ["a", "b"] and len(dm._train[0]) == 6
+    assert dm.class_names == ["a", "b"] and len(dm.source.tensors("train")[0]) == 6
 
 
 def test_empty_or_missing_folders_are_clear_errors(tmp_path):

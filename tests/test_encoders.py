@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD, Encoder, build_encoder
+from upconv.nets.builtin import CIFAR_MEAN, CIFAR_STD
+
+from upconv.nets.encoder import Encoder
+
+from upconv.nets.zoo import build_encoder
 
 SMALL = {"width": 0.25}
 

@@ -11,7 +11,7 @@ import yaml
 
 from upconv.evaluation import report
 from upconv.nets.checkpoints import load_decoders
-from upconv.data.datamodule import ImageData
+from upconv.training.datamodule import ImageData
 from upconv.evaluation.run import METRICS, build_method, evaluate
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
@@ -197,7 +197,7 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
 def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
     import inspect
 
-    from upconv.nets.encoder import build_encoder
+    from upconv.nets.zoo import build_encoder
     from upconv.evaluation.run import evaluate_cli
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "eval", "alexnet_cifar_depth.yaml")
@@ -210,7 +210,7 @@ def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
 @pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
 def test_every_deconvnet_variant_is_selectable_by_name(name):
     pytest.importorskip("upconv.methods.deconvnet")
-    from upconv.nets.encoder import build_encoder
+    from upconv.nets.zoo import build_encoder
 
     method = build_method(name, build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
     assert method.name == name
@@ -261,7 +261,7 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
 def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(ckpt, data, tmp_path, capsys):
     from upconv.nets.builtin import ARCHITECTURES
     from upconv.cli.main import main
-    from upconv.nets.encoder import build_encoder
+    from upconv.nets.zoo import build_encoder
 
     same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
     torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
@@ -269,7 +269,7 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
     assert res.settings["encoder_spec"]["weights"] == str(same)  # used, and it fits the decoders
     torch.manual_seed(5)
     other = tmp_path / "other.pt"
-    torch.save(ARCHITECTURES["alexnet_cifar"](**ENC_KWARGS).state_dict(), other)
+    torch.save(ARCHITECTURES["alexnet_cifar"].build(**ENC_KWARGS).state_dict(), other)
     with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
         evaluate(ckpt, encoder_weights=str(other), data=data, layers=["fc6"], n_boot=5, lpips=False)
     with pytest.raises(ValueError, match="trained for encoder"):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upconv.nets.checkpoints import load_decoders
-from upconv.data.datamodule import ImageData
+from upconv.training.datamodule import ImageData
 from upconv.training.health import HealthGuard, clip_grad_norms
 from upconv.training.module import InversionModule
 
@@ -227,7 +227,7 @@ def _ten_times_rate_run(layers, steps=30, **kw):
                         fc_width=512, lr=1e-2, **kw)  # 10 × the default rate (1e-3)
     data = ImageData(source="embedded", embedded_per_class=40, batch_size=16, seed=0)
     data.setup()
-    held_out = data._val[0][:64].float() / 255  # (64, 3, 32, 32)
+    held_out = data.source.tensors("val")[0][:64].float() / 255  # (64, 3, 32, 32)
     before = _losses_on(m, held_out)
     L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, log_every_n_steps=10).fit(m, data)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from upconv.core import metrics as M
-from upconv.nets.encoder import build_encoder
+from upconv.nets.zoo import build_encoder
 from upconv.privacy.attacks import ShallowInverseNet, build_inverter, train_inverters
 from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
@@ -289,7 +289,7 @@ def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
 
     torch.manual_seed(0)
     weights = tmp_path / "narrow.pt"
-    torch.save(ARCHITECTURES["alexnet_cifar"](width=0.25).state_dict(), weights)
+    torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), weights)
     kw = dict(attacks=["white_box"], decoders=["paper"], mv_steps=1, n_candidates=2, n_boot=5, lpips=False)
     res = run_privacy("alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights),
                       encoder_kwargs={"width": 0.25}, **kw)

@@ -8,8 +8,8 @@ import torch
 
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.classifier import ClassifierModule
-from upconv.data.datamodule import ImageData
-from upconv.nets.encoder import build_encoder
+from upconv.training.datamodule import ImageData
+from upconv.nets.zoo import build_encoder
 from upconv.core.files import UnreadableFileError
 from upconv.training.module import InversionModule
 
@@ -151,7 +151,7 @@ def _checkpoint_with_relative_weights(project):
     (project / "checkpoints" / "enc").mkdir(parents=True)
     (project / "checkpoints" / "run").mkdir(parents=True)
     torch.manual_seed(3)
-    torch.save(ARCHITECTURES["alexnet_cifar"](width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt")
+    torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt")
     m = tiny_module(("conv1", "fc6"), encoder_weights="checkpoints/enc/encoder.pt")  # relative to the cwd
     state = {"state_dict": m.state_dict()}
     m.on_save_checkpoint(state)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from upconv.nets.encoder import build_encoder
+from upconv.nets.zoo import build_encoder
 from upconv.nets.upconvnet import UpconvNet
 
 ENC = build_encoder("alexnet_cifar", kwargs={"width": 0.25})

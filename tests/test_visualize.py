@@ -419,7 +419,7 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     import re
 
     from upconv.cli.main import main
-    from upconv.nets.encoder import build_encoder
+    from upconv.nets.zoo import build_encoder
     from upconv.cli.visualize import load_images
 
     data = _folder(tmp_path / "data", n=4)

@@ -11,7 +11,9 @@ import inspect
 import re
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from upconv.nets.encoder import Encoder, build_encoder
+from upconv.nets.encoder import Encoder
+
+from upconv.nets.zoo import build_encoder
 from upconv.core.runtime import resolve_device
 
 F = TypeVar("F", bound=Callable[..., Any])

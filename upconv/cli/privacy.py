@@ -15,15 +15,14 @@ def load_splits(data: str, root: Optional[str], n_victim: int, n_attacker: int, 
                 num_workers: int = 0) -> tuple[tuple[Tensor, Tensor], ...]:
     """Disjoint victim / attacker training images (a seeded random subset of the training split, the victim's
     first) and ``n_eval`` held-out images, all uint8 (N, C, H, W) with labels."""
-    from upconv.data.datamodule import ImageData
+    from upconv.data.source import ImageSource
 
     for name, v in (("n_victim", n_victim), ("n_attacker", n_attacker), ("n_eval", n_eval)):
         if v < 1:
             raise ValueError(f"{name} must be a positive number of images; got {v}")
-    d = ImageData(source=data, root=root, image_size=32, limit_train=n_victim + n_attacker, limit_val=n_eval,
-                  in_memory=True, num_workers=num_workers, embedded_per_class=embedded_per_class, seed=seed)
-    d.setup()
-    (x, y), (xv, yv) = d._train, d._val
+    d = ImageSource(source=data, root=root, image_size=32, limit_train=n_victim + n_attacker, limit_val=n_eval,
+                    in_memory=True, num_workers=num_workers, embedded_per_class=embedded_per_class, seed=seed)
+    (x, y), (xv, yv) = d.tensors("train"), d.tensors("val")
     if len(x) < n_victim + n_attacker or len(xv) < n_eval:
         raise ValueError(f"asked for {n_victim} + {n_attacker} training and {n_eval} held-out images; the data has "
                          f"{len(x)} and {len(xv)}")

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from upconv.core import metrics as M
-from upconv.nets.encoder import Encoder, build_encoder
+from upconv.nets.encoder import Encoder
+from upconv.nets.zoo import build_encoder
 from upconv.evaluation.floors import FLOOR_METHODS, Floors, verdict
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.methods.base import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
@@ -88,7 +89,8 @@ def _accuracy_basis(enc: Encoder, data: Any) -> tuple[Optional[str], Optional[st
     if classes is not None and len(classes) != out[0]:
         return None, (f"accuracy skipped: the data has {len(classes)} classes but {enc.name} outputs {out[0]} "
                       f"class scores, so the data's labels cannot be its classes")
-    source = getattr(data, "hparams", {}).get("source")
+    source = getattr(data, "source", None)
+    source = source if isinstance(source, str) else getattr(source, "source", None)  # ImageData wraps a source
     if source == "folder":
         return "the folder's labels, assumed to be the encoder's classes in sorted folder order", None
     return "the data set's labels", None
@@ -161,13 +163,13 @@ def evaluate(
 
     ``encoder`` is a name, an ``Encoder`` or None (rebuilt from the first checkpoint's record, with
     ``encoder_weights`` / ``encoder_kwargs`` / ``pretrained`` replacing the recorded ones when given).
-    ``data`` is an ``ImageData`` or its ``source`` (``embedded``/``folder``/``cifar10`` with ``root``);
+    ``data`` is an ``ImageSource`` (or an ``ImageData``) or its ``source`` (``embedded``/``folder``/``cifar10`` with ``root``);
     ``split`` ``all`` takes every image of the source; ``limit`` evaluates a seeded random subset of that
     many images of ``val`` or ``train``. Method names go through the registry; ``upconvnet`` receives
     ``checkpoints``, others their entry of ``method_options``. Everything is computed before anything is
     written, and the folder appears only once complete.
     """
-    from upconv.data.datamodule import ImageData
+    from upconv.data.source import ImageSource
 
     if out is not None:
         check_out(out, overwrite)  # fail before any (long) computation
@@ -191,11 +193,11 @@ def evaluate(
 
     if isinstance(data, str):
         if enc.image_size[0] != enc.image_size[1]:
-            raise ValueError(f"{enc.name} takes {enc.image_size} images; pass a square-cropping ImageData instead")
-        data = ImageData(source=data, root=root, image_size=enc.image_size[0], batch_size=batch_size,
-                         augment=False, limit_val=limit if split == "val" else None,
-                         limit_train=limit if split == "train" else None,
-                         embedded_per_class=embedded_per_class, seed=seed)
+            raise ValueError(f"{enc.name} takes {enc.image_size} images; pass a square-cropping ImageSource instead")
+        data = ImageSource(source=data, root=root, image_size=enc.image_size[0],
+                           limit_val=limit if split == "val" else None,
+                           limit_train=limit if split == "train" else None,
+                           embedded_per_class=embedded_per_class, seed=seed)
     if hasattr(data, "setup"):
         data.setup()  # reads the class names and split sizes
     describe = getattr(data, "describe", None)
@@ -297,13 +299,13 @@ def evaluate(
         notes.append(acc_note)
     elif acc is not None:
         notes += [n for n in [chance_note(acc, enc.layer(last).shape[0])] if n]
-    hp = getattr(data, "hparams", {})
+    src = data.source if not isinstance(getattr(data, "source", ""), str) else data  # ImageData wraps a source
     grid_x, grid = picks.result()
     settings = {
         "encoder": enc.name, "encoder_weights_hash": enc.weights_hash, "encoder_spec": enc.spec,
         "checkpoints": [str(c) for c in ckpts], "methods": [m.name for m in built], "layers": names,
         "method_caveats": caveats,
-        "data": hp.get("source", type(data).__name__), "root": hp.get("root"), "split": split, "n_images": n,
+        "data": getattr(src, "source", type(data).__name__), "root": getattr(src, "root", None), "split": split, "n_images": n,
         "split_description": describe(split) if callable(describe) else f"split {split}: {n} images",
         "limit": limit, "seed": seed, "n_boot": n_boot, "ci_level": 0.95, "psnr_cap_db": M.PSNR_CAP_DB,
         "db_mean_pairwise_distance": d_bar,

@@ -1,4 +1,5 @@
-"""Built-in CNN architectures: plain ``nn.Module``s with named top-level stages.
+"""Built-in CNN architectures: plain ``nn.Module``s with named top-level stages, and one spec per
+architecture — its input size, normalisation and published split points, declared here once.
 
 Each top-level child of these ``nn.Sequential`` nets is one entry of the encoder's layer table, so the
 names below are the names users type (``conv1``, ``relu22`` …).
@@ -7,8 +8,13 @@ names below are the names users type (``conv1``, ``relu22`` …).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _init(model: nn.Module) -> nn.Module:
@@ -76,4 +82,27 @@ def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
     return model
 
 
-ARCHITECTURES = {"alexnet_cifar": alexnet_cifar, "he2019_cifar": he2019_cifar}
+@dataclass(frozen=True)
+class ArchSpec:
+    """What every user of a built-in architecture needs: how to build it and what input it takes."""
+
+    build: Callable[..., nn.Module]  # (num_classes=…, **kwargs) -> nn.Module
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    split_points: tuple[str, ...] = ()  # the layers papers attack or split at (privacy defaults)
+
+
+ARCHITECTURES = {
+    "alexnet_cifar": ArchSpec(alexnet_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                              split_points=("conv1", "pool2", "conv5", "fc6")),
+    "he2019_cifar": ArchSpec(he2019_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                             split_points=("conv11", "relu22", "relu32")),
+}
+
+
+def build_architecture(name: str, **kwargs: object) -> nn.Module:
+    """A built-in architecture's network (random weights), or a clear error naming the choices."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name].build(**kwargs)

@@ -9,7 +9,9 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from upconv.nets.encoder import Encoder, build_encoder
+from upconv.nets.encoder import Encoder
+
+from upconv.nets.zoo import build_encoder
 from upconv.core.files import load_torch_file
 from upconv.nets.upconvnet import UpconvNet
 

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
-import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from upconv.nets.builtin import ARCHITECTURES
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50")
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,31 @@ class Encoder(nn.Module):
         self._weights_hash: str | None = None
         self._table = self._probe(layers)
         self.eval()
+
+    @classmethod
+    def from_model(cls, model: nn.Module, name: str, *, image_size: Optional[tuple[int, int]] = None,
+                   mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                   layers: Optional[dict[str, str]] = None, copy_model: bool = True) -> "Encoder":
+        """Wrap a model already in memory (a classifier just trained, a victim, a shadow).
+
+        For a built-in architecture ``name`` (``upconv.nets.builtin.ARCHITECTURES``) the image size and
+        normalisation come from its spec; for any other model give ``image_size``, ``mean`` and ``std``.
+        """
+        arch = ARCHITECTURES.get(name)
+        image_size = image_size or (arch.image_size if arch else None)
+        mean = mean or (arch.mean if arch else None)
+        std = std or (arch.std if arch else None)
+        if image_size is None or mean is None or std is None:
+            raise ValueError(f"{name} is not a built-in architecture ({', '.join(ARCHITECTURES)}): pass its "
+                             f"image_size, mean and std")
+        spec = {"name": name, "weights": None, "pretrained": False, "kwargs": {}}
+        return cls(model, name=name, image_size=image_size, mean=mean, std=std, layers=layers, spec=spec,
+                   copy_model=copy_model)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder's weights (and its normalisation) live."""
+        return self.mean.device
 
     # ------------------------------------------------------------------ layer table
     def _probe(self, layers: dict[str, str]) -> dict[str, LayerInfo]:
@@ -207,141 +226,3 @@ class Encoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name}, image_size={self.image_size}, layers={len(self._table)}"
-
-
-# ---------------------------------------------------------------------- builders
-def _load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A plain state dict, or the model weights inside an upconv/Lightning classifier checkpoint."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"encoder weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # a weights file never runs code
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    for prefix in ("model.", "encoder.model."):
-        if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
-
-
-def _apply_weights(model: nn.Module, path: str | os.PathLike, label: str,
-                   state: dict[str, Tensor] | None = None) -> None:
-    """Load the weights in ``path`` (or ``state``, already read from it) into ``model``."""
-    state = _load_state_dict(path) if state is None else state
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"weights in {path} do not fit {label}: {e}") from e
-
-
-def _torchvision_layers(name: str, model: nn.Module) -> dict[str, str]:
-    """Dosovitskiy & Brox / Simonyan names for AlexNet and VGG; top-level module names otherwise."""
-    if not (name == "alexnet" or name.startswith("vgg")):
-        return {n: n for n, _ in model.named_children()}
-    layers: dict[str, str] = {}
-    block, conv_in_block, conv_total = 1, 0, 0
-    last_conv: str | None = None
-    for i, m in enumerate(model.features):
-        if isinstance(m, nn.Conv2d):
-            conv_total += 1
-            conv_in_block += 1
-            last_conv = f"conv{conv_total}" if name == "alexnet" else f"conv{block}_{conv_in_block}"
-        elif isinstance(m, nn.ReLU) and last_conv:
-            layers[last_conv] = f"features.{i}"
-        elif isinstance(m, nn.MaxPool2d):
-            layers[f"pool{conv_total if name == 'alexnet' else block}"] = f"features.{i}"
-            block, conv_in_block = block + 1, 0
-    linear = [i for i, m in enumerate(model.classifier) if isinstance(m, nn.Linear)]
-    for k, i in enumerate(linear):
-        is_last = k == len(linear) - 1
-        layers[f"fc{6 + k}"] = f"classifier.{i if is_last else i + 1}"  # post-ReLU except fc8
-    return layers
-
-
-def _torchvision_model(name: str, weights: str | None, download: bool, pretrained: bool) -> nn.Module:
-    import torchvision
-
-    model = torchvision.models.get_model(name, weights=None)
-    if weights:
-        _apply_weights(model, weights, name)
-    elif pretrained:
-        enum = torchvision.models.get_model_weights(name).DEFAULT
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
-        if not os.path.isfile(cached) and not download:
-            raise FileNotFoundError(
-                f"pretrained weights for {name} are not in the local torch cache (expected {cached}). "
-                f"Place the file there (from {enum.url}), pass download=True (--download) to fetch it, "
-                f"or pretrained=False for random weights."
-            )
-        model.load_state_dict(enum.get_state_dict(progress=False, check_hash=True))
-    return model
-
-
-def build_encoder(
-    name: str,
-    weights: str | None = None,
-    *,
-    download: bool = False,
-    pretrained: bool = True,
-    kwargs: dict[str, Any] | None = None,
-) -> Encoder:
-    """Build a frozen encoder by name.
-
-    - ``alexnet_cifar`` / ``he2019_cifar``: built-in CIFAR nets (``weights``: a state-dict or classifier
-      checkpoint file; random weights without one).
-    - a torchvision classifier (``alexnet``, ``vgg11``, ``vgg16``, ``resnet18``, ``resnet50`` …): ImageNet
-      weights from the local torch cache (``download=True`` to fetch them), or ``weights`` from a file.
-    - ``package.module.ClassName``: a user's ``nn.Module`` built with ``kwargs``, plus ``weights``.
-    """
-    kwargs = dict(kwargs or {})
-    spec = {"name": name, "weights": weights, "pretrained": pretrained, "kwargs": dict(kwargs)}
-    # Random initialisation is seeded, so an encoder without weights is rebuilt identically from its spec
-    # (and its decoders' checkpoints still match its weights hash).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return _build(name, weights, download, pretrained, kwargs, spec)
-
-
-def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
-           spec: dict[str, Any]) -> Encoder:
-    if name in ARCHITECTURES:
-        state = _load_state_dict(weights) if weights else None
-        if state is not None and "num_classes" not in kwargs:
-            # The class count is read off the weights: the last 2-D weight is the classifier's.
-            last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-            if last:
-                kwargs["num_classes"] = last[-1].shape[0]
-        model = ARCHITECTURES[name](**kwargs)
-        if state is not None:
-            _apply_weights(model, weights, name, state)
-        return Encoder(model, name=name, image_size=(32, 32), mean=CIFAR_MEAN, std=CIFAR_STD,
-                       spec=spec, copy_model=False)
-    if name in TORCHVISION_MODELS:
-        model = _torchvision_model(name, weights, download, pretrained)
-        return Encoder(model, name=name, image_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       layers=_torchvision_layers(name, model), spec=spec, copy_model=False)
-    if "." in name:
-        module_path, _, cls_name = name.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_path), cls_name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot import encoder class '{name}': {e}") from e
-        image_size = tuple(kwargs.pop("image_size", (32, 32)))
-        mean = kwargs.pop("mean", CIFAR_MEAN)
-        std = kwargs.pop("std", CIFAR_STD)
-        model = cls(**kwargs)
-        if weights:
-            _apply_weights(model, weights, name)
-        return Encoder(model, name=name, image_size=image_size, mean=mean, std=std, spec=spec,
-                       copy_model=False)
-    raise ValueError(
-        f"unknown encoder '{name}'; choose one of: {', '.join([*ARCHITECTURES, *TORCHVISION_MODELS])}, "
-        f"or an importable class path such as mypackage.models.MyNet"
-    )
-
-
-def encoder_from_spec(spec: dict[str, Any], download: bool = False) -> Encoder:
-    """Rebuild the encoder a checkpoint recorded (see ``Encoder.identity``)."""
-    return build_encoder(spec["name"], spec.get("weights"), download=download,
-                         pretrained=spec.get("pretrained", True), kwargs=spec.get("kwargs"))

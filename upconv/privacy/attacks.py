@@ -14,55 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from upconv.nets.builtin import ARCHITECTURES
-from upconv.data.datamodule import random_crop_flip
-from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD, Encoder
+from upconv.data.augment import to_unit
+from upconv.nets.encoder import Encoder
+from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
 
 QUERIES = ("data", "noise")
 DECODERS = ("paper", "upconvnet")
-
-
-class ShallowInverseNet(nn.Module):
-    """He et al.'s black-box inverse network: one 3×3 transposed convolution (stride 2) + ReLU per
-    downsampling stage, channel counts mirroring the encoder at each resolution, then a transposed
-    convolution to the image channels. For ReLU22 of he2019_cifar: tconv 128→64 /2, ReLU, tconv 64→3.
-    The kernel size is not given in the paper; 3×3 is an assumption."""
-
-    def __init__(self, feature_shape: tuple[int, ...], image_shape: tuple[int, int, int],
-                 widths: list[int]) -> None:
-        super().__init__()
-        if len(feature_shape) != 3:
-            raise ValueError(f"the shallow inverse network needs spatial features (C, h, w); got {feature_shape}")
-        self.feature_shape = tuple(feature_shape)
-        layers: list[nn.Module] = []
-        c = feature_shape[0]
-        for w in widths:  # one per factor-2 upsampling, coarse → fine
-            layers += [nn.ConvTranspose2d(c, w, 3, stride=2, padding=1, output_padding=1), nn.ReLU()]
-            c = w
-        layers.append(nn.ConvTranspose2d(c, image_shape[0], 3, stride=1, padding=1))
-        self.body = nn.Sequential(*layers)
-        self.image_shape = tuple(image_shape)
-
-    def forward(self, features: Tensor) -> Tensor:
-        out = self.body(features)  # (B, C, H', W')
-        if out.shape[-2:] != self.image_shape[1:]:
-            out = F.interpolate(out, size=self.image_shape[1:], mode="bilinear", align_corners=False)
-        return out
-
-
-def mirror_widths(encoder: Encoder, layer: str) -> list[int]:
-    """Channels of the last encoder layer at each finer resolution above ``layer``, coarse → fine."""
-    info = encoder.layer(layer)
-    by_res: dict[int, int] = {}
-    for row in encoder.layer_table:
-        if row.spatial:
-            by_res[row.shape[-1]] = row.shape[0]  # later layers overwrite: the last one at that resolution
-    widths, res = [], info.shape[-1] * 2
-    while res <= encoder.image_size[-1]:
-        widths.append(by_res.get(res, info.shape[0]))
-        res *= 2
-    return widths
 
 
 def build_inverter(kind: str, encoder: Encoder, layer: str, width: int = 64) -> nn.Module:
@@ -74,10 +32,6 @@ def build_inverter(kind: str, encoder: Encoder, layer: str, width: int = 64) -> 
     if kind == "upconvnet":
         return UpconvNet(shape, image, width=width)
     raise ValueError(f"unknown inverse network '{kind}'; choose one of: {', '.join(DECODERS)}")
-
-
-def _float(images: Tensor) -> Tensor:
-    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
 def train_inverters(
@@ -125,7 +79,7 @@ def train_inverters(
         order = torch.randperm(n, generator=g)
         for i in range(per_epoch):
             if queries == "data":
-                x = _float(images[order[i * batch_size:(i + 1) * batch_size]]).to(dev)  # (B, C, H, W)
+                x = to_unit(images[order[i * batch_size:(i + 1) * batch_size]]).to(dev)  # (B, C, H, W)
             else:
                 x = torch.rand(batch_size, *shape, generator=g).to(dev)
             with torch.no_grad():
@@ -136,40 +90,3 @@ def train_inverters(
             opt.step()
             sched.step()
     return {key: net.eval().requires_grad_(False) for key, net in nets.items()}
-
-
-def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: int = 10, epochs: int = 10,
-                     batch_size: int = 128, lr: float = 0.05, seed: int = 0,
-                     device: str | torch.device = "cpu") -> nn.Module:
-    """Train a built-in architecture as a classifier (the victim, or the query-free attacker's shadow) with
-    ``ClassifierModule``'s recipe and normalisation, in a plain loop over in-memory images (crop + flip)."""
-    from upconv.training.classifier import ClassifierModule
-
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"a shadow/victim encoder must be a built-in architecture ({', '.join(ARCHITECTURES)}); "
-                         f"got '{arch}'")
-    if len(images) < 2:
-        raise ValueError(f"training a classifier needs at least 2 images; got {len(images)}")
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    module = ClassifierModule(arch, num_classes=num_classes, lr=lr).to(device)
-    per_epoch = max(1, len(images) // batch_size)
-    opt, sched = module.recipe(epochs * per_epoch)
-    module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=g)
-        for i in range(per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            x = random_crop_flip(_float(images[idx]).to(device), pad=4)
-            loss = F.cross_entropy(module(x), labels[idx].to(device), label_smoothing=module.hparams.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return module.model.eval().cpu()
-
-
-def as_encoder(arch: str, model: nn.Module) -> Encoder:
-    """Wrap a trained built-in architecture as a frozen encoder (same layer table as ``build_encoder``)."""
-    return Encoder(model, name=arch, image_size=(32, 32), mean=CIFAR_MEAN, std=CIFAR_STD,
-                   spec={"name": arch, "weights": None, "pretrained": False, "kwargs": {}})

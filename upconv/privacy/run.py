@@ -17,11 +17,14 @@ import torch
 from torch import Tensor
 
 from upconv.core import metrics as M
-from upconv.nets.encoder import Encoder, build_encoder
+from upconv.nets.encoder import Encoder
+from upconv.nets.zoo import build_encoder
 from upconv.core.runtime import progress, resolve_device
 from upconv.methods.mahendran_vedaldi import MV_STEPS, invert
 from upconv.core.files import check_out
+from upconv.data.augment import to_unit
 from upconv.privacy import attacks as A
+from upconv.training.recipes import train_classifier
 from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import METRIC, check_candidates, reid_hits
 
@@ -161,7 +164,7 @@ def run_privacy(
     # Checked before any training: the untrained architecture has the same layer table and input size.
     probe = victim if victim is not None else build_encoder(encoder)
     layers = probe.resolve(list(layers))
-    x = A._float(eval_data[0])  # (N, C, H, W)
+    x = to_unit(eval_data[0])  # (N, C, H, W)
     probe.check_images(x, finite=True)
     if "black_box_train" in attacks and victim_data is None:
         raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
@@ -173,9 +176,9 @@ def run_privacy(
 
     def train_victim() -> None:
         nonlocal victim, victim_state
-        model = A.train_classifier(encoder, *victim_data, num_classes=num_classes, epochs=victim_epochs, seed=seed,
+        model = train_classifier(encoder, *victim_data, num_classes=num_classes, epochs=victim_epochs, seed=seed,
                                    device=dev)
-        victim = A.as_encoder(encoder, model)
+        victim = Encoder.from_model(model, encoder)
         notes.append(f"victim {encoder} trained here on {len(victim_data[0])} images for {victim_epochs} epochs; "
                      "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)")
         victim_state = {k: v.detach().cpu().clone() for k, v in victim.model.state_dict().items()}
@@ -185,8 +188,8 @@ def run_privacy(
 
     def train_shadow() -> None:
         nonlocal shadow
-        shadow = A.as_encoder(victim.name, A.train_classifier(victim.name, *attacker_data, num_classes=num_classes,
-                                                              epochs=shadow_epochs, seed=seed + 1, device=dev)).to(dev)
+        shadow = Encoder.from_model(train_classifier(victim.name, *attacker_data, num_classes=num_classes,
+                                                              epochs=shadow_epochs, seed=seed + 1, device=dev), victim.name).to(dev)
 
     stages: list[tuple[str, Callable[[], None]]] = []  # in order; later stages use what earlier ones trained
     if trains_victim:

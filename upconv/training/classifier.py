@@ -1,7 +1,7 @@
 """ClassifierModule: train a built-in encoder architecture when no pretrained weights exist.
 
-Recipe: SGD with Nesterov momentum, one-cycle learning rate, label smoothing, random crop + flip on the
-device (see ``ImageData``). Its checkpoints load directly as encoder weights
+Recipe: ``upconv.training.recipes.ClassifierRecipe`` (SGD with Nesterov momentum, one-cycle learning rate,
+label smoothing), random crop + flip on the device (see ``ImageData``), the architecture's own normalisation. Its checkpoints load directly as encoder weights
 (``build_encoder(name, weights=path)``), and ``on_fit_end`` also exports a plain state dict.
 """
 
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from upconv.nets.builtin import ARCHITECTURES
-from upconv.nets.encoder import CIFAR_MEAN, CIFAR_STD
+from upconv.nets.builtin import build_architecture
+from upconv.training.recipes import ClassifierRecipe, normalizer
 
 
 class ClassifierModule(L.LightningModule):
@@ -33,21 +33,22 @@ class ClassifierModule(L.LightningModule):
                  arch_kwargs: Optional[dict[str, Any]] = None, lr: float = 0.05, momentum: float = 0.9,
                  weight_decay: float = 5e-4, label_smoothing: float = 0.1, export: Optional[str] = None) -> None:
         super().__init__()
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
         self.save_hyperparameters()
-        self.model = ARCHITECTURES[arch](num_classes=num_classes, **(arch_kwargs or {}))
+        self.model = build_architecture(arch, num_classes=num_classes, **(arch_kwargs or {}))
+        self.recipe = ClassifierRecipe(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                       label_smoothing=label_smoothing)
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         # The Encoder's normalisation, made once; not saved, so checkpoints hold the model's weights alone.
-        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, -1, 1, 1), persistent=False)
+        mean, std = normalizer(arch)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model((images - self.mean) / self.std)  # (B, num_classes)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        loss = self.recipe.loss(self(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"classifier loss became {loss.item()} at step {self.global_step}; lower model.lr")
         self.log("train/loss", loss, prog_bar=True)
@@ -62,16 +63,8 @@ class ClassifierModule(L.LightningModule):
 
     test_step = validation_step
 
-    def recipe(self, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-        """SGD with Nesterov momentum and a one-cycle schedule over ``total_steps`` (stepped every batch)."""
-        opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
-                              nesterov=True, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, pct_start=0.15,
-                                                    total_steps=max(1, total_steps))
-        return opt, sched
-
     def configure_optimizers(self) -> Any:
-        opt, sched = self.recipe(self.trainer.estimated_stepping_batches)
+        opt, sched = self.recipe.optimizer(self.model.parameters(), self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:

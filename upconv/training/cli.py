@@ -19,7 +19,9 @@ from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
 
-from upconv.data.datamodule import ImageData, worker_message
+from upconv.training.datamodule import ImageData
+
+from upconv.data.batches import worker_message
 from upconv.core.files import UnreadableFileError
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the upconv package

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from upconv.core import metrics as M
 from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
-from upconv.nets.encoder import Encoder, build_encoder
+from upconv.nets.encoder import Encoder
+from upconv.nets.zoo import build_encoder
 from upconv.training.health import HealthGuard, clip_grad_norms
 from upconv.nets.upconvnet import UpconvNet
 

@@ -1,0 +1,73 @@
+"""The one ImageFolder reader: a tree ``root/<class>/<image>`` resized and centre-cropped to the encoder's
+size, every file decoded through ``upconv.core.files.read_image`` (a corrupt file is one error naming it),
+and image files or folders given on a command line."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from upconv.core.files import read_image
+from upconv.core.runtime import progress
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def transform(size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "uint8") -> v2.Compose:
+    """PIL image → resized (shorter side), centre-cropped tensor: uint8 (0–255) or float in [0, 1]."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    steps = [v2.PILToTensor(), v2.Resize(min(size), antialias=True), v2.CenterCrop(size)]
+    if dtype == "float":
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
+
+
+def image_folder(root: str, size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "uint8",
+                 mode: str = "RGB") -> datasets.ImageFolder:
+    """An ImageFolder tree at ``root``, images decoded lazily, resized and centre-cropped to ``size``."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data folder not found: {root} (expected an ImageFolder tree root/<class>/<image>)")
+    try:
+        return datasets.ImageFolder(root, transform=transform(size, dtype),
+                                    loader=functools.partial(read_image, mode=mode))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise ValueError(f"no images found under {root}: expected {root}/<class>/<image>.jpg|png ({e})") from e
+
+
+def evenly_spaced(n: int, limit: Optional[int]) -> list[int]:
+    """``limit`` indices spread evenly over ``range(n)`` (all without a limit): in a class-sorted file list a
+    small limit still covers every class."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images; got {limit}")
+    k = n if limit is None else min(limit, n)
+    return torch.linspace(0, n - 1, k).round().long().unique().tolist() if k else []
+
+
+def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[int] = None,
+                channels: int = 3) -> tuple[Tensor, Optional[Tensor], list[str]]:
+    """Image files and ImageFolder directories as float images (N, C, H, W) in [0, 1], their folder labels
+    (None when any input is a plain file) and their names; ``limit`` images per folder, evenly spaced."""
+    mode = "L" if channels == 1 else "RGB"
+    tf = transform(size, "float")
+    picks: list[tuple[str, int, str]] = []  # (file, label, name)
+    for path in inputs:
+        if os.path.isdir(path):
+            ds = datasets.ImageFolder(path)  # lists files only; nothing is decoded here
+            for i in evenly_spaced(len(ds), limit):
+                file, label = ds.samples[i]
+                picks.append((file, label, os.path.relpath(file, path)))
+        elif os.path.isfile(path) and path.lower().endswith(IMAGE_EXT):
+            picks.append((path, -1, os.path.basename(path)))
+        else:
+            raise FileNotFoundError(f"{path}: expected an image file ({', '.join(IMAGE_EXT)}) or an ImageFolder directory")
+    if not picks:
+        raise ValueError(f"no images found in {list(inputs)}")
+    images = [tf(read_image(f, mode)) for f, _, _ in progress(picks, "loading images", len(picks), unit="img")]
+    y = torch.tensor([label for _, label, _ in picks])
+    return torch.stack(images), (None if (y < 0).any() else y), [name for _, _, name in picks]

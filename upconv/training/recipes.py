@@ -1,0 +1,75 @@
+"""Training recipes in plain torch, shared by the Lightning modules and by code that must not import
+Lightning (the privacy attacks train victims, shadows and inverse networks in plain loops).
+
+Classifier: SGD with Nesterov momentum, a one-cycle learning rate stepped every batch, label smoothing,
+random crop + flip on the device, the architecture's own input normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from upconv.data.augment import random_crop_flip, to_unit
+from upconv.nets.builtin import ARCHITECTURES, build_architecture
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    """How a built-in architecture is trained as a classifier (``ClassifierModule`` and ``train_classifier``)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    pct_start: float = 0.15  # share of the one-cycle schedule spent warming up
+
+    def optimizer(self, params: object, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """SGD with Nesterov momentum and a one-cycle schedule over ``total_steps`` (stepped every batch)."""
+        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True,
+                              weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, pct_start=self.pct_start,
+                                                    total_steps=max(1, total_steps))
+        return opt, sched
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+
+def normalizer(arch: str, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The architecture's input normalisation, (1, C, 1, 1) mean and std (what its ``Encoder`` applies)."""
+    spec = ARCHITECTURES[arch]
+    return (torch.tensor(spec.mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(spec.std, device=device).view(1, -1, 1, 1))
+
+
+def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: int = 10, epochs: int = 10,
+                     batch_size: int = 128, recipe: ClassifierRecipe = ClassifierRecipe(), seed: int = 0,
+                     device: str | torch.device = "cpu") -> nn.Module:
+    """Train a built-in architecture on in-memory images (uint8 or [0, 1] float, (N, C, H, W)) with
+    ``recipe``, in a plain loop; returns the network on the CPU in eval mode."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"a classifier to train must be a built-in architecture ({', '.join(ARCHITECTURES)}); "
+                         f"got '{arch}'")
+    if len(images) < 2:
+        raise ValueError(f"training a classifier needs at least 2 images; got {len(images)}")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = build_architecture(arch, num_classes=num_classes).to(device).train()
+    mean, std = normalizer(arch, device)
+    per_epoch = max(1, len(images) // batch_size)
+    opt, sched = recipe.optimizer(model.parameters(), epochs * per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for i in range(per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            x = random_crop_flip(to_unit(images[idx]).to(device), pad=4)  # (B, C, H, W)
+            loss = recipe.loss(model((x - mean) / std), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval().cpu()
