@@ -12,7 +12,8 @@ import yaml
 from upconv.evaluation import report
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
-from upconv.evaluation.run import METRICS, build_method, evaluate
+from upconv.evaluation.run import METRICS, evaluate
+from upconv.methods.registry import build_method
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
 LAYERS = ["conv1", "pool2", "fc6"]
@@ -537,3 +538,23 @@ def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data
     fc6 = next(line for line in md.splitlines() if line.startswith("| fc6 |"))
     assert "decoder failed in training" in fc6
     assert {r["layer"]: r["decoder_health"] for r in _csv_rows(out / "metrics.csv")}["fc6"] == "failed"
+
+
+def test_methods_reuse_the_evaluations_features_instead_of_running_the_encoder_again(ckpt, data, monkeypatch):
+    """One encoder pass over each batch of originals feeds every method and layer; the encoder runs again
+    only on reconstructions (for the feature error and class agreement)."""
+    from upconv.nets.encoder import Encoder
+
+    originals = torch.cat([b for b, _ in data.images("val")])  # (9, 3, 32, 32): one batch of 32
+    on_originals = []
+    real = Encoder.forward
+
+    def counting(self, images, layers):
+        if images.shape == originals.shape and torch.equal(images.cpu(), originals):
+            on_originals.append(list(self.resolve(layers)))
+        return real(self, images, layers)
+
+    monkeypatch.setattr(Encoder, "forward", counting)
+    evaluate(ckpt, data=data, methods=["upconvnet", "mahendran_vedaldi"], method_options={"mahendran_vedaldi": {"steps": 1}},
+             n_boot=5, lpips=False)
+    assert on_originals == [["conv1", "pool2", "fc6", "fc8"]]  # the evaluation's own pass (fc8: class scores)

@@ -10,7 +10,7 @@ from torch import nn
 from upconv.nets.encoder import Encoder
 
 from upconv.nets.zoo import build_encoder
-from upconv.evaluation.run import build_method, method_names
+from upconv.methods.registry import build_method, method_names
 from upconv.methods.mahendran_vedaldi import (MVInversionMethod, default_tv_weight, image_scale, invert, lr_steps,
                               noise_init, objective)
 

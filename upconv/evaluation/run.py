@@ -20,8 +20,8 @@ from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
 from upconv.evaluation.floors import FLOOR_METHODS, Floors, verdict
 from upconv.evaluation.grid_picks import GridPicks
-from upconv.methods.base import (TARGET_CAVEAT, Method, UpconvNetMethod, build_method, caveat,  # noqa: F401 - re-exported
-                      method_names, register_method)
+from upconv.methods.base import Batch, Method, as_method
+from upconv.methods.registry import build_method, method_names, register_method  # noqa: F401 - re-exported
 from upconv.core.files import check_out
 from upconv.core.runtime import progress, resolve_device
 
@@ -44,7 +44,7 @@ class EvalResult:
 
 
 def _choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods: list[Method]) -> list[str]:
-    supported = [set(getattr(m, "layers", encoder.layers)) for m in methods]
+    supported = [set(m.layers or encoder.layers) for m in methods]
     if layers == "all" or list(layers) == ["all"]:
         names = [n for n in encoder.layers if all(n in s for s in supported)]
         if not names:
@@ -186,7 +186,7 @@ def evaluate(
             if m == "upconvnet":
                 opts.setdefault("checkpoints", ckpts)
             m = build_method(m, enc, **opts)
-        built.append(m)
+        built.append(as_method(m))
     if len({m.name for m in built}) != len(built):
         raise ValueError(f"method names must be unique; got {', '.join(m.name for m in built)}")
     names = _choose_layers(enc, layers, built)
@@ -254,7 +254,7 @@ def evaluate(
     size = data.split_size(split) if hasattr(data, "split_size") else None
     total = -(-size // batch_size) * len(pairs) if size is not None else None
     for x, y, feats, positions, m, L in progress(units(), desc="evaluate", total=total, unit="step"):
-        xh = m(x, L).detach().float().clamp(0, 1)  # (B, C, H, W)
+        xh = m.reconstruct(Batch(x, feats, y), L).detach().float().clamp(0, 1)  # (B, C, H, W)
         if xh.shape != x.shape:
             raise ValueError(f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
                              f"expected the input's shape {tuple(x.shape)}")
@@ -266,7 +266,7 @@ def evaluate(
     n = len(all_x)
     d_bar = float(M.mean_pairwise_distance(all_x.to(dev)))
 
-    caveats = {m.name: caveat(m) for m in built if caveat(m)}
+    caveats = {m.name: m.describe_caveat() for m in built if m.describe_caveat()}
 
     def summary(key: tuple[str, str], row: dict[str, Any]) -> dict[str, Any]:
         for k in METRICS:
@@ -289,7 +289,7 @@ def evaluate(
             row = summary((m.name, L), {"method": m.name, "layer": L, "depth": enc.layers.index(L) + 1, "n": n,
                                         "reads_target": m.name in caveats})
             row["floor_verdict"] = verdict(row["psnr"], floor_psnr)
-            health = m.health(L) if callable(getattr(m, "health", None)) else None
+            health = m.health(L)
             row["decoder_health"] = health.get("status") if health else None
             rows.append(row)
     acc = M.bootstrap_ci(torch.cat(orig_acc), n_boot=n_boot, seed=seed) if basis is not None else None

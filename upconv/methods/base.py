@@ -1,20 +1,19 @@
-"""Inversion methods for the depth evaluation, built by name from one registry.
+"""The inversion methods' common ground: a ``Method`` reconstructs images from one layer of an encoder.
 
-A *method* is any callable ``(images, layer) -> reconstructions`` with a ``.name``; images are float
-(B, C, H, W) in [0, 1]. A method that uses anything of the true image beyond its features (DeconvNet's
-default per-image fit of brightness and contrast) declares ``reads_target = True`` and a short ``caveat``,
-and reports mark its figures as an optimistic bound. Other modules add their methods with
-``register_method`` (or through the lazy table below, imported on first use).
+Evaluation runs the encoder once per batch and hands every method a ``Batch`` holding the images, their
+features at every evaluated layer and their labels, so a method that needs only the features (UpconvNet,
+optimisation inversion) never runs the encoder again. A method that uses anything of the true image beyond
+its features (DeconvNet's default per-image fit of brightness and contrast) sets ``reads_target`` and a
+short ``caveat``, and reports mark its figures as an optimistic bound.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-import os
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor
 
 from upconv.nets.encoder import Encoder
@@ -22,91 +21,69 @@ from upconv.nets.encoder import Encoder
 TARGET_CAVEAT = "reads the true image beyond its features: an optimistic bound"
 
 
-class Method(Protocol):
+@dataclass
+class Batch:
+    """One batch of an evaluation: images (B, C, H, W) in [0, 1], the encoder's features by layer, labels."""
+
+    images: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+    labels: Optional[Tensor] = None
+
+
+class Method(ABC):
+    """Reconstruct images from a layer's features. ``layers``: the layers it can invert (None: all)."""
+
     name: str
+    reads_target: bool = False
+    caveat: Optional[str] = None
+    layers: Optional[list[str]] = None
 
-    def __call__(self, images: Tensor, layer: str) -> Tensor: ...
-
-
-def caveat(method: Method) -> Optional[str]:
-    """The method's caveat when it reads the true image (``reads_target``), else None."""
-    if not getattr(method, "reads_target", False):
-        return None
-    return getattr(method, "caveat", None) or TARGET_CAVEAT
-
-
-# ---------------------------------------------------------------------- method registry
-_REGISTRY: dict[str, Callable[..., Method]] = {}
-# Methods living in modules that may be absent: name -> (module, factory attribute, options). Imported on
-# first use; a module may instead call ``register_method`` itself when imported.
-_LAZY: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "deconvnet": ("upconv.methods.deconvnet", "DeconvNetMethod", {}),
-    "deconvnet+minmax": ("upconv.methods.deconvnet", "DeconvNetMethod", {"mapping": "minmax"}),
-    "guided-backprop": ("upconv.methods.deconvnet", "DeconvNetMethod", {"guided": True}),
-    "guided-backprop+minmax": ("upconv.methods.deconvnet", "DeconvNetMethod", {"guided": True, "mapping": "minmax"}),
-    "mahendran_vedaldi": ("upconv.methods.mahendran_vedaldi", "MVInversionMethod", {}),
-}
-
-
-def register_method(name: str, factory: Callable[..., Method]) -> None:
-    """Make ``factory(encoder, **options) -> Method`` available to ``evaluate(methods=[name])``."""
-    _REGISTRY[name] = factory
-
-
-def method_names() -> list[str]:
-    """Registered method names, plus those whose module is installed but not imported yet."""
-    lazy = [n for n, (mod, _, _) in _LAZY.items()
-            if n not in _REGISTRY and importlib.util.find_spec(mod) is not None]
-    return sorted([*_REGISTRY, *lazy])
-
-
-def build_method(name: str, encoder: Encoder, **options: Any) -> Method:
-    """Build a registered method for ``encoder``; a clear ValueError for an unknown name."""
-    if name not in _REGISTRY and name in _LAZY and importlib.util.find_spec(_LAZY[name][0]) is not None:
-        module_name, attr, preset = _LAZY[name]
-        module = importlib.import_module(module_name)
-        if name not in _REGISTRY and hasattr(module, attr):
-            register_method(name, functools.partial(getattr(module, attr), **preset))
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
-    return _REGISTRY[name](encoder, **options)
-
-
-class UpconvNetMethod:
-    """UpconvNet decoders (Dosovitskiy & Brox 2016) from one or more checkpoints of the same encoder."""
-
-    name = "upconvnet"
-    reads_target = False  # decoders see only the features
-
-    def __init__(self, encoder: Encoder, checkpoints: Union[str, Sequence[str], None] = None) -> None:
-        from upconv.nets.checkpoints import load_decoders
-
-        paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
-        if not paths:
-            raise ValueError("method 'upconvnet' needs decoder checkpoints (checkpoints=[path.ckpt, ...])")
-        device = encoder.mean.device
-        self.by_layer: dict[str, Any] = {}
-        for path in paths:
-            dec = load_decoders(path, encoder=encoder).to(device)
-            for layer in dec.layers:
-                if layer in self.by_layer:
-                    raise ValueError(f"layer {layer} has decoders in both {self.by_layer[layer].path} and {path}; "
-                                     f"pass only one checkpoint per layer")
-                self.by_layer[layer] = dec
-        self.encoder = encoder
-
-    @property
-    def layers(self) -> list[str]:
-        return [n for n in self.encoder.layers if n in self.by_layer]
-
-    def health(self, layer: str) -> Optional[dict[str, Any]]:
-        """The training-health record of ``layer``'s decoder (``upconv.training.health``), or None if not recorded."""
-        return self.by_layer[layer].health.get(layer) if layer in self.by_layer else None
+    @abstractmethod
+    def reconstruct(self, batch: Batch, layer: str) -> Tensor:
+        """Reconstructions (B, C, H, W) of ``batch`` from ``layer`` (a canonical layer name)."""
 
     def __call__(self, images: Tensor, layer: str) -> Tensor:
-        if layer not in self.by_layer:
-            raise ValueError(f"no UpconvNet decoder for layer {layer}; the checkpoints hold: {', '.join(self.layers)}")
-        return self.by_layer[layer](images, layer)  # (B, C, H, W), clamped to [0, 1]
+        """Reconstruct ``images`` (B, C, H, W) in [0, 1] from ``layer`` (any spelling the encoder accepts)
+        outside an evaluation."""
+        encoder = getattr(self, "encoder", None)
+        return self.reconstruct(Batch(images), encoder.resolve([layer])[0] if encoder is not None else layer)
+
+    def health(self, layer: str) -> Optional[dict[str, Any]]:
+        """What training recorded about this method's model for ``layer`` (None: nothing to report)."""
+        return None
+
+    def describe_caveat(self) -> Optional[str]:
+        """The caveat to print beside the figures, when the method reads the true image."""
+        return (self.caveat or TARGET_CAVEAT) if self.reads_target else None
 
 
-register_method("upconvnet", UpconvNetMethod)
+class CallableMethod(Method):
+    """Adapts any callable ``(images, layer) -> reconstructions`` with a ``.name`` (and optionally
+    ``reads_target``, ``caveat``, ``layers``) to ``Method``; it sees the images only."""
+
+    def __init__(self, fn: Callable[[Tensor, str], Tensor]) -> None:
+        if not hasattr(fn, "name"):
+            raise ValueError(f"a method needs a .name; {fn!r} has none")
+        self.fn, self.name = fn, fn.name
+        self.reads_target = bool(getattr(fn, "reads_target", False))
+        self.caveat = getattr(fn, "caveat", None)
+        self.layers = getattr(fn, "layers", None)
+
+    def reconstruct(self, batch: Batch, layer: str) -> Tensor:
+        return self.fn(batch.images, layer)
+
+    def __call__(self, images: Tensor, layer: str) -> Tensor:
+        return self.fn(images, layer)
+
+
+def as_method(method: Any) -> Method:
+    """A ``Method`` as it is; anything else through ``CallableMethod``."""
+    return method if isinstance(method, Method) else CallableMethod(method)
+
+
+def features_of(encoder: Encoder, batch: Batch, layer: str) -> Tensor:
+    """``layer``'s features of the batch: the evaluation's own, or computed now for a bare batch."""
+    if layer not in batch.features:
+        with torch.no_grad():
+            batch.features[layer] = encoder(batch.images, [layer])[layer]
+    return batch.features[layer]

@@ -35,6 +35,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from upconv.methods.base import Batch, Method
 from upconv.nets.encoder import Encoder
 
 _IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
@@ -294,7 +295,7 @@ def to_unit_range(projections: Tensor, images: Tensor | None = None, mapping: st
     return (a[:, None] * p + b[:, None]).clamp(0, 1).view_as(projections)
 
 
-class DeconvNetMethod:
+class DeconvNetMethod(Method):
     """Depth-evaluation method: project ALL activations of ``layer`` back to pixels (Zeiler & Fergus 2014;
     ``guided=True``: Springenberg et al. 2015) and map the result into [0, 1] with ``to_unit_range``.
 
@@ -306,12 +307,13 @@ class DeconvNetMethod:
     def __init__(self, encoder: Encoder, guided: bool = False, mapping: str = "affine") -> None:
         if mapping not in ("affine", "minmax"):
             raise ValueError(f"mapping must be 'affine' or 'minmax'; got {mapping!r}")
-        self.deconvnet, self.mapping = DeconvNet(encoder, guided=guided), mapping
+        self.encoder, self.deconvnet, self.mapping = encoder, DeconvNet(encoder, guided=guided), mapping
         self.name = ("guided-backprop" if guided else "deconvnet") + ("" if mapping == "affine" else "+minmax")
         self.reads_target = mapping == "affine"
         self.caveat = ("a per-image scale and offset are fitted to the true image (least squares), so its "
                        "PSNR/SSIM are an optimistic bound" if self.reads_target else None)
 
-    def __call__(self, images: Tensor, layer: str) -> Tensor:
+    def reconstruct(self, batch: Batch, layer: str) -> Tensor:
+        images = batch.images  # the projection needs the forward pass's max-pool switches
         proj = self.deconvnet.project(images, layer)  # (B, C, H, W), pixel units
         return to_unit_range(proj, images if self.reads_target else None, self.mapping).to(images.device)

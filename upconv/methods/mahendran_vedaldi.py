@@ -20,6 +20,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor
 
+from upconv.methods.base import Batch, Method, features_of
 from upconv.nets.encoder import Encoder
 from upconv.optim.params import PixelParam
 from upconv.optim.regularizers import AlphaNorm, TotalVariation
@@ -145,7 +146,7 @@ def invert(
                     regularizers=regs)
 
 
-class MVInversionMethod:
+class MVInversionMethod(Method):
     """Depth-evaluation method ``mahendran_vedaldi``: optimisation inversion of each batch's features.
 
     ``steps`` defaults to ``EVAL_STEPS`` (200, M&V's learning-rate schedule compressed to that length), not
@@ -163,19 +164,8 @@ class MVInversionMethod:
         self.encoder, self.steps, self.optimizer, self.lr, self.tv_weight, self.seed = (
             encoder, int(steps), optimizer, lr, tv_weight, seed)
 
-    def __call__(self, images: Tensor, layer: str) -> Tensor:
-        with torch.no_grad():
-            target = self.encoder(images, [layer])
-        name = next(iter(target))
-        res = invert(self.encoder, name, target[name], steps=self.steps, optimizer=self.optimizer, lr=self.lr,
+    def reconstruct(self, batch: Batch, layer: str) -> Tensor:
+        target = features_of(self.encoder, batch, layer)  # the evaluation's features: no second encoder pass
+        res = invert(self.encoder, layer, target, steps=self.steps, optimizer=self.optimizer, lr=self.lr,
                      tv_weight=self.tv_weight, seed=self.seed)
         return res.images  # (B, C, H, W) in [0, 1]
-
-
-def _register() -> None:
-    from upconv.evaluation.run import register_method
-
-    register_method(MVInversionMethod.name, MVInversionMethod)
-
-
-_register()

@@ -112,10 +112,14 @@ class Decoders:
     def __call__(self, images: Tensor, layer: str) -> Tensor:
         """Reconstruct ``images`` (B, C, H, W in [0, 1]) from their features at ``layer``; clamped to [0, 1]."""
         name = self.encoder.resolve([layer])[0]
-        if name not in self.decoders:
-            raise ValueError(f"no decoder for layer {name} in {self.path}; it holds: {', '.join(self.layers)}")
-        feats = self.encoder(images, [name])[name]
-        return self.decoders[name](feats).float().clamp(0, 1)
+        return self.decode(self.encoder(images, [name])[name], name)
+
+    @torch.no_grad()
+    def decode(self, features: Tensor, layer: str) -> Tensor:
+        """Reconstruct images from ``layer``'s features (B, *shape) already computed: (B, C, H, W) in [0, 1]."""
+        if layer not in self.decoders:
+            raise ValueError(f"no decoder for layer {layer} in {self.path}; it holds: {', '.join(self.layers)}")
+        return self.decoders[layer](features).float().clamp(0, 1)
 
 
 def load_decoders(path: str | os.PathLike, encoder: Optional[Encoder] = None,
