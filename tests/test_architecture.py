@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import ast
 import os
-from collections import defaultdict
-
 import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "upconv")
@@ -26,9 +24,15 @@ LAYERS = {"core": 0, "nets": 1, "data": 1, "optim": 2, "methods": 3, "training":
           "visualize": 4, "privacy": 5, "cli": 6}
 LIGHTNING_MODULES = {"upconv.training.module", "upconv.training.classifier", "upconv.training.datamodule",
                      "upconv.training.cli"}
-MAX_MODULE_LINES = 320
+MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 MAX_PARAMS = 10
+# Signatures that ARE a configuration: jsonargparse builds a subcommand's options (positionals included) from
+# a command function's signature, and LightningCLI a run's model/data options from these classes' __init__.
+# Their parameters are the command line itself, declared once; everything they call stays within the limits.
+CONFIG_SIGNATURES = {"upconv.training.module.__init__", "upconv.training.datamodule.__init__",
+                     "upconv.training.classifier.__init__"}
+COMMAND_MODULES = ("upconv.cli.",)
 
 
 def _modules() -> dict[str, str]:
@@ -125,7 +129,9 @@ def test_imports_only_go_down_the_layers():
 def test_the_package_root_imports_nothing_at_import_time():
     """``import upconv`` stays cheap: the public names load on first use."""
     body = TREES["upconv"].body
-    assert not [n for n in body if isinstance(n, ast.Import) or isinstance(n, ast.ImportFrom) and n.module != "__future__"]
+    imported = [a.name for n in body if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module for n in body if isinstance(n, ast.ImportFrom)]
+    assert set(imported) <= {"__future__", "typing"}, imported
 
 
 def test_lightning_is_imported_by_the_training_package_alone():
@@ -170,25 +176,43 @@ def test_functions_are_short_and_take_few_parameters():
             long.append(f"{module}.{fn.name}: {length} lines")
         args = fn.args
         params = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs] if a.arg not in ("self", "cls")]
-        if len(params) > MAX_PARAMS:
+        command = module.startswith(COMMAND_MODULES) and not fn.name.startswith("_")
+        if len(params) > MAX_PARAMS and not command and f"{module}.{fn.name}" not in CONFIG_SIGNATURES:
             wide.append(f"{module}.{fn.name}: {len(params)} parameters")
     assert long == [] and wide == [], long + wide
 
 
+def _private_names(tree: ast.AST) -> set[str]:
+    """Private names a module defines itself: functions, classes, attributes it assigns."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
 def test_no_private_attribute_is_reached_from_another_module():
-    """``obj._name`` only on ``self``/``cls`` (or a module's own private names); torch's own internals
-    reached deliberately are listed here."""
-    allowed = {"_orig_mod"}
+    """``obj._name`` only for private names the module defines itself (nothing private of another module,
+    of torch or of Lightning is used or overridden)."""
     found = []
     for module, tree in TREES.items():
+        own = _private_names(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                base = node.value
-                if isinstance(base, ast.Name) and base.id in ("self", "cls"):
-                    continue
-                if node.attr in allowed:
-                    continue
-                found.append(f"{module}:{node.lineno} .{node.attr}")
+                if node.attr not in own:
+                    found.append(f"{module}:{node.lineno} .{node.attr}")
+        for node in ast.walk(tree):  # overriding another class's private method reaches into it too
+            if isinstance(node, ast.ClassDef) and node.bases:
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name.startswith("_") and not item.name.startswith("__"):
+                        calls_super = any(isinstance(n, ast.Attribute) and n.attr == item.name
+                                          and isinstance(n.value, ast.Call) for n in ast.walk(item))
+                        if calls_super:
+                            found.append(f"{module}.{node.name}.{item.name} overrides a private method")
     assert found == []
 
 

@@ -17,6 +17,7 @@ import sys
 import traceback
 from typing import Optional
 
+import lightning.pytorch as L
 from lightning.pytorch.cli import LightningCLI
 
 from upconv.training.datamodule import ImageData
@@ -39,16 +40,17 @@ class UpconvCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.get("logger") in (None, True):
             cfg.trainer.logger = default_loggers(cfg.get("run_name", "run"), cfg.get("runs_dir", "runs"))
+        callbacks = cfg.trainer.get("callbacks") or []
+        cfg.trainer.callbacks = [*callbacks, {"class_path": f"{__name__}.RemoveEmptyRunFolders"}]
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        folders = [d for d in (getattr(lg, "log_dir", None) for lg in self.trainer.loggers) if d]
-        new = [d for d in folders if not os.path.exists(d)]
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException:
-            for d in new:
-                remove_if_empty(d)
-            raise
+
+class RemoveEmptyRunFolders(L.Callback):
+    """A run that fails leaves no run folder holding nothing but its config (``remove_if_empty``)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        for logger in trainer.loggers:
+            if getattr(logger, "log_dir", None):
+                remove_if_empty(logger.log_dir)
 
 
 def remove_if_empty(log_dir: str) -> None:
