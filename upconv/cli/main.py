@@ -1,15 +1,18 @@
-"""The ``upconv`` console script. Subcommands are functions; jsonargparse builds the parser from their
-signatures and docstrings (training itself goes through LightningCLI in ``train.py``)."""
+"""The ``upconv`` console script. jsonargparse builds every subcommand's options from one declaration: a
+function's signature and docstring, or a config dataclass's fields (``evaluate``, ``privacy``), whose
+instance ``main`` hands to the run function listed in ``RUNS``. Training goes through LightningCLI in
+``train.py``."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from jsonargparse import CLI
 
 from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.runtime import close_progress_bars
 from upconv.visualize.deconv import deconv
 from upconv.evaluation.run import evaluate_cli
 from upconv.cli.privacy import privacy
@@ -26,7 +29,7 @@ def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: 
     """
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     with torch.no_grad():
-        enc(torch.zeros(1, enc.channels, *enc.image_size, device=enc.mean.device), enc.layers)
+        enc(torch.zeros(1, enc.channels, *enc.image_size, device=enc.device), enc.layers)
     rows = [("layer", "node", "shape", "features")]
     rows += [(i.name, i.node, "×".join(map(str, i.shape)), str(i.numel)) for i in enc.layer_table]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
@@ -34,6 +37,9 @@ def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: 
     for r in rows:
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 
+
+# A subcommand declared as a config dataclass returns its instance; this says what runs it.
+RUNS: dict[type, Callable[[Any], None]] = {}
 
 COMMANDS = {
     "layers": layers,
@@ -44,20 +50,14 @@ COMMANDS = {
 }
 
 
-def _clear_progress_bars() -> None:
-    """Erase bars a failing loop left open (the traceback keeps their generators alive), so the error is
-    the last thing on the terminal rather than text glued to a half-drawn bar."""
-    from tqdm import tqdm
-
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
-
-
 def main(argv: list[str] | None = None) -> None:
     try:
-        CLI(COMMANDS, args=argv, as_positional=True)
+        parsed = CLI(COMMANDS, args=argv, as_positional=True)
+        run = RUNS.get(type(parsed))
+        if run is not None:
+            run(parsed)
     except (ValueError, FileNotFoundError) as e:
-        _clear_progress_bars()
+        close_progress_bars()
         print(f"upconv: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

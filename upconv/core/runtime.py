@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, Optional, TypeVar
+import weakref
+from typing import Any, Iterable, Iterator, Optional, TypeVar
 
 import torch
 
@@ -20,6 +21,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N ({e})") from None
 
 
+_OPEN_BARS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # bars of loops that have not finished
+
+
 def progress(iterable: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "it") -> Iterator[T]:
     """``iterable`` with a progress bar on stderr (tqdm), so long work is never silent.
 
@@ -29,5 +33,19 @@ def progress(iterable: Iterable[T], desc: str, total: Optional[int] = None, unit
     from tqdm.auto import tqdm
 
     disable = os.environ.get("UPCONV_PROGRESS", "1") == "0"
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True,
-                    mininterval=0.5, leave=False)
+    bar = tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True,
+               mininterval=0.5, leave=False)
+    _OPEN_BARS.add(bar)
+    try:
+        yield from bar
+    finally:
+        bar.close()
+        _OPEN_BARS.discard(bar)
+
+
+def close_progress_bars() -> None:
+    """Erase the bars of loops a failure interrupted (its traceback keeps their generators alive), so an
+    error message is the last thing on the terminal rather than text glued to a half-drawn bar."""
+    for bar in list(_OPEN_BARS):
+        bar.close()
+        _OPEN_BARS.discard(bar)
