@@ -394,7 +394,7 @@ def test_unsupported_modules_are_named():
     assert vit.supported_layers == []
     with pytest.raises(ValueError, match="layer_norm has no projection rule: layer normalisation divides by a "
                                          "statistic.*also uses attention: attention multiplies two input-dependent"):
-        vit.project(torch.rand(1, 3, 32, 32), "blocks.0")
+        vit.project(torch.rand(1, 3, 32, 32), "blocks_0")
 
 
 # ---------------------------------------------------------------------- receptive fields

@@ -2,8 +2,8 @@
 timm's own feature metadata.
 
 - Layers: the modules named in the model's ``feature_info`` (timm's stage names: ``act1, layer1 … layer4``
-  for ResNets, ``stages.0 …`` for ConvNeXt, ``blocks.0 … blocks.11`` for ViTs), then ``logits`` (the head's
-  output). Features come from timm's FX feature extractor, which knows the model's untraceable helpers.
+  for ResNets, ``stages_0 …`` for ConvNeXt's ``stages.0 …``, ``blocks_0 … blocks_11`` for a ViT's
+  ``blocks.0 …``; the dotted module name is accepted too), then ``logits`` (the head's output). Features come from timm's FX feature extractor, which knows the model's untraceable helpers.
 - Token layers of a ViT, (N, D) per image with N = prefix tokens + h·w patches, are exposed as a (D, h, w)
   grid: the class/register tokens are dropped and the patch tokens laid out in their image positions, so
   UpconvNet decoders and the depth evaluation take them like any convolutional feature map. Channels-last
@@ -110,12 +110,14 @@ def create(arch: str, pretrained: bool, download: bool, kwargs: dict[str, Any]) 
 
 
 def layer_table(model: nn.Module) -> dict[str, str]:
-    """Friendly name → graph node: timm's feature stages, then ``logits`` (the last node of the graph)."""
+    """Friendly name → graph node: timm's feature stages (``stages.0`` is called ``stages_0``, as a layer name
+    is also a module name in the decoders' ModuleDict; either spelling is accepted), then ``logits`` (the last
+    node of the graph)."""
     from timm.models import _features_fx as timm_fx
 
     _, nodes = timm_fx.get_graph_node_names(model)
     stages = [info["module"] for info in getattr(model, "feature_info", [])]
-    table = {m: m for m in stages}
+    table = {m.replace(".", "_"): m for m in stages}
     table[LOGITS] = nodes[-1]
     return table
 
@@ -124,7 +126,7 @@ def adapters(model: nn.Module, table: dict[str, str], size: tuple[int, int]) -> 
     """The per-layer reshapes that bring every stage to (D, h, w), from one probe of the raw stage outputs."""
     from timm.models import _features_fx as timm_fx
 
-    channels = {info["module"]: info["num_chs"] for info in getattr(model, "feature_info", [])}
+    channels = {info["module"].replace(".", "_"): info["num_chs"] for info in getattr(model, "feature_info", [])}
     stages = [n for n in table if n in channels]
     if not stages:
         return {}
