@@ -157,3 +157,29 @@ def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
         with torch.no_grad():
             f = m.encoder(x, [name])[name]
             torch.testing.assert_close(dec.decode(f, name), m.decoders[name](f).clamp(0, 1))
+
+
+@pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
+def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
+    from upconv.evaluation.run import evaluate
+    from upconv.nets.checkpoints import load_decoders
+    from upconv.training.datamodule import ImageData
+    from upconv.training.module import InversionModule
+
+    name, kwargs = spec
+    layers = ["layer2", "logits"] if spec is CNN else ["blocks_1", "logits"]
+    m = InversionModule(encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8,
+                        fc_width=32, max_width=32)
+    state = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(state)
+    torch.save(state, tmp_path / "d.ckpt")
+    data = ImageData(source="embedded", embedded_per_class=6, batch_size=16, seed=0)
+    data.setup()
+    res = evaluate(str(tmp_path / "d.ckpt"), out=str(tmp_path / "run"), data=data, n_boot=20, lpips=False,
+                   grid_images=2)
+    assert [(r["method"], r["layer"]) for r in res.rows] == [("upconvnet", n) for n in layers]
+    assert (tmp_path / "run" / "report.md").read_text().count(name) >= 1
+    x = torch.cat([b for b, _ in data.images("val")])
+    dec = load_decoders(str(tmp_path / "d.ckpt"))
+    for row, layer in zip(res.rows, layers):  # the table's number is the one computed directly
+        assert row["mse"] == pytest.approx((dec(x, layer) - x).pow(2).mean().item(), rel=1e-5)
