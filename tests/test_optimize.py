@@ -10,8 +10,8 @@ from upconv.nets.encoder import Encoder
 from upconv.optim.params import DenseParam, FourierParam, OctaveParam, PixelParam
 from upconv.optim.regularizers import (AlphaNorm, Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation,
                                   ZeroSmallContribution, ZeroSmallNorm, gaussian_blur)
-from upconv.optim.engine import (ChannelMean, ClassContrast, ClassScore, FeatureMatch, LayerNorm, Neuron, Sum,
-                             optimize)
+from upconv.optim.engine import (ChannelMean, ClassContrast, ClassScore, FeatureMatch, LayerNorm, Neuron,
+                                 OptimSettings, Sum, optimize)
 
 
 def small_cnn(dtype=torch.float64) -> Encoder:
@@ -52,9 +52,9 @@ def test_objectives_match_their_formulas():
 
 def test_objective_rejects_out_of_range_units():
     f = {"s": torch.zeros(2, 4)}
-    with pytest.raises(ValueError, match="class index out of range.*0..3"):
+    with pytest.raises(ValueError, match=r"class index \[4, 4\] out of range for layer s: valid class indices are 0..3"):
         ClassScore(4, "s")(f)
-    with pytest.raises(ValueError, match="3 class indices for a batch of 2"):
+    with pytest.raises(ValueError, match="got 3 class indices for a batch of 2 images"):
         ClassScore([0, 1, 2], "s")(f)
 
 
@@ -144,7 +144,7 @@ def test_objective_rises(enc, param):
     obj = ChannelMean("conv2", [0, 3])
     with torch.no_grad():
         before = obj(enc(p(), ["conv2"]))
-    res = optimize(enc, obj, p, steps=25, lr=0.05)
+    res = optimize(enc, obj, p, OptimSettings(steps=25, lr=0.05))
     assert torch.all(res.scores > before + 1e-3), (before, res.scores)
     assert res.history.shape == (25, 2)
     assert res.images.min() >= 0 and res.images.max() <= 1
@@ -157,7 +157,7 @@ def test_all_parts_combined_still_rise(enc):
         before = obj(enc(p(), obj.layers))
     regs = [L2Decay(1e-3, enc.mean), TotalVariation(1e-2), Blur(0.5, every=5), ZeroSmallNorm(5, enc.mean),
             ZeroSmallContribution(5, enc.mean)]
-    res = optimize(enc, obj, p, steps=30, lr=0.05, transforms=[Jitter(1), RandomScale(0.1), RandomRotate(5)],
+    res = optimize(enc, obj, p, OptimSettings(steps=30, lr=0.05), transforms=[Jitter(1), RandomScale(0.1), RandomRotate(5)],
                    regularizers=regs)
     assert torch.all(res.scores > before)
 
@@ -166,9 +166,9 @@ def test_batch_is_independent_optimisations(enc):
     """A batch of two equals two separate runs: the loss is a sum and Adam is per-element."""
     init = 0.5 + 0.1 * torch.randn(2, 3, 8, 8, dtype=torch.float64)
     obj = lambda c: ClassScore(c, "fc")  # noqa: E731
-    both = optimize(enc, obj([0, 2]), PixelParam(init), steps=8, lr=0.02, regularizers=[L2Decay(1e-2, 0.5)])
+    both = optimize(enc, obj([0, 2]), PixelParam(init), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)])
     for b, c in enumerate([0, 2]):
-        one = optimize(enc, obj(c), PixelParam(init[b:b + 1]), steps=8, lr=0.02, regularizers=[L2Decay(1e-2, 0.5)])
+        one = optimize(enc, obj(c), PixelParam(init[b:b + 1]), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)])
         assert torch.allclose(both.images[b], one.images[0], atol=1e-10)
 
 
@@ -182,7 +182,7 @@ def test_feature_matching_inversion_closes_the_gap(enc):
     p = PixelParam(torch.full_like(x, 0.5))
     with torch.no_grad():
         before = obj(enc(p(), ["conv2"]))
-    res = optimize(enc, obj, p, steps=40, lr=0.5, optimizer="sgd", momentum=0.9, lr_steps=[30],
+    res = optimize(enc, obj, p, OptimSettings(steps=40, lr=0.5, optimizer="sgd", momentum=0.9, lr_steps=[30]),
                    regularizers=[AlphaNorm(1e-3, 6, 0.5, 0.5), TotalVariation(1e-3, 2)])
     assert torch.all(res.scores > 0.5 * before), (before, res.scores)  # relative error at least halved
     assert torch.equal(x, x0)
@@ -192,14 +192,14 @@ def test_normalized_step_moves_each_image_by_lr_on_average(enc):
     """DeepDream's step: x += lr · g / mean|g|, so the mean absolute change of each image is exactly lr."""
     base = torch.full((2, 3, 8, 8), 0.5, dtype=torch.float64)
     p = OctaveParam(base, (8, 8))
-    optimize(enc, LayerNorm("conv2"), p, steps=1, lr=1e-3, optimizer="normalized")
+    optimize(enc, LayerNorm("conv2"), p, OptimSettings(steps=1, lr=1e-3, optimizer="normalized"))
     assert torch.allclose(p.delta.detach().abs().flatten(1).mean(1), torch.full((2,), 1e-3, dtype=torch.float64))
 
 
 def test_engine_stops_early_and_leaves_init_untouched(enc):
     init = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
     saved = init.clone()
-    res = optimize(enc, ChannelMean("conv1", 0), PixelParam(init), steps=500, lr=0.05, stop_at=-1e9)
+    res = optimize(enc, ChannelMean("conv1", 0), PixelParam(init), OptimSettings(steps=500, lr=0.05, stop_at=-1e9))
     assert res.history.shape[0] == 1
     assert torch.equal(init, saved) and not init.requires_grad
 
@@ -207,8 +207,8 @@ def test_engine_stops_early_and_leaves_init_untouched(enc):
 def test_engine_rejects_bad_settings(enc):
     p = PixelParam(torch.rand(1, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        optimize(enc, ChannelMean("conv1", 0), p, optimizer="rmsprop")
+        OptimSettings(optimizer="rmsprop")
     with pytest.raises(ValueError, match="steps must be a positive"):
-        optimize(enc, ChannelMean("conv1", 0), p, steps=0)
+        OptimSettings(steps=0)
     with pytest.raises(ValueError, match="unknown layer 'conv9'.*conv1"):
         optimize(enc, ChannelMean("conv9", 0), p)

@@ -290,7 +290,7 @@ def test_bad_inputs_give_actionable_errors():
         grad_cam(enc, x, "conv9")
     with pytest.raises(ValueError, match="Grad-CAM needs a spatial.*fc is"):
         grad_cam(enc, x, "fc")
-    with pytest.raises(ValueError, match=r"class index out of range: \[7\]"):
+    with pytest.raises(ValueError, match=r"class index \[7\] out of range for toy: valid class indices are 0..2"):
         saliency(enc, x, 7)
     with pytest.raises(ValueError, match=r"epsilon must be in \(0, 1\]"):
         fgsm(enc, x, 0, 8.0)
