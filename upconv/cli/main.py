@@ -13,7 +13,7 @@ from jsonargparse import CLI
 
 from upconv.cli.args import cli_encoder, shared_args
 from upconv.core.runtime import close_progress_bars
-from upconv.visualize.deconv import deconv
+from upconv.cli.deconv import deconv
 from upconv.evaluation.run import evaluate_cli
 from upconv.cli.privacy import privacy
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
