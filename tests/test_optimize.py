@@ -1,5 +1,6 @@
 """The input-optimisation engine: objectives, parameterisations, transforms and regularisers."""
 
+import math
 from collections import OrderedDict
 
 import pytest
@@ -108,14 +109,42 @@ def test_zeroing_small_norm_and_small_contribution():
         ZeroSmallNorm(100)
 
 
-def test_transforms_are_identity_at_zero_and_keep_shape():
+def test_transforms_are_identity_at_zero_and_jitter_is_a_roll():
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
     for t in (Jitter(0), RandomScale(0.0), RandomRotate(0.0)):
         assert torch.allclose(t(x), x)
     j = Jitter(2)(x)
     assert any(torch.equal(j, torch.roll(x, (dy, dx), (2, 3))) for dy in range(-2, 3) for dx in range(-2, 3))
-    r = RandomRotate(30)(x)
-    assert r.shape == x.shape and not torch.allclose(r, x)
+
+
+def _ramp(batch: int, n: int) -> torch.Tensor:
+    """x[b, 0, i, j] = j: bilinear sampling of a linear image is exact, so a resampled pixel's value is the
+    column it was read from."""
+    return torch.arange(n, dtype=torch.float64).expand(batch, 1, n, n).clone()
+
+
+@pytest.mark.parametrize("kind", ["scale", "rotate"])
+def test_zoom_and_rotation_read_each_pixel_where_the_drawn_factor_and_angle_say(kind):
+    """Output pixel (i, j) of an n×n image samples input column c + (j − c)/s (zoom s) or
+    c + cos a·(j − c) − sin a·(i − c) (angle a), c = (n − 1)/2, with s and a drawn as documented."""
+    b, n = 6, 9
+    c = (n - 1) / 2
+    i, j = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    torch.manual_seed(4)
+    if kind == "scale":
+        u = torch.empty(b, dtype=torch.float64).uniform_(math.log(1 / 1.5), math.log(1.5)).exp()  # the zoom s
+        col = c + (j - c) / u[:, None, None]  # (B, n, n)
+        t = RandomScale(0.5)
+    else:
+        u = torch.empty(b, dtype=torch.float64).uniform_(-1, 1) * math.radians(30)  # the angle a
+        col = c + u.cos()[:, None, None] * (j - c) - u.sin()[:, None, None] * (i - c)
+        t = RandomRotate(30)
+    assert (u - (1 if kind == "scale" else 0)).abs().min() > 0.01  # a visible zoom / angle for every image
+    torch.manual_seed(4)
+    out = t(_ramp(b, n))[:, 0]  # (B, n, n)
+    inside = (col >= 0) & (col <= n - 1)  # beyond the border the transform reflects; not modelled here
+    assert inside.float().mean() > 0.6
+    assert torch.allclose(out[inside], col[inside], atol=1e-9)
 
 
 # ---------------------------------------------------------------- parameterisations
@@ -194,6 +223,40 @@ def test_normalized_step_moves_each_image_by_lr_on_average(enc):
     p = OctaveParam(base, (8, 8))
     optimize(enc, LayerNorm("conv2"), p, OptimSettings(steps=1, lr=1e-3, optimizer="normalized"))
     assert torch.allclose(p.delta.detach().abs().flatten(1).mean(1), torch.full((2,), 1e-3, dtype=torch.float64))
+
+
+def linear_score(k: int = 3) -> Encoder:
+    """flat → fc: S_c(x) = w_c·x + b_c, linear in the image."""
+    torch.manual_seed(2)
+    net = nn.Sequential(OrderedDict(flat=nn.Flatten(), fc=nn.Linear(3 * 4 * 4, k)))
+    return Encoder(net, name="lin", image_size=(4, 4), mean=(0.0,) * 3, std=(1.0,) * 3).double()  # x is the net input
+
+
+def test_class_score_ascent_reaches_the_known_optimum_of_a_linear_net():
+    """max over x ∈ [0, 1]ⁿ of w_c·x + b_c is at x = 1[w_c > 0]: each pixel at 1 where its weight is positive
+    and 0 where negative, score Σ max(w_c, 0) + b_c."""
+    enc = linear_score()
+    w, bias = enc.model.fc.weight.detach(), enc.model.fc.bias.detach()  # (K, 48), (K,)
+    classes = [0, 2]
+    res = optimize(enc, ClassScore(classes, "fc"), PixelParam(torch.full((2, 3, 4, 4), 0.5, dtype=torch.float64)),
+                   OptimSettings(steps=40, lr=0.05))
+    best = (w[classes] > 0).double()  # (2, 48)
+    assert torch.equal(res.images.flatten(1), best)
+    assert torch.allclose(res.scores, w[classes].clamp_min(0).sum(1) + bias[classes])
+
+
+def test_scheduled_learning_rate_follows_the_formula():
+    """lr_t = lr · γ^(number of lr_steps ≤ t); plain SGD on a linear score moves x by lr_t · w_c at step t."""
+    s = OptimSettings(steps=7, lr=0.1, optimizer="sgd", momentum=0.0, lr_steps=[3, 5], lr_gamma=0.5)
+    want = [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    assert [s.lr_at(t) for t in range(7)] == pytest.approx(want, rel=1e-15)
+    enc = linear_score()
+    w = enc.model.fc.weight.detach()[1]  # (48,)
+    x0 = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
+    step = 0.2 / w.abs().max() / sum(want)  # keeps every pixel inside [0, 1]: no clamping
+    s = OptimSettings(steps=7, lr=float(step) * 0.1, optimizer="sgd", momentum=0.0, lr_steps=[3, 5], lr_gamma=0.5)
+    res = optimize(enc, ClassScore(1, "fc"), PixelParam(x0), s)
+    assert torch.allclose(res.images.flatten() - 0.5, w * float(step) * sum(want), rtol=1e-10, atol=1e-14)
 
 
 def test_engine_stops_early_and_leaves_init_untouched(enc):
