@@ -88,13 +88,30 @@ def test_stepped_schedule_and_image_scale(enc):
     assert image_scale(enc) == pytest.approx((3 * 0.25**2) ** 0.5)
 
 
-def test_registered_as_a_depth_evaluation_method(enc):
+def linear_encoder() -> Encoder:
+    """A 1×1 convolution with a full-rank 4×3 weight: Φ(x) = Wx + b pixel by pixel, so x is the one image
+    with those features and an inversion without the TV prior must find it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 1), flat=nn.Flatten()))
+    w = torch.tensor([[1.0, 0.2, -0.1], [0.1, 1.0, 0.3], [-0.2, 0.1, 1.0], [0.5, 0.5, 0.5]])
+    with torch.no_grad():
+        net.conv.weight.copy_(w.view(4, 3, 1, 1))
+    return Encoder(net, name="linear", image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3).double()
+
+
+def test_registered_method_recovers_the_image_a_linear_encoder_saw():
     assert "mahendran_vedaldi" in method_names()
-    m = build_method("mahendran_vedaldi", enc, steps=5)
+    enc = linear_encoder()
+    x = 0.1 + 0.8 * torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    m = build_method("mahendran_vedaldi", enc, steps=300, tv_weight=0.0, seed=1)
     assert isinstance(m, MVInversionMethod)
-    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    out = m(x, "CONV1")
-    assert out.shape == x.shape and not out.requires_grad
+    out = m(x, "CONV")
+    assert not out.requires_grad
+    assert (noise_init(enc, 2, seed=1) - x).abs().max() > 0.5  # the start is far from x
+    assert (out - x).abs().max() < 0.01
+    with torch.no_grad():  # the method is invert with its settings, nothing more
+        target = enc(x, ["conv"])["conv"]
+    assert torch.equal(out, invert(enc, "conv", target, MVSettings(steps=300, tv_weight=0.0, seed=1)).images)
 
 
 def test_bad_input_is_rejected_clearly(enc):
