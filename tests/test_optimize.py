@@ -53,7 +53,7 @@ def test_objectives_match_their_formulas():
 
 def test_objective_rejects_out_of_range_units():
     f = {"s": torch.zeros(2, 4)}
-    with pytest.raises(ValueError, match=r"class index \[4, 4\] out of range for layer s: valid class indices are 0..3"):
+    with pytest.raises(ValueError, match=r"class index \[4\] out of range for layer s: valid class indices are 0..3"):
         ClassScore(4, "s")(f)
     with pytest.raises(ValueError, match="got 3 class indices for a batch of 2 images"):
         ClassScore([0, 1, 2], "s")(f)
@@ -275,3 +275,19 @@ def test_engine_rejects_bad_settings(enc):
         OptimSettings(steps=0)
     with pytest.raises(ValueError, match="unknown layer 'conv9'.*conv1"):
         optimize(enc, ChannelMean("conv9", 0), p)
+
+
+def test_one_relative_feature_distance_behind_the_metric_the_training_loss_and_feature_match():
+    """‖a − b‖ / ‖b‖ per image (float64 hand formula); the loss and FeatureMatch use its square, and an
+    all-zero target stays finite in each."""
+    from upconv.core import metrics as M
+    from upconv.training.module import feature_loss
+
+    a, b = torch.randn(3, 4, 5, 5, dtype=torch.float64), torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    want = torch.stack([(a[i] - b[i]).norm() / b[i].norm() for i in range(3)])  # (B,)
+    assert torch.allclose(M.feature_error(a, b), want)
+    assert torch.allclose(feature_loss(a, b), want**2)
+    assert torch.allclose(-FeatureMatch("l", b)({"l": a}), want**2)
+    zero = torch.zeros_like(b)
+    for value in (M.feature_error(a, zero), feature_loss(a, zero), FeatureMatch("l", zero)({"l": a})):
+        assert torch.isfinite(value).all()

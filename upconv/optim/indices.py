@@ -30,6 +30,6 @@ def check_indices(index: int | Sequence[int] | Tensor, size: int, what: str, whe
                          f"(valid {what} indices for {where} are 0..{size - 1})")
     bad = idx[(idx < 0) | (idx >= size)]
     if bad.numel():
-        raise ValueError(f"{what} index {bad.tolist()} out of range for {where}: "
+        raise ValueError(f"{what} index {sorted(set(bad.tolist()))} out of range for {where}: "
                          f"valid {what} indices are 0..{size - 1}")
     return idx
