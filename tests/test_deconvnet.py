@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upconv import Encoder, build_encoder
-from upconv.visualize.deconv import channel_figure, deconv, image_folder, receptive_field, top_activating
+from upconv.visualize.deconv import channel_figure, image_folder, receptive_field, top_activating
 from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

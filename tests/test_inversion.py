@@ -11,8 +11,8 @@ from upconv.nets.encoder import Encoder
 
 from upconv.nets.zoo import build_encoder
 from upconv.methods.registry import build_method, method_names
-from upconv.methods.mahendran_vedaldi import (MVInversionMethod, default_tv_weight, image_scale, invert, lr_steps,
-                              noise_init, objective)
+from upconv.methods.mahendran_vedaldi import (MVInversionMethod, MVSettings, default_tv_weight, image_scale, invert,
+                                              lr_steps, noise_init, objective)
 
 
 def small_cnn() -> Encoder:
@@ -35,7 +35,7 @@ def test_full_objective_falls(enc, layer):
     with torch.no_grad():
         target = enc(x, [layer])[layer]
     init = noise_init(enc, 3)
-    res = invert(enc, layer, target, steps=100, init=init)
+    res = invert(enc, layer, target, MVSettings(steps=100), init=init)
     with torch.no_grad():
         before = objective(enc, layer, target, init)
         after = objective(enc, layer, target, res.images)
@@ -47,7 +47,7 @@ def test_without_tv_a_conv_layer_is_inverted_almost_exactly(enc):
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         target = enc(x, ["conv1"])["conv1"]
-    res = invert(enc, "conv1", target, steps=300, tv_weight=0.0)
+    res = invert(enc, "conv1", target, MVSettings(steps=300, tv_weight=0.0))
     loss = -res.history  # (steps, B): the normalised feature loss per image
     assert (loss[-1] < 0.02 * loss[0]).all()
     assert (res.images - x).pow(2).mean() < 0.1 * (noise_init(enc, 3) - x).pow(2).mean()
@@ -58,9 +58,9 @@ def test_batch_of_images_is_independent_optimisations(enc):
     with torch.no_grad():
         target = enc(x, ["relu2"])["relu2"]
     init = noise_init(enc, 2, seed=3)
-    both = invert(enc, "relu2", target, steps=20, init=init).images
+    both = invert(enc, "relu2", target, MVSettings(steps=20), init=init).images
     for b in range(2):
-        one = invert(enc, "relu2", target[b:b + 1], steps=20, init=init[b:b + 1]).images
+        one = invert(enc, "relu2", target[b:b + 1], MVSettings(steps=20), init=init[b:b + 1]).images
         assert torch.allclose(one[0], both[b], atol=1e-10)
 
 
@@ -69,7 +69,7 @@ def test_adam_option_also_lowers_the_loss(enc):
     with torch.no_grad():
         target = enc(x, ["relu2"])["relu2"]
     init = noise_init(enc, 2)
-    res = invert(enc, "relu2", target, steps=60, optimizer="adam", init=init)
+    res = invert(enc, "relu2", target, MVSettings(steps=60, optimizer="adam"), init=init)
     with torch.no_grad():
         assert (objective(enc, "relu2", target, res.images) < 0.7 * objective(enc, "relu2", target, init)).all()
 
@@ -88,13 +88,30 @@ def test_stepped_schedule_and_image_scale(enc):
     assert image_scale(enc) == pytest.approx((3 * 0.25**2) ** 0.5)
 
 
-def test_registered_as_a_depth_evaluation_method(enc):
+def linear_encoder() -> Encoder:
+    """A 1×1 convolution with a full-rank 4×3 weight: Φ(x) = Wx + b pixel by pixel, so x is the one image
+    with those features and an inversion without the TV prior must find it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 1), flat=nn.Flatten()))
+    w = torch.tensor([[1.0, 0.2, -0.1], [0.1, 1.0, 0.3], [-0.2, 0.1, 1.0], [0.5, 0.5, 0.5]])
+    with torch.no_grad():
+        net.conv.weight.copy_(w.view(4, 3, 1, 1))
+    return Encoder(net, name="linear", image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3).double()
+
+
+def test_registered_method_recovers_the_image_a_linear_encoder_saw():
     assert "mahendran_vedaldi" in method_names()
-    m = build_method("mahendran_vedaldi", enc, steps=5)
+    enc = linear_encoder()
+    x = 0.1 + 0.8 * torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    m = build_method("mahendran_vedaldi", enc, steps=300, tv_weight=0.0, seed=1)
     assert isinstance(m, MVInversionMethod)
-    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    out = m(x, "CONV1")
-    assert out.shape == x.shape and not out.requires_grad
+    out = m(x, "CONV")
+    assert not out.requires_grad
+    assert (noise_init(enc, 2, seed=1) - x).abs().max() > 0.5  # the start is far from x
+    assert (out - x).abs().max() < 0.01
+    with torch.no_grad():  # the method is invert with its settings, nothing more
+        target = enc(x, ["conv"])["conv"]
+    assert torch.equal(out, invert(enc, "conv", target, MVSettings(steps=300, tv_weight=0.0, seed=1)).images)
 
 
 def test_bad_input_is_rejected_clearly(enc):
@@ -103,6 +120,6 @@ def test_bad_input_is_rejected_clearly(enc):
     with pytest.raises(ValueError, match=r"must have shape \(B, 8, 8, 8\)"):
         invert(enc, "conv1", torch.zeros(1, 8, 4, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
-        invert(enc, "conv1", torch.zeros(1, 8, 8, 8, dtype=torch.float64), optimizer="lbfgs")
+        MVSettings(optimizer="lbfgs")
     with pytest.raises(ValueError, match="must be ≥ 0"):
-        invert(enc, "conv1", torch.zeros(1, 8, 8, 8, dtype=torch.float64), tv_weight=-1)
+        MVSettings(tv_weight=-1)

@@ -250,14 +250,22 @@ def test_activation_methods_raise_their_objective():
     assert class_images(enc, [0, 2], starts=2, recipe=Recipe(steps=1)).labels == ["class 0"] * 2 + ["class 2"] * 2
 
 
-def test_deep_dream_amplifies_the_layer_and_keeps_the_input():
-    enc, *_ = toy_cnn()
+def test_deep_dream_step_matches_hand_computation_and_keeps_the_input():
+    """One octave, one step: x' = x + lr · g / mean|g| with g = ∂E/∂x, E = mean_k,ij relu(w_k x_ij + b_k)²,
+    so g_ij = Σ_k 2 a_k,ij w_k / 32 (2 channels × 16 pixels)."""
+    enc, w, b, _ = toy_cnn()
     x = 0.2 + 0.6 * torch.rand(2, 1, 4, 4, dtype=D)
     x0 = x.clone()
-    out = deep_dream(enc, x, "relu", octaves=2, octave_scale=2.0, steps=5, lr=0.02, jitter=1)
-    energy = lambda z: enc(z, ["relu"])["relu"].pow(2).flatten(1).mean(1)  # noqa: E731
-    assert torch.all(energy(out) > energy(x))
+    a = torch.relu(w.view(1, 2, 1, 1) * x + b.view(1, 2, 1, 1))  # (B, 2, 4, 4)
+    g = (2 * a * w.view(1, 2, 1, 1)).sum(1, keepdim=True) / 32  # (B, 1, 4, 4)
+    want = x + 0.02 * g / g.abs().flatten(1).mean(1).view(-1, 1, 1, 1)
+    assert want.min() > 0 and want.max() < 1  # no clipping in play
+    out = deep_dream(enc, x, "relu", octaves=1, steps=1, lr=0.02, jitter=0)
+    assert torch.allclose(out, want, atol=1e-12)
     assert torch.equal(x, x0)
+    energy = lambda z: enc(z, ["relu"])["relu"].pow(2).flatten(1).mean(1)  # noqa: E731
+    coarse = deep_dream(enc, x, "relu", octaves=2, octave_scale=2.0, steps=5, lr=0.02, jitter=1)
+    assert torch.all(energy(coarse) > energy(x))
 
 
 # ---------------------------------------------------------------- side effects and errors
@@ -290,7 +298,7 @@ def test_bad_inputs_give_actionable_errors():
         grad_cam(enc, x, "conv9")
     with pytest.raises(ValueError, match="Grad-CAM needs a spatial.*fc is"):
         grad_cam(enc, x, "fc")
-    with pytest.raises(ValueError, match=r"class index out of range: \[7\]"):
+    with pytest.raises(ValueError, match=r"class index \[7\] out of range for toy: valid class indices are 0..2"):
         saliency(enc, x, 7)
     with pytest.raises(ValueError, match=r"epsilon must be in \(0, 1\]"):
         fgsm(enc, x, 0, 8.0)
@@ -304,6 +312,33 @@ def test_bad_inputs_give_actionable_errors():
         class_images(enc, [0], recipe=Recipe(param="wavelet"))
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 4, 4\)"):
         saliency(enc, torch.rand(1, 3, 4, 4, dtype=D))
+
+
+def test_every_index_is_checked_by_one_rule_with_one_message(tmp_path, capsys):
+    """Objectives, activation maximisation, gradient maps, attacks and the deconv command all say the same."""
+    from upconv.cli.main import main
+    from upconv.optim.engine import ClassScore
+
+    enc, *_ = toy_cnn()
+    x = torch.rand(2, 1, 4, 4, dtype=D)
+    out_of_range = r"class index \[3\] out of range for toy( \(fc\))?: valid class indices are 0..2"
+    for call in (lambda: class_images(enc, [0, 3]), lambda: prototypes(enc, [3]), lambda: saliency(enc, x, 3),
+                 lambda: grad_cam(enc, x, "relu", [3, 0]), lambda: fgsm(enc, x, [0, 3], 0.1),
+                 lambda: fooling_images(enc, [3])):
+        with pytest.raises(ValueError, match=out_of_range):
+            call()
+    with pytest.raises(ValueError, match=r"class index \[3\] out of range for layer fc: valid class indices are 0..2"):
+        ClassScore(3, "fc")(enc(x, ["fc"]))
+    for call in (lambda: saliency(enc, x, [0, 1, 2]), lambda: pgd(enc, x, [0, 1, 2], 0.1)):
+        with pytest.raises(ValueError, match="got 3 class indices for a batch of 2 images; give one class index "
+                                             "for all images or one per image"):
+            call()
+    with pytest.raises(ValueError, match=r"got 0 channel indices for layer relu; give at least one"):
+        channel_images(enc, "relu", [])
+    with pytest.raises(SystemExit):
+        main(["deconv", "alexnet_cifar", "conv1", str(tmp_path), "--channels", "[999]", "--encoder_kwargs",
+              '{"width": 0.25}', "--device", "cpu"])
+    assert "channel index [999] out of range for layer conv1: valid channel indices are 0.." in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- non-finite inputs and progress

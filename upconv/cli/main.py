@@ -13,9 +13,10 @@ from jsonargparse import CLI
 
 from upconv.cli.args import cli_encoder, shared_args
 from upconv.core.runtime import close_progress_bars
-from upconv.visualize.deconv import deconv
+from upconv.cli.deconv import deconv
 from upconv.evaluation.run import evaluate_cli
 from upconv.cli.privacy import privacy
+from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 
 
@@ -55,7 +56,7 @@ COMMANDS = {
     "evaluate": evaluate_cli,
     "deconv": deconv,
     "privacy": privacy,  # attacks and defences at split points
-    "visualize": VISUALIZE_COMMANDS,  # nested: upconv visualize <method>
+    "visualize": {**VISUALIZE_COMMANDS, **ATTRIBUTION_COMMANDS},  # nested: upconv visualize <method>
 }
 
 

@@ -125,16 +125,28 @@ def db_error(pred: Tensor, target: Tensor, mean_distance: Tensor | float) -> Ten
     return dist / torch.as_tensor(mean_distance, dtype=torch.float64, device=dist.device)
 
 
-def feature_error(pred_features: Tensor, target_features: Tensor) -> Tensor:
-    """Per-image ‖Φ_L(x̂) − Φ_L(x)‖₂ / ‖Φ_L(x)‖₂ (not squared), (B,): how well x̂ explains the features.
+def relative_feature_error(pred_features: Tensor, target_features: Tensor, squared: bool = False,
+                           floor: float = 1e-12) -> Tensor:
+    """Per-image relative feature distance ‖a − b‖₂ / ‖b‖₂, or with ``squared`` ‖a − b‖₂² / ‖b‖₂² (Mahendran &
+    Vedaldi 2015, eq. 3's data term), (B,), in the inputs' own precision and differentiable.
 
-    The denominator is floored at 1e-12 so an all-zero feature vector (a dead ReLU layer) gives a large but
-    finite value rather than NaN.
+    ``floor`` bounds the denominator (‖b‖ or ‖b‖²) from below, so an all-zero target (a dead ReLU layer) gives
+    a large but finite value rather than NaN. The squared form is computed without a square root, so its
+    gradient stays finite where a = b.
     """
     if pred_features.shape != target_features.shape:
         raise ValueError(f"feature shapes differ: {tuple(pred_features.shape)} vs {tuple(target_features.shape)}")
-    diff = (pred_features.double() - target_features.double()).flatten(1).norm(dim=1)  # (B,)
-    return diff / target_features.double().flatten(1).norm(dim=1).clamp_min(1e-12)
+    if squared:
+        diff = (pred_features - target_features).flatten(1).pow(2).sum(1)  # (B,)
+        return diff / target_features.flatten(1).pow(2).sum(1).clamp_min(floor)
+    diff = (pred_features - target_features).flatten(1).norm(dim=1)  # (B,)
+    return diff / target_features.flatten(1).norm(dim=1).clamp_min(floor)
+
+
+def feature_error(pred_features: Tensor, target_features: Tensor) -> Tensor:
+    """Per-image ‖Φ_L(x̂) − Φ_L(x)‖₂ / ‖Φ_L(x)‖₂ (not squared) in float64, (B,): how well x̂ explains the
+    features (``relative_feature_error``; its floor keeps an all-zero target finite)."""
+    return relative_feature_error(pred_features.double(), target_features.double())
 
 
 def class_agreement(pred_logits: Tensor, target_logits: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ normalisation). Everything is batched: image b's gradient depends only on image 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
@@ -24,7 +25,7 @@ from upconv.methods.base import Batch, Method, features_of
 from upconv.nets.encoder import Encoder
 from upconv.optim.params import PixelParam
 from upconv.optim.regularizers import AlphaNorm, TotalVariation
-from upconv.optim.engine import FeatureMatch, OptimResult, optimize
+from upconv.optim.engine import FeatureMatch, OptimResult, OptimSettings, optimize
 
 MV_ALPHA = 6.0
 MV_BETA = 2.0
@@ -100,50 +101,67 @@ def objective(encoder: Encoder, layer: str, target: Tensor, images: Tensor, tv_w
     return loss + sum(r(images) for r in regularizers(encoder, lam, alpha_weight))
 
 
-def invert(
-    encoder: Encoder,
-    layer: str,
-    target: Tensor,
-    *,
-    steps: int = 200,
-    optimizer: Literal["sgd", "adam"] = "sgd",
-    lr: Optional[float] = None,
-    momentum: float = 0.9,
-    tv_weight: Optional[float] = None,
-    alpha_weight: float = MV_ALPHA_WEIGHT,
-    alpha: float = MV_ALPHA,
-    beta: float = MV_BETA,
-    init: Optional[Tensor] = None,
-    seed: int = 0,
-) -> OptimResult:
-    """Reconstruct images from ``target`` = Φ_L(x), shape (B, *layer shape), by M&V optimisation.
+@dataclass(frozen=True)
+class MVSettings:
+    """Settings of one M&V inversion run (the defaults are their released code's, see the module docstring).
 
-    ``lr`` is in units of the normalised objective (default ``MV_LR`` for SGD, ``ADAM_LR`` for Adam);
-    ``tv_weight`` defaults to ``default_tv_weight``. Returns the engine's ``OptimResult``; its ``history``
-    holds −(feature loss) per step, so a working inversion shows it rising towards 0.
+    Args:
+        steps: optimiser steps; the learning rate drops tenfold at M&V's fractions of the run (``lr_steps``).
+        optimizer: ``sgd`` (their momentum SGD) or ``adam``.
+        lr: in units of the normalised objective (None: ``MV_LR`` for SGD, ``ADAM_LR`` for Adam).
+        momentum: SGD momentum.
+        tv_weight: λ_TV (None: ``default_tv_weight`` of the layer).
+        alpha_weight: λ_α of the α-norm prior.
+        alpha: the prior's exponent α.
+        beta: the TV exponent β.
+        seed: seed of the noise initialisation (``noise_init``).
+    """
+
+    steps: int = 200
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    tv_weight: Optional[float] = None
+    alpha_weight: float = MV_ALPHA_WEIGHT
+    alpha: float = MV_ALPHA
+    beta: float = MV_BETA
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose sgd (M&V's momentum) or adam")
+        if self.tv_weight is not None and self.tv_weight < 0 or self.alpha_weight < 0:
+            raise ValueError(f"regulariser weights must be ≥ 0; got tv_weight={self.tv_weight}, "
+                             f"alpha_weight={self.alpha_weight}")
+
+    def engine_settings(self, encoder: Encoder) -> OptimSettings:
+        """The engine's steps, optimiser and schedule; SGD's step is scaled to M&V's units."""
+        lr = self.lr if self.lr is not None else MV_LR if self.optimizer == "sgd" else ADAM_LR
+        if self.optimizer == "sgd":
+            # M&V's step is lr · x0_σ² · ∇(normalised loss); x0_σ² = H·W·B² is the energy of a typical image.
+            lr = lr * encoder.image_size[0] * encoder.image_size[1] * image_scale(encoder) ** 2
+        return OptimSettings(steps=self.steps, lr=lr, optimizer=self.optimizer, momentum=self.momentum,
+                             lr_steps=lr_steps(self.steps), lr_gamma=0.1)
+
+
+def invert(encoder: Encoder, layer: str, target: Tensor, settings: MVSettings = MVSettings(),
+           init: Optional[Tensor] = None) -> OptimResult:
+    """Reconstruct images from ``target`` = Φ_L(x), shape (B, *layer shape), by M&V optimisation with
+    ``settings`` (``MVSettings``), from ``init`` (B, C, H, W) or their noise initialisation.
+
+    Returns the engine's ``OptimResult``; its ``history`` holds −(feature loss) per step, so a working
+    inversion shows it rising towards 0.
     """
     name = encoder.resolve([layer])[0]
     want = encoder.layer(name).shape
     if target.dim() != len(want) + 1 or tuple(target.shape[1:]) != want:
         raise ValueError(f"target features for layer {name} must have shape (B, {', '.join(map(str, want))}); "
                          f"got {tuple(target.shape)}")
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"unknown optimizer '{optimizer}'; choose sgd (M&V's momentum) or adam")
-    if tv_weight is not None and tv_weight < 0 or alpha_weight < 0:
-        raise ValueError(f"regulariser weights must be ≥ 0; got tv_weight={tv_weight}, alpha_weight={alpha_weight}")
-    b_norm = image_scale(encoder)
-    hw = encoder.image_size[0] * encoder.image_size[1]
-    lam_tv = default_tv_weight(encoder, name) if tv_weight is None else float(tv_weight)
-    x0 = noise_init(encoder, target.shape[0], seed) if init is None else init.detach().to(encoder.mean)
-    if lr is None:
-        lr = MV_LR if optimizer == "sgd" else ADAM_LR
-    if optimizer == "sgd":
-        # M&V's step is lr · x0_σ² · ∇(normalised loss); x0_σ² = H·W·B² is the energy of a typical image.
-        lr = lr * hw * b_norm**2
-    regs = regularizers(encoder, lam_tv, alpha_weight, alpha, beta)
-    return optimize(encoder, FeatureMatch(name, target.to(encoder.mean)), PixelParam(x0), steps=steps, lr=lr,
-                    optimizer=optimizer, momentum=momentum, lr_steps=lr_steps(steps), lr_gamma=0.1,
-                    regularizers=regs)
+    lam_tv = default_tv_weight(encoder, name) if settings.tv_weight is None else float(settings.tv_weight)
+    x0 = noise_init(encoder, target.shape[0], settings.seed) if init is None else init.detach().to(encoder.mean)
+    regs = regularizers(encoder, lam_tv, settings.alpha_weight, settings.alpha, settings.beta)
+    return optimize(encoder, FeatureMatch(name, target.to(encoder.mean)), PixelParam(x0),
+                    settings.engine_settings(encoder), regularizers=regs)
 
 
 class MVInversionMethod(Method):
@@ -161,11 +179,9 @@ class MVInversionMethod(Method):
                  lr: Optional[float] = None, tv_weight: Optional[float] = None, seed: int = 0) -> None:
         if steps < 1 or not math.isfinite(steps):
             raise ValueError(f"steps must be a positive integer; got {steps}")
-        self.encoder, self.steps, self.optimizer, self.lr, self.tv_weight, self.seed = (
-            encoder, int(steps), optimizer, lr, tv_weight, seed)
+        self.encoder = encoder
+        self.settings = MVSettings(steps=int(steps), optimizer=optimizer, lr=lr, tv_weight=tv_weight, seed=seed)
 
     def reconstruct(self, batch: Batch, layer: str) -> Tensor:
         target = features_of(self.encoder, batch, layer)  # the evaluation's features: no second encoder pass
-        res = invert(self.encoder, layer, target, steps=self.steps, optimizer=self.optimizer, lr=self.lr,
-                     tv_weight=self.tv_weight, seed=self.seed)
-        return res.images  # (B, C, H, W) in [0, 1]
+        return invert(self.encoder, layer, target, self.settings).images  # (B, C, H, W) in [0, 1]

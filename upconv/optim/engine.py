@@ -20,10 +20,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from upconv.core.metrics import relative_feature_error
+from upconv.core.runtime import progress
 from upconv.nets.encoder import Encoder
+from upconv.optim.indices import check_indices
 from upconv.optim.params import Parameterization
 from upconv.optim.regularizers import Penalty, Projection
-from upconv.core.runtime import progress
 
 
 # ---------------------------------------------------------------------- objectives
@@ -44,15 +46,9 @@ class Objective:
     __rmul__ = __mul__
 
 
-def _per_image(index: int | Sequence[int], batch: int, what: str, size: int) -> Tensor:
-    idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-    if idx.numel() == 1:
-        idx = idx.expand(batch)
-    if idx.numel() != batch:
-        raise ValueError(f"got {idx.numel()} {what} indices for a batch of {batch} images; give one or one per image")
-    if (idx < 0).any() or (idx >= size).any():
-        raise ValueError(f"{what} index out of range: {idx.tolist()}; valid {what} indices are 0..{size - 1}")
-    return idx
+def _units(index: int | Sequence[int], a: Tensor, what: str, layer: str) -> Tensor:
+    """One index per image of ``a`` (B, K, ...) into its dim 1, on ``a``'s device."""
+    return check_indices(index, a.shape[1], what, f"layer {layer}", batch=a.shape[0]).to(a.device)  # (B,)
 
 
 class ClassScore(Objective):
@@ -63,7 +59,7 @@ class ClassScore(Objective):
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:
         s = feats[self.layers[0]].flatten(1)  # (B, K)
-        idx = _per_image(self.classes, s.shape[0], "class", s.shape[1]).to(s.device)
+        idx = _units(self.classes, s, "class", self.layers[0])
         return s.gather(1, idx[:, None])[:, 0]  # (B,)
 
 
@@ -73,7 +69,7 @@ class ClassContrast(ClassScore):
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:
         s = feats[self.layers[0]].flatten(1)  # (B, K)
-        idx = _per_image(self.classes, s.shape[0], "class", s.shape[1]).to(s.device)
+        idx = _units(self.classes, s, "class", self.layers[0])
         return s.log_softmax(1).gather(1, idx[:, None])[:, 0]  # (B,)
 
 
@@ -85,7 +81,7 @@ class ChannelMean(Objective):
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:
         a = feats[self.layers[0]]  # (B, C, H, W) or (B, C)
-        idx = _per_image(self.channels, a.shape[0], "channel", a.shape[1]).to(a.device)
+        idx = _units(self.channels, a, "channel", self.layers[0])
         return a[torch.arange(a.shape[0], device=a.device), idx].flatten(1).mean(1)  # (B,)
 
 
@@ -97,7 +93,7 @@ class Neuron(Objective):
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:
         a = feats[self.layers[0]]  # (B, C, H, W) or (B, C)
-        idx = _per_image(self.channels, a.shape[0], "channel", a.shape[1]).to(a.device)
+        idx = _units(self.channels, a, "channel", self.layers[0])
         a = a[torch.arange(a.shape[0], device=a.device), idx]  # (B, H, W) or (B,)
         if a.dim() == 1:
             return a
@@ -120,15 +116,14 @@ class LayerNorm(Objective):
 
 
 class FeatureMatch(Objective):
-    """Mahendran & Vedaldi (2015) eq. 3 loss, negated: -‖Φ_L(x̂) - Φ_L(x)‖² / ‖Φ_L(x)‖², per image."""
+    """Mahendran & Vedaldi (2015) eq. 3 loss, negated: -‖Φ_L(x̂) - Φ_L(x)‖² / ‖Φ_L(x)‖², per image
+    (``relative_feature_error`` squared)."""
 
     def __init__(self, layer: str, target: Tensor) -> None:
         self.layers, self.target = [layer], target.detach()
-        self._norm = self.target.flatten(1).pow(2).sum(1).clamp_min(1e-12)  # (B,)
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:
-        d = (feats[self.layers[0]] - self.target).flatten(1).pow(2).sum(1)  # (B,)
-        return -d / self._norm
+        return -relative_feature_error(feats[self.layers[0]], self.target, squared=True)  # (B,)
 
 
 class Sum(Objective):
@@ -144,6 +139,50 @@ class Sum(Objective):
 
 
 # ---------------------------------------------------------------------- engine
+OPTIMIZERS = ("adam", "sgd", "normalized")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """How ``optimize`` steps: the optimiser, its learning-rate schedule and when to stop.
+
+    Args:
+        steps: optimiser steps (at most; see ``stop_at``).
+        lr: learning rate.
+        optimizer: ``adam``; ``sgd`` (momentum ``momentum``, as in Mahendran & Vedaldi); or ``normalized``
+            (DeepDream's step: the gradient divided by its mean absolute value, per image).
+        momentum: SGD momentum.
+        lr_steps: step numbers at which the learning rate is multiplied by ``lr_gamma``.
+        lr_gamma: the factor applied at each of ``lr_steps``.
+        stop_at: end early once every image's score reaches this (None: run all steps).
+    """
+
+    steps: int = 200
+    lr: float = 0.05
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    lr_steps: Sequence[int] = ()
+    lr_gamma: float = 0.1
+    stop_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {self.steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number; got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose adam, sgd or normalized")
+
+    def lr_at(self, step: int) -> float:
+        """The scheduled learning rate of step ``step`` (0-based): lr · gamma^(number of lr_steps ≤ step)."""
+        return self.lr * self.lr_gamma ** sum(1 for s in set(self.lr_steps) if s <= step)
+
+    def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
+
+
 @dataclass
 class OptimResult:
     images: Tensor  # (B, C, H, W) in [0, 1], detached
@@ -151,70 +190,60 @@ class OptimResult:
     history: Tensor  # (steps, B) objective seen at each step (on transformed images)
 
 
+def _normalize_gradients(params: list[Tensor]) -> None:
+    """DeepDream's step: each image's gradient divided by its mean absolute value."""
+    for p in params:
+        p.grad /= p.grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (p.dim() - 1))
+
+
+def _project(param: Parameterization, projections: list[Projection], image: Tensor, step: int) -> None:
+    """Apply the between-steps edits (Yosinski et al.) to the current image; ``image.grad`` is dScore/dImage."""
+    with torch.no_grad():
+        new = param().detach()
+        for r in projections:
+            new = r(new, image.grad, step)
+        param.set_image(new)
+
+
 def optimize(
     encoder: Encoder,
     objective: Objective,
     param: Parameterization,
+    settings: OptimSettings = OptimSettings(),
     *,
-    steps: int = 200,
-    lr: float = 0.05,
-    optimizer: str = "adam",
-    momentum: float = 0.9,
-    lr_steps: Sequence[int] = (),
-    lr_gamma: float = 0.1,
     transforms: Sequence[Callable[[Tensor], Tensor]] = (),
     regularizers: Sequence[Penalty | Projection] = (),
-    stop_at: float | None = None,
 ) -> OptimResult:
-    """Maximise ``objective(encoder(T(param()))) - Σ penalties`` over the parameters of ``param``.
-
-    ``optimizer``: ``adam``; ``sgd`` (momentum ``momentum``, as in Mahendran & Vedaldi); or ``normalized``
-    (DeepDream's step: the gradient divided by its mean absolute value, per image). ``lr_steps`` multiply
-    the learning rate by ``lr_gamma`` at those step numbers. ``stop_at`` ends early once every image's score
-    reaches it. ``T`` is the composition of ``transforms``, re-drawn every step.
+    """Maximise ``objective(encoder(T(param()))) - Σ penalties`` over the parameters of ``param``, stepping as
+    ``settings`` says (``OptimSettings``). ``T`` is the composition of ``transforms``, re-drawn every step;
+    ``regularizers`` are penalties (subtracted from the score) and projections (applied between steps).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps}")
-    if lr <= 0 or not math.isfinite(lr):
-        raise ValueError(f"lr must be a positive number; got {lr}")
     layers = encoder.resolve(objective.layers)
     params = [p for p in param.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
-    elif optimizer in ("sgd", "normalized"):
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum if optimizer == "sgd" else 0.0)
-    else:
-        raise ValueError(f"unknown optimizer '{optimizer}'; choose adam, sgd or normalized")
+    opt = settings.make_optimizer(params)
     penalties = [r for r in regularizers if isinstance(r, Penalty)]
     projections = [r for r in regularizers if isinstance(r, Projection)]
     history = []
-    for step in progress(range(steps), "optimising", steps, unit="step"):
-        if step in lr_steps:
-            for g in opt.param_groups:
-                g["lr"] *= lr_gamma
+    for step in progress(range(settings.steps), "optimising", settings.steps, unit="step"):
+        for g in opt.param_groups:
+            g["lr"] = settings.lr_at(step)
         opt.zero_grad(set_to_none=True)
         image = param()  # (B, C, H, W) in [0, 1]
         image.retain_grad()  # Yosinski's contribution clipping needs dScore/dImage
         x = image
         for t in transforms:
             x = t(x)
-        feats = encoder(x, layers)
-        score = objective(feats)  # (B,)
+        score = objective(encoder(x, layers))  # (B,)
         total = score - sum((p(image) for p in penalties), torch.zeros_like(score))
         (-total.sum()).backward()  # a sum keeps images independent
         history.append(score.detach())
-        if optimizer == "normalized":
-            for p in params:
-                p.grad /= p.grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (p.dim() - 1))
+        if settings.optimizer == "normalized":
+            _normalize_gradients(params)
         opt.step()
         param.after_step()
         if projections:
-            with torch.no_grad():
-                new = param().detach()
-                for r in projections:
-                    new = r(new, image.grad, step)
-                param.set_image(new)
-        if stop_at is not None and bool((history[-1] >= stop_at).all()):
+            _project(param, projections, image, step)
+        if settings.stop_at is not None and bool((history[-1] >= settings.stop_at).all()):
             break
     with torch.no_grad():
         final = param().detach()

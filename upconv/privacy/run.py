@@ -20,7 +20,7 @@ from upconv.core import metrics as M
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
 from upconv.core.runtime import progress, resolve_device
-from upconv.methods.mahendran_vedaldi import MV_STEPS, invert
+from upconv.methods.mahendran_vedaldi import MV_STEPS, MVSettings, invert
 from upconv.core.files import check_out
 from upconv.data.augment import to_unit
 from upconv.privacy import attacks as A
@@ -219,8 +219,8 @@ def run_privacy(
     def reconstruct(attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
         if decoder == "paper" and attack in ("white_box", "query_free"):
             target = victim if attack == "white_box" else shadow
-            chunks = [invert(target, layer, f, steps=mv_steps, optimizer=mv_optimizer, tv_weight=mv_tv_weight,
-                             seed=seed).images for f in feats.split(mv_batch)]
+            mv = MVSettings(steps=mv_steps, optimizer=mv_optimizer, tv_weight=mv_tv_weight, seed=seed)
+            chunks = [invert(target, layer, f, mv).images for f in feats.split(mv_batch)]
             return torch.cat(chunks)
         with torch.no_grad():
             return torch.cat([nets[attack][(decoder, layer)](f) for f in feats.split(batch_size)]).clamp(0, 1)

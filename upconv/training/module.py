@@ -30,10 +30,9 @@ from upconv.nets.upconvnet import UpconvNet
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-image ‖Φ(x̂) − Φ(x)‖² / ‖Φ(x)‖², shape (B,): the square of ``metrics.feature_error``, kept in
+    """Per-image ‖Φ(x̂) − Φ(x)‖² / ‖Φ(x)‖², shape (B,): ``metrics.relative_feature_error`` squared, kept in
     the features' own precision because it runs in the training hot path."""
-    diff = (pred - target).flatten(1).pow(2).sum(1)
-    return diff / target.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+    return M.relative_feature_error(pred, target, squared=True)
 
 
 class InversionModule(L.LightningModule):

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from upconv.nets.encoder import Encoder
 from upconv.optim.engine import ChannelMean, ClassContrast, ClassScore, Neuron
+from upconv.optim.indices import check_indices
 from upconv.visualize.recipe import Recipe
 
 
@@ -21,20 +21,11 @@ class Visualization:
     labels: list[str]  # one caption per image
 
 
-def check_index(values: Sequence[int], size: int, what: str, where: str) -> list[int]:
-    """Validate unit indices up front, before any optimisation starts."""
-    values = [int(v) for v in values]
-    bad = [v for v in values if not 0 <= v < size]
-    if not values or bad:
-        raise ValueError(f"{what} index {bad or values} out of range for {where}: valid {what} indices are 0..{size - 1}")
-    return values
-
-
 def class_images(encoder: Encoder, classes: Sequence[int], starts: int = 1, recipe: Recipe | None = None) -> Visualization:
     """Maximise the pre-softmax score S_c of each class from ``starts`` random starts (Simonyan et al. eq. 1).
     All len(classes)·starts images are optimised as one batch."""
     last = encoder.layers[-1]
-    classes = check_index(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})")
+    classes = check_indices(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})").tolist()
     if starts < 1:
         raise ValueError(f"starts must be >= 1; got {starts}")
     per_image = [c for c in classes for _ in range(starts)]
@@ -46,7 +37,7 @@ def prototypes(encoder: Encoder, classes: Sequence[int] | None = None, recipe: R
     """One image per class maximising log p_c = S_c - logsumexp_k S_k: the class up, all others down."""
     last = encoder.layers[-1]
     k = encoder.layer(last).shape[0]
-    classes = check_index(range(k) if classes is None else classes, k, "class", f"{encoder.name} ({last})")
+    classes = check_indices(range(k) if classes is None else classes, k, "class", f"{encoder.name} ({last})").tolist()
     res = (recipe or Recipe()).run(encoder, ClassContrast(classes, last), len(classes))
     return Visualization(res.images, res.scores, [f"class {c} p={s.exp():.2f}" for c, s in zip(classes, res.scores)])
 
@@ -54,7 +45,7 @@ def prototypes(encoder: Encoder, classes: Sequence[int] | None = None, recipe: R
 def channel_images(encoder: Encoder, layer: str, channels: Sequence[int], recipe: Recipe | None = None) -> Visualization:
     """Maximise the mean activation of each channel of ``layer`` (one image per channel)."""
     layer = encoder.resolve(layer)[0]
-    channels = check_index(channels, encoder.layer(layer).shape[0], "channel", f"layer {layer}")
+    channels = check_indices(channels, encoder.layer(layer).shape[0], "channel", f"layer {layer}").tolist()
     res = (recipe or Recipe()).run(encoder, ChannelMean(layer, channels), len(channels))
     return Visualization(res.images, res.scores, [f"{layer}:{c}" for c in channels])
 
@@ -64,7 +55,7 @@ def neuron_images(encoder: Encoder, layer: str, channels: Sequence[int], y: int 
     """Maximise one unit of each channel, at (y, x) of the layer's map (the centre by default)."""
     layer = encoder.resolve(layer)[0]
     shape = encoder.layer(layer).shape
-    channels = check_index(channels, shape[0], "channel", f"layer {layer}")
+    channels = check_indices(channels, shape[0], "channel", f"layer {layer}").tolist()
     if len(shape) == 3:
         y = shape[1] // 2 if y is None else y
         x = shape[2] // 2 if x is None else x

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from upconv.nets.encoder import Encoder
 from upconv.optim.engine import ClassContrast
+from upconv.optim.indices import check_indices
 from upconv.core.runtime import progress
-from upconv.visualize.activation import check_index
 from upconv.visualize.recipe import Recipe
 
 
@@ -55,12 +55,8 @@ class AttackResult:
 
 def _labels(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor) -> Tensor:
     k = encoder.layer(encoder.layers[-1]).shape[0]
-    y = torch.as_tensor(labels, dtype=torch.long, device=encoder.mean.device).reshape(-1)
-    y = y.expand(images.shape[0]) if y.numel() == 1 else y
-    if y.numel() != images.shape[0]:
-        raise ValueError(f"got {y.numel()} labels for {images.shape[0]} images; give one label or one per image")
-    check_index(y.tolist(), k, "class", f"{encoder.name}")
-    return y
+    y = check_indices(labels, k, "class", encoder.name, batch=images.shape[0])  # (B,)
+    return y.to(encoder.mean.device)
 
 
 def _check_eps(epsilon: float, name: str = "epsilon") -> None:
@@ -136,7 +132,7 @@ def fooling_images(encoder: Encoder, classes: Sequence[int], confidence: float =
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.99; got {confidence}")
     last = encoder.layers[-1]
-    classes = check_index(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})")
+    classes = check_indices(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})").tolist()
     recipe = recipe or Recipe(param="pixel", lr=0.01, jitter=0, scale=0, rotate=0, init_sd=0.5)
     res = replace(recipe, steps=max_steps).run(encoder, ClassContrast(classes, last), len(classes),
                                                stop_at=math.log(confidence))

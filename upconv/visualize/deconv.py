@@ -1,4 +1,4 @@
-"""Zeiler & Fergus (2014) figures from DeconvNet projections, and the ``upconv deconv`` command.
+"""Zeiler & Fergus (2014) figures from DeconvNet projections (the ``upconv deconv`` command writes them).
 
 - Per channel: the top-9 activating images of a data set for that channel; for each, the projection of the
   channel's strongest activation in that image beside the matching receptive-field crop of the image.
@@ -14,10 +14,8 @@ import os
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from upconv.cli.args import cli_encoder, shared_args
 from upconv.core.figures import signed_to_image
 from upconv.methods.deconv_graph import ReceptiveField
 from upconv.methods.deconvnet import DeconvNet
@@ -98,72 +96,3 @@ def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 
     """(N, C, H, 2W): each image beside the projection of the layer's ``top_k`` strongest activations."""
     proj = signed_to_image(deconvnet.project(images, layer, top_k=top_k))  # (N, C, H, W)
     return torch.cat([images.to(proj.device), proj], dim=-1)
-
-
-def _save(image: Tensor, path: str, zoom: int) -> None:
-    from torchvision.utils import save_image
-
-    if zoom > 1:  # nearest-neighbour keeps 32×32 pixels crisp
-        image = F.interpolate(image[None].float(), scale_factor=zoom, mode="nearest")[0]
-    save_image(image.clamp(0, 1).cpu(), path)
-
-
-@shared_args()
-def deconv(
-    encoder: str,
-    layer: str,
-    data: str,
-    out: str = "deconv",
-    channels: Optional[list[int]] = None,
-    limit: int = 1000,
-    top: int = 9,
-    images: int = 8,
-    top_k: int = 1,
-    guided: bool = False,
-    encoder_weights: Optional[str] = None,
-    encoder_kwargs: Optional[dict[str, Any]] = None,
-    pretrained: bool = True,
-    download: bool = False,
-    batch_size: int = 128,
-    zoom: int = 4,
-    device: str = "auto",
-) -> None:
-    """Write DeconvNet / guided-backpropagation figures (Zeiler & Fergus 2014) as PNGs.
-
-    Per channel: the top activating images of the data set, each projection beside its receptive-field
-    crop. Per image: the image beside the projection of the layer's strongest activations.
-
-    Args:
-        layer: layer to project from (see ``upconv layers``).
-        data: ImageFolder directory (root/<class>/<image>), resized and centre-cropped to the encoder's size.
-        out: output directory for the PNGs.
-        channels: channels to draw (default: the first 16).
-        limit: number of images of the data set to search (evenly spaced over the file list).
-        top: top activating images per channel.
-        images: number of per-image figures (the first images of the searched subset).
-        top_k: strongest activations of the layer projected in the per-image figures.
-        guided: guided backpropagation (Springenberg et al. 2015) instead of DeconvNet.
-        batch_size: images per forward pass when searching the data set.
-        zoom: nearest-neighbour upscaling of the saved PNGs.
-    """
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    net = DeconvNet(enc, guided=guided)
-    name = enc.resolve(layer)[0]
-    net.graph(name)  # refuse unsupported layers before reading any data
-    n_channels = enc.layer(name).shape[0]
-    channels = list(range(min(16, n_channels))) if channels is None else channels
-    if not channels or not all(0 <= c < n_channels for c in channels):
-        raise ValueError(f"channels must be indices in 0..{n_channels - 1} for '{name}'; got {channels}")
-    ds = image_folder(data, enc.image_size, limit)
-    os.makedirs(out, exist_ok=True)
-    values, index = top_activating(enc, name, ds, channels, top, batch_size)
-    for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
-        imgs = torch.stack([ds[int(i)][0] for i in index[k]])
-        _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(out, f"{name}_channel{c:04d}.png"), zoom)
-    n_img = min(images, len(ds))
-    if n_img > 0:
-        batch = torch.stack([ds[i][0] for i in range(n_img)])
-        for i, tile in enumerate(progress(image_figure(net, batch, name, top_k), "image figures", n_img, unit="fig")):
-            _save(tile, os.path.join(out, f"{name}_image{i:04d}.png"), zoom)
-    print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
-          f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/")

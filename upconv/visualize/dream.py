@@ -13,7 +13,7 @@ from torch import Tensor
 from upconv.nets.encoder import Encoder
 from upconv.optim.params import OctaveParam
 from upconv.optim.regularizers import Jitter
-from upconv.optim.engine import LayerNorm, optimize
+from upconv.optim.engine import LayerNorm, OptimSettings, optimize
 
 
 def deep_dream(encoder: Encoder, images: Tensor, layer: str, *, octaves: int = 3, octave_scale: float = 1.4,
@@ -24,11 +24,11 @@ def deep_dream(encoder: Encoder, images: Tensor, layer: str, *, octaves: int = 3
     if octaves < 1 or octave_scale < 1:
         raise ValueError(f"need octaves >= 1 and octave_scale >= 1; got octaves={octaves}, octave_scale={octave_scale}")
     h, w = encoder.image_size
+    settings = OptimSettings(steps=steps, lr=lr, optimizer="normalized")
     current = images.detach().to(encoder.mean.device)  # (B, C, H, W); optimize never writes to it
     for o in reversed(range(octaves)):  # o = octaves-1 is the coarsest
         f = octave_scale**o
         param = OctaveParam(current, (max(1, round(h / f)), max(1, round(w / f))))
         transforms = [Jitter(jitter)] if jitter > 0 else []
-        current = optimize(encoder, LayerNorm(layer), param, steps=steps, lr=lr, optimizer="normalized",
-                           transforms=transforms).images
+        current = optimize(encoder, LayerNorm(layer), param, settings, transforms=transforms).images
     return current

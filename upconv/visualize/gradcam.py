@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from upconv.nets.encoder import Encoder
+from upconv.optim.indices import check_indices
 
 
 def _input(encoder: Encoder, images: Tensor) -> Tensor:
@@ -27,12 +28,7 @@ def class_score(encoder: Encoder, logits: Tensor, classes: int | Sequence[int] |
     if classes is None:
         idx = logits.detach().flatten(1).argmax(1)
     else:
-        idx = torch.as_tensor(classes, dtype=torch.long, device=logits.device).reshape(-1)
-        idx = idx.expand(b) if idx.numel() == 1 else idx
-        if idx.numel() != b:
-            raise ValueError(f"got {idx.numel()} classes for {b} images; give one class or one per image")
-        if (idx < 0).any() or (idx >= k).any():
-            raise ValueError(f"class index out of range: {idx.tolist()}; {encoder.name} has classes 0..{k - 1}")
+        idx = check_indices(classes, k, "class", encoder.name, batch=b).to(logits.device)  # (B,)
     return logits.flatten(1).gather(1, idx[:, None])[:, 0], idx
 
 

@@ -11,7 +11,7 @@ from upconv.nets.encoder import Encoder
 from upconv.optim.params import DenseParam, FourierParam, Parameterization, PixelParam
 from upconv.optim.regularizers import (Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation, ZeroSmallContribution,
                              ZeroSmallNorm)
-from upconv.optim.engine import Objective, OptimResult, optimize
+from upconv.optim.engine import Objective, OptimResult, OptimSettings, optimize
 
 PARAMS = ("fourier", "pixel", "dense")
 
@@ -99,5 +99,5 @@ class Recipe:
                 torch.manual_seed(self.seed)
             param = self.make_param(encoder, batch, init)
             transforms, regs = self.parts(encoder)
-            return optimize(encoder, objective, param, steps=self.steps, lr=self.lr, optimizer=self.optimizer,
-                            transforms=transforms, regularizers=regs, stop_at=stop_at)
+            settings = OptimSettings(steps=self.steps, lr=self.lr, optimizer=self.optimizer, stop_at=stop_at)
+            return optimize(encoder, objective, param, settings, transforms=transforms, regularizers=regs)
