@@ -333,3 +333,21 @@ def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
     out, err = capfd.readouterr()
     assert out == ""
     assert "privacy: training" in err and "stage" in err and "privacy: attacks" in err
+
+
+def test_a_built_victim_is_attacked_as_the_same_weights_loaded_by_name(tmp_path):
+    """``victim=`` (a built Encoder) and ``encoder_weights`` (the same weights saved) are the same attack."""
+    from upconv.nets.builtin import ARCHITECTURES
+    from upconv.nets.encoder import Encoder
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES["he2019_cifar"].build()
+    torch.save(model.state_dict(), tmp_path / "v.pt")
+    config = PrivacyConfig(layers=["conv11"], attacks=["white_box"], decoders=["paper"], mv_steps=2, n_candidates=2,
+                           n_boot=5, lpips=False, out=None)
+    built = run_privacy(config, _data(4, 2), victim=Encoder.from_model(model, "he2019_cifar"))
+    loaded = run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_weights": str(tmp_path / "v.pt")}), _data(4, 2))
+    assert built.rows == loaded.rows and built.settings["encoder_weights_hash"] == loaded.settings["encoder_weights_hash"]
+    with pytest.raises(ValueError, match="this Encoder is already built"):
+        run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_kwargs": {"width": 0.5}}), _data(4, 2),
+                    victim=Encoder.from_model(model, "he2019_cifar"))
