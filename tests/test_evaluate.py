@@ -434,7 +434,7 @@ def test_cli_vocabulary_is_shared_and_documented():
     from docstring_parser import parse
 
     from upconv.evaluation.run import evaluate_cli
-    from upconv.cli.privacy import privacy
+    from upconv.privacy.config import PrivacyConfig as privacy  # the dataclass `upconv privacy` is built from
 
     shared = {"encoder", "encoder_weights", "encoder_kwargs", "data", "root", "device"}
     for fn in (evaluate_cli, privacy):

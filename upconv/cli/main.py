@@ -17,6 +17,7 @@ from upconv.cli.deconv import deconv
 from upconv.evaluation.run import evaluate_cli
 from upconv.cli.privacy import privacy
 from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
+from upconv.privacy.config import PrivacyConfig
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 
 
@@ -41,12 +42,13 @@ def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: 
 
 # A subcommand declared as a config dataclass returns its instance; this says what runs it.
 RUNS: dict[type, Callable[[Any], None]] = {}
+RUNS[PrivacyConfig] = privacy
 
 COMMANDS = {
     "layers": layers,
     "evaluate": evaluate_cli,
     "deconv": deconv,
-    "privacy": privacy,  # attacks and defences at split points
+    "privacy": PrivacyConfig,  # attacks and defences at split points
     "visualize": {**VISUALIZE_COMMANDS, **ATTRIBUTION_COMMANDS},  # nested: upconv visualize <method>
 }
 
