@@ -63,7 +63,29 @@ class Oracle:
         return images.clone()
 
 
-def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
+@pytest.fixture
+def torch_cache(tmp_path, monkeypatch):
+    """An empty torch cache of the test's own (LPIPS's AlexNet trunk absent until a test places one)."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path / "torch"
+
+
+def _place_random_alexnet_trunk():
+    """A seeded random-weight AlexNet where LPIPS looks for its trunk: the metric runs (its values mean nothing)."""
+    import torchvision
+
+    from upconv.core import metrics as M
+
+    path = M.lpips_backbone_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.manual_seed(1)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+
+
+def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path, torch_cache):
     out = tmp_path / "run"
     res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), n_boot=100, seed=0, grid_images=4), data=data)
     assert set(os.listdir(out)) == FILES and _no_partials(tmp_path)
@@ -91,8 +113,37 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
     md = (out / "report.md").read_text()
     assert "![metrics against depth](depth.png)" in md and "![originals and reconstructions](grid.png)" in md
     assert "‖x̂_i − x_i‖₂ / d̄" in md and "100 dB" in md
-    if rows[0]["lpips"] == "":  # no cached AlexNet here: the skip is stated in one line
-        assert sum("LPIPS skipped: place alexnet-owt-7be5be79.pth" in line for line in md.splitlines()) == 1
+    assert rows[0]["lpips"] == "" and res.settings["lpips"] == "skipped"  # no AlexNet trunk in this torch cache
+    assert sum("LPIPS skipped: place alexnet-owt-7be5be79.pth" in line for line in md.splitlines()) == 1
+
+
+def test_lpips_with_a_cached_trunk_is_the_lpips_package_on_each_image(ckpt, data, torch_cache):
+    import lpips
+
+    from upconv.core import metrics as M
+
+    _place_random_alexnet_trunk()
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    assert res.settings["lpips"] == "computed (v0.1, AlexNet trunk)" and not any("LPIPS" in n for n in res.notes)
+    model, _ = M.load_lpips()
+    assert isinstance(model, lpips.LPIPS)
+    x = torch.cat([b for b, _ in data.images("val")])  # (9, 3, 32, 32)
+    xh = load_decoders(ckpt)(x, "conv1").clamp(0, 1)
+    with torch.no_grad():  # the package's own call on images rescaled to [-1, 1] by hand
+        want = model(2 * xh - 1, 2 * x - 1).flatten().double().mean().item()
+    assert res.rows[0]["lpips"] == pytest.approx(want, rel=1e-5) and want > 0
+
+
+def test_lpips_package_missing_is_one_clear_line_and_the_other_metrics_stay(ckpt, data, torch_cache, monkeypatch):
+    import sys
+
+    _place_random_alexnet_trunk()  # the trunk is there: only the package is missing
+    monkeypatch.setitem(sys.modules, "lpips", None)  # `import lpips` now raises ImportError
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    said = [n for n in res.notes if "LPIPS" in n]
+    assert said == ["LPIPS skipped: the lpips package is not installed (pip install 'upconv[lpips]')"]
+    assert res.rows[0]["lpips"] is None and res.settings["lpips"] == "skipped"
+    assert all(res.rows[0][k] is not None for k in ("mse", "psnr", "ssim", "db_error", "feature_error"))
 
 
 def test_figures_agree_with_metrics_computed_directly(ckpt, data, tmp_path):
@@ -197,6 +248,54 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "run2"), "--methods", "[nope]"])
     assert e.value.code == 2 and "upconv: error: unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_cli_passes_method_options_and_writes_to_runs_eval_by_default(ckpt, tmp_path, capsys, monkeypatch):
+    from upconv.cli.main import main
+    from upconv.evaluation import plan
+
+    built = []
+    real = plan.build_method
+
+    def recording(name, encoder, **options):
+        built.append((name, options))
+        return real(name, encoder, **options)
+
+    monkeypatch.setattr(plan, "build_method", recording)
+    monkeypatch.chdir(tmp_path)
+    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--methods", "[upconvnet,mahendran_vedaldi]",
+          "--method_options", "{mahendran_vedaldi: {steps: 1}}", "--embedded_per_class", "4", "--n_boot", "5",
+          "--lpips", "false", "--device", "cpu"])
+    assert built == [("upconvnet", {"checkpoints": [ckpt]}), ("mahendran_vedaldi", {"steps": 1})]
+    assert capsys.readouterr().out.splitlines()[-1] == os.path.join(str(tmp_path), "runs", "eval", "report.md")
+    assert set(os.listdir(tmp_path / "runs" / "eval")) == FILES
+
+
+@pytest.mark.parametrize("options, match", [
+    ("{mahendran_vedaldi: {stepz: 1}}", r"method 'mahendran_vedaldi' cannot be built with options \{'stepz': 1\}"),
+    ("{deconvnet: {}}", r"method_options names deconvnet, which is not among the methods \(upconvnet\)"),
+])
+def test_method_options_that_cannot_apply_are_one_line(ckpt, tmp_path, capsys, options, match):
+    from upconv.cli.main import main
+
+    methods = "[upconvnet,mahendran_vedaldi]" if "mahendran" in options else "[upconvnet]"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--methods", methods, "--method_options", options,
+              "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and re.search(match, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_encoder_object_beside_an_encoder_name_is_refused(ckpt, data):
+    from upconv.nets.zoo import build_encoder
+
+    enc = build_encoder("alexnet_cifar", kwargs=ENC_KWARGS)
+    with pytest.raises(ValueError, match="two encoders: the config names 'alexnet_cifar' and an Encoder is passed"):
+        evaluate(EvalConfig(checkpoints=[ckpt], encoder="alexnet_cifar", n_boot=5, lpips=False), encoder=enc, data=data)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), encoder=enc, data=data)
+    assert res.settings["encoder_weights_hash"] == enc.weights_hash  # the object given is the one evaluated
 
 
 def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():

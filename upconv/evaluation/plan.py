@@ -87,13 +87,20 @@ def build_methods(enc: Encoder, methods: Sequence[Union[str, Method]],
                   options: Optional[dict[str, dict[str, Any]]], ckpts: list[str]) -> list[Method]:
     """Methods by name through the registry (``upconvnet`` receives the checkpoints, others their entry of
     ``options``) or as given; their names must be unique, since rows are keyed by them."""
+    unused = sorted(set(options or {}) - {m for m in methods if isinstance(m, str)})
+    if unused:
+        raise ValueError(f"method_options names {', '.join(unused)}, which is not among the methods "
+                         f"({', '.join(m if isinstance(m, str) else m.name for m in methods)}); add it or drop its options")
     built: list[Method] = []
     for m in methods:
         if isinstance(m, str):
             opts = dict((options or {}).get(m, {}))
             if m == "upconvnet":
                 opts.setdefault("checkpoints", ckpts)
-            m = build_method(m, enc, **opts)
+            try:
+                m = build_method(m, enc, **opts)
+            except TypeError as e:  # an option the method does not take: say which, in one line
+                raise ValueError(f"method '{m}' cannot be built with options {opts}: {e}") from e
         built.append(as_method(m))
     if len({m.name for m in built}) != len(built):
         raise ValueError(f"method names must be unique; got {', '.join(m.name for m in built)}")
