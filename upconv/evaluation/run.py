@@ -24,7 +24,6 @@ from upconv.evaluation.report import write_report
 from upconv.evaluation.result import FLOOR_LAYER, EvalResult
 from upconv.evaluation.scoring import Scores, score_batches
 from upconv.methods.base import Method
-from upconv.methods.registry import build_method, method_names, register_method  # noqa: F401 - re-exported
 from upconv.nets.encoder import Encoder
 
 
