@@ -31,6 +31,7 @@ def main() -> None:
 
     from upconv.core import metrics as M
     from upconv.training.datamodule import ImageData
+    from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
     from upconv.core.runtime import resolve_device
     from upconv.training.module import InversionModule
@@ -62,7 +63,8 @@ def main() -> None:
 
     sync()
     t0 = time.perf_counter()
-    result = evaluate(ckpt, data=data, batch_size=args.batch_size, n_boot=1000, lpips=True, device=str(dev))
+    result = evaluate(EvalConfig(checkpoints=[ckpt], batch_size=args.batch_size, n_boot=1000, lpips=True,
+                                 device=str(dev)), data=data)
     sync()
     t_eval = time.perf_counter() - t0
     n = result.settings["n_images"]

@@ -71,7 +71,7 @@ def load_or_decode(cfg: dict, path: str | None) -> tuple:
     tensors) so parallel parts neither decode the JPEGs again nor risk drawing different splits."""
     import torch
 
-    from upconv.cli.privacy import load_splits
+    from upconv.privacy.splits import load_splits
 
     key = {k: cfg.get(k) for k in SPLIT_KEYS if k != "num_workers"}  # what decides the images drawn
     if path and os.path.exists(path):
@@ -174,12 +174,11 @@ def main() -> None:
     if args.train_victim:
         train_victim(cfg, splits, args.train_victim)
         return
+    from upconv.privacy.config import PrivacyConfig
     from upconv.privacy.run import run_privacy
 
     victim, attacker, evaluation = splits
-    run_kw = {k: v for k, v in cfg.items() if k not in SPLIT_KEYS and k not in ("encoder", "layers")}
-    run_privacy(cfg["encoder"], cfg["layers"], evaluation, victim_data=victim, attacker_data=attacker,
-                seed=cfg.get("seed", 0), overwrite=args.overwrite, **run_kw)
+    run_privacy(PrivacyConfig(**{**cfg, "overwrite": args.overwrite}), evaluation, victim, attacker)
     with open(os.path.join(cfg["out"], "metrics.json")) as f:
         metrics = json.load(f)
     table = comparison(metrics, label_for(metrics, args.reduced))

@@ -9,10 +9,12 @@ import pytest
 import torch
 import yaml
 
-from upconv.evaluation import report
+from upconv.evaluation import figures, tables
+from upconv.evaluation.config import EvalConfig
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
-from upconv.evaluation.run import METRICS, evaluate
+from upconv.evaluation.result import METRICS
+from upconv.evaluation.run import evaluate
 from upconv.methods.registry import build_method
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
@@ -61,9 +63,31 @@ class Oracle:
         return images.clone()
 
 
-def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
+@pytest.fixture
+def torch_cache(tmp_path, monkeypatch):
+    """An empty torch cache of the test's own (LPIPS's AlexNet trunk absent until a test places one)."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path / "torch"
+
+
+def _place_random_alexnet_trunk():
+    """A seeded random-weight AlexNet where LPIPS looks for its trunk: the metric runs (its values mean nothing)."""
+    import torchvision
+
+    from upconv.core import metrics as M
+
+    path = M.lpips_backbone_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.manual_seed(1)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+
+
+def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path, torch_cache):
     out = tmp_path / "run"
-    res = evaluate(ckpt, out=str(out), data=data, n_boot=100, seed=0, grid_images=4)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), n_boot=100, seed=0, grid_images=4), data=data)
     assert set(os.listdir(out)) == FILES and _no_partials(tmp_path)
     floors = _csv_rows(out / "metrics.csv", floors=True)[-2:]
     rows = _csv_rows(out / "metrics.csv")
@@ -76,7 +100,7 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
     header = [c.strip() for c in table[0].strip("|").split("|")]
     shown = [k for k in METRICS if rows[0][k] != ""]
     flags = ["⚠ read before use"] if any(r["floor_verdict"] for r in rows) else []
-    assert header == ["layer", "n"] + [report.LABELS[k] for k in shown] + flags
+    assert header == ["layer", "n"] + [tables.LABELS[k] for k in shown] + flags
     for line, row in zip(table[1:], rows):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == row["layer"] and int(cells[1]) == int(row["n"]) == 9
@@ -89,12 +113,41 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path):
     md = (out / "report.md").read_text()
     assert "![metrics against depth](depth.png)" in md and "![originals and reconstructions](grid.png)" in md
     assert "‖x̂_i − x_i‖₂ / d̄" in md and "100 dB" in md
-    if rows[0]["lpips"] == "":  # no cached AlexNet here: the skip is stated in one line
-        assert sum("LPIPS skipped: place alexnet-owt-7be5be79.pth" in line for line in md.splitlines()) == 1
+    assert rows[0]["lpips"] == "" and res.settings["lpips"] == "skipped"  # no AlexNet trunk in this torch cache
+    assert sum("LPIPS skipped: place alexnet-owt-7be5be79.pth" in line for line in md.splitlines()) == 1
+
+
+def test_lpips_with_a_cached_trunk_is_the_lpips_package_on_each_image(ckpt, data, torch_cache):
+    import lpips
+
+    from upconv.core import metrics as M
+
+    _place_random_alexnet_trunk()
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    assert res.settings["lpips"] == "computed (v0.1, AlexNet trunk)" and not any("LPIPS" in n for n in res.notes)
+    model, _ = M.load_lpips()
+    assert isinstance(model, lpips.LPIPS)
+    x = torch.cat([b for b, _ in data.images("val")])  # (9, 3, 32, 32)
+    xh = load_decoders(ckpt)(x, "conv1").clamp(0, 1)
+    with torch.no_grad():  # the package's own call on images rescaled to [-1, 1] by hand
+        want = model(2 * xh - 1, 2 * x - 1).flatten().double().mean().item()
+    assert res.rows[0]["lpips"] == pytest.approx(want, rel=1e-5) and want > 0
+
+
+def test_lpips_package_missing_is_one_clear_line_and_the_other_metrics_stay(ckpt, data, torch_cache, monkeypatch):
+    import sys
+
+    _place_random_alexnet_trunk()  # the trunk is there: only the package is missing
+    monkeypatch.setitem(sys.modules, "lpips", None)  # `import lpips` now raises ImportError
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    said = [n for n in res.notes if "LPIPS" in n]
+    assert said == ["LPIPS skipped: the lpips package is not installed (pip install 'upconv[lpips]')"]
+    assert res.rows[0]["lpips"] is None and res.settings["lpips"] == "skipped"
+    assert all(res.rows[0][k] is not None for k in ("mse", "psnr", "ssim", "db_error", "feature_error"))
 
 
 def test_figures_agree_with_metrics_computed_directly(ckpt, data, tmp_path):
-    res = evaluate(ckpt, data=data, layers=["pool2"], n_boot=10, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["pool2"], n_boot=10, lpips=False), data=data)
     dec = load_decoders(ckpt)
     x = torch.cat([b for b, _ in data.images("val")])  # (9, 3, 32, 32)
     xh = dec(x, "pool2")
@@ -111,16 +164,18 @@ def test_figures_agree_with_metrics_computed_directly(ckpt, data, tmp_path):
 
 
 def test_same_seed_gives_byte_identical_csv(ckpt, data, tmp_path):
-    a = evaluate(ckpt, out=str(tmp_path / "a"), data=data, n_boot=50, seed=1).out
-    b = evaluate(ckpt, out=str(tmp_path / "b"), data=data, n_boot=50, seed=1).out
+    a = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "a"), n_boot=50, seed=1), data=data).out
+    b = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "b"), n_boot=50, seed=1), data=data).out
     read = lambda p: open(os.path.join(p, "metrics.csv"), "rb").read()  # noqa: E731
     assert read(a) == read(b)
-    other = evaluate(ckpt, data=data, n_boot=50, seed=2, lpips=False).rows  # the seed drives the bootstrap
+    other = evaluate(EvalConfig(checkpoints=[ckpt], n_boot=50, seed=2, lpips=False), data=data).rows  # the seed
+    # drives the bootstrap
     assert [r["mse_lo"] for r in other] != [float(r["mse_lo"]) for r in _csv_rows(os.path.join(a, "metrics.csv"))]
 
 
 def test_methods_side_by_side_with_an_exact_oracle(ckpt, data, tmp_path):
-    res = evaluate(ckpt, out=str(tmp_path / "run"), data=data, methods=["upconvnet", Oracle()], n_boot=20)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=20), data=data,
+                   methods=["upconvnet", Oracle()])
     oracle = [r for r in res.rows if r["method"] == "oracle"]
     assert [r["layer"] for r in oracle] == LAYERS
     for r in oracle:
@@ -140,13 +195,13 @@ def test_methods_side_by_side_with_an_exact_oracle(ckpt, data, tmp_path):
     ("unknown_method", "unknown method 'nope'; choose one of: .*upconvnet"),
 ])
 def test_bad_input_fails_clearly_and_writes_nothing(ckpt, tmp_path, case, match):
-    kwargs = dict(out=str(tmp_path / "run"), data="embedded", embedded_per_class=2, n_boot=5)
+    kwargs, data = dict(out=str(tmp_path / "run"), data="embedded", embedded_per_class=2, n_boot=5), None
     if case == "other_encoder":
         kwargs["encoder"] = "alexnet_cifar"  # full width: other weights than the decoders were trained on
     elif case == "missing_layer":
         kwargs["layers"] = ["conv3"]
     elif case == "image_size":
-        kwargs["data"] = ImageData(source="embedded", embedded_per_class=2, image_size=24)
+        data = ImageData(source="embedded", embedded_per_class=2, image_size=24)
     elif case == "empty_split":
         for split in ("train", "test"):
             (tmp_path / "imgs" / split).mkdir(parents=True)
@@ -154,7 +209,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(ckpt, tmp_path, case, match)
     else:
         kwargs["methods"] = ["upconvnet", "nope"]
     with pytest.raises(ValueError, match=match):
-        evaluate(ckpt, **kwargs)
+        evaluate(EvalConfig(checkpoints=[ckpt], **kwargs), data=data)
     assert not (tmp_path / "run").exists() and _no_partials(tmp_path)
 
 
@@ -162,9 +217,9 @@ def test_failure_while_writing_leaves_no_folder(ckpt, data, tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "_grid_plot", broken)
+    monkeypatch.setattr(figures, "grid_plot", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        evaluate(ckpt, out=str(tmp_path / "run"), data=data, layers=["fc6"], n_boot=5)
+        evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), layers=["fc6"], n_boot=5), data=data)
     assert os.listdir(tmp_path) == []
 
 
@@ -173,9 +228,9 @@ def test_existing_report_is_kept_unless_overwrite(ckpt, data, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="already exists"):
-        evaluate(ckpt, out=str(out), data=data, layers=["fc6"], n_boot=5)
+        evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["fc6"], n_boot=5), data=data)
     assert os.listdir(out) == ["keep.txt"]
-    evaluate(ckpt, out=str(out), data=data, layers=["fc6"], n_boot=5, overwrite=True)
+    evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["fc6"], n_boot=5, overwrite=True), data=data)
     assert set(os.listdir(out)) == FILES and _no_partials(tmp_path)
 
 
@@ -195,17 +250,64 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
     assert e.value.code == 2 and "upconv: error: unknown method 'nope'" in capsys.readouterr().err
 
 
+def test_cli_passes_method_options_and_writes_to_runs_eval_by_default(ckpt, tmp_path, capsys, monkeypatch):
+    from upconv.cli.main import main
+    from upconv.evaluation import plan
+
+    built = []
+    real = plan.build_method
+
+    def recording(name, encoder, **options):
+        built.append((name, options))
+        return real(name, encoder, **options)
+
+    monkeypatch.setattr(plan, "build_method", recording)
+    monkeypatch.chdir(tmp_path)
+    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--methods", "[upconvnet,mahendran_vedaldi]",
+          "--method_options", "{mahendran_vedaldi: {steps: 1}}", "--embedded_per_class", "4", "--n_boot", "5",
+          "--lpips", "false", "--device", "cpu"])
+    assert built == [("upconvnet", {"checkpoints": [ckpt]}), ("mahendran_vedaldi", {"steps": 1})]
+    assert capsys.readouterr().out.splitlines()[-1] == os.path.join(str(tmp_path), "runs", "eval", "report.md")
+    assert set(os.listdir(tmp_path / "runs" / "eval")) == FILES
+
+
+@pytest.mark.parametrize("options, match", [
+    ("{mahendran_vedaldi: {stepz: 1}}", r"method 'mahendran_vedaldi' cannot be built with options \{'stepz': 1\}"),
+    ("{deconvnet: {}}", r"method_options names deconvnet, which is not among the methods \(upconvnet\)"),
+])
+def test_method_options_that_cannot_apply_are_one_line(ckpt, tmp_path, capsys, options, match):
+    from upconv.cli.main import main
+
+    methods = "[upconvnet,mahendran_vedaldi]" if "mahendran" in options else "[upconvnet]"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--methods", methods, "--method_options", options,
+              "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and re.search(match, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_encoder_object_beside_an_encoder_name_is_refused(ckpt, data):
+    from upconv.nets.zoo import build_encoder
+
+    enc = build_encoder("alexnet_cifar", kwargs=ENC_KWARGS)
+    with pytest.raises(ValueError, match="two encoders: the config names 'alexnet_cifar' and an Encoder is passed"):
+        evaluate(EvalConfig(checkpoints=[ckpt], encoder="alexnet_cifar", n_boot=5, lpips=False), encoder=enc, data=data)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), encoder=enc, data=data)
+    assert res.settings["encoder_weights_hash"] == enc.weights_hash  # the object given is the one evaluated
+
+
 def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
-    import inspect
+    from jsonargparse import CLI
 
     from upconv.nets.zoo import build_encoder
-    from upconv.evaluation.run import evaluate_cli
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "eval", "alexnet_cifar_depth.yaml")
-    cfg = yaml.safe_load(open(path))
-    assert set(cfg) <= set(inspect.signature(evaluate_cli).parameters)
-    assert cfg["layers"] == build_encoder("alexnet_cifar", kwargs={"width": 0.25}).layers
-    assert len(cfg["layers"]) == 11 and cfg["data"] == "folder" and cfg["split"] == "val"
+    cfg = CLI(EvalConfig, args=["--config", path])  # what `upconv evaluate --config` reads: every name known
+    assert isinstance(cfg, EvalConfig) and cfg.batch_size == yaml.safe_load(open(path))["batch_size"]
+    assert cfg.layers == build_encoder("alexnet_cifar", kwargs={"width": 0.25}).layers
+    assert len(cfg.layers) == 11 and cfg.data == "folder" and cfg.split == "val"
 
 
 @pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
@@ -240,8 +342,8 @@ class Figures:
 def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt, data, tmp_path, monkeypatch):
     figures = Figures(monkeypatch)
     out = tmp_path / "run"
-    res = evaluate(ckpt, out=str(out), data=data, layers=["conv1"], methods=["upconvnet", "deconvnet", "deconvnet+minmax"],
-                   n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"],
+                              methods=["upconvnet", "deconvnet", "deconvnet+minmax"], n_boot=5, lpips=False), data=data)
     assert {r["method"]: r["reads_target"] for r in res.rows} == {"upconvnet": False, "deconvnet": True,
                                                                   "deconvnet+minmax": False}
     assert list(res.settings["method_caveats"]) == ["deconvnet"]
@@ -266,15 +368,18 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
 
     same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
     torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
-    res = evaluate(ckpt, encoder_weights=str(same), data=data, layers=["fc6"], n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], encoder_weights=str(same), layers=["fc6"], n_boot=5, lpips=False),
+                   data=data)
     assert res.settings["encoder_spec"]["weights"] == str(same)  # used, and it fits the decoders
     torch.manual_seed(5)
     other = tmp_path / "other.pt"
     torch.save(ARCHITECTURES["alexnet_cifar"].build(**ENC_KWARGS).state_dict(), other)
     with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
-        evaluate(ckpt, encoder_weights=str(other), data=data, layers=["fc6"], n_boot=5, lpips=False)
+        evaluate(EvalConfig(checkpoints=[ckpt], encoder_weights=str(other), layers=["fc6"], n_boot=5, lpips=False),
+                 data=data)
     with pytest.raises(ValueError, match="trained for encoder"):
-        evaluate(ckpt, encoder_kwargs={"width": 0.5, "num_classes": 8}, data=data, layers=["fc6"], n_boot=5, lpips=False)
+        evaluate(EvalConfig(checkpoints=[ckpt], encoder_kwargs={"width": 0.5, "num_classes": 8}, layers=["fc6"], n_boot=5,
+                            lpips=False), data=data)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--checkpoints", f"[{ckpt}]", "--encoder_weights", str(other), "--out", str(tmp_path / "r")])
@@ -312,7 +417,8 @@ class NaNData:
 
 def test_non_finite_images_are_refused(ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"1 of 4 input images contain NaN or infinite pixels \(batch positions 2\)"):
-        evaluate(ckpt, out=str(tmp_path / "run"), data=NaNData(), methods=["upconvnet", Oracle()], n_boot=5, lpips=False)
+        evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=5, lpips=False), data=NaNData(),
+                 methods=["upconvnet", Oracle()])
     assert os.listdir(tmp_path) == []
 
 
@@ -368,15 +474,16 @@ def test_plain_folder_says_which_split_and_skips_accuracy_against_foreign_labels
     assert "accuracy on x̂ ↑" not in md  # no column of numbers against foreign labels
     row = _csv_rows(tmp_path / "run" / "metrics.csv")[0]
     assert row["recon_accuracy"] == "" and row["class_agreement"] != ""
-    res = evaluate(ckpt, data="folder", root=str(tmp_path / "imgs"), split="all", layers=["fc6"], n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], data="folder", root=str(tmp_path / "imgs"), split="all", layers=["fc6"],
+                              n_boot=5, lpips=False))
     assert res.settings["n_images"] == 20
     assert res.settings["split_description"] == "split all = every image of a folder without train/ and test/: 20 images"
 
 
 def test_matching_folder_labels_are_labelled_as_an_assumption(ckpt, tmp_path):
     _solid_folder(tmp_path / "imgs", 8, 3)
-    res = evaluate(ckpt, out=str(tmp_path / "run"), data="folder", root=str(tmp_path / "imgs"), split="all",
-                   layers=["fc6"], n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), data="folder", root=str(tmp_path / "imgs"),
+                              split="all", layers=["fc6"], n_boot=5, lpips=False))
     md = (tmp_path / "run" / "report.md").read_text()
     assert "against the folder's labels, assumed to be the encoder's classes in sorted folder order" in md
     assert res.rows[0]["recon_accuracy"] is not None
@@ -393,18 +500,19 @@ def test_chance_level_accuracy_is_flagged():
 def test_grid_images_are_sampled_across_classes(tmp_path):
     _solid_folder(tmp_path / "imgs" / "train", 4, 2)
     _solid_folder(tmp_path / "imgs" / "test", 4, 5)  # class-ordered: the first 4 images are all class 0
-    kw = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25, "num_classes": 4}, methods=[Oracle()],
-              data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3, num_workers=0),
-              layers=["conv1"], grid_images=4, n_boot=5, lpips=False)
-    res = evaluate(batch_size=3, **kw)
+    kw = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25, "num_classes": 4}, layers=["conv1"], n_boot=5,
+              lpips=False)
+    objects = dict(methods=[Oracle()], data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3,
+                                                      num_workers=0))
+    res = evaluate(EvalConfig(batch_size=3, grid_images=4, **kw), **objects)
     assert [_class_of(x) for x in res.originals] == [0, 1, 2, 3]  # one per class, in class order
     assert torch.equal(res.grid[("oracle", "conv1")], res.originals)  # each reconstruction beside its original
-    res8 = evaluate(batch_size=7, **{**kw, "grid_images": 8})
+    res8 = evaluate(EvalConfig(batch_size=7, grid_images=8, **kw), **objects)
     assert sorted(_class_of(x) for x in res8.originals) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_grid_picks_equal_a_choice_made_with_every_label_known():
-    from upconv.evaluation.run import GridPicks
+    from upconv.evaluation.grid_picks import GridPicks
 
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, 3, (n,), generator=g) for n in (5, 1, 7, 4)]
@@ -433,17 +541,16 @@ def test_cli_vocabulary_is_shared_and_documented():
 
     from docstring_parser import parse
 
-    from upconv.evaluation.run import evaluate_cli
-    from upconv.cli.privacy import privacy
+    from upconv.privacy.config import PrivacyConfig as privacy  # the dataclass `upconv privacy` is built from
 
     shared = {"encoder", "encoder_weights", "encoder_kwargs", "data", "root", "device"}
-    for fn in (evaluate_cli, privacy):
+    for fn in (EvalConfig, privacy):  # EvalConfig's fields are the options of `upconv evaluate`
         params = inspect.signature(fn).parameters
         assert shared <= set(params), fn.__name__
         assert params["device"].default == "auto"
         documented = {p.arg_name: p.description for p in parse(fn.__doc__).params}
         assert [p for p in params if not documented.get(p)] == [], fn.__name__  # every argument has help text
-    assert {"pretrained", "download", "limit"} <= set(inspect.signature(evaluate_cli).parameters)
+    assert {"pretrained", "download", "limit"} <= set(inspect.signature(EvalConfig).parameters)
 
 
 def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
@@ -480,7 +587,8 @@ def test_floors_are_the_training_mean_images_scored_like_any_method(ckpt, data):
     x, y = torch.cat([b for b, _ in val]), torch.cat([l for _, l in val])
     mean = x_tr.mean(0)  # the oracle: the floors by brute force
     class_mean = torch.stack([x_tr[y_tr == k].mean(0) for k in range(8)])
-    res = evaluate(ckpt, data=data, layers=["conv1"], methods=[Oracle()], n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5, lpips=False), data=data,
+                   methods=[Oracle()])
     floors = {r["method"]: r for r in res.floor_rows}
     from upconv.core import metrics as M
 
@@ -499,8 +607,8 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
     blank = Constant("blank", torch.zeros(3, 32, 32))  # knows nothing and is worse than the mean image
     mean = Constant("mean", train.double().mean(0).float())  # exactly the mean-image floor
     out = tmp_path / "run"
-    res = evaluate(ckpt, out=str(out), data=data, layers=["conv1"], methods=[blank, mean, Oracle()], n_boot=5,
-                   lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"], n_boot=5, lpips=False), data=data,
+                   methods=[blank, mean, Oracle()])
     verdicts = {r["method"]: r["floor_verdict"] for r in res.rows}
     assert "no-information" in verdicts["blank"] and "no-information" in verdicts["mean"]  # at counts as below
     assert verdicts["oracle"] is None
@@ -528,7 +636,7 @@ def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data
     path = tmp_path / "health.ckpt"
     torch.save(state, path)
     out = tmp_path / "run"
-    res = evaluate(str(path), out=str(out), data=data, n_boot=5, lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[str(path)], out=str(out), n_boot=5, lpips=False), data=data)
     assert [r["decoder_health"] for r in res.rows] == ["ok", "recovered", "failed"]
     md = (out / "report.md").read_text()
     assert any(line.startswith("> ⚠ upconvnet at fc6: its decoder diverged in training and was marked failed")
@@ -555,6 +663,6 @@ def test_methods_reuse_the_evaluations_features_instead_of_running_the_encoder_a
         return real(self, images, layers)
 
     monkeypatch.setattr(Encoder, "forward", counting)
-    evaluate(ckpt, data=data, methods=["upconvnet", "mahendran_vedaldi"], method_options={"mahendran_vedaldi": {"steps": 1}},
-             n_boot=5, lpips=False)
+    evaluate(EvalConfig(checkpoints=[ckpt], methods=["upconvnet", "mahendran_vedaldi"],
+                        method_options={"mahendran_vedaldi": {"steps": 1}}, n_boot=5, lpips=False), data=data)
     assert on_originals == [["conv1", "pool2", "fc6", "fc8"]]  # the evaluation's own pass (fc8: class scores)

@@ -2,6 +2,7 @@
 the shallow inverse network's shape, an end-to-end run of every attack and defence, and bad input."""
 
 import csv
+import inspect
 import json
 import os
 
@@ -10,10 +11,12 @@ import torch
 
 from upconv.core import metrics as M
 from upconv.nets.zoo import build_encoder
-from upconv.privacy.attacks import ShallowInverseNet, build_inverter, train_inverters
+from upconv.privacy.attacks import InverterSettings, ShallowInverseNet, build_inverter, train_inverters
+from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
-from upconv.privacy.run import ATTACKS, run_privacy
+from upconv.privacy.result import ATTACKS
+from upconv.privacy.run import run_privacy
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +114,7 @@ def test_query_training_lowers_reconstruction_error(he):
         f = he(xf, ["conv11"])["conv11"]
     torch.manual_seed(0)
     untrained = build_inverter("paper", he, "conv11")
-    nets = train_inverters(he, ["conv11"], x, kinds=("paper",), epochs=20, batch_size=8, lr=1e-2)
+    nets = train_inverters(he, ["conv11"], x, InverterSettings(kinds=("paper",), epochs=20, batch_size=8, lr=1e-2))
     with torch.no_grad():
         before = M.mse(untrained(f).clamp(0, 1), xf).mean()
         after = M.mse(nets[("paper", "conv11")](f).clamp(0, 1), xf).mean()
@@ -122,18 +125,24 @@ def test_inverter_learning_rate_per_kind(he):
     x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     torch.manual_seed(0)
     init = {k: build_inverter(k, he, "conv11", 8).state_dict() for k in ("paper", "upconvnet")}
-    nets = train_inverters(he, ["conv11"], x, epochs=2, batch_size=8, width=8,
-                           lr={"paper": 1e-2, "upconvnet": 1e-12})
+    nets = train_inverters(he, ["conv11"], x, InverterSettings(epochs=2, batch_size=8, width=8,
+                                                               lr={"paper": 1e-2, "upconvnet": 1e-12}))
     moved = {k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items())
              for k in init}
     assert moved["paper"] > 1e-3  # trained at 1e-2
     assert moved["upconvnet"] < 1e-8  # a 1e-12 rate leaves it where it started
     for bad in ({"paper": 1e-3}, 0.0, {"paper": 1e-3, "upconvnet": -1.0}):
         with pytest.raises(ValueError, match="positive rate, or one per inverse-network kind"):
-            train_inverters(he, ["conv11"], x, epochs=1, batch_size=8, width=8, lr=bad)
+            train_inverters(he, ["conv11"], x, InverterSettings(epochs=1, batch_size=8, width=8, lr=bad))
 
 
 # ---------------------------------------------------------------- end to end
+def _run(encoder, layers, eval_data, victim_data=None, attacker_data=None, **settings):
+    """run_privacy on a config of ``settings``; it writes nothing unless ``out`` is given."""
+    config = PrivacyConfig(encoder=encoder, layers=list(layers), **{"out": None, **settings})
+    return run_privacy(config, eval_data, victim_data, attacker_data)
+
+
 def _data(n, seed):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, 3, 32, 32, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (n,), generator=g)
@@ -142,7 +151,7 @@ def _data(n, seed):
 def test_every_attack_and_defence_end_to_end(tmp_path):
     out = tmp_path / "run"
     defenses = {"noise": [0.5], "quantize": [2], "dropout": [0.5], "topk": [0.1]}
-    res = run_privacy("he2019_cifar", ["conv11", "ReLU22"], _data(12, 2), victim_data=_data(32, 0),
+    res = _run("he2019_cifar", ["conv11", "ReLU22"], _data(12, 2), victim_data=_data(32, 0),
                       attacker_data=_data(32, 1), defenses=defenses, defense_attacks=["white_box", "black_box_noise"],
                       victim_epochs=1, shadow_epochs=1, inverter_epochs=1, inverter_width=8, n_noise=32, mv_steps=3,
                       n_candidates=4, batch_size=16, n_boot=20, grid_images=4, out=str(out))
@@ -177,7 +186,7 @@ def test_victim_and_attacker_splits_mix_the_classes(tmp_path):
     the victim learns the first classes and the attacker holds the rest (a different distribution)."""
     from PIL import Image
 
-    from upconv.cli.privacy import load_splits
+    from upconv.privacy.splits import load_splits
 
     for split, n in (("train", 8), ("test", 3)):
         for c in ("a_class", "b_class"):
@@ -196,26 +205,26 @@ def test_bad_input_leaves_no_run_folder(tmp_path):
     kw = dict(victim_data=_data(8, 0), attacker_data=_data(8, 1), victim_epochs=1, n_candidates=4,
               out=str(tmp_path / "run"))
     with pytest.raises(ValueError, match="unknown layer 'relu99'.*choose one of"):
-        run_privacy("he2019_cifar", ["relu99"], _data(4, 2), attacks=["black_box_dist"], **kw)
+        _run("he2019_cifar", ["relu99"], _data(4, 2), attacks=["black_box_dist"], **kw)
     with pytest.raises(ValueError, match="out of range for 'quantize'"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), defenses={"quantize": [0]}, **kw)
+        _run("he2019_cifar", ["conv11"], _data(4, 2), defenses={"quantize": [0]}, **kw)
     with pytest.raises(ValueError, match="at least 2 candidates"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 1})
+        _run("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 1})
     with pytest.raises(ValueError, match="at least 10 evaluated images; got 4"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 10})
+        _run("he2019_cifar", ["conv11"], _data(4, 2), **{**kw, "n_candidates": 10})
     with pytest.raises(ValueError, match="unknown attack 'grey_box'"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), attacks=["grey_box"], **kw)
+        _run("he2019_cifar", ["conv11"], _data(4, 2), attacks=["grey_box"], **kw)
     with pytest.raises(ValueError, match="mv_batch_size must be a positive number of images; got 0"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_batch_size=0, **{**kw, "n_candidates": 2})
+        _run("he2019_cifar", ["conv11"], _data(4, 2), mv_batch_size=0, **{**kw, "n_candidates": 2})
     with pytest.raises(ValueError, match="mv_tv_weight must be ≥ 0"):
-        run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=-1.0, **{**kw, "n_candidates": 2})
+        _run("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=-1.0, **{**kw, "n_candidates": 2})
     assert not (tmp_path / "run").exists()
 
 
 def test_mv_tv_weight_reaches_the_optimisation():
     kw = dict(encoder_weights=None, victim_data=_data(8, 0), attacks=["white_box"], decoders=["paper"],
               victim_epochs=1, mv_steps=5, n_candidates=2, n_boot=10, lpips=False)
-    psnr = {w: run_privacy("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=w, **kw).rows[0]["psnr"]
+    psnr = {w: _run("he2019_cifar", ["conv11"], _data(4, 2), mv_tv_weight=w, **kw).rows[0]["psnr"]
             for w in (0.0, 1e4)}
     assert psnr[0.0] != psnr[1e4]
 
@@ -250,28 +259,44 @@ def test_paper_comparison_matches_figures_by_layer_name():
     assert "| white_box | 19.47 / 0.6940 | 17.00 / 0.5000 | — |" in table  # ReLU22's figure, not conv11's
 
 
-def test_mv_steps_has_one_default_shared_by_the_cli_and_the_library(capsys):
-    """M&V's schedule is 2100 steps; `upconv privacy` and run_privacy must not disagree about it."""
-    import inspect
+def test_the_cli_options_are_the_config_fields_with_their_defaults(capsys):
+    """`upconv privacy` and run_privacy read one parameter list (PrivacyConfig): every option is a field with
+    the field's default and help text, and M&V's schedule of 2100 steps is the default of both."""
+    import dataclasses
 
     import yaml
+    from docstring_parser import parse
 
     from upconv.cli.main import main
     from upconv.methods.mahendran_vedaldi import MV_STEPS, MVInversionMethod
-    from upconv.cli.privacy import privacy
 
     with pytest.raises(SystemExit):
         main(["privacy", "--print_config"])
     parsed = yaml.safe_load(capsys.readouterr().out)
-    library = inspect.signature(run_privacy).parameters
-    assert parsed["mv_steps"] == library["mv_steps"].default == MV_STEPS == 2100
-    for name, p in inspect.signature(privacy).parameters.items():  # no other default drifts apart either
-        if name in library and library[name].default is not inspect.Parameter.empty and name != "out":
-            default = library[name].default
-            assert parsed[name] == (list(default) if isinstance(default, tuple) else default), name
+    fields = dataclasses.fields(PrivacyConfig)
+    defaults = PrivacyConfig()
+    assert set(parsed) == {f.name for f in fields}
+    assert parsed == {f.name: getattr(defaults, f.name) for f in fields}
+    assert parsed["mv_steps"] == MV_STEPS == 2100
+    documented = {p.arg_name: p.description for p in parse(PrivacyConfig.__doc__).params}
+    assert [f.name for f in fields if not documented.get(f.name)] == []  # every option has help text
     # The depth evaluation's method keeps its own, documented, shorter default.
     assert inspect.signature(MVInversionMethod).parameters["steps"].default == 200
     assert "200" in MVInversionMethod.__doc__ and "2100" in MVInversionMethod.__doc__
+
+
+def test_a_yaml_config_and_options_fill_the_config_dataclass(tmp_path, monkeypatch):
+    """`--config file.yaml` then options, later ones winning, reach the run as one PrivacyConfig."""
+    from upconv.cli import main as cli
+
+    seen = []
+    monkeypatch.setitem(cli.RUNS, PrivacyConfig, seen.append)
+    config = tmp_path / "p.yaml"
+    config.write_text("layers: [conv11]\nmv_steps: 7\ninverter_lr: {paper: 0.01, upconvnet: 0.001}\n"
+                      "defenses: {noise: [0.5, 1.0]}\n")
+    cli.main(["privacy", "--config", str(config), "--mv_steps", "9", "--out", "null", "--data", "embedded"])
+    assert seen == [PrivacyConfig(layers=["conv11"], mv_steps=9, inverter_lr={"paper": 0.01, "upconvnet": 0.001},
+                                  defenses={"noise": [0.5, 1.0]}, out=None, data="embedded")]
 
 
 def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
@@ -279,7 +304,7 @@ def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
     x = x.float() / 255
     x[3, 0, 1, 1] = float("inf")
     with pytest.raises(ValueError, match=r"1 of 6 input images contain NaN or infinite pixels \(batch positions 3\)"):
-        run_privacy("he2019_cifar", ["conv11"], (x, y), victim_data=_data(8, 0), attacks=["white_box"],
+        _run("he2019_cifar", ["conv11"], (x, y), victim_data=_data(8, 0), attacks=["white_box"],
                     decoders=["paper"], victim_epochs=1000, n_candidates=2, out=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
@@ -291,20 +316,38 @@ def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
     weights = tmp_path / "narrow.pt"
     torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), weights)
     kw = dict(attacks=["white_box"], decoders=["paper"], mv_steps=1, n_candidates=2, n_boot=5, lpips=False)
-    res = run_privacy("alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights),
+    res = _run("alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights),
                       encoder_kwargs={"width": 0.25}, **kw)
     assert res.settings["encoder_weights_hash"] == build_encoder("alexnet_cifar", str(weights),
                                                                  kwargs={"width": 0.25}).weights_hash
     with pytest.raises(ValueError, match="encoder_kwargs apply to a victim loaded from encoder_weights"):
-        run_privacy("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25},
+        _run("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25},
                     **kw)
 
 
 def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
-    run_privacy("he2019_cifar", ["conv11"], _data(4, 2), victim_data=_data(8, 0),
+    _run("he2019_cifar", ["conv11"], _data(4, 2), victim_data=_data(8, 0),
                 attacks=["white_box", "black_box_train"], decoders=["paper"], victim_epochs=1, inverter_epochs=1,
                 mv_steps=1, n_candidates=2, n_boot=5, lpips=False, batch_size=4)
     out, err = capfd.readouterr()
     assert out == ""
     assert "privacy: training" in err and "stage" in err and "privacy: attacks" in err
+
+
+def test_a_built_victim_is_attacked_as_the_same_weights_loaded_by_name(tmp_path):
+    """``victim=`` (a built Encoder) and ``encoder_weights`` (the same weights saved) are the same attack."""
+    from upconv.nets.builtin import ARCHITECTURES
+    from upconv.nets.encoder import Encoder
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES["he2019_cifar"].build()
+    torch.save(model.state_dict(), tmp_path / "v.pt")
+    config = PrivacyConfig(layers=["conv11"], attacks=["white_box"], decoders=["paper"], mv_steps=2, n_candidates=2,
+                           n_boot=5, lpips=False, out=None)
+    built = run_privacy(config, _data(4, 2), victim=Encoder.from_model(model, "he2019_cifar"))
+    loaded = run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_weights": str(tmp_path / "v.pt")}), _data(4, 2))
+    assert built.rows == loaded.rows and built.settings["encoder_weights_hash"] == loaded.settings["encoder_weights_hash"]
+    with pytest.raises(ValueError, match="this Encoder is already built"):
+        run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_kwargs": {"width": 0.5}}), _data(4, 2),
+                    victim=Encoder.from_model(model, "he2019_cifar"))

@@ -160,6 +160,7 @@ def _checkpoint_with_relative_weights(project):
 
 
 def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkeypatch):
+    from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
 
     (tmp_path / "old").mkdir()
@@ -175,8 +176,8 @@ def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkey
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(dec(x, "conv1"), m(x)["conv1"].clamp(0, 1))
-    res = evaluate(str(ckpt), data=ImageData(source="embedded", embedded_per_class=4), layers=["conv1"], n_boot=5,
-                   lpips=False)
+    res = evaluate(EvalConfig(checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
+                   data=ImageData(source="embedded", embedded_per_class=4))
     assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash
 
 

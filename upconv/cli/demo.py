@@ -29,6 +29,7 @@ def end_wandb_run() -> None:
 def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bool = False) -> str:
     """Run the three steps; returns the report folder. ``quick`` shrinks everything for tests."""
     from upconv.data.source import ImageSource
+    from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
     from upconv.training.cli import main as train_main
 
@@ -57,9 +58,9 @@ def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bo
     decoders = os.path.join(checkpoints, "decoders.ckpt")
     # The held-out 10 % of the same crops the decoders were trained beside (same data seed as the configs).
     held_out = ImageSource(source="embedded", embedded_per_class=20 if quick else 250, seed=0)
-    evaluate(decoders, out=os.path.join(out, "report"), methods=["upconvnet", "deconvnet", "deconvnet+minmax"],
-             data=held_out,
-             split="val", seed=0, n_boot=200 if quick else 1000, overwrite=True)
+    evaluate(EvalConfig(checkpoints=[decoders], out=os.path.join(out, "report"),
+                        methods=["upconvnet", "deconvnet", "deconvnet+minmax"], split="val", seed=0,
+                        n_boot=200 if quick else 1000, overwrite=True), data=held_out)
     t3 = time.time()
     report = os.path.join(out, "report", "report.md")
     print(f"encoder {t1 - t0:.0f} s, decoders {t2 - t1:.0f} s, evaluation {t3 - t2:.0f} s")

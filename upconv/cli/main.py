@@ -14,9 +14,11 @@ from jsonargparse import CLI
 from upconv.cli.args import cli_encoder, shared_args
 from upconv.core.runtime import close_progress_bars
 from upconv.cli.deconv import deconv
-from upconv.evaluation.run import evaluate_cli
+from upconv.evaluation.config import EvalConfig
+from upconv.evaluation.run import run_evaluate
 from upconv.cli.privacy import privacy
 from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
+from upconv.privacy.config import PrivacyConfig
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 
 
@@ -49,13 +51,13 @@ def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: 
 
 
 # A subcommand declared as a config dataclass returns its instance; this says what runs it.
-RUNS: dict[type, Callable[[Any], None]] = {}
+RUNS: dict[type, Callable[[Any], None]] = {EvalConfig: run_evaluate, PrivacyConfig: privacy}
 
 COMMANDS = {
     "layers": layers,
-    "evaluate": evaluate_cli,
+    "evaluate": EvalConfig,
     "deconv": deconv,
-    "privacy": privacy,  # attacks and defences at split points
+    "privacy": PrivacyConfig,  # attacks and defences at split points
     "visualize": {**VISUALIZE_COMMANDS, **ATTRIBUTION_COMMANDS},  # nested: upconv visualize <method>
 }
 

@@ -8,6 +8,7 @@ architecture is known: train a shadow encoder on the attacker's data, then attac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
@@ -34,27 +35,34 @@ def build_inverter(kind: str, encoder: Encoder, layer: str, width: int = 64) -> 
     raise ValueError(f"unknown inverse network '{kind}'; choose one of: {', '.join(DECODERS)}")
 
 
-def train_inverters(
-    encoder: Encoder,
-    layers: list[str],
-    images: Optional[Tensor],
-    *,
-    kinds: tuple[str, ...] = DECODERS,
-    queries: Literal["data", "noise"] = "data",
-    n_noise: int = 0,
-    epochs: int = 5,
-    batch_size: int = 64,
-    lr: float | dict[str, float] = 1e-3,
-    width: int = 64,
-    seed: int = 0,
-) -> dict[tuple[str, str], nn.Module]:
+@dataclass(frozen=True)
+class InverterSettings:
+    """How ``train_inverters`` trains: which inverse networks, on which queries, for how long.
+
+    ``queries="data"`` uses the given images; ``"noise"`` draws ``n_noise`` uniform-noise images per epoch
+    (He et al.'s noise queries; the attacker needs no data). ``lr`` is one Adam rate for every network, or one
+    per kind (e.g. ``{"paper": 1e-2, "upconvnet": 1e-3}``); ``width`` is UpconvNet's.
+    """
+
+    kinds: tuple[str, ...] = DECODERS
+    queries: Literal["data", "noise"] = "data"
+    n_noise: int = 0
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | dict[str, float] = 1e-3
+    width: int = 64
+    seed: int = 0
+
+
+def train_inverters(encoder: Encoder, layers: list[str], images: Optional[Tensor],
+                    settings: InverterSettings = InverterSettings()) -> dict[tuple[str, str], nn.Module]:
     """Train one inverse network per (kind, layer) on (query, encoder(query)) pairs, MSE to the query.
 
-    ``queries="data"`` uses ``images`` (uint8 or [0, 1] float, (N, C, H, W)); ``"noise"`` draws ``n_noise``
-    uniform-noise images per epoch (He et al.'s noise queries; the attacker needs no data). One encoder pass
-    per batch feeds every network; Adam, learning rate decayed by cosine annealing. ``lr`` is one rate for
-    every network, or one per kind (e.g. ``{"paper": 1e-2, "upconvnet": 1e-3}``).
+    ``images`` are the data queries (uint8 or [0, 1] float, (N, C, H, W)); None for noise queries. One encoder
+    pass per batch feeds every network; Adam, learning rate decayed by cosine annealing.
     """
+    s = settings
+    kinds, queries, n_noise, epochs, batch_size, lr = s.kinds, s.queries, s.n_noise, s.epochs, s.batch_size, s.lr
     if queries not in QUERIES:
         raise ValueError(f"unknown query source '{queries}'; choose one of: {', '.join(QUERIES)}")
     if queries == "data" and (images is None or len(images) == 0):
@@ -63,13 +71,13 @@ def train_inverters(
         raise ValueError(f"noise queries need n_noise ≥ 1; got {n_noise}")
     layers = encoder.resolve(layers)
     dev = encoder.mean.device
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(s.seed)
+    torch.manual_seed(s.seed)
     rates = lr if isinstance(lr, dict) else {k: lr for k in kinds}
     missing = [k for k in kinds if k not in rates]
     if missing or any(r <= 0 for r in rates.values()):
         raise ValueError(f"lr must be a positive rate, or one per inverse-network kind ({', '.join(kinds)}); got {lr}")
-    nets = {(k, L): build_inverter(k, encoder, L, width).to(dev) for k in kinds for L in layers}
+    nets = {(k, L): build_inverter(k, encoder, L, s.width).to(dev) for k in kinds for L in layers}
     opt = torch.optim.Adam([{"params": list(n.parameters()), "lr": rates[k]} for (k, _), n in nets.items()])
     n = len(images) if queries == "data" else n_noise
     per_epoch = max(1, n // batch_size)

@@ -7,16 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from upconv.core.figures import row_grid
 from upconv.core.files import atomic_folder
 from upconv.core.metrics import SSIM_DEFINITION
-
-if TYPE_CHECKING:
-    from upconv.privacy.run import PrivacyResult
+from upconv.privacy.result import PrivacyResult
 
 COLS = ["attack", "decoder", "layer", "defense", "strength", "n"] + [
     c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
@@ -26,7 +24,7 @@ def _f(v: Any, digits: int) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def clean_table(result: "PrivacyResult") -> str:
+def clean_table(result: PrivacyResult) -> str:
     """Undefended leakage: one line per (attack, decoder), PSNR / SSIM / re-identification per split layer."""
     s = result.settings
     head = ["attack", "inverter"] + [f"{L} PSNR / SSIM / re-id" for L in s["layers"]]
@@ -40,7 +38,7 @@ def clean_table(result: "PrivacyResult") -> str:
     return "\n".join(lines)
 
 
-def defense_table(result: "PrivacyResult") -> str:
+def defense_table(result: PrivacyResult) -> str:
     head = ["attack", "inverter", "layer", "defence", "strength", "utility (acc.)", "PSNR dB", "SSIM", "re-id"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result.rows:
@@ -53,7 +51,7 @@ def defense_table(result: "PrivacyResult") -> str:
     return "\n".join(lines)
 
 
-def _plot_tradeoff(result: "PrivacyResult", attack: str, path: str) -> None:
+def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +76,7 @@ def _plot_tradeoff(result: "PrivacyResult", attack: str, path: str) -> None:
     plt.close(fig)
 
 
-def _plot_grid(result: "PrivacyResult", attack: str, path: str) -> None:
+def _plot_grid(result: PrivacyResult, attack: str, path: str) -> None:
     s = result.settings
     keys = [(attack, d, L) for d in s["decoders"] for L in s["layers"]]
     rows = [result.originals] + [result.grid[k] for k in keys]
@@ -86,7 +84,7 @@ def _plot_grid(result: "PrivacyResult", attack: str, path: str) -> None:
     row_grid(rows, labels, f"{attack}: originals and reconstructions (no defence)", path)
 
 
-def _markdown(result: "PrivacyResult") -> str:
+def _markdown(result: PrivacyResult) -> str:
     s = result.settings
     parts = [f"# Privacy risk at split points: {s['encoder']} (weights {s['encoder_weights_hash']})", "",
              "## Settings", "",
@@ -116,7 +114,7 @@ def _markdown(result: "PrivacyResult") -> str:
     return "\n".join(parts)
 
 
-def write_privacy_report(result: "PrivacyResult", out: str | os.PathLike, overwrite: bool = False) -> str:
+def write_privacy_report(result: PrivacyResult, out: str | os.PathLike, overwrite: bool = False) -> str:
     with atomic_folder(out, overwrite) as tmp:
         with open(os.path.join(tmp, "metrics.csv"), "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")

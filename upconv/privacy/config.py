@@ -1,0 +1,123 @@
+"""The one parameter list of a privacy run: ``upconv privacy`` builds its options from ``PrivacyConfig``'s
+fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from upconv.methods.mahendran_vedaldi import MV_STEPS
+from upconv.privacy.attacks import DECODERS
+from upconv.privacy.defenses import check_strength
+from upconv.privacy.reid import check_candidates
+from upconv.privacy.result import ATTACKS
+
+
+@dataclass
+class PrivacyConfig:
+    """Attack the features at split layers (white-box, black-box, query-free; He et al. 2019), with defences
+    at the split, and write a run folder with leakage (PSNR, SSIM, LPIPS, re-identification) against utility.
+
+    Args:
+        encoder: victim architecture (a built-in one is trained on the victim split without encoder_weights).
+        encoder_weights: victim weights; the victim split is then taken to be its training data.
+        encoder_kwargs: constructor arguments of a victim loaded from encoder_weights (e.g. {width: 0.25}).
+        layers: split layers.
+        attacks: white_box, black_box_train, black_box_dist, black_box_noise, query_free.
+        decoders: paper (He et al.'s attack) and/or upconvnet.
+        defenses: defence -> strength sweep, e.g. {noise: [0.1, 0.5], quantize: [4, 2], dropout: [0.5], topk: [0.1]}.
+        defense_attacks: attacks run against defended features.
+        data: folder (ImageFolder tree with train/ and test/), cifar10 or embedded.
+        root: data folder.
+        n_victim: victim training images (first part of a seeded shuffle of the training split).
+        n_attacker: attacker images, disjoint from the victim's.
+        n_eval: held-out images attacked.
+        num_classes: classes of the victim and shadow classifiers.
+        victim_epochs: epochs to train the victim (without encoder_weights).
+        shadow_epochs: epochs to train the query-free shadow encoder.
+        inverter_epochs: epochs to train each inverse network.
+        inverter_width: UpconvNet width.
+        inverter_lr: Adam learning rate of the inverse networks, one for all or one per kind, e.g.
+            {paper: 0.01, upconvnet: 0.001}.
+        n_noise: noise queries per epoch (black_box_noise).
+        mv_steps: optimisation-inversion steps (M&V's schedule: 2100).
+        mv_optimizer: sgd (M&V's momentum) or adam.
+        mv_batch_size: images inverted together by optimisation (default: batch_size).
+        mv_tv_weight: total-variation weight of optimisation inversion (default: M&V's schedule by depth).
+        n_candidates: re-identification line-up size (≥ 2, ≤ n_eval).
+        batch_size: images per batch.
+        lpips: compute LPIPS when its weights are cached.
+        n_boot: bootstrap resamples.
+        grid_images: images per grid.
+        seed: seeds data splits, training, noise and bootstrap.
+        device: auto (the GPU when there is one), cpu, cuda or cuda:N.
+        num_workers: processes decoding the image files.
+        out: run folder, created only when complete (None: write nothing).
+        overwrite: replace an existing run folder.
+    """
+
+    encoder: str = "he2019_cifar"
+    encoder_weights: Optional[str] = None
+    encoder_kwargs: Optional[dict[str, Any]] = None
+    layers: list[str] = field(default_factory=lambda: ["conv11", "relu22", "relu32"])
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    decoders: list[str] = field(default_factory=lambda: list(DECODERS))
+    defenses: Optional[dict[str, list[float]]] = None
+    defense_attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
+    data: Literal["folder", "cifar10", "embedded"] = "folder"
+    root: Optional[str] = None
+    n_victim: int = 25000
+    n_attacker: int = 25000
+    n_eval: int = 1000
+    num_classes: int = 10
+    victim_epochs: int = 30
+    shadow_epochs: int = 30
+    inverter_epochs: int = 20
+    inverter_width: int = 64
+    inverter_lr: Union[float, dict[str, float]] = 1e-3
+    n_noise: int = 50000
+    mv_steps: int = MV_STEPS
+    mv_optimizer: Literal["sgd", "adam"] = "sgd"
+    mv_batch_size: Optional[int] = None
+    mv_tv_weight: Optional[float] = None
+    n_candidates: int = 10
+    batch_size: int = 128
+    lpips: bool = True
+    n_boot: int = 1000
+    grid_images: int = 8
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    out: Optional[str] = "runs/privacy"
+    overwrite: bool = False
+    # No methods here: jsonargparse would offer a class's public methods as subcommands of `upconv privacy`.
+
+
+def check_config(config: PrivacyConfig, n_eval: int) -> None:
+    """Raise a one-line ValueError for an unknown attack, decoder or defence, a defence strength out of
+    range, a line-up that ``n_eval`` evaluated images cannot fill, or a bad optimisation setting."""
+    defense_attacks = config.defense_attacks if config.defenses else ()
+    for a in [*config.attacks, *defense_attacks]:
+        if a not in ATTACKS:
+            raise ValueError(f"unknown attack '{a}'; choose from: {', '.join(ATTACKS)}")
+    for d in config.decoders:
+        if d not in DECODERS:
+            raise ValueError(f"unknown decoder '{d}'; choose from: {', '.join(DECODERS)}")
+    for kind, strengths in (config.defenses or {}).items():
+        for s in strengths:
+            check_strength(kind, s)
+    check_candidates(config.n_candidates, n_eval)
+    if config.mv_batch_size is not None and config.mv_batch_size < 1:
+        raise ValueError(f"mv_batch_size must be a positive number of images; got {config.mv_batch_size}")
+    if config.mv_tv_weight is not None and config.mv_tv_weight < 0:
+        raise ValueError(f"mv_tv_weight must be ≥ 0 (or None for M&V's schedule); got {config.mv_tv_weight}")
+
+
+def uses_attacker_data(config: PrivacyConfig) -> bool:
+    """black_box_dist, the query-free shadow and white_box's UpconvNet train on the attacker's images."""
+    return "black_box_dist" in config.attacks or "query_free" in config.attacks or white_box_upconvnet(config)
+
+
+def white_box_upconvnet(config: PrivacyConfig) -> bool:
+    """white_box's UpconvNet is black_box_dist's (trained through the victim on the attacker's data)."""
+    return "white_box" in config.attacks and "upconvnet" in config.decoders

@@ -1,0 +1,90 @@
+"""The attack stage of a privacy run: every attack on the clean features at each split layer, then the chosen
+attacks on each defended point of the sweep, scored for leakage (PSNR, SSIM, LPIPS, re-identification) and
+for the utility the rest of the network keeps on the same features. Every figure is a per-image mean with a
+95 % bootstrap interval (``upconv.core.metrics.bootstrap_ci``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from upconv.core import metrics as M
+from upconv.core.runtime import progress
+from upconv.methods.mahendran_vedaldi import MVSettings, invert
+from upconv.privacy.config import PrivacyConfig
+from upconv.privacy.defenses import defend, tail
+from upconv.privacy.reid import reid_hits
+from upconv.privacy.stages import Clock, Trained
+
+Point = tuple[str, Optional[float], str]  # (defence, strength, layer)
+
+
+def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
+    """Images (N, C, H, W) from features: optimisation inversion for white_box / query_free's ``paper``, the
+    setting's trained inverse network otherwise."""
+    if decoder == "paper" and attack in ("white_box", "query_free"):
+        target = t.victim if attack == "white_box" else t.shadow
+        mv = MVSettings(steps=c.mv_steps, optimizer=c.mv_optimizer, tv_weight=c.mv_tv_weight, seed=c.seed)
+        chunks = [invert(target, layer, f, mv).images for f in feats.split(c.mv_batch_size or c.batch_size)]
+        return torch.cat(chunks)
+    with torch.no_grad():
+        return torch.cat([t.nets[attack][(decoder, layer)](f) for f in feats.split(c.batch_size)]).clamp(0, 1)
+
+
+def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, Optional[float], str, str, str]]:
+    """(defence, strength, layer, attack, decoder) in run order: undefended first, then each defence point."""
+    points = [("none", None)] + [(k, float(s)) for k, ss in (c.defenses or {}).items() for s in ss]
+    return [(kind, strength, L, attack, dec) for kind, strength in points for L in layers for attack in c.attacks
+            if kind == "none" or attack in c.defense_attacks for dec in c.decoders]
+
+
+def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> Optional[nn.Module]:
+    """LPIPS when enabled and its weights are cached; otherwise None, with a note saying why."""
+    model, note = M.load_lpips() if c.lpips else (None, "LPIPS skipped: disabled (lpips=False)")
+    if note:
+        notes.append(note)
+    return model.to(device) if model is not None else None
+
+
+def score(c: PrivacyConfig, xh: Tensor, x: Tensor, lp: Optional[nn.Module], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each leakage figure (mean, lo, hi) of reconstructions ``xh`` against originals ``x``."""
+    vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
+            "lpips": M.lpips_distance(lp, xh, x) if lp is not None else None,
+            "reid": reid_hits(xh, x, c.n_candidates, seed=c.seed)}
+    for k, v in vals.items():
+        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=c.n_boot, seed=c.seed) \
+            if v is not None else (None,) * 3
+    return row
+
+
+def attack_all(t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tensor, Tensor],
+               clock: Clock) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor], Optional[nn.Module]]:
+    """Rows of leakage and utility per (defence point, layer, attack, decoder), the undefended reconstructions
+    for the grids, and the LPIPS model used (None when skipped). ``eval_data``: [0, 1] images and labels."""
+    x, y = eval_data[0].to(t.device), eval_data[1].to(t.device)  # (N, C, H, W), (N,)
+    tails = {L: tail(t.victim, L) for L in layers}
+    with torch.no_grad():
+        clean = t.victim(x, layers)
+    lp = lpips_model(c, t.notes, t.device)
+    plan = attack_plan(c, layers)
+    rows, grid = [], {}
+    utility: dict[Point, tuple[float, float, float]] = {}
+    defended: dict[Point, Tensor] = {}
+    for kind, strength, L, attack, dec in progress(plan, desc="privacy: attacks", total=len(plan), unit="attack"):
+        point = (kind, strength, L)
+        if point not in defended:
+            f = clean[L] if kind == "none" else defend(clean[L], kind, strength, seed=c.seed)
+            defended = {point: f}  # one defended point at a time: features can be large
+            with torch.no_grad():
+                utility[point] = M.bootstrap_ci(M.accuracy(tails[L](f), y), n_boot=c.n_boot, seed=c.seed)
+        xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, defended[point])
+        xh = xh.detach().float().clamp(0, 1)
+        if kind == "none":
+            grid[(attack, dec, L)] = xh[:c.grid_images].cpu()
+        row = score(c, xh, x, lp, {"attack": attack, "decoder": dec, "layer": L, "defense": kind,
+                                   "strength": strength, "n": len(x)})
+        row["utility"], row["utility_lo"], row["utility_hi"] = utility[point]
+        rows.append(row)
+    return rows, grid, lp
