@@ -161,6 +161,7 @@ def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
 
 @pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
 def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
+    from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
     from upconv.nets.checkpoints import load_decoders
     from upconv.training.datamodule import ImageData
@@ -175,8 +176,7 @@ def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
     torch.save(state, tmp_path / "d.ckpt")
     data = ImageData(source="embedded", embedded_per_class=6, batch_size=16, seed=0)
     data.setup()
-    res = evaluate(str(tmp_path / "d.ckpt"), out=str(tmp_path / "run"), data=data, n_boot=20, lpips=False,
-                   grid_images=2)
+    res = evaluate(EvalConfig(str(tmp_path / "d.ckpt"), out=str(tmp_path / "run"), n_boot=20, lpips=False, grid_images=2), data=data)
     assert [(r["method"], r["layer"]) for r in res.rows] == [("upconvnet", n) for n in layers]
     assert (tmp_path / "run" / "report.md").read_text().count(name) >= 1
     x = torch.cat([b for b, _ in data.images("val")])
