@@ -180,6 +180,24 @@ def bn_net() -> nn.Sequential:
     return net
 
 
+def random_bn_stats(enc: Encoder) -> Encoder:
+    """Batch norms with non-trivial running statistics and scales, so the BN rule is really exercised."""
+    g = torch.Generator().manual_seed(1)
+    for m in enc.model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    return enc
+
+
+def tv_resnet18(size: int = 32) -> Encoder:
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10)
+    return random_bn_stats(Encoder(net, name="resnet18", image_size=(size, size), mean=MEAN, std=STD).double())
+
+
 CASES = {  # name: (encoder factory, layers)
     "alexnet_cifar": (lambda: build_encoder("alexnet_cifar", kwargs={"width": 0.25}).double(),
                       ["conv2", "conv5", "fc7", "fc8"]),
@@ -187,6 +205,13 @@ CASES = {  # name: (encoder factory, layers)
     # torchvision AlexNet: overlapping 3×3/2 pools, adaptive average pool, torch.flatten (224×224: slow on CPU)
     "tv_alexnet": (lambda: build_encoder("alexnet", pretrained=False).double(), ["conv5", "fc7"]),
     "bn_avgpool": (lambda: small_encoder(bn_net(), size=12), ["relu1", "pool1", "relu2", "fc"]),
+    # residual blocks: identity shortcuts, strided 1×1 conv + BN shortcuts (layer2…4), the signal summed
+    # where a block's input feeds both branches
+    "tv_resnet18": (tv_resnet18, ["layer1", "layer2", "layer4", "fc"]),
+    # timm's ResNet-D: deep stem, average-pool + 1×1 conv shortcuts; timm's own FX graph
+    "timm_resnet18d": (lambda: random_bn_stats(build_encoder("timm:resnet18d", pretrained=False,
+                                                             kwargs={"image_size": 32, "num_classes": 10}).double()),
+                       ["act1", "layer1", "layer3", "logits"]),
 }
 
 
@@ -308,14 +333,68 @@ def test_bad_input_errors():
         net.project(torch.rand(1, 3, 16, 16), "conv5")
 
 
+class ToyResidual(nn.Module):
+    """relu(relu(conv(x)) + x) with a 1×1 conv of weight 2: hand-computable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(1, 1, 1, bias=False), nn.ReLU()
+        self.conv.weight.data.fill_(2.0)
+        self.out = nn.ReLU()
+
+    def forward(self, x):
+        return self.out(self.relu(self.conv(x)) + x)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_residual_addition_by_hand(guided):
+    enc = Encoder(ToyResidual(), name="toy", image_size=(2, 2), mean=(0.0,), std=(1.0,), layers={"out": "out"}).double()
+    x = torch.tensor([[[[0.5, -0.25], [1.0, 0.2]]]], dtype=torch.float64)
+    # y = relu(2x + x) = 3x where x > 0, else 0. Going down: the output ReLU passes y ≥ 0; the addition sends y
+    # down both branches: through relu and the conv (×2) and unchanged through the shortcut; at the input the
+    # two arrive summed: 2y + y = 9x where x > 0.
+    want = torch.where(x > 0, 9 * x, torch.zeros_like(x))
+    assert torch.allclose(DeconvNet(enc, guided=guided).project(x, "out"), want)
+    # a negative signal at one output unit: DeconvNet rectifies it away at the top ReLU
+    net = DeconvNet(enc, guided=guided)
+    graph = net.graph("out")
+    rec = graph.forward(x, guided)
+    signal = torch.tensor([[[[[-1.0, 0.0], [0.0, 1.0]]]]], dtype=torch.float64)  # (B, K, C, H, W)
+    got = net._backward(signal, graph, rec)
+    want = torch.zeros_like(signal)
+    want[..., 1, 1] = 3.0  # shortcut 1 + conv branch 2 (guided: the conv branch's ReLU input 0.4 > 0)
+    assert torch.allclose(got, want)
+
+
+def test_resnet_receptive_field_by_hand_and_support():
+    enc = tv_resnet18(size=64)
+    dn = DeconvNet(enc)
+    # conv1 7/s2/p3: (7, 2, 3); maxpool 3/s2/p1: (11, 4, 5); each 3×3 conv in layer1 adds 2·4 to the size and
+    # 4 to the offset, and the shortcut's smaller field is contained: 4 convs → (43, 4, 21)
+    rf = dn.receptive_field("layer1")
+    assert (rf.size, rf.stride, rf.offset) == ((43, 43), (4, 4), (21, 21))
+    rf2 = dn.receptive_field("layer2")  # first conv 3/s2/p1: +8, ×2 → (51, 8, 25); 3 more 3×3 convs: +16 each
+    assert (rf2.size, rf2.stride, rf2.offset) == ((99, 99), (8, 8), (49, 49))
+    assert dn.receptive_field("fc").size == (64, 64)
+    images = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    for y, x in [(0, 0), (7, 9)]:
+        support = dn.project(images, "layer1", channels=[0, 5, 9], position=(y, x))[0].abs().sum((0, 1)) > 0
+        assert support.any()
+        t, l, h, w = rf.window(y, x, (64, 64))
+        assert support[t:t + h, l:l + w].sum() == support.sum()
+
+
 def test_unsupported_modules_are_named():
     he = DeconvNet(build_encoder("he2019_cifar"))
     with pytest.raises(ValueError, match="Sigmoid module 'sigmoid1' has no projection rule.*fc1"):
         he.project(torch.rand(1, 3, 32, 32), "fc2")
-    resnet = DeconvNet(build_encoder("resnet18", pretrained=False))
-    assert resnet.supported_layers == ["conv1", "bn1", "relu", "maxpool"]
-    with pytest.raises(ValueError, match="operation add inside 'layer1.1' combines 2 tensors.*projected: conv1, bn1, relu, maxpool"):
-        resnet.steps("layer1")
+    resnet = DeconvNet(tv_resnet18())
+    assert resnet.supported_layers == resnet.encoder.layers  # residual networks are projected end to end
+    vit = DeconvNet(build_encoder("timm:test_vit", pretrained=False, kwargs={"img_size": 32}))
+    assert vit.supported_layers == []
+    with pytest.raises(ValueError, match="layer_norm has no projection rule: layer normalisation divides by a "
+                                         "statistic.*also uses attention: attention multiplies two input-dependent"):
+        vit.project(torch.rand(1, 3, 32, 32), "blocks_0")
 
 
 # ---------------------------------------------------------------------- receptive fields

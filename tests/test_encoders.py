@@ -112,7 +112,7 @@ def test_bad_names_and_images_raise_clear_errors(alex):
         alex(torch.rand(1, 1, 32, 32), ["conv1"])
     with pytest.raises(ValueError, match="float images"):
         alex(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["conv1"])
-    with pytest.raises(ValueError, match="unknown encoder 'alexnet_cifra'.*alexnet_cifar, he2019_cifar, alexnet"):
+    with pytest.raises(ValueError, match="unknown encoder 'alexnet_cifra'.*alexnet_cifar, he2019_cifar, resnet18_cifar, alexnet.*timm:<model_name>"):
         build_encoder("alexnet_cifra")
 
 

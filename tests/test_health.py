@@ -265,8 +265,8 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
         if module.current_epoch == 5:
             raise Killed
 
-    monkeypatch.setattr(InversionModule, "on_train_epoch_start", kill_at_epoch_5, raising=False)
-    with pytest.raises(Killed):
+    with monkeypatch.context() as patch, pytest.raises(Killed):  # only the kill is undone, not the chdir
+        patch.setattr(InversionModule, "on_train_epoch_start", kill_at_epoch_5, raising=False)
         main(["fit", *args, "--trainer.max_epochs=6"])
     ckpts = tmp_path / "checkpoints" / "alexnet_cifar_all"
     assert sorted(p.name for p in ckpts.iterdir()) == ["decoders.ckpt", "last.ckpt"]
@@ -275,7 +275,6 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     assert "optimizer_states" not in small and "optimizer_states" in full and full["epoch"] == 4
     assert set(small["upconv"]["health"]) == set(small["upconv"]["layers"]) and len(small["upconv"]["layers"]) == 11
     assert os.path.getsize(ckpts / "decoders.ckpt") < 0.6 * os.path.getsize(ckpts / "last.ckpt")
-    monkeypatch.undo()
     cli = main(["fit", *args, "--trainer.max_epochs=6", f"--ckpt_path={ckpts / 'last.ckpt'}"])
     assert cli.trainer.current_epoch == 6 and cli.trainer.global_step == 6 * full["global_step"] // 5
     with pytest.raises(SystemExit) as stop:  # a longer run cannot continue this schedule: one line, exit 2

@@ -66,7 +66,7 @@ def deconv(
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     net = DeconvNet(enc, guided=guided)
     name = enc.resolve(layer)[0]
-    net.steps(name)  # refuse unsupported layers before reading any data
+    net.graph(name)  # refuse unsupported layers before reading any data
     n_channels = enc.layer(name).shape[0]
     channels = list(range(min(16, n_channels))) if channels is None else channels
     channels = check_indices(channels, n_channels, "channel", f"layer {name}").tolist()

@@ -26,17 +26,26 @@ from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
            pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """Print an encoder's layer table: name, graph node, output shape and feature count. One image is run
-    through every layer on ``device`` first, so a model that cannot run there fails here.
+    through every layer on ``device`` first, so a model that cannot run there fails here. Pretrained weights
+    that are not in the local cache are not fetched (``--download`` does): the table is then printed for
+    random weights, and the header says so instead of giving a weights hash.
 
     Args:
     """
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
+    try:
+        enc, weights = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), None
+    except FileNotFoundError as e:
+        if encoder_weights or not pretrained:
+            raise
+        # The table does not depend on the weights: show it for random ones, and say so where the hash goes.
+        enc = cli_encoder(encoder, None, encoder_kwargs, False, False, device)
+        weights = f"random (pretrained weights not loaded: {e})"
     with torch.no_grad():
         enc(torch.zeros(1, enc.channels, *enc.image_size, device=enc.device), enc.layers)
     rows = [("layer", "node", "shape", "features")]
     rows += [(i.name, i.node, "×".join(map(str, i.shape)), str(i.numel)) for i in enc.layer_table]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
-    print(f"{enc.name}  input {enc.channels}×{enc.image_size[0]}×{enc.image_size[1]}  weights {enc.weights_hash}")
+    print(f"{enc.name}  input {enc.channels}×{enc.image_size[0]}×{enc.image_size[1]}  weights {weights or enc.weights_hash}")
     for r in rows:
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 

@@ -82,6 +82,35 @@ def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
     return model
 
 
+def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Sequential:
+    """ResNet-18 (He et al., CVPR 2016) for 32×32 inputs, as used by GLASS (NeurIPS 2023) and most split-learning
+    papers: a 3×3 stride-1 stem without max-pooling, then torchvision's four stages of two BasicBlocks
+    (``width``, 2·, 4·, 8·width channels; strides 1, 2, 2, 2), global average pooling and a linear classifier.
+    Split points ``layer1 … layer4`` are the stage outputs (32×32, 16×16, 8×8, 4×4)."""
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or c_in != c_out:
+            down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        return nn.Sequential(BasicBlock(c_in, c_out, stride, down), BasicBlock(c_out, c_out))
+
+    c = [width, 2 * width, 4 * width, 8 * width]
+    model = nn.Sequential(OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(3, c[0], 3, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU()),
+        layer1=stage(c[0], c[0], 1), layer2=stage(c[0], c[1], 2), layer3=stage(c[1], c[2], 2),
+        layer4=stage(c[2], c[3], 2), pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        fc=nn.Linear(c[3], num_classes),
+    ))
+    for m in model.modules():  # torchvision's ResNet initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """What every user of a built-in architecture needs: how to build it and what input it takes."""
@@ -98,6 +127,8 @@ ARCHITECTURES = {
                               split_points=("conv1", "pool2", "conv5", "fc6")),
     "he2019_cifar": ArchSpec(he2019_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
                              split_points=("conv11", "relu22", "relu32")),
+    "resnet18_cifar": ArchSpec(resnet18_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                               split_points=("layer1", "layer2", "layer3", "layer4")),
 }
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
+import torch.fx as fx
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -59,7 +60,13 @@ class Encoder(nn.Module):
         layers: dict[str, str] | None = None,
         spec: dict[str, Any] | None = None,
         copy_model: bool = True,
+        extractor: Optional[Callable[..., fx.GraphModule]] = None,
+        adapters: Optional[dict[str, Callable[[Tensor], Tensor]]] = None,
     ) -> None:
+        """``layers`` maps friendly names to graph nodes (default: the top-level children). ``extractor``
+        builds the FX feature extractor (``(model, return_nodes=…)``, torchvision's by default; timm models
+        pass timm's, which knows their untraceable helpers). ``adapters`` reshape a layer's raw output into the
+        layout every consumer expects, (C, H, W) or (D,) per image (a ViT's tokens into a grid)."""
         super().__init__()
         model = copy.deepcopy(model) if copy_model else model
         for m in model.modules():
@@ -75,7 +82,9 @@ class Encoder(nn.Module):
         self.spec = dict(spec or {"name": name})
         if layers is None:
             layers = {n: n for n, _ in model.named_children()}
-        self._extractors: dict[tuple[str, ...], nn.Module] = {}
+        self._make_extractor = extractor or create_feature_extractor
+        self._adapters = dict(adapters or {})
+        self._extractors: dict[tuple[str, ...], fx.GraphModule] = {}
         self._weights_hash: str | None = None
         self._table = self._probe(layers)
         self.eval()
@@ -113,21 +122,36 @@ class Encoder(nn.Module):
         try:
             with torch.no_grad():
                 out = self._extractor(tuple(layers.values()))(self.normalize(dummy))
+                out = {n: self._adapt(n, out[node]) for n, node in layers.items()}
         except Exception as e:  # FX tracing or a shape error inside the user's model
             raise ValueError(
                 f"could not run encoder '{self.name}' on a {self.channels}×{self.image_size[0]}×"
                 f"{self.image_size[1]} image to build its layer table: {e}"
             ) from e
-        return {n: LayerInfo(n, node, tuple(out[node].shape[1:])) for n, node in layers.items()}
+        return {n: LayerInfo(n, node, tuple(out[n].shape[1:])) for n, node in layers.items()}
 
-    def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
+    def _adapt(self, name: str, x: Tensor) -> Tensor:
+        adapter = self._adapters.get(name)
+        return x if adapter is None else adapter(x)
+
+    def _extractor(self, nodes: tuple[str, ...]) -> fx.GraphModule:
         key = tuple(sorted(set(nodes), key=self._order.index))
         if key not in self._extractors:
             # The graph module shares the model's submodules (and so their device and weights); it is
             # kept out of the module tree so it is never saved or counted twice.
-            ext = create_feature_extractor(self.model, return_nodes={n: n for n in key})
+            ext = self._make_extractor(self.model, return_nodes={n: n for n in key})
             self._extractors[key] = ext.eval()
         return self._extractors[key]
+
+    def graph(self, layer: str) -> fx.GraphModule:
+        """The traced graph from the (normalised) input to ``layer``'s node, nothing after it. Its submodules
+        are the model's own; its output is ``{node: tensor}`` for this layer's node, before any adapter."""
+        return self._extractor((self.layer(layer).node,))
+
+    def adapted(self, layer: str) -> bool:
+        """Whether ``layer``'s features are reshaped after the graph (tokens → grid), so the graph's output is
+        not the feature tensor itself."""
+        return self.resolve([layer])[0] in self._adapters
 
     @property
     def layers(self) -> list[str]:
@@ -197,7 +221,7 @@ class Encoder(nn.Module):
         self.check_images(images)
         nodes = tuple(self._table[n].node for n in names)
         out = self._extractor(nodes)(self.normalize(images))
-        return {n: out[self._table[n].node] for n in names}
+        return {n: self._adapt(n, out[self._table[n].node]) for n in names}
 
     def logits(self, images: Tensor) -> Tensor:
         """Output of the last layer (the class scores for a classifier)."""

@@ -11,36 +11,14 @@ import os
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from upconv.core.files import load_torch_file
+from upconv.nets import timm_models
 from upconv.nets.builtin import ARCHITECTURES, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from upconv.nets.encoder import Encoder
+from upconv.nets.weights import apply_weights, load_state_dict
 
 TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50")
-
-
-def _load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A plain state dict, or the model weights inside an upconv/Lightning classifier checkpoint."""
-    obj = load_torch_file(path, "encoder weights file")  # weights_only: a weights file never runs code
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    for prefix in ("model.", "encoder.model."):
-        if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
-
-
-def _apply_weights(model: nn.Module, path: str | os.PathLike, label: str,
-                   state: dict[str, Tensor] | None = None) -> None:
-    """Load the weights in ``path`` (or ``state``, already read from it) into ``model``."""
-    state = _load_state_dict(path) if state is None else state
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"weights in {path} do not fit {label}: {e}") from e
 
 
 def _torchvision_layers(name: str, model: nn.Module) -> dict[str, str]:
@@ -72,7 +50,7 @@ def _torchvision_model(name: str, weights: str | None, download: bool, pretraine
 
     model = torchvision.models.get_model(name, weights=None)
     if weights:
-        _apply_weights(model, weights, name)
+        apply_weights(model, weights, name)
     elif pretrained:
         enum = torchvision.models.get_model_weights(name).DEFAULT
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
@@ -100,6 +78,8 @@ def build_encoder(
       checkpoint file; random weights without one).
     - a torchvision classifier (``alexnet``, ``vgg11``, ``vgg16``, ``resnet18``, ``resnet50`` …): ImageNet
       weights from the local torch cache (``download=True`` to fetch them), or ``weights`` from a file.
+    - ``timm:<model_name>`` (``timm:resnet18``, ``timm:convnext_atto``, ``timm:vit_tiny_patch16_224`` …): any
+      timm model (``upconv.nets.timm_models``); ``kwargs`` go to ``timm.create_model``.
     - ``package.module.ClassName``: a user's ``nn.Module`` built with ``kwargs``, plus ``weights``.
     """
     kwargs = dict(kwargs or {})
@@ -114,7 +94,7 @@ def build_encoder(
 def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
            spec: dict[str, Any]) -> Encoder:
     if name in ARCHITECTURES:
-        state = _load_state_dict(weights) if weights else None
+        state = load_state_dict(weights) if weights else None
         if state is not None and "num_classes" not in kwargs:
             # The class count is read off the weights: the last 2-D weight is the classifier's.
             last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
@@ -123,9 +103,11 @@ def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwa
         arch = ARCHITECTURES[name]
         model = arch.build(**kwargs)
         if state is not None:
-            _apply_weights(model, weights, name, state)
+            apply_weights(model, weights, name, state)
         return Encoder(model, name=name, image_size=arch.image_size, mean=arch.mean, std=arch.std,
                        spec=spec, copy_model=False)
+    if name.startswith(timm_models.PREFIX):
+        return timm_models.build(name, weights, download, pretrained, kwargs, spec)
     if name in TORCHVISION_MODELS:
         model = _torchvision_model(name, weights, download, pretrained)
         return Encoder(model, name=name, image_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -141,12 +123,12 @@ def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwa
         std = kwargs.pop("std", CIFAR_STD)
         model = cls(**kwargs)
         if weights:
-            _apply_weights(model, weights, name)
+            apply_weights(model, weights, name)
         return Encoder(model, name=name, image_size=image_size, mean=mean, std=std, spec=spec,
                        copy_model=False)
     raise ValueError(
         f"unknown encoder '{name}'; choose one of: {', '.join([*ARCHITECTURES, *TORCHVISION_MODELS])}, "
-        f"or an importable class path such as mypackage.models.MyNet"
+        f"timm:<model_name> for a timm model, or an importable class path such as mypackage.models.MyNet"
     )
 
 

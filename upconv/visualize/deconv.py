@@ -11,62 +11,22 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
+from torch import Tensor
 
 from upconv.core.figures import signed_to_image
+from upconv.methods.deconv_graph import ReceptiveField
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.encoder import Encoder
 from upconv.core.files import read_image
 from upconv.core.runtime import progress
 
 
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Input window of a unit: unit (y, x) sees rows ``y*stride[0] - offset[0]`` … ``+ size[0] - 1``
-    (likewise columns); rows outside the image are zero padding."""
-
-    size: tuple[int, int]
-    stride: tuple[int, int]
-    offset: tuple[int, int]
-
-    def window(self, y: int, x: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of the size×size window (capped at the image size), shifted inside
-        the image, that holds every in-image pixel of unit (y, x)'s receptive field."""
-        box = []
-        for i, pos in enumerate((y, x)):
-            t = min(self.size[i], image_size[i])
-            box.append((min(max(pos * self.stride[i] - self.offset[i], 0), image_size[i] - t), t))
-        return box[0][0], box[1][0], box[0][1], box[1][1]
-
-
 def receptive_field(deconvnet: DeconvNet, layer: str) -> ReceptiveField:
-    """Walk kernel size k, stride s, padding p and dilation d from the input up to ``layer``:
-    size += d(k-1)·jump, offset += p·jump, jump *= s. ReLU, batch norm, dropout and size-preserving
-    reshapes/adaptive pools leave it unchanged; after a linear layer, a flatten or a resizing adaptive pool
-    a unit sees the whole image (size = image size, stride 0, offset 0)."""
-    enc = deconvnet.encoder
-    steps = deconvnet.steps(layer)
-    with torch.no_grad():
-        probe = torch.zeros(1, enc.channels, *enc.image_size, dtype=enc.std.dtype, device=enc.std.device)
-        _, saved = deconvnet._forward(probe, steps)
-    shapes_out = [s for s, _ in saved[1:]] + [torch.Size((1, *enc.layer(layer).shape))]
-    size, jump, offset = [1, 1], [1, 1], [0, 0]
-    for st, (shape_in, _), shape_out in zip(steps, saved, shapes_out):
-        m = st.module
-        if st.kind in ("conv", "maxpool") or isinstance(m, nn.AvgPool2d):
-            k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1)))
-            for i in (0, 1):
-                size[i] += d[i] * (k[i] - 1) * jump[i]
-                offset[i] += p[i] * jump[i]
-                jump[i] *= s[i]
-        elif st.kind == "linear" or (st.kind in ("avgpool", "reshape") and shape_in != shape_out):
-            return ReceptiveField(enc.image_size, (0, 0), (0, 0))
-    return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (offset[0], offset[1]))
+    """The input window each unit of ``layer`` sees (``DeconvNet.receptive_field``)."""
+    return deconvnet.receptive_field(layer)
 
 
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
