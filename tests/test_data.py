@@ -39,16 +39,9 @@ def test_device_batches_cover_every_image_once_per_epoch():
     assert len(batches) == 3 and torch.equal(seen, torch.arange(10, dtype=torch.uint8))
 
 
-def _folder(root, n_per_class=3, size=20):
-    for c in ("a", "b"):
-        (root / c).mkdir(parents=True)
-        for i in range(n_per_class):
-            Image.fromarray((torch.rand(size, size, 3) * 255).byte().numpy()).save(root / c / f"{i}.png")
-
-
-def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path):
-    _folder(tmp_path / "train")
-    _folder(tmp_path / "test", n_per_class=2)
+def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path, image_folder):
+    image_folder(tmp_path / "train")
+    image_folder(tmp_path / "test", per_class=2)
     dm = ImageData(source="folder", root=str(tmp_path), image_size=16, batch_size=4, num_workers=0)
     batches = list(dm.images("val"))
     x = torch.cat([b for b, _ in batches])
@@ -69,11 +62,11 @@ def test_empty_or_missing_folders_are_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])  # a worker re-raises with its whole traceback in the message
-def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers):
+def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers, image_folder):
     from upconv.core.files import UnreadableFileError
 
-    _folder(tmp_path / "train")
-    _folder(tmp_path / "test")
+    image_folder(tmp_path / "train")
+    image_folder(tmp_path / "test")
     bad = tmp_path / "test" / "b" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     dm = ImageData(source="folder", root=str(tmp_path), image_size=16, num_workers=num_workers)
@@ -86,13 +79,13 @@ def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers):
     assert str(bad) in str(e.value) and len(str(e.value).splitlines()) == 1
 
 
-def test_split_descriptions_say_what_and_how_many(tmp_path):
-    _folder(tmp_path / "plain", n_per_class=10)
+def test_split_descriptions_say_what_and_how_many(tmp_path, image_folder):
+    image_folder(tmp_path / "plain", per_class=10)
     plain = ImageData(source="folder", root=str(tmp_path / "plain"), image_size=16, num_workers=0)
     assert plain.describe("val") == "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
     assert plain.split_size("all") == 20 and len(torch.cat([x for x, _ in plain.images("all")])) == 20
-    _folder(tmp_path / "tree" / "train")
-    _folder(tmp_path / "tree" / "test", n_per_class=2)
+    image_folder(tmp_path / "tree" / "train")
+    image_folder(tmp_path / "tree" / "test", per_class=2)
     tree = ImageData(source="folder", root=str(tmp_path / "tree"), image_size=16, num_workers=0, limit_val=3)
     assert tree.describe("val") == "split val = the folder's test/, a seeded random subset: 3 of 4 images"
     assert tree.describe("train") == "split train = the folder's train/: 6 images"

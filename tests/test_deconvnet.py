@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import hook_count, write_image_folder
+
 from upconv import Encoder, build_encoder
 from upconv.visualize.deconv import channel_figure, image_folder, receptive_field, top_activating
 from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
@@ -277,11 +279,6 @@ def test_overlapping_switches_add_up():
 
 
 # ---------------------------------------------------------------------- side effects
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
-               + len(getattr(m, "_full_backward_hooks", None) or {}) for m in model.modules())
-
-
 @pytest.mark.parametrize("guided", [False, True])
 def test_no_hooks_or_changes_left_and_input_untouched(guided):
     enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
@@ -293,7 +290,7 @@ def test_no_hooks_or_changes_left_and_input_untouched(guided):
     net.project(images, "conv5", channels=[0, 3], top_k=2)
     net.project(images, "fc8")
     DeconvNetMethod(enc, guided=guided)(images, "pool2")
-    assert _hooks(enc.model) == 0
+    assert hook_count(enc.model) == 0
     assert [(n, type(m), m.training) for n, m in enc.model.named_modules()] == before_modules
     assert all(torch.equal(v, before_state[k]) for k, v in enc.model.state_dict().items())
     assert all(not p.requires_grad for p in enc.model.parameters())
@@ -471,15 +468,7 @@ def test_deconvnet_method_projects_all_activations():
 # ---------------------------------------------------------------------- figures and CLI
 @pytest.fixture()
 def folder(tmp_path):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(1)
-    for cls in ("a", "b"):
-        os.makedirs(tmp_path / cls)
-        for i in range(7):
-            pixels = (torch.rand(40, 36, 3, generator=g) * 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
-    return tmp_path
+    return write_image_folder(tmp_path, per_class=7, size=(40, 36), seed=1)
 
 
 def test_top_activating_and_channel_figure(folder):

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import hook_count
+
 from upconv.nets.encoder import Encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
@@ -35,11 +37,6 @@ def linear_classifier(k: int = 3) -> Encoder:
     with torch.no_grad():
         net.fc.weight.mul_(20)
     return Encoder(net, name="linear", image_size=(4, 4), mean=(0.0,) * 3, std=(1.0,) * 3).to(D)
-
-
-def no_hooks(enc: Encoder) -> bool:
-    return all(not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
-               for m in enc.modules())
 
 
 # ---------------------------------------------------------------- gradient maps: numerical oracles
@@ -83,9 +80,9 @@ def test_guided_relus_removes_hooks_even_on_error():
     enc, *_ = toy_cnn()
     with pytest.raises(RuntimeError, match="boom"):
         with guided_relus(enc.model):
-            assert not no_hooks(enc)
+            assert hook_count(enc) > 0
             raise RuntimeError("boom")
-    assert no_hooks(enc)
+    assert hook_count(enc) == 0
 
 
 # ---------------------------------------------------------------- adversarial
@@ -282,7 +279,7 @@ def test_no_hook_left_and_input_untouched_after_every_method():
              lambda: fooling_images(enc, [0], max_steps=2)]
     for call in calls:
         call()
-        assert no_hooks(enc)
+        assert hook_count(enc) == 0
         assert torch.equal(x, x0) and not x.requires_grad and x.grad is None
         assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
 
@@ -413,24 +410,13 @@ def test_every_subcommand_speaks_the_same_encoder_vocabulary_with_help():
 
 
 # ---------------------------------------------------------------- CLI end to end
-def _folder(root, n=3, size=(40, 36)):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(2)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray((torch.rand(*size, 3, generator=g) * 255).byte().numpy()).save(root / cls / f"{i}.png")
-    return str(root)
-
-
 @pytest.mark.parametrize("bars", ["0", "1"])
-def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, bars):
+def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, bars, image_folder):
     from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", bars)
 
-    data = _folder(tmp_path / "data")
+    data = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2)
     good = (tmp_path / "data" / "a" / "0.png").read_bytes()
     bad = tmp_path / "data" / "b" / "1.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)  # a JPEG header and nothing decodable
@@ -450,14 +436,14 @@ def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypat
         assert err.startswith(f"upconv: error: cannot decode image {culprit} ("), err
 
 
-def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_images(tmp_path, capsys):
+def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_images(tmp_path, capsys, image_folder):
     import re
 
     from upconv.cli.main import main
     from upconv.nets.zoo import build_encoder
     from upconv.cli.visualize import load_images
 
-    data = _folder(tmp_path / "data", n=4)
+    data = image_folder(tmp_path / "data", per_class=4, size=(40, 36), seed=2)
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",
           "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"), "--device", "cpu"])
     line = capsys.readouterr().out.splitlines()[0]
@@ -484,10 +470,10 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
 
 
 @pytest.mark.slow
-def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys):
+def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys, image_folder):
     from upconv.cli.main import main
 
-    data, out = _folder(tmp_path / "data"), str(tmp_path / "out")
+    data, out = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2), str(tmp_path / "out")
     common = ["--out", out, "--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
     main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", *common])
     main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", *common])
