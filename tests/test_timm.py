@@ -127,15 +127,28 @@ def test_layers_command_without_cached_weights_prints_the_table_for_random_ones(
     assert [line.split()[0] for line in out[2:]] == ["act1", "layer1", "layer2", "layer3", "layer4", "logits"]
 
 
-@pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
-def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
-    from upconv.nets.checkpoints import load_decoders
+def _decoders(spec):
+    """Tiny decoders for a middle stage and the logits of a timm encoder."""
     from upconv.training.module import InversionModule
 
     name, kwargs = spec
     layers = ["layer2", "logits"] if spec is CNN else ["blocks_1", "logits"]
-    m = InversionModule(encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8,
-                        fc_width=32, max_width=32)
+    return InversionModule(encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8,
+                           fc_width=32, max_width=32), layers
+
+
+def _save(module, path):
+    state = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(state)  # what Lightning calls: records the encoder's identity and the layers
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
+def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
+    from upconv.nets.checkpoints import load_decoders
+
+    m, layers = _decoders(spec)
     before = {k: v.clone() for k, v in m.decoders.state_dict().items()}
     enc_before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
     opt = torch.optim.Adam(m.decoders.parameters(), lr=1e-3)
@@ -147,10 +160,7 @@ def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
     changed = {k for k, v in m.decoders.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith(layers[0]) for k in changed) and any(k.startswith("logits") for k in changed)
     assert all(torch.equal(v, enc_before[k]) for k, v in m.encoder.state_dict().items())
-    state = {"state_dict": m.state_dict()}
-    m.on_save_checkpoint(state)
-    torch.save(state, tmp_path / "d.ckpt")
-    dec = load_decoders(str(tmp_path / "d.ckpt"))  # rebuilds the timm encoder from its recorded spec
+    dec = load_decoders(_save(m, tmp_path / "d.ckpt"))  # rebuilds the timm encoder from its recorded spec
     assert dec.encoder.weights_hash == m.encoder.weights_hash
     m.decoders.eval()
     for name in layers:
@@ -165,21 +175,15 @@ def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
     from upconv.evaluation.run import evaluate
     from upconv.nets.checkpoints import load_decoders
     from upconv.training.datamodule import ImageData
-    from upconv.training.module import InversionModule
 
-    name, kwargs = spec
-    layers = ["layer2", "logits"] if spec is CNN else ["blocks_1", "logits"]
-    m = InversionModule(encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8,
-                        fc_width=32, max_width=32)
-    state = {"state_dict": m.state_dict()}
-    m.on_save_checkpoint(state)
-    torch.save(state, tmp_path / "d.ckpt")
+    m, layers = _decoders(spec)
+    ckpt = _save(m, tmp_path / "d.ckpt")
     data = ImageData(source="embedded", embedded_per_class=6, batch_size=16, seed=0)
     data.setup()
-    res = evaluate(EvalConfig(str(tmp_path / "d.ckpt"), out=str(tmp_path / "run"), n_boot=20, lpips=False, grid_images=2), data=data)
+    res = evaluate(EvalConfig([ckpt], out=str(tmp_path / "run"), n_boot=20, lpips=False, grid_images=2), data=data)
     assert [(r["method"], r["layer"]) for r in res.rows] == [("upconvnet", n) for n in layers]
-    assert (tmp_path / "run" / "report.md").read_text().count(name) >= 1
+    assert spec[0] in (tmp_path / "run" / "report.md").read_text()
     x = torch.cat([b for b, _ in data.images("val")])
-    dec = load_decoders(str(tmp_path / "d.ckpt"))
+    dec = load_decoders(ckpt)
     for row, layer in zip(res.rows, layers):  # the table's number is the one computed directly
         assert row["mse"] == pytest.approx((dec(x, layer) - x).pow(2).mean().item(), rel=1e-5)
