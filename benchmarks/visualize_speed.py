@@ -17,7 +17,7 @@ import torch
 from upconv.nets.zoo import build_encoder
 from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
                               grad_cam, guided_grad_cam, pgd, prototypes, saliency)
-from upconv.cli.visualize import load_images
+from upconv.data.folders import load_images
 
 
 def per_image(fn, n: int, repeats: int = 1) -> float:

@@ -441,7 +441,7 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
 
     from upconv.cli.main import main
     from upconv.nets.zoo import build_encoder
-    from upconv.cli.visualize import load_images
+    from upconv.data.folders import load_images
 
     data = image_folder(tmp_path / "data", per_class=4, size=(40, 36), seed=2)
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",

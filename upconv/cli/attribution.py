@@ -10,7 +10,8 @@ from typing import Any, Optional
 import torch
 
 from upconv.cli.args import cli_encoder
-from upconv.cli.visualize import image_args, load_images, write_grid
+from upconv.cli.visualize import image_args, write_grid
+from upconv.data.folders import load_images
 
 
 @image_args

@@ -1,6 +1,6 @@
 """``upconv visualize <method>``: each subcommand runs one method and writes PNG grids into ``out``. This
 module holds activation maximisation and DeepDream, and what every subcommand shares (``image_args``,
-``load_images``, ``write_grid``); gradient maps, search and attacks are in ``upconv.cli.attribution``.
+``write_grid``; images are read by ``upconv.data.folders.load_images``); gradient maps, search and attacks are in ``upconv.cli.attribution``.
 
 Image inputs are image files or ImageFolder directories (``root/<class>/*.png|jpg``), resized to the
 encoder's input size; ImageFolder class indices serve as labels where a method needs them. Every
@@ -16,11 +16,9 @@ from typing import Any, Optional
 import torch
 
 from upconv.cli.args import cli_encoder, shared_args
-from upconv.core.files import read_image
-from upconv.core.runtime import progress
+from upconv.data.folders import load_images
 from upconv.visualize.recipe import Recipe
 
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 image_args = shared_args({
     "recipe": "optimisation settings (parameterisation, steps, transforms, regularisers); --recipe.<field>, "
               "see upconv.visualize.Recipe.",
@@ -29,35 +27,6 @@ image_args = shared_args({
     "limit": "images taken from each folder, evenly spaced over its files (null: all).",
     "classes": "class indices.",
 })
-
-
-def load_images(inputs: list[str], size: tuple[int, int], limit: Optional[int] = None,
-                channels: int = 3) -> tuple[torch.Tensor, Optional[torch.Tensor], list[str]]:
-    """Images (N, C, H, W) in [0, 1], their ImageFolder labels (None for plain files) and names. A file that
-    cannot be decoded is one error naming it (``upconv.core.files.read_image``)."""
-    from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
-
-    mode = "L" if channels == 1 else "RGB"
-    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
-    picks: list[tuple[str, int, str]] = []  # (file, label, name)
-    for path in inputs:
-        if os.path.isdir(path):
-            ds = ImageFolder(path)  # lists files only; nothing is decoded here
-            n = len(ds) if limit is None else min(limit, len(ds))
-            # Evenly spaced picks so a small limit still covers every class folder.
-            for i in torch.linspace(0, len(ds) - 1, n).round().long().unique().tolist():
-                file, label = ds.samples[i]
-                picks.append((file, label, os.path.relpath(file, path)))
-        elif os.path.isfile(path) and path.lower().endswith(IMAGE_EXT):
-            picks.append((path, -1, os.path.basename(path)))
-        else:
-            raise FileNotFoundError(f"{path}: expected an image file ({', '.join(IMAGE_EXT)}) or an ImageFolder directory")
-    if not picks:
-        raise ValueError(f"no images found in {inputs}")
-    images = [tf(read_image(f, mode)) for f, _, _ in progress(picks, "loading images", len(picks), unit="img")]
-    y = torch.tensor([label for _, label, _ in picks])
-    return torch.stack(images), (None if (y < 0).any() else y), [name for _, _, name in picks]
 
 
 def write_grid(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8) -> None:

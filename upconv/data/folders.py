@@ -53,8 +53,11 @@ def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[in
                 channels: int = 3) -> tuple[Tensor, Optional[Tensor], list[str]]:
     """Image files and ImageFolder directories as float images (N, C, H, W) in [0, 1], their folder labels
     (None when any input is a plain file) and their names; ``limit`` images per folder, evenly spaced."""
+    from torchvision import transforms as T
+
     mode = "L" if channels == 1 else "RGB"
-    tf = transform(size, "float")
+    # Resized to exactly ``size`` (no aspect-preserving crop), as the visualisation commands always did.
+    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
     picks: list[tuple[str, int, str]] = []  # (file, label, name)
     for path in inputs:
         if os.path.isdir(path):
