@@ -61,12 +61,14 @@ class Encoder(nn.Module):
         spec: dict[str, Any] | None = None,
         copy_model: bool = True,
         extractor: Optional[Callable[..., fx.GraphModule]] = None,
-        adapters: Optional[dict[str, Callable[[Tensor], Tensor]]] = None,
+        adapter: Optional[Callable[[str, tuple[int, ...]], Optional[Callable[[Tensor], Tensor]]]] = None,
     ) -> None:
         """``layers`` maps friendly names to graph nodes (default: the top-level children). ``extractor``
         builds the FX feature extractor (``(model, return_nodes=…)``, torchvision's by default; timm models
-        pass timm's, which knows their untraceable helpers). ``adapters`` reshape a layer's raw output into the
-        layout every consumer expects, (C, H, W) or (D,) per image (a ViT's tokens into a grid)."""
+        pass timm's, which knows their untraceable helpers). ``adapter(layer, raw per-image shape)`` is asked
+        once, during the probe that builds the layer table, for the reshape that brings that layer's raw output
+        into the layout every consumer expects, (C, H, W) or (D,) per image (a ViT's tokens into a grid), or
+        None to keep it as it is."""
         super().__init__()
         model = copy.deepcopy(model) if copy_model else model
         for m in model.modules():
@@ -83,10 +85,10 @@ class Encoder(nn.Module):
         if layers is None:
             layers = {n: n for n, _ in model.named_children()}
         self._make_extractor = extractor or create_feature_extractor
-        self._adapters = dict(adapters or {})
+        self._adapters: dict[str, Callable[[Tensor], Tensor]] = {}
         self._extractors: dict[tuple[str, ...], fx.GraphModule] = {}
         self._weights_hash: str | None = None
-        self._table = self._probe(layers)
+        self._table = self._probe(layers, adapter)
         self.eval()
 
     @classmethod
@@ -115,13 +117,18 @@ class Encoder(nn.Module):
         return self.mean.device
 
     # ------------------------------------------------------------------ layer table
-    def _probe(self, layers: dict[str, str]) -> dict[str, LayerInfo]:
-        """Run one dummy image through every tapped node to learn each layer's output shape."""
+    def _probe(self, layers: dict[str, str], adapter: Optional[Callable[..., Any]]) -> dict[str, LayerInfo]:
+        """Run one dummy image through every tapped node to learn each layer's output shape (after the
+        reshape ``adapter`` chooses for it from its raw shape)."""
         self._order = list(layers.values())  # network order, used to sort requests
         dummy = torch.zeros(1, self.channels, *self.image_size)
         try:
             with torch.no_grad():
                 out = self._extractor(tuple(layers.values()))(self.normalize(dummy))
+                for n, node in layers.items():
+                    chosen = adapter(n, tuple(out[node].shape[1:])) if adapter is not None else None
+                    if chosen is not None:
+                        self._adapters[n] = chosen
                 out = {n: self._adapt(n, out[node]) for n, node in layers.items()}
         except Exception as e:  # FX tracing or a shape error inside the user's model
             raise ValueError(

@@ -122,19 +122,11 @@ def layer_table(model: nn.Module) -> dict[str, str]:
     return table
 
 
-def adapters(model: nn.Module, table: dict[str, str], size: tuple[int, int]) -> dict[str, Any]:
-    """The per-layer reshapes that bring every stage to (D, h, w), from one probe of the raw stage outputs."""
-    from timm.models import _features_fx as timm_fx
-
+def adapter(model: nn.Module) -> Any:
+    """``(layer, raw per-image shape) -> reshape or None`` for the Encoder's probe: timm's feature stages whose
+    output is tokens or channels-last are brought to (D, h, w)."""
     channels = {info["module"].replace(".", "_"): info["num_chs"] for info in getattr(model, "feature_info", [])}
-    stages = [n for n in table if n in channels]
-    if not stages:
-        return {}
-    probe = timm_fx.create_feature_extractor(model, return_nodes={table[n]: table[n] for n in stages})
-    with torch.no_grad():
-        out = probe.eval()(torch.zeros(1, 3, *size))
-    found = {n: _adapter(model, tuple(out[table[n]].shape[1:]), channels[n]) for n in stages}
-    return {n: a for n, a in found.items() if a is not None}
+    return lambda name, shape: _adapter(model, shape, channels[name]) if name in channels else None
 
 
 def build(name: str, weights: Optional[str], download: bool, pretrained: bool, kwargs: dict[str, Any],
@@ -155,4 +147,4 @@ def build(name: str, weights: Optional[str], download: bool, pretrained: bool, k
     table = layer_table(model)
     return Encoder(model.eval(), name=name, image_size=size, mean=mean or cfg["mean"], std=std or cfg["std"],
                    layers=table, spec=spec, copy_model=False, extractor=timm_fx.create_feature_extractor,
-                   adapters=adapters(model, table, size))
+                   adapter=adapter(model))
