@@ -15,7 +15,7 @@ from torch import nn
 from conftest import hook_count, write_image_folder
 
 from upconv import Encoder, build_encoder
-from upconv.visualize.deconv import channel_figure, image_folder, receptive_field, top_activating
+from upconv.visualize.deconv import channel_figure, image_folder, top_activating
 from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -401,9 +401,9 @@ def test_receptive_field_of_alexnet_cifar_by_hand():
     want = {"conv1": (5, 1, 2), "pool1": (6, 2, 2), "conv2": (14, 2, 6), "pool2": (16, 4, 6),
             "conv3": (24, 4, 10), "conv4": (32, 4, 14), "conv5": (40, 4, 18), "pool5": (44, 8, 18)}
     for layer, (size, jump, offset) in want.items():
-        rf = receptive_field(net, layer)
+        rf = net.receptive_field(layer)
         assert (rf.size, rf.stride, rf.offset) == ((size,) * 2, (jump,) * 2, (offset,) * 2), layer
-    assert receptive_field(net, "fc6").size == (32, 32)
+    assert net.receptive_field("fc6").size == (32, 32)
 
 
 def test_single_unit_projection_fills_exactly_its_receptive_field():
@@ -415,7 +415,7 @@ def test_single_unit_projection_fills_exactly_its_receptive_field():
         p.data.uniform_(0.1, 1.0)
     enc = small_encoder(net, size=16)
     dn = DeconvNet(enc)
-    rf = receptive_field(dn, "c3")
+    rf = dn.receptive_field("c3")
     images = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     for y, x in [(0, 0), (2, 3), (3, 3)]:
         support = dn.project(images, "c3", channels=0, position=(y, x))[0].abs().sum(0) > 0  # (H, W)
@@ -430,7 +430,7 @@ def test_single_unit_projection_fills_exactly_its_receptive_field():
 def test_pooled_unit_projection_stays_inside_its_window():
     enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
     dn = DeconvNet(enc)
-    rf = receptive_field(dn, "conv2")
+    rf = dn.receptive_field("conv2")
     images = torch.rand(2, 3, 32, 32)
     acts = enc(images, "conv2")["conv2"]
     proj = dn.project(images, "conv2", channels=[0, 1, 2], top_k=1)

@@ -118,11 +118,14 @@ class ProjectionGraph:
             if n not in needed:
                 continue
             ins = [i for i in n.all_input_nodes if i in dependent]
-            if n.op == "placeholder" or ins:
-                dependent.add(n)
-            op = self._classify(n, ins) if n.op != "placeholder" and ins else Op(n, "input" if n.op == "placeholder" else "const")
-            if op.kind == "meta":
-                dependent.discard(n)  # a shape query carries no signal
+            if n.op == "placeholder":
+                op = Op(n, "input")
+            elif not ins:
+                op = Op(n, "const")  # does not depend on the input: evaluated, carries no signal
+            else:
+                op = self._classify(n, ins)
+            if op.kind not in ("const", "meta"):
+                dependent.add(n)  # a shape query ("meta") carries no signal either
             ops.append(op)
         return ops
 

@@ -17,16 +17,11 @@ import torch
 from torch import Tensor
 
 from upconv.core.figures import signed_to_image
-from upconv.methods.deconv_graph import ReceptiveField
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.encoder import Encoder
 from upconv.core.files import read_image
+from upconv.data.folders import evenly_spaced
 from upconv.core.runtime import progress
-
-
-def receptive_field(deconvnet: DeconvNet, layer: str) -> ReceptiveField:
-    """The input window each unit of ``layer`` sees (``DeconvNet.receptive_field``)."""
-    return deconvnet.receptive_field(layer)
 
 
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
@@ -41,9 +36,7 @@ def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = 
                              transforms.ToTensor()])
     ds = datasets.ImageFolder(root, transform=tf, loader=functools.partial(read_image, mode="RGB"))
     if limit is not None and limit < len(ds):
-        if limit < 1:
-            raise ValueError(f"limit must be a positive number of images; got {limit}")
-        ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, limit).round().long().tolist())
+        ds = torch.utils.data.Subset(ds, evenly_spaced(len(ds), limit))
     return ds
 
 
@@ -81,7 +74,7 @@ def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: in
     with torch.no_grad():
         act = enc(images, layer)[enc.resolve(layer)[0]][:, channel]  # (N, H', W') or (N,)
     proj = signed_to_image(deconvnet.project(images, layer, channels=channel, top_k=1))  # (N, C, H, W)
-    rf = receptive_field(deconvnet, layer)
+    rf = deconvnet.receptive_field(layer)
     tiles, windows = [], []
     for n in range(len(images)):
         y, x = divmod(int(act[n].flatten().argmax()), act.shape[-1]) if act.dim() == 3 else (0, 0)
