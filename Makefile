@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The headline table end to end: encoder, decoders, depth evaluation and the plain-loop baseline
+# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (about 15 min on two cores) or gpu (one GPU, < 9 min).
+# With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
+PRESET ?= smoke
+reproduce: $(if $(filter $(VENV)/bin/python,$(PY)),install)
+	$(PY) benchmarks/reproduce.py --preset $(PRESET) --out runs/reproduce-$(PRESET) --overwrite
 
 bench: install
 	$(PY) benchmarks/train_throughput.py

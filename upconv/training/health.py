@@ -1,22 +1,30 @@
-"""Per-decoder training health: keep each decoder's divergence its own, recover it, or mark it failed.
+"""Per-decoder training health: drop a spike's gradient on the device, restore a diverged decoder from a
+state confirmed a few steps earlier, or mark it failed — and never act on a spike that is already over.
 
 Decoders trained in one run share nothing but the frozen encoder's features, so one decoder's blow-up must
-never reach another (each has its own gradient clipping and its own optimizer parameter group) and must
-never be published as "information lost at that layer". ``HealthGuard`` watches every decoder's loss:
+never reach another (each has its own optimizer parameter group) and must never be published as
+"information lost at that layer". ``HealthGuard`` watches every decoder's loss in two places:
 
-- every step, on the device and without reading anything back (no host synchronisation): a smoothed loss
-  (EMA) per layer and a count of non-finite losses;
-- every check (once per logging interval and at the end of each epoch: one small read-back), a layer has
-  **diverged** when it saw a non-finite loss, or when its smoothed or its latest loss is above
-  ``spike_factor`` × its reference level (the smoothed loss at its last good snapshot; at first, its first
-  loss). A diverged decoder gets its last good weights *and optimizer state* back and its learning rate
-  multiplied by ``lr_backoff``; after ``max_recoveries`` recoveries it is marked **failed**: it keeps its
-  last good weights and trains no more. A decoder whose smoothed and latest losses are both within
-  ``accept`` × its reference is good: its weights and optimizer state become the new snapshot (both
-  losses, because a rising loss runs ahead of its moving average). In between, nothing changes.
+- **every step, on the device** (``gate``; nothing is read back to the host): a loss that is non-finite or
+  more than ``skip_factor`` × the layer's level (an exponential average of the losses it accepted) is
+  *rejected*. The caller weights each decoder's loss by the returned factor: 0 for a non-finite loss (its
+  gradient is dropped), √(level / loss) for a finite one, which gives its gradient the norm of an ordinary
+  step's (an MSE gradient grows as √loss), so a spike can still correct itself without its huge gradient
+  entering the optimizer's moments (Adam would carry it for hundreds of steps). Rejected losses do not move
+  the level, so a spike is not remembered once it is over;
+- **every check** (``check``, every ``check_every`` steps: one small read-back), a layer has **diverged** when
+  its latest ``patience`` losses were all rejected (it is bad *now*, not a moment ago), or when its level
+  drifted above ``spike_factor`` × its reference (its lowest level at a confirmed good state). A
+  diverged decoder gets its last good weights *and optimizer state* back and its learning rate × ``lr_backoff``;
+  after ``max_recoveries`` it is marked **failed**: it keeps its last good weights and its learning rate
+  becomes 0 (it still runs, so that data-parallel training sees the same parameters used on every rank).
 
-Every event is kept (step, layer, what, action), logged, and written into checkpoints by ``record()``, so
-evaluation can say beside a layer's number that its decoder recovered or failed.
+Good states are confirmed early: the state at a check becomes a candidate, and the candidate is confirmed as
+soon as the first loss computed on it (the next step's) is accepted. A restore therefore never throws away
+more than about ``check_every`` steps. Every event is kept (step, layer, what, action), logged, and written
+into checkpoints by ``record()``, so evaluation can say beside a layer's number that its decoder recovered or
+failed. Under data parallelism the caller passes losses averaged over ranks: every rank then takes the same
+decision at the same step (``InversionModule`` does this).
 """
 
 from __future__ import annotations
@@ -32,16 +40,19 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # every learning-rate entry a scheduler may read back
+# Rows of the guard's (9, L) device statistics; SKIPPED … FIRST_BAD describe the steps since the last check.
+LEVEL, LATEST, STREAK, FROZEN, SKIPPED, NONFINITE, FIRST_OK, SEEN, FIRST_BAD = range(9)
 
 
 @dataclass
 class HealthEvent:
-    step: int
+    step: int  # the check at which the guard acted
     layer: str
-    kind: str  # "non-finite loss" or "loss spike"
-    loss: Optional[float]  # smoothed loss at the check (None if it was not finite)
+    kind: str  # "non-finite loss", "loss spike", "loss drift" or "skipped steps"
+    loss: Optional[float]  # latest loss at the check (None if it was not finite)
     reference: float  # the layer's reference level
-    action: str  # "restored …, lr × …" or "failed …"
+    action: str  # "restored …", "failed …" or "dropped the gradient of N steps"
+    since: Optional[int] = None  # the first step whose loss the guard rejected in that stretch
 
 
 def clip_grad_norms(decoders: nn.ModuleDict, max_norm: float) -> None:
@@ -58,29 +69,36 @@ class HealthGuard:
     in the same order (see ``bind``).
 
     Args:
-        spike_factor: a smoothed loss above this multiple of the layer's reference level is a divergence.
+        skip_factor: a loss above this multiple of the layer's level (or non-finite) is rejected on the device.
+        patience: a layer whose latest ``patience`` losses were all rejected has diverged.
+        spike_factor: a level above this multiple of the reference (the level at the last good state) has
+            diverged too (a slow drift that never triggers a rejection).
         lr_backoff: a recovered decoder's learning rate is multiplied by this.
         max_recoveries: recoveries allowed per decoder before it is marked failed.
-        accept: a state is snapshotted as good while its losses stay within this multiple of the reference.
-        ema_beta: smoothing of the per-layer loss (0.9: about the last 10 steps).
+        check_every: steps between checks (each check reads the statistics back once).
+        ema_beta: smoothing of the per-layer level (0.9: about the last 10 accepted steps).
     """
 
-    def __init__(self, decoders: nn.ModuleDict, spike_factor: float = 4.0, lr_backoff: float = 0.5,
-                 max_recoveries: int = 3, accept: float = 1.5, ema_beta: float = 0.9) -> None:
-        if spike_factor <= 1:
-            raise ValueError(f"spike_factor must be > 1 (a multiple of the layer's usual loss); got {spike_factor}")
+    def __init__(self, decoders: nn.ModuleDict, skip_factor: float = 10.0, patience: int = 2,
+                 spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
+                 check_every: int = 4, ema_beta: float = 0.9) -> None:
+        if skip_factor <= 1 or spike_factor <= 1:
+            raise ValueError(f"skip_factor and spike_factor must be > 1 (multiples of the layer's usual loss); "
+                             f"got {skip_factor} and {spike_factor}")
+        if patience < 1 or check_every < 1:
+            raise ValueError(f"patience and check_every must be ≥ 1; got {patience} and {check_every}")
         if not 0 < lr_backoff <= 1:
             raise ValueError(f"lr_backoff must be in (0, 1]; got {lr_backoff}")
-        if not 1 <= accept < spike_factor:
-            raise ValueError(f"accept must be in [1, spike_factor); got {accept} with spike_factor {spike_factor}")
         if max_recoveries < 0:
             raise ValueError(f"max_recoveries must be ≥ 0; got {max_recoveries}")
         self.decoders = decoders
         self.layers = list(decoders)
-        self.spike_factor, self.lr_backoff, self.max_recoveries, self.accept, self.ema_beta = (
-            spike_factor, lr_backoff, max_recoveries, accept, ema_beta)
+        self.skip_factor, self.patience, self.spike_factor = skip_factor, patience, spike_factor
+        self.lr_backoff, self.max_recoveries, self.check_every, self.ema_beta = (
+            lr_backoff, max_recoveries, check_every, ema_beta)
         self.failed: set[str] = set()
         self.recoveries = {name: 0 for name in self.layers}
+        self.skipped = {name: 0 for name in self.layers}
         self.lr_scale = {name: 1.0 for name in self.layers}
         self.events: list[HealthEvent] = []
         self.reference: dict[str, float] = {}
@@ -89,9 +107,9 @@ class HealthGuard:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler: Any = None
         self._good: dict[str, dict[str, Any]] = {}  # last confirmed good state per decoder
-        self._pending: dict[str, dict[str, Any]] = {}  # state at the last good check, not yet vouched for
-        self._stats: Optional[Tensor] = None  # (5, L) on the device: EMA, latest, first, non-finite count, steps
-        self._index: dict[tuple[tuple[str, ...], str], Tensor] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # state at the last check, confirmed by the next loss
+        self._stats: Optional[Tensor] = None  # (9, L) on the device, rows LEVEL … FIRST_BAD
+        self._window_start = 0  # the step after the last check
 
     # ------------------------------------------------------------------ wiring
     def bind(self, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
@@ -105,6 +123,8 @@ class HealthGuard:
         for name in self.layers:
             self._good[name] = self._take(name, self.snapshot_step[name])
             self._pending.pop(name, None)
+            if name in self.failed:
+                self._scale_lr(self.layers.index(name), 0.0, record=False)
 
     @property
     def active(self) -> list[str]:
@@ -112,77 +132,103 @@ class HealthGuard:
         return [n for n in self.layers if n not in self.failed]
 
     # ------------------------------------------------------------------ every step (device only)
-    def observe(self, losses: Tensor, layers: list[str]) -> None:
-        """Record one step's per-layer losses (detached, any device). No value is read back to the host."""
-        values = losses.detach().float()  # (k,)
+    def gate(self, losses: Tensor) -> Tensor:
+        """Record one step's losses, one per decoder in order ((L,), detached, any device), and return the
+        weight each decoder's loss gets this step ((L,)): 1 when accepted, √(level / loss) when far above its
+        level, 0 when non-finite or failed (use ``torch.where(w > 0, loss * w, 0)``: 0 × NaN is NaN).
+        No value is read back to the host."""
+        values = losses.detach().float()  # (L,)
         if self._stats is None or self._stats.device != values.device:
-            self._stats = torch.zeros(5, len(self.layers), device=values.device)
-            self._stats[:3] = float("nan")
-        key = (tuple(layers), str(values.device))
-        if key not in self._index:  # made once per set of layers: a fresh host→device copy could stall
-            self._index[key] = torch.tensor([self.layers.index(n) for n in layers], device=values.device)
-        idx = self._index[key]
-        ema, latest, first, bad, seen = self._stats[:, idx]  # each (k,)
-        finite, fresh = torch.isfinite(values), seen == 0
-        blended = torch.where(fresh, values, self.ema_beta * ema + (1 - self.ema_beta) * values)
-        self._stats[:, idx] = torch.stack([
-            torch.where(finite, blended, ema), torch.where(finite, values, latest),
-            torch.where(finite & fresh, values, first), bad + (~finite).float(), seen + finite.float()])
+            self._stats = self._fresh_stats(values.device)
+        s = self._stats
+        level = s[LEVEL]
+        finite = torch.isfinite(values)
+        accept = finite & ((values <= self.skip_factor * level) | torch.isnan(level)) & (s[FROZEN] == 0)
+        s[LEVEL] = torch.where(accept, torch.where(torch.isnan(level), values,
+                                                   self.ema_beta * level + (1 - self.ema_beta) * values), level)
+        s[LATEST] = values
+        s[STREAK] = torch.where(accept, 0.0, s[STREAK] + 1)
+        s[SKIPPED] += (~accept).float()
+        s[NONFINITE] += (~finite).float()
+        s[FIRST_OK] = torch.where(s[SEEN] == 0, accept.float(), s[FIRST_OK])
+        s[FIRST_BAD] = torch.where(~accept & torch.isnan(s[FIRST_BAD]), s[SEEN], s[FIRST_BAD])
+        s[SEEN] += 1
+        tame = torch.sqrt(level / values.clamp_min(1e-30)).nan_to_num(0.0)  # < 1 where rejected
+        return torch.where(accept, 1.0, torch.where(finite & (s[FROZEN] == 0), tame, 0.0))
+
+    def _fresh_stats(self, device: torch.device) -> Tensor:
+        stats = torch.zeros(9, len(self.layers), device=device)
+        stats[FIRST_BAD] = float("nan")
+        stats[LEVEL] = torch.tensor([self.reference.get(n, float("nan")) for n in self.layers])
+        stats[LATEST] = stats[LEVEL]
+        stats[FROZEN] = torch.tensor([float(n in self.failed) for n in self.layers])
+        return stats
 
     # ------------------------------------------------------------------ checks (one read-back)
+    def due(self, step: int) -> bool:
+        """Whether ``step`` (optimizer steps taken) is a check."""
+        return step % self.check_every == 0
+
     def check(self, step: int) -> list[HealthEvent]:
-        """Judge every active decoder; recover or fail the diverged ones; snapshot the good ones."""
+        """Judge every active decoder; recover or fail the diverged ones; confirm and take good states."""
         if self._stats is None:
             return []
-        ema, latest, first, bad, seen = self._stats.tolist()  # the one host synchronisation
+        stats = self._stats.tolist()  # the one host synchronisation
         new: list[HealthEvent] = []
         for i, name in enumerate(self.layers):
-            if name in self.failed or (seen[i] == 0 and bad[i] == 0):
+            level, latest, streak, _, skipped, nonfinite, first_ok, seen, first_bad = (row[i] for row in stats)
+            if name in self.failed or seen == 0:
                 continue
-            level = max(ema[i], latest[i]) if seen[i] > 0 else None  # a rising loss runs ahead of its EMA
-            if level is not None:
-                self.smoothed[name] = ema[i]
-                self.reference.setdefault(name, first[i])
-            ref = self.reference.get(name, float("nan"))
-            if bad[i] > 0:
-                kind = "non-finite loss"
-            elif level > self.spike_factor * ref:
-                kind = "loss spike"
+            self.smoothed[name] = level
+            self.reference.setdefault(name, level)
+            # steps are numbered by batch: the window began at batch _window_start; a streak of k rejections
+            # began k steps before the last one
+            since = self._window_start + int(seen - streak) if streak else None
+            if first_ok:  # the first loss on the candidate state was accepted: it is good
+                self._promote(name)
+            if streak >= self.patience:
+                kind = "non-finite loss" if not math.isfinite(latest) else "loss spike"
+                new.append(self._recover(i, name, step, kind, latest, since))
+            elif level > self.spike_factor * self.reference[name]:
+                new.append(self._recover(i, name, step, "loss drift", level, since))
             else:
-                if level <= self.accept * ref:
-                    # The losses since the last check were computed on the state snapshotted then: it is
-                    # confirmed good. Today's state is only a candidate until the next check's losses vouch for it.
-                    self._promote(name, step)
-                    self.reference[name] = ema[i]
+                if skipped:
+                    self.skipped[name] += int(skipped)
+                    new.append(HealthEvent(step, name, "skipped steps", _finite(latest), self.reference[name],
+                                           f"tamed the gradient of {int(skipped)} of {int(seen)} steps "
+                                           f"({int(nonfinite)} non-finite, dropped)",
+                                           self._window_start + int(first_bad)))
+                if streak == 0:  # accepted just now: the current state is the next candidate
+                    self._pending[name] = self._take(name, step, into=self._pending.get(name))
                 else:
-                    self._pending.pop(name, None)  # neither good nor bad: keep the last confirmed state
-                continue
-            new.append(self._recover(i, name, step, kind, level, ref))
+                    self._pending.pop(name, None)
+        self._stats[SKIPPED:] = 0  # a new window
+        self._stats[FIRST_BAD] = float("nan")
+        self._window_start = step  # the next loss is batch `step`'s (computed on the state after `step` updates)
         self.events += new
         return new
 
-    def _recover(self, i: int, name: str, step: int, kind: str, level: Optional[float], ref: float) -> HealthEvent:
+    def _recover(self, i: int, name: str, step: int, kind: str, loss: float, since: Optional[int]) -> HealthEvent:
         self._restore(name)
-        self._stats[:2, i] = ref if math.isfinite(ref) else float("nan")
-        self._stats[3, i] = 0
-        self._stats[4, i] = 1 if math.isfinite(ref) else 0
+        ref = self.reference[name]
+        self._stats[LEVEL, i] = self._stats[LATEST, i] = ref
+        self._stats[STREAK, i] = 0
         self.smoothed[name] = ref
+        self.skipped[name] += int(self._stats[SKIPPED, i].item())
         if self.recoveries[name] >= self.max_recoveries:
             self.failed.add(name)
-            for p in self.decoders[name].parameters():
-                p.grad = None  # an optimizer skips parameters without gradients: it trains no more
+            self._stats[FROZEN, i] = 1
+            self._scale_lr(i, 0.0)
             action = (f"failed after {self.recoveries[name]} recoveries: kept its last good weights "
                       f"(step {self.snapshot_step[name]}) and stopped training it")
-            log.warning("decoder %s %s at step %d (loss %s, reference %.4g): %s", name, kind, step,
-                        "non-finite" if level is None else f"{level:.4g}", ref, action)
         else:
             self.recoveries[name] += 1
             self._scale_lr(i, self.lr_backoff)
             action = (f"restored its state from step {self.snapshot_step[name]}, learning rate × "
                       f"{self.lr_scale[name]:g} (recovery {self.recoveries[name]} of {self.max_recoveries})")
-            log.warning("decoder %s %s at step %d (loss %s, reference %.4g): %s", name, kind, step,
-                        "non-finite" if level is None else f"{level:.4g}", ref, action)
-        return HealthEvent(step, name, kind, level, ref, action)
+        log.warning("decoder %s %s at step %d (loss %s, reference %.4g): %s", name, kind, step,
+                    f"{loss:.4g}" if math.isfinite(loss) else "non-finite", ref, action)
+        return HealthEvent(step, name, kind, _finite(loss), ref, action, since)
 
     # ------------------------------------------------------------------ snapshots
     def _take(self, name: str, step: int, into: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -201,12 +247,12 @@ class HealthGuard:
                                         for k, v in self.optimizer.state[p].items()}
         return into
 
-    def _promote(self, name: str, step: int) -> None:
+    def _promote(self, name: str) -> None:
         pending = self._pending.pop(name, None)
         if pending is not None:
             self._pending[name], self._good[name] = self._good[name], pending  # reuse the old buffers
             self.snapshot_step[name] = pending["step"]
-        self._pending[name] = self._take(name, step, into=self._pending.get(name))
+            self.reference[name] = min(self.reference[name], self.smoothed[name])
 
     def _restore(self, name: str) -> None:
         snap = self._good[name]
@@ -222,9 +268,10 @@ class HealthGuard:
                     self.optimizer.state.pop(p, None)  # re-initialised at the next step, as at the start
             p.grad = None
 
-    def _scale_lr(self, i: int, factor: float) -> None:
+    def _scale_lr(self, i: int, factor: float, record: bool = True) -> None:
         name = self.layers[i]
-        self.lr_scale[name] *= factor
+        if record:
+            self.lr_scale[name] *= factor
         if self.optimizer is None or factor == 1.0:
             return
         group = self.optimizer.param_groups[i]
@@ -242,14 +289,15 @@ class HealthGuard:
         return "recovered" if self.recoveries[name] else "ok"
 
     def record(self) -> dict[str, dict[str, Any]]:
-        """Per layer: status (ok / recovered / failed), healthy flag, last smoothed training loss, recoveries,
-        learning-rate scale and events; plain types only (checkpoints load with ``weights_only=True``)."""
+        """Per layer: status (ok / recovered / failed), healthy flag, last level of the training loss,
+        recoveries, steps whose gradient was dropped, learning-rate scale and events; plain types only
+        (checkpoints load with ``weights_only=True``)."""
         out = {}
         for name in self.layers:
             out[name] = {
                 "status": self.status(name), "healthy": name not in self.failed,
                 "final_loss": self.smoothed.get(name), "recoveries": self.recoveries[name],
-                "lr_scale": self.lr_scale[name],
+                "skipped_steps": self.skipped[name], "lr_scale": self.lr_scale[name],
                 "events": [asdict(e) for e in self.events if e.layer == name],
             }
         return out
@@ -261,9 +309,15 @@ class HealthGuard:
             if name not in self.recoveries:
                 continue
             self.recoveries[name] = int(r.get("recoveries", 0))
+            self.skipped[name] = int(r.get("skipped_steps", 0))
             self.lr_scale[name] = float(r.get("lr_scale", 1.0))
             if r.get("final_loss") is not None:
                 self.smoothed[name] = self.reference[name] = float(r["final_loss"])
             if r.get("status") == "failed":
                 self.failed.add(name)
             self.events += [HealthEvent(**e) for e in r.get("events", [])]
+        self._stats = None  # rebuilt from the references at the next step
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None

@@ -3,16 +3,20 @@
 Each batch runs the encoder ONCE for every layer; each decoder gets its own MSE loss (plus an optional
 feature-space term through the same frozen encoder, as in DeePSiM, Dosovitskiy & Brox NeurIPS 2016). The
 losses are summed for one optimizer step. Decoders share no parameters, each has its own parameter group
-and its own gradient-norm clipping, so this is exactly equivalent to training each decoder separately, at a
-fraction of the cost. A ``HealthGuard`` (``upconv.training.health``) keeps a diverging decoder from training on in
-silence: it is restored with a lower learning rate, or marked failed, and checkpoints record it.
+and its own learning rate, so this is exactly equivalent to training each decoder separately, at a fraction
+of the cost. The recipe (optimizer, schedule, clipping, guard) is ``upconv.training.recipes.DecoderRecipe``,
+the one the privacy attacks use too. Its ``HealthGuard`` keeps a diverging decoder from training on in
+silence: a spike's gradient is tamed on the device, a diverged decoder is restored with a lower learning
+rate, or marked failed, and checkpoints record it.
 
 The hot path never reads a value back to the host: losses are watched on the device and read once per
-logging interval (``trainer.log_every_n_steps``) and at the end of every epoch.
+guard check (every ``check_every`` steps) and at the end of every epoch. Under DDP the losses the guard sees
+are averaged over ranks, so every rank takes the same decision at the same step.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional, Union
 
@@ -25,8 +29,21 @@ from upconv.core import metrics as M
 from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
-from upconv.training.health import HealthGuard, clip_grad_norms
 from upconv.nets.upconvnet import UpconvNet
+from upconv.training.health import clip_grad_norms
+from upconv.training.recipes import DecoderRecipe
+
+log = logging.getLogger(__name__)
+
+
+def mean_over_ranks(values: Tensor) -> Tensor:
+    """``values`` averaged over the processes of a data-parallel run (itself in a single process): the health
+    guard then sees the whole global batch's losses and every rank takes the same decision."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        return values / torch.distributed.get_world_size()
+    return values
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -45,15 +62,18 @@ class InversionModule(L.LightningModule):
         encoder_kwargs: keyword arguments for the encoder's constructor (e.g. ``{"width": 0.25}``).
         pretrained / download: torchvision encoders: cached ImageNet weights; allow fetching them.
         width, n_convs, fc_width, max_width: UpconvNet shape (see ``UpconvNet``).
-        lr, weight_decay: AdamW (fused); the rate follows a one-cycle schedule over the whole run.
+        lr, weight_decay, warmup: the decoder recipe (``upconv.training.recipes.DecoderRecipe``): AdamW,
+            linear warm-up over ``warmup`` of the run (at most 500 steps), cosine decay to 0.
         feature_loss_weight: weight of the feature-space term ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖² (0 = off).
         log_images: originals shown in the validation reconstruction grid.
         channels_last: NHWC memory format for the decoders (faster convolutions on GPUs and recent CPUs).
-        grad_clip: clip each decoder's gradient norm to this, separately (None or 0: off).
-        spike_factor, lr_backoff, max_recoveries: the health guard (``upconv.training.health.HealthGuard``): a
-            decoder whose smoothed loss exceeds ``spike_factor`` × its last good level, or turns non-finite,
-            gets its last good state back with its learning rate × ``lr_backoff``; after ``max_recoveries``
-            it is marked failed and trains no more.
+        grad_clip: clip each decoder's gradient norm to this, separately (None or 0: off, the default: under
+            Adam it barely changes a blow-up, the health guard is the safeguard).
+        skip_factor, patience, spike_factor, lr_backoff, max_recoveries, check_every: the health guard
+            (``upconv.training.health.HealthGuard``): a loss above ``skip_factor`` × its level is tamed on the
+            device; ``patience`` such losses in a row, or a level above ``spike_factor`` × its best, restore
+            the decoder's state from at most ``check_every`` steps earlier with its learning rate ×
+            ``lr_backoff``; after ``max_recoveries`` it is marked failed and trains no more.
         compile: ``torch.compile`` each decoder (worth it on a GPU for long runs; the first steps compile).
     """
 
@@ -61,13 +81,17 @@ class InversionModule(L.LightningModule):
                  encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
                  pretrained: bool = True, download: bool = False, width: int = 64, n_convs: int = 2,
                  fc_width: int = 1024, max_width: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 feature_loss_weight: float = 0.0, log_images: int = 8, channels_last: bool = False,
-                 grad_clip: Optional[float] = 1.0, spike_factor: float = 4.0, lr_backoff: float = 0.5,
-                 max_recoveries: int = 3, compile: bool = False) -> None:
+                 warmup: float = 0.03, feature_loss_weight: float = 0.0, log_images: int = 8,
+                 channels_last: bool = False, grad_clip: Optional[float] = None, skip_factor: float = 10.0,
+                 patience: int = 2, spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
+                 check_every: int = 4, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         if grad_clip is not None and grad_clip < 0:
             raise ValueError(f"grad_clip must be a positive gradient norm, or 0/None for no clipping; got {grad_clip}")
+        self.recipe = DecoderRecipe(lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip or None,
+                                    skip_factor=skip_factor, patience=patience, spike_factor=spike_factor,
+                                    lr_backoff=lr_backoff, max_recoveries=max_recoveries, check_every=check_every)
         self.encoder: Encoder = build_encoder(encoder, encoder_weights, download=download,
                                               pretrained=pretrained, kwargs=encoder_kwargs)
         all_layers = [layers] if isinstance(layers, str) else list(layers)
@@ -80,8 +104,7 @@ class InversionModule(L.LightningModule):
         })
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
-        self.health = HealthGuard(self.decoders, spike_factor=spike_factor, lr_backoff=lr_backoff,
-                                  max_recoveries=max_recoveries)
+        self.health = self.recipe.guard(self.decoders)
         self._val_sums: Optional[Tensor] = None  # (L, 3) per-layer sums of PSNR, SSIM and image count
 
     # ------------------------------------------------------------------ steps
@@ -105,31 +128,31 @@ class InversionModule(L.LightningModule):
             losses[name] = loss
         return losses, recon
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch
-        active = self.health.active
-        if not active:
-            return None  # every decoder failed: nothing left to train (on_train_batch_end stops the run)
-        losses, _ = self._losses(images, active)
-        per_layer = torch.stack([losses[n] for n in active])  # (k,)
-        self.health.observe(per_layer, active)  # on the device: no host synchronisation
-        return per_layer.sum()
+        losses, _ = self._losses(images)  # every decoder, failed ones too: the same graph on every rank
+        per_layer = torch.stack([losses[n] for n in self.layers])  # (L,)
+        weight = self.health.gate(mean_over_ranks(per_layer.detach()))  # on the device: no host synchronisation
+        return torch.where(weight > 0, per_layer * weight, 0.0).sum()  # 0 × NaN would be NaN
 
     def on_train_start(self) -> None:
         sched = self.lr_schedulers()
-        planned, now = getattr(sched, "total_steps", None), max(1, self.trainer.estimated_stepping_batches)
-        if planned is not None and planned != now:  # only after --ckpt_path: the restored schedule's length
+        planned, now = sched.lr_lambdas[0].total_steps, max(1, self.trainer.estimated_stepping_batches)
+        if planned != now:  # only after --ckpt_path: the restored schedule's length
             raise ValueError(
-                f"the resumed run's one-cycle schedule was planned for {planned} steps, but this run has {now}: "
-                f"resume with the run's own max_epochs, data and batch size (a one-cycle schedule cannot be "
+                f"the resumed run's learning-rate schedule was planned for {planned} steps, but this run has {now}: "
+                f"resume with the run's own max_epochs, data and batch size (a cosine schedule cannot be "
                 f"stretched mid-way); to train longer, start a new run"
             )
         self.health.bind(self.optimizers().optimizer, sched)
+        world = self.trainer.world_size
+        if world > 1 and self.trainer.is_global_zero:
+            log.info("data parallel: %d processes; each step's global batch is %d × the per-device batch "
+                     "(scale model.lr with it, see docs/training.md)", world, world)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self.trainer.log_every_n_steps
         last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
-        if last or (every > 0 and self.global_step % every == 0):
+        if last or self.health.due(self.global_step):
             self._check_health()
 
     def _check_health(self) -> None:
@@ -141,6 +164,7 @@ class InversionModule(L.LightningModule):
             self.log("train/loss", sum(smoothed.values()), prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/failed_decoders", float(len(self.health.failed)), on_step=True, on_epoch=False)
         self.log("train/recoveries", float(sum(self.health.recoveries.values())), on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", float(sum(self.health.skipped.values())), on_step=True, on_epoch=False)
         if not self.health.active:
             self.trainer.should_stop = True
 
@@ -151,8 +175,8 @@ class InversionModule(L.LightningModule):
                 "trainer.gradient_clip_val clips all decoders' gradients together, so one decoder's spike would "
                 "shrink every other decoder's step; remove it and use model.grad_clip (each decoder on its own)"
             )
-        if self.hparams.grad_clip:
-            clip_grad_norms(self.decoders, self.hparams.grad_clip)
+        if self.recipe.grad_clip:
+            clip_grad_norms(self.decoders, self.recipe.grad_clip)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
@@ -202,11 +226,7 @@ class InversionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         groups = [{"params": list(self.decoders[n].parameters())} for n in self.layers]  # group i = decoder i
-        fused = self.device.type in ("cuda", "cpu")
-        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                fused=fused or None, foreach=None if fused else True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[self.hparams.lr] * len(groups), pct_start=0.1,
-                                                    total_steps=max(1, self.trainer.estimated_stepping_batches))
+        opt, sched = self.recipe.optimizer(groups, max(1, self.trainer.estimated_stepping_batches), self.device)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

@@ -1,13 +1,16 @@
 """Training recipes in plain torch, shared by the Lightning modules and by code that must not import
 Lightning (the privacy attacks train victims, shadows and inverse networks in plain loops).
 
+Decoders (``DecoderRecipe``): AdamW, short warm-up, cosine decay, the health guard.
 Classifier: SGD with Nesterov momentum, a one-cycle learning rate stepped every batch, label smoothing,
 random crop + flip on the device, the architecture's own input normalisation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,7 @@ from torch import Tensor, nn
 
 from upconv.data.augment import random_crop_flip, to_unit
 from upconv.nets.builtin import ARCHITECTURES, build_architecture
+from upconv.training.health import HealthGuard
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,59 @@ def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: 
             opt.step()
             sched.step()
     return model.eval().cpu()
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps from ``1 / warmup``, then a cosine decay to
+    ``floor`` at ``total_steps``. A callable object rather than a closure, so a scheduler's state (and with it
+    the planned length, checked on resume) is saved in checkpoints."""
+
+    def __init__(self, total_steps: int, warmup: int, floor: float = 0.0) -> None:
+        self.total_steps, self.warmup, self.floor = max(1, total_steps), max(0, warmup), floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """How every UpconvNet decoder is trained: ``InversionModule`` (``train.py``) and the privacy attacks'
+    inverse networks (``upconv.privacy.attacks``) alike.
+
+    AdamW at ``lr`` after a short linear warm-up (``warmup`` of the run, at most ``max_warmup`` steps), cosine
+    decay to 0; each decoder in its own parameter group; optional per-decoder gradient clipping (off by
+    default: under Adam it barely changes a blow-up's step, see docs/training.md); the ``HealthGuard``.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.03
+    max_warmup: int = 500
+    grad_clip: Optional[float] = None
+    skip_factor: float = 10.0
+    patience: int = 2
+    spike_factor: float = 4.0
+    lr_backoff: float = 0.5
+    max_recoveries: int = 3
+    check_every: int = 4
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return min(self.max_warmup, max(1, round(self.warmup * total_steps)))
+
+    def optimizer(self, groups: list[dict], total_steps: int, device: torch.device | str = "cpu"
+                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW over ``groups`` (one per decoder; fused on CUDA and CPU) and its warm-up + cosine schedule,
+        stepped every batch."""
+        fused = torch.device(device).type in ("cuda", "cpu")
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None,
+                                foreach=None if fused else True)
+        shape = WarmupCosine(total_steps, self.warmup_steps(total_steps))
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, [shape] * len(groups))
+
+    def guard(self, decoders: nn.ModuleDict) -> HealthGuard:
+        return HealthGuard(decoders, skip_factor=self.skip_factor, patience=self.patience,
+                           spike_factor=self.spike_factor, lr_backoff=self.lr_backoff,
+                           max_recoveries=self.max_recoveries, check_every=self.check_every)
