@@ -23,7 +23,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "upconv")
 LAYERS = {"core": 0, "nets": 1, "data": 1, "optim": 2, "methods": 3, "training": 4, "evaluation": 4,
           "visualize": 4, "privacy": 5, "cli": 6}
 LIGHTNING_MODULES = {"upconv.training.module", "upconv.training.classifier", "upconv.training.datamodule",
-                     "upconv.training.cli"}
+                     "upconv.training.cli", "upconv.training.callbacks"}
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 MAX_PARAMS = 10

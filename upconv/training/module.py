@@ -158,13 +158,15 @@ class InversionModule(L.LightningModule):
     def _check_health(self) -> None:
         """The guard's check (one small read-back), then the per-layer losses it read, logged for free."""
         self.health.check(self.global_step)
+        # on_epoch as well: a run shorter than trainer.log_every_n_steps still writes these to metrics.csv
+        every = dict(on_step=True, on_epoch=True, sync_dist=False)  # identical on every rank: nothing to reduce
         smoothed = {n: v for n, v in self.health.smoothed.items() if n in self.health.active}
         if smoothed:
-            self.log_dict({f"train/loss_{n}": v for n, v in smoothed.items()}, on_step=True, on_epoch=False)
-            self.log("train/loss", sum(smoothed.values()), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/failed_decoders", float(len(self.health.failed)), on_step=True, on_epoch=False)
-        self.log("train/recoveries", float(sum(self.health.recoveries.values())), on_step=True, on_epoch=False)
-        self.log("train/skipped_steps", float(sum(self.health.skipped.values())), on_step=True, on_epoch=False)
+            self.log_dict({f"train/loss_{n}": v for n, v in smoothed.items()}, **every)
+            self.log("train/loss", sum(smoothed.values()), prog_bar=True, **every)
+        self.log("train/failed_decoders", float(len(self.health.failed)), **every)
+        self.log("train/recoveries", float(sum(self.health.recoveries.values())), **every)
+        self.log("train/skipped_steps", float(sum(self.health.skipped.values())), **every)
         if not self.health.active:
             self.trainer.should_stop = True
 
