@@ -217,7 +217,7 @@ def test_no_private_attribute_is_reached_from_another_module():
 
 
 def test_report_of_the_graph():
-    """Not a check: the numbers quoted in the README's design section (printed with -s)."""
+    """Not a check: the numbers quoted in docs/design.md (printed with -s)."""
     arrows = sum(len(v) for v in GRAPH.values())
     packages = {p for m in MODULES if (p := _package(m))}
     print(f"\n{len(MODULES)} modules in {len(packages)} packages on {len(set(LAYERS[p] for p in packages))} layers, "
