@@ -61,7 +61,7 @@ class InversionModule(L.LightningModule):
         encoder_weights: state-dict / classifier-checkpoint file for the encoder.
         encoder_kwargs: keyword arguments for the encoder's constructor (e.g. ``{"width": 0.25}``).
         pretrained / download: torchvision encoders: cached ImageNet weights; allow fetching them.
-        width, n_convs, fc_width, max_width: UpconvNet shape (see ``UpconvNet``).
+        width, n_convs, fc_width, max_width, norm: UpconvNet shape and normalisation (see ``UpconvNet``).
         lr, weight_decay, warmup: the decoder recipe (``upconv.training.recipes.DecoderRecipe``): AdamW,
             linear warm-up over ``warmup`` of the run (at most 500 steps), cosine decay to 0.
         feature_loss_weight: weight of the feature-space term ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖² (0 = off).
@@ -80,8 +80,8 @@ class InversionModule(L.LightningModule):
     def __init__(self, encoder: str = "alexnet_cifar", layers: Union[list[str], str] = "all",
                  encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
                  pretrained: bool = True, download: bool = False, width: int = 64, n_convs: int = 2,
-                 fc_width: int = 1024, max_width: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 warmup: float = 0.03, feature_loss_weight: float = 0.0, log_images: int = 8,
+                 fc_width: int = 1024, max_width: int = 512, norm: str = "batch", lr: float = 2e-3,
+                 weight_decay: float = 1e-4, warmup: float = 0.05, feature_loss_weight: float = 0.0, log_images: int = 8,
                  channels_last: bool = False, grad_clip: Optional[float] = None, skip_factor: float = 10.0,
                  patience: int = 2, spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
                  check_every: int = 4, compile: bool = False) -> None:
@@ -99,7 +99,7 @@ class InversionModule(L.LightningModule):
         image_shape = (self.encoder.channels, *self.encoder.image_size)
         self.decoders = nn.ModuleDict({
             name: UpconvNet(self.encoder.layer(name).shape, image_shape, width=width, n_convs=n_convs,
-                            fc_width=fc_width, max_width=max_width)
+                            fc_width=fc_width, max_width=max_width, norm=norm)
             for name in self.layers
         })
         if channels_last:
@@ -239,7 +239,7 @@ class InversionModule(L.LightningModule):
             "encoder": self.encoder.identity,
             "layers": list(self.layers),
             "image_shape": [self.encoder.channels, *self.encoder.image_size],
-            "decoder": {k: self.hparams[k] for k in ("width", "n_convs", "fc_width", "max_width")},
+            "decoder": {k: self.hparams[k] for k in ("width", "n_convs", "fc_width", "max_width", "norm")},
             "health": self.health.record(),
             "health_step": int(self.global_step),
         }
