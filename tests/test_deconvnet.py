@@ -503,7 +503,7 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
     assert Image.open(out / "pool2_image0000.png").size == (2 * 64, 32 * 2)
     assert "2 channel figures" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["deconv", "he2019_cifar", "fc2", str(folder), "--out", str(out)])
+        main(["deconv", "he2019_cifar", "fc2", str(folder), "--out", str(out), "--overwrite", "true"])
 
 
 def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp_path, capsys, monkeypatch):
