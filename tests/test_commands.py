@@ -109,3 +109,25 @@ def test_an_unreadable_file_s_cause_is_cut_at_a_word_never_mid_word(tmp_path, mo
         load_torch_file(path, "decoder checkpoint")
     shown = str(e.value).split("(", 1)[1].split(");")[0]
     assert shown.endswith(" …") and (cause * 3).startswith(shown[:-2]) and (cause * 3)[len(shown) - 2] == " "
+
+
+def test_the_readme_evaluates_the_demo_decoders_on_the_demo_s_data(monkeypatch):
+    """The README's command for the demo's decoders reads the data the demo trained with (same crops per
+    photograph), so its held-out split is the demo's, not a 16-image one."""
+    import re
+    import shlex
+
+    import yaml
+
+    from upconv.cli import main as cli
+    from upconv.evaluation.config import EvalConfig
+
+    here = os.path.dirname(__file__)
+    readme = open(os.path.join(here, "..", "README.md")).read().replace("\\\n", " ")
+    lines = [line for line in readme.splitlines() if re.match(r"upconv evaluate --checkpoints \[checkpoints/demo/", line)]
+    demo = yaml.safe_load(open(os.path.join(here, "..", "configs", "demo.yaml")))["data"]["embedded_per_class"]
+    seen = []
+    monkeypatch.setitem(cli.RUNS, EvalConfig, seen.append)
+    for line in lines:
+        cli.main(shlex.split(line.split("#")[0])[1:])
+    assert lines and [c.embedded_per_class for c in seen] == [demo] * len(lines)

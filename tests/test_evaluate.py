@@ -310,16 +310,6 @@ def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
     assert len(cfg.layers) == 11 and cfg.data == "folder" and cfg.split == "val"
 
 
-@pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
-def test_every_deconvnet_variant_is_selectable_by_name(name):
-    pytest.importorskip("upconv.methods.deconvnet")
-    from upconv.nets.zoo import build_encoder
-
-    method = build_method(name, build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
-    assert method.name == name
-    assert method.reads_target == (not name.endswith("+minmax"))  # only the affine fit reads the true image
-
-
 # ---------------------------------------------------------------- what the report says about its numbers
 class Figures:
     """Records each figure's legend texts and y tick labels as it is saved (depth.png, grid.png)."""
