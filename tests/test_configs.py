@@ -3,6 +3,7 @@ a few embedded images and its weights for random ones (real data and weights are
 the config parses, builds and trains)."""
 
 import glob
+import re
 import os
 
 import pytest
@@ -162,3 +163,18 @@ def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path
     assert dirs == {str(tmp_path / "mine")} and len(cli.trainer.checkpoint_callbacks) == 2
     assert os.listdir(tmp_path / "mine") == ["decoders.ckpt"] and not (tmp_path / "checkpoints").exists()
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_the_warnings_the_package_causes_on_purpose_are_silenced_and_no_others(tmp_path, monkeypatch):
+    import warnings
+
+    from upconv.training.cli import OWN_WARNINGS
+
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, "--model.init_args.encoder_weights=null")
+        warnings.warn("a warning of someone else's")  # still shown: the filters are narrow and scoped
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if any(re.match(p, m) for p in OWN_WARNINGS)], messages
+    assert "a warning of someone else's" in messages

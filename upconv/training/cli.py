@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import traceback
+import warnings
 from argparse import ArgumentError
 from typing import Any, Optional
 
@@ -178,10 +179,19 @@ def user_error(error: BaseException) -> Optional[BaseException]:
     return inner if os.path.abspath(raised_in).startswith(PACKAGE + os.sep) else None
 
 
+# Warnings about what the package does on purpose, silenced by message in this entry point only: the frozen
+# encoder stays in eval mode through training, and ``upconv demo`` hands LightningCLI its own ``args``.
+OWN_WARNINGS = (r"Found \d+ module\(s\) in eval mode at the start of training",
+                r"LightningCLI's args parameter is intended to run from within Python")
+
+
 def main(args: list[str] | None = None) -> UpconvCLI:
     try:
-        return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
-                         save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+        with warnings.catch_warnings():
+            for message in OWN_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+            return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
+                             save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
     except Exception as e:  # noqa: BLE001 - sorted into the user's mistakes (one line) and bugs (re-raised)
         cause = user_error(e)
         if cause is None:
