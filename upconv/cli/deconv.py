@@ -82,8 +82,7 @@ def deconv(
             _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(tmp, f"{name}_channel{c:04d}.png"), zoom)
         n_img = min(images, len(ds))
         if n_img > 0:
-            batch = torch.stack([ds[i][0] for i in range(n_img)])
-            tiles = image_figure(net, batch, name, top_k)
+            tiles = image_figure(net, torch.stack([ds[i][0] for i in range(n_img)]), name, top_k)
             for i, tile in enumerate(progress(tiles, "image figures", n_img, unit="fig")):
                 _save(tile, os.path.join(tmp, f"{name}_image{i:04d}.png"), zoom)
     print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
