@@ -28,9 +28,11 @@ test-fast: install
 # The headline table end to end: encoder, decoders, depth evaluation and the plain-loop baseline
 # (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (about 15 min on two cores) or gpu (one GPU, < 9 min).
 # With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
+# ARGS passes more options, e.g. ARGS="--set root=/data/cifar10".
 PRESET ?= smoke
+ARGS ?=
 reproduce: $(if $(filter $(VENV)/bin/python,$(PY)),install)
-	$(PY) benchmarks/reproduce.py --preset $(PRESET) --out runs/reproduce-$(PRESET) --overwrite
+	$(PY) benchmarks/reproduce.py --preset $(PRESET) --out runs/reproduce-$(PRESET) --overwrite $(ARGS)
 
 bench: install
 	$(PY) benchmarks/train_throughput.py

@@ -76,8 +76,16 @@ PRESETS = {
                   decoder_epochs=3, batch_size=64),
     "gpu": Preset("gpu: full — all 50,000 CIFAR-10 training and 10,000 test images, all 11 layers",
                   encoder_epochs=30, decoder_epochs=30, batch_size=256, baseline_epochs=8, precision="bf16-mixed",
-                  budget={"encoder": 75, "decoders": 240, "baseline": 150}, workers=16, reference=True,
+                  budget={"encoder": 60, "decoders": 220, "baseline": 120}, workers=16, reference=True,
                   model={"channels_last": True}),
+    # Equal-budget comparisons (package vs plain loop, same images, epochs and batch). Give them a trained
+    # encoder with --set encoder_weights=PATH (e.g. the cpu or gpu preset's encoder.pt).
+    "short": Preset("short budget: 640 CIFAR-10 training images, 2 epochs at batch 32, 500 test images, 6 layers",
+                    train_images=640, test_images=500, encoder_epochs=8,
+                    layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"], decoder_epochs=2, batch_size=32),
+    "long": Preset("long budget: 10,000 CIFAR-10 training images, 5 epochs at batch 32, 1,000 test images, 6 layers",
+                   train_images=10000, test_images=1000, encoder_epochs=8,
+                   layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"], decoder_epochs=5, batch_size=32),
 }
 
 
@@ -91,18 +99,22 @@ def trainer(p: Preset, epochs: int, out: str, name: str, max_steps: int = -1, ca
 
 
 class StepTimer(L.Callback):
-    """Seconds per training step, measured after ``skip`` warm-up steps (compilation, allocator, cuDNN)."""
+    """Seconds per training step: the median gap between consecutive steps after ``skip`` warm-up steps
+    (compilation, allocator, cuDNN autotuning); with fewer steps, the median of those there are."""
 
     def __init__(self, skip: int = 5) -> None:
-        self.skip, self.t0, self.per_step = skip, 0.0, float("nan")
+        self.skip, self.times = skip, []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if batch_idx == self.skip:
-            _sync()
-            self.t0 = time.perf_counter()
-        elif batch_idx > self.skip:
-            _sync()
-            self.per_step = (time.perf_counter() - self.t0) / (batch_idx - self.skip)
+        _sync()
+        self.times.append(time.perf_counter())
+
+    @property
+    def per_step(self) -> float:
+        gaps = torch.tensor(self.times).diff()
+        if len(gaps) == 0:
+            raise RuntimeError("the timing probe ran fewer than two steps; lower the budget or use more data")
+        return float(gaps[min(self.skip, len(gaps) - 1):].median())
 
 
 def _sync() -> None:
@@ -128,7 +140,7 @@ def train_encoder(p: Preset, dm: ImageData, out: str, log: dict) -> str:
 
     def probe() -> float:
         timer = StepTimer()
-        trainer(p, 1, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
+        trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
         return timer.per_step
 
     epochs, per_step = sized(p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch), probe)
@@ -161,7 +173,7 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
 
     def probe() -> float:
         timer = StepTimer()
-        trainer(p, 1, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
+        trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
         return timer.per_step
 
     epochs, per_step = sized(p, "decoders", p.decoder_epochs, max(1, n // p.batch_size), probe)
