@@ -71,9 +71,10 @@ PRESETS = {
                     root=None, encoder_kwargs={"width": 0.25}, encoder_epochs=1, layers=["conv1", "pool2", "fc6"],
                     decoder_epochs=1, batch_size=32, model={"width": 8, "fc_width": 64, "max_width": 32},
                     plain_width=16, n_boot=200, workers=0),
-    "cpu": Preset("cpu: reduced — 5,000 CIFAR-10 training and 1,000 test images, 6 layers", train_images=5000,
-                  test_images=1000, encoder_epochs=8, layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
-                  decoder_epochs=3, batch_size=64),
+    "cpu": Preset("cpu: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
+                  "plain loop at the package's decoder width (64)", train_images=2000, test_images=500,
+                  encoder_epochs=4, encoder_batch=64, layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+                  decoder_epochs=2, batch_size=32, plain_width=64),
     "gpu": Preset("gpu: full — all 50,000 CIFAR-10 training and 10,000 test images, all 11 layers",
                   encoder_epochs=30, decoder_epochs=30, batch_size=256, baseline_epochs=8, precision="bf16-mixed",
                   budget={"encoder": 60, "decoders": 220, "baseline": 120}, workers=16, reference=True,
@@ -287,14 +288,28 @@ def device_name() -> str:
 
 def run(p: Preset, out: str, overwrite: bool = False) -> dict:
     """Every stage into a temporary folder beside ``out``, renamed to ``out`` once complete."""
-    from upconv.evaluation.config import EvalConfig
-    from upconv.evaluation.run import evaluate
-
     if os.path.exists(out) and not overwrite:
         raise SystemExit(f"reproduce: error: {out} exists; choose another --out or pass --overwrite")
     work = out.rstrip("/") + ".partial"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
+    try:
+        log = stages(p, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(work, out)
+    print(open(os.path.join(out, "table.md")).read())
+    return log
+
+
+def stages(p: Preset, work: str) -> dict:
+    """Data → encoder → decoders → depth evaluation → baseline → table, all written into ``work``."""
+    from upconv.evaluation.config import EvalConfig
+    from upconv.evaluation.run import evaluate
+
     t_all = time.perf_counter()
     log: dict[str, Any] = {"preset": asdict(p), "device": device_name(), "torch": torch.__version__}
     t0 = time.perf_counter()
@@ -323,10 +338,6 @@ def run(p: Preset, out: str, overwrite: bool = False) -> dict:
         f.write(text)
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(log, f, indent=1, default=str)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(work, out)
-    print(text)
     return log
 
 
