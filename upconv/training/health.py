@@ -109,7 +109,8 @@ class HealthGuard:
         self._good: dict[str, dict[str, Any]] = {}  # last confirmed good state per decoder
         self._pending: dict[str, dict[str, Any]] = {}  # state at the last check, confirmed by the next loss
         self._stats: Optional[Tensor] = None  # (9, L) on the device, rows LEVEL … FIRST_BAD
-        self._window_start = 0  # the step after the last check
+        self._window_start = 0  # the batch after the last check
+        self.checked_step = -1  # the step of the last check
 
     # ------------------------------------------------------------------ wiring
     def bind(self, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
@@ -171,6 +172,7 @@ class HealthGuard:
 
     def check(self, step: int) -> list[HealthEvent]:
         """Judge every active decoder; recover or fail the diverged ones; confirm and take good states."""
+        self.checked_step = step
         if self._stats is None:
             return []
         stats = self._stats.tolist()  # the one host synchronisation

@@ -152,7 +152,8 @@ class InversionModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
-        if last or self.health.due(self.global_step):
+        fresh = self.global_step != self.health.checked_step  # once per optimizer step (gradient accumulation)
+        if fresh and (last or self.health.due(self.global_step)):
             self._check_health()
 
     def _check_health(self) -> None:
