@@ -1,7 +1,7 @@
 """What per-decoder gradient clipping does to an AdamW blow-up, beside what the health guard does.
 
-Decoders for deep layers (fc6, fc8: wide fully connected layers) are trained at a learning rate that makes
-them blow up (default 10 × the recipe's), each setting from the same seed on the same batches:
+Decoders for deep layers (fc6, fc8: wide fully connected layers, without normalisation by default) are trained
+at a learning rate that makes them blow up (default 1e-2), each setting from the same seed on the same batches:
 clipping off / at 1.0 / at 0.1, with the guard disabled (its thresholds out of reach), and the recipe's guard
 with clipping off. Printed per setting and layer: the highest training loss, the loss over the last 10
 steps, and the held-out loss at the end (lower is better), plus the guard's events.
@@ -35,7 +35,7 @@ class Curve(L.Callback):
 
 def run(layers: list[str], lr: float, steps: int, data: ImageData, held_out: torch.Tensor, **kw) -> dict:
     torch.manual_seed(0)
-    m = InversionModule(layers=layers, lr=lr, encoder_kwargs={"width": 0.5}, **kw)
+    m = InversionModule(layers=layers, lr=lr, encoder_kwargs={"width": 0.5}, **kw)  # a random-weight encoder
     curve = Curve()
     L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, callbacks=[curve]).fit(m, data)
@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--layers", default="fc6,fc8")
     ap.add_argument("--data", default="embedded")
     ap.add_argument("--root", default=None)
+    ap.add_argument("--norm", default="none", help="decoder normalisation (the recipe's batch norm rarely blows up)")
+    ap.add_argument("--width", type=int, default=32)
     args = ap.parse_args()
     data = ImageData(source=args.data, root=args.root, limit_train=2000 if args.root else None,
                      limit_val=200 if args.root else None, batch_size=32, augment=False)
@@ -67,12 +69,13 @@ def main() -> None:
                 "clip 0.1, no guard": dict(grad_clip=0.1, **OFF),
                 "guard, no clipping": dict(grad_clip=None),
                 "guard + clip 1.0": dict(grad_clip=1.0)}
-    print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}")
+    print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}, decoders width {args.width}, norm {args.norm}")
     print("| setting | layer | highest loss | last 10 steps | held-out loss | guard |")
     print("|---|---|---:|---:|---:|---|")
     for name, kw in settings.items():
         t0 = time.perf_counter()
-        for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **kw).items():
+        shape = dict(norm=args.norm, width=args.width, fc_width=256, max_width=256)
+        for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **shape, **kw).items():
             guard = r["status"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
             print(f"| {name} | {layer} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |",
                   flush=True)

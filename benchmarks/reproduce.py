@@ -67,9 +67,10 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset("smoke: embedded photographs, a narrow encoder, 3 layers, 1 epoch each", data="embedded",
+    "smoke": Preset("smoke: embedded photographs, a narrow encoder, 3 layers, 2 epochs", data="embedded",
                     root=None, encoder_kwargs={"width": 0.25}, encoder_epochs=1, layers=["conv1", "pool2", "fc6"],
-                    decoder_epochs=1, batch_size=32, model={"width": 8, "fc_width": 64, "max_width": 32},
+                    decoder_epochs=2, batch_size=32, model={"width": 8, "fc_width": 64, "max_width": 32},
+                    budget={"decoders": 600},  # generous: it exercises the timed probe without cutting epochs
                     plain_width=16, n_boot=200, workers=0),
     "cpu": Preset("cpu: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
                   "plain loop at the package's decoder width (64)", train_images=2000, test_images=500,
@@ -133,18 +134,21 @@ def sized(p: Preset, stage: str, epochs: int, steps_per_epoch: int, step_seconds
     return max(1, min(epochs, fit)), per_step
 
 
+def fit_probe(p: Preset, make, dm: ImageData, out: str) -> float:  # noqa: ANN001 - a module factory
+    """Seconds per step of a fresh module from ``make`` over 25 steps of ``dm`` (warm-up steps excluded)."""
+    timer = StepTimer()
+    trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
+    return timer.per_step
+
+
 def train_encoder(p: Preset, dm: ImageData, out: str, log: dict) -> str:
     path = os.path.join(out, "encoder.pt")
     dm.hparams.batch_size, dm.hparams.augment = p.encoder_batch, True
     make = lambda: ClassifierModule(arch="alexnet_cifar", arch_kwargs=p.encoder_kwargs or None, export=path)  # noqa: E731
     n = dm.split_size("train")
 
-    def probe() -> float:
-        timer = StepTimer()
-        trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
-        return timer.per_step
-
-    epochs, per_step = sized(p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch), probe)
+    epochs, per_step = sized(p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch),
+                             lambda: fit_probe(p, make, dm, out))
     t0 = time.perf_counter()
     tr = trainer(p, epochs, out, "encoder")
     tr.fit(make(), dm)
@@ -172,12 +176,8 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
                                    encoder_weights=encoder_pt, layers=p.layers, **recipe(p))
     n = dm.split_size("train")
 
-    def probe() -> float:
-        timer = StepTimer()
-        trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)
-        return timer.per_step
-
-    epochs, per_step = sized(p, "decoders", p.decoder_epochs, max(1, n // p.batch_size), probe)
+    epochs, per_step = sized(p, "decoders", p.decoder_epochs, max(1, n // p.batch_size),
+                             lambda: fit_probe(p, make, dm, out))
     torch.manual_seed(0)
     module = make()
     t0 = time.perf_counter()
