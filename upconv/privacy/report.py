@@ -17,7 +17,7 @@ from upconv.core.metrics import SSIM_DEFINITION
 from upconv.privacy.result import PrivacyResult
 
 COLS = ["attack", "decoder", "layer", "defense", "strength", "n"] + [
-    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
+    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")] + ["inverter_health"]
 
 
 def _f(v: Any, digits: int) -> str:
@@ -48,6 +48,18 @@ def defense_table(result: PrivacyResult) -> str:
                  f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
                  f"{r['psnr']:.2f} [{r['psnr_lo']:.2f}, {r['psnr_hi']:.2f}]", _f(r["ssim"], 4), _f(r["reid"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def health_table(result: PrivacyResult) -> str:
+    """Each trained inverse network's training health (the guard's verdict and what it did), so that a low
+    leakage figure from a network that diverged is never read as a private layer."""
+    lines = ["| attack | inverter | layer | health | recoveries | events |", "|---|---|---|---|---:|---|"]
+    for attack, records in result.settings.get("inverter_health", {}).items():
+        for key, r in records.items():
+            kind, layer = key.split(" ", 1)
+            events = "; ".join(f"step {e['step']}: {e['kind']}" for e in r["events"]) or "—"
+            lines.append(f"| {attack} | {kind} | {layer} | {r['status']} | {r['recoveries']} | {events} |")
     return "\n".join(lines)
 
 
@@ -90,7 +102,8 @@ def _markdown(result: PrivacyResult) -> str:
              "## Settings", "",
              f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
              f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
-             f"- inverse networks: {s['inverter_epochs']} epochs, Adam lr {s.get('inverter_lr')} "
+             f"- inverse networks: {s['inverter_epochs']} epochs, the decoder recipe (AdamW, warm-up, cosine, "
+             f"health guard) at lr {s.get('inverter_lr')} "
              f"(UpconvNet width {s['inverter_width']}); "
              f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
              f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}",
@@ -98,6 +111,7 @@ def _markdown(result: PrivacyResult) -> str:
     parts += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
     parts += ["## Attacks", ""] + [f"- **{a}**: paper = {p}; upconvnet = {u}" for a, (p, u) in s["roles"].items()]
     parts += ["", "## Leakage without defence", "", clean_table(result), ""]
+    parts += ["## Inverse-network health", "", health_table(result), ""] if s.get("inverter_health") else []
     if s["defense_attacks"]:
         parts += ["## Defences", "", defense_table(result), ""]
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]

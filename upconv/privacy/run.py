@@ -81,7 +81,10 @@ def run_privacy(config: PrivacyConfig, eval_data: Data, victim_data: Optional[Da
     clock = Clock(t.device)
     run_training(c, t, layers, (victim_data, attacker_data), clock)
     rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
+    for r in rows:  # None where no network was trained (optimisation inversion)
+        r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
     settings = summary(c, t, layers, (eval_data, victim_data, attacker_data), lp)
+    settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in clock.timings.items()}
     result = PrivacyResult(rows=rows, settings=settings, notes=t.notes, originals=x[:c.grid_images].cpu(), grid=grid,
                            victim_state=t.victim_state)
