@@ -1,10 +1,10 @@
-"""Time per image of every ``upconv visualize`` method, batch 1 vs batched, at the README's settings.
+"""Time per image of every ``upconv visualize`` method, batch 1 vs batched, at the settings of docs/visualisations.md.
 
     python benchmarks/visualize_speed.py --data /path/to/cifar10/test --batch 16 [--weights enc.pt]
 
 Weights only change what the images look like, not the time per step (fooling stops early once
 confident, so it is timed for a fixed number of steps). Optimisation methods cost the same every step, so
-``--steps N`` times N steps and scales to the README's 256 (reported as such).
+``--steps N`` times N steps and scales to the documented 256 (reported as such).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     x, y, _ = load_images([a.data], enc.image_size, max(a.batch, a.index))
     x, y = x.to(a.device), y.to(a.device)
     q, qy = x[: a.batch], y[: a.batch]
-    act = Recipe(steps=a.steps)  # Fourier, jitter 2, scale 0.05, rotate 5; README runs 256 steps
+    act = Recipe(steps=a.steps)  # Fourier, jitter 2, scale 0.05, rotate 5; the docs' figures run 256 steps
     k = 256 / a.steps
     with torch.no_grad():  # warm-up: FX tracing of every layer set used below
         for layers in (["fc8"], ["conv5", "fc8"], ["conv4"], ["fc7"]):

@@ -4,7 +4,7 @@ script once more per extra rank (gloo on the CPU), as ``python train.py fit --tr
 
 Each rank writes ``rank<r>.pt`` into ``settings["out"]``: the images it was given (a hash per image, per epoch,
 training and validation), its decoders' final weights, its health record and events, the logged validation
-metrics and the wall time of ``fit``. Every checkpoint write is appended to ``saves.txt`` with the writer's
+metrics and the wall time of ``fit``; ``settings["model"]`` overrides InversionModule's arguments. Every checkpoint write is appended to ``saves.txt`` with the writer's
 rank. A fault can be injected into one rank's batches only: ``fault = {"rank", "steps", "value"}`` puts
 ``value`` into one pixel of the first image of that rank's batch at each of those steps.
 """
@@ -102,6 +102,7 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
         "rank": trainer.global_rank, "world_size": trainer.world_size, "seconds": time.perf_counter() - t0,
         "steps": trainer.global_step, "train": probe.train, "val": probe.val,
         "state": {k: v.detach().cpu().clone() for k, v in module.decoders.state_dict().items()},
+        "params": {k: v.detach().cpu().clone() for k, v in module.decoders.named_parameters()},
         "health": module.health.record(),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
     }

@@ -23,7 +23,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "upconv")
 LAYERS = {"core": 0, "nets": 1, "data": 1, "optim": 2, "methods": 3, "training": 4, "evaluation": 4,
           "visualize": 4, "privacy": 5, "cli": 6}
 LIGHTNING_MODULES = {"upconv.training.module", "upconv.training.classifier", "upconv.training.datamodule",
-                     "upconv.training.cli"}
+                     "upconv.training.cli", "upconv.training.callbacks"}
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 MAX_PARAMS = 10
@@ -51,16 +51,41 @@ MODULES = _modules()
 TREES = {name: ast.parse(open(path).read()) for name, path in MODULES.items()}
 
 
+def _public_names() -> dict[str, str]:
+    """``upconv``'s public name -> the module that defines it (the root's lazy ``_PUBLIC`` table, read from its
+    source so the test imports nothing): ``from upconv import X`` is an import of that module."""
+    for node in TREES["upconv"].body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_PUBLIC" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("upconv/__init__.py has no _PUBLIC table")
+
+
+PUBLIC = _public_names()
+
+
+def _absolute(name: str, node: ast.ImportFrom) -> str:
+    """The absolute module of ``from <module> import ...``, relative imports (``from . import x``) resolved."""
+    if not node.level:
+        return node.module or ""
+    package = name if MODULES[name].endswith("__init__.py") else name.rpartition(".")[0]
+    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+    return f"{base}.{node.module}" if node.module else base
+
+
 def _imports(name: str) -> set[str]:
-    """upconv modules that ``name`` imports, at any depth of its code (lazy imports count)."""
+    """upconv modules that ``name`` imports, at any depth of its code (lazy imports count), relative imports
+    resolved and ``from upconv import X`` counted as an import of the module that defines X."""
     found = set()
     for node in ast.walk(TREES[name]):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "upconv"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "upconv":
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(name, node)
+            if module.split(".")[0] != "upconv":
+                continue
             for a in node.names:  # `from upconv.core import metrics` imports the module upconv.core.metrics
-                full = f"{node.module}.{a.name}"
-                found.add(full if full in MODULES else node.module)
+                full = f"{module}.{a.name}"
+                found.add(full if full in MODULES else PUBLIC.get(a.name, module) if module == "upconv" else module)
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -195,12 +220,47 @@ def _private_names(tree: ast.AST) -> set[str]:
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
 
 
+def _is_private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def _private_imports(name: str, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every import of a private module or name: ``import a._b``, ``from a._b import c``,
+    ``from a import _b`` (relative imports included)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if any(map(_is_private, a.name.split(".")))]
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(name, node)
+            if any(map(_is_private, module.split("."))):
+                found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{a.name}") for a in node.names if _is_private(a.name)]
+    return found
+
+
+def test_the_import_checks_see_every_spelling():
+    """The checks above read relative imports, ``from upconv import X`` and private imports, not just the
+    plain absolute spellings (each line below would otherwise slip through unseen)."""
+    src = ("from . import metrics\nfrom ..nets import zoo\nfrom upconv import Encoder\n"
+           "from torch.nn.modules.utils import _pair\nfrom timm.models import _features_fx\nimport a._b.c\n")
+    MODULES["upconv.core.probe"] = os.path.join(ROOT, "core", "probe.py")
+    TREES["upconv.core.probe"] = tree = ast.parse(src)
+    try:
+        assert _imports("upconv.core.probe") == {"upconv.core.metrics", "upconv.nets.zoo", "upconv.nets.encoder"}
+        assert [w for _, w in _private_imports("upconv.core.probe", tree)] == [
+            "torch.nn.modules.utils._pair", "timm.models._features_fx", "a._b.c"]
+    finally:
+        del MODULES["upconv.core.probe"], TREES["upconv.core.probe"]
+
+
 def test_no_private_attribute_is_reached_from_another_module():
     """``obj._name`` only for private names the module defines itself (nothing private of another module,
     of torch or of Lightning is used or overridden)."""
     found = []
     for module, tree in TREES.items():
         own = _private_names(tree)
+        found += [f"{module}:{line} imports {what}" for line, what in _private_imports(module, tree)]
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 if node.attr not in own:
@@ -216,10 +276,15 @@ def test_no_private_attribute_is_reached_from_another_module():
     assert found == []
 
 
-def test_report_of_the_graph():
-    """Not a check: the numbers quoted in the README's design section (printed with -s)."""
-    arrows = sum(len(v) for v in GRAPH.values())
+def test_the_design_figures_quoted_in_the_docs_are_the_graph_s():
+    """The README (or a docs/ page) quotes the graph's size; those numbers are this graph's, not last month's."""
+    import glob
+    import re
+
+    docs = [os.path.join(ROOT, "..", "README.md"), *glob.glob(os.path.join(ROOT, "..", "docs", "*.md"))]
+    pattern = r"(\d+) modules in (\d+) packages on (\d+) layers, (\d+) import arrows, \**(\d+) import circles"
+    quoted = [m.groups() for d in docs if os.path.exists(d) for m in re.finditer(pattern, open(d).read())]
     packages = {p for m in MODULES if (p := _package(m))}
-    print(f"\n{len(MODULES)} modules in {len(packages)} packages on {len(set(LAYERS[p] for p in packages))} layers, "
-          f"{arrows} import arrows, {len(_cycles())} circles")
-    assert arrows > 0
+    actual = tuple(map(str, (len(MODULES), len(packages), len({LAYERS[p] for p in packages}),
+                             sum(len(v) for v in GRAPH.values()), len(_cycles()))))
+    assert quoted and all(q == actual for q in quoted), f"quoted {quoted}; the graph has {actual}"

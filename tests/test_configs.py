@@ -3,6 +3,7 @@ a few embedded images and its weights for random ones (real data and weights are
 the config parses, builds and trains)."""
 
 import glob
+import re
 import os
 
 import pytest
@@ -87,3 +88,93 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageData, "setup", broken)
     with pytest.raises(KeyError, match="a bug"):
         _train(tmp_path, "--model.init_args.encoder_weights=null")
+
+
+# ---------------------------------------------------------------- resume, typos, where a run writes
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_resuming_from_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch, capsys, kind):
+    import torch
+
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "epoch": 3}, good)
+    bad = tmp_path / "last.ckpt"  # what a kill during a save leaves
+    bad.write_bytes(b"" if kind == "empty" else good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(SystemExit) as e:
+        _train(tmp_path, "--model.init_args.encoder_weights=null", f"--ckpt_path={bad}")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    want = "is empty (0 bytes)" if kind == "empty" else "is truncated or corrupt"
+    assert err.startswith(f"train.py: error: checkpoint to resume from (--ckpt_path) {bad} {want}")
+
+
+def test_a_checkpoint_save_cut_short_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import torch
+
+    from upconv.training import cli
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 1}, path)
+
+    def killed(obj, f):
+        open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the kill arrives mid-write
+
+    monkeypatch.setattr(cli.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli.AtomicCheckpointIO().save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no partial file left beside it
+
+
+@pytest.mark.parametrize("where, extra, message", [
+    ("command line", ["--model.init_args.widht=4"], "unknown config key model.init_args.widht; did you mean "
+                                                    "model.init_args.width?"),
+    ("config file", ["--config", "TYPO"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
+    ("data key", ["--data.batch_sise=3"], "unknown config key data.batch_sise; did you mean data.batch_size?"),
+])
+def test_a_typo_in_a_config_key_is_one_line_with_the_nearest_key(tmp_path, monkeypatch, capsys, where, extra,
+                                                                   message):
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(SystemExit) as e:
+        _train(tmp_path, *[str(typo) if a == "TYPO" else a for a in extra])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.strip() == f"train.py: error: {message}"
+
+
+def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path, monkeypatch):
+    """cifar10_alexnet_all.yaml holds two ModelCheckpoint callbacks; one option moves both, and saves are
+    atomic (AtomicCheckpointIO)."""
+    from upconv.training.cli import AtomicCheckpointIO
+
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(os.path.dirname(DEMO), "cifar10_alexnet_all.yaml")
+    cli = main(["fit", "--config", config, "--data.source=embedded", "--data.root=null", "--data.embedded_per_class=2",
+                "--data.batch_size=4", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+                "--trainer.limit_val_batches=1", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
+                "--trainer.enable_progress_bar=false", "--model.init_args.encoder_weights=null",
+                "--model.init_args.width=4", "--model.init_args.fc_width=16", "--model.init_args.max_width=16",
+                f"--runs_dir={tmp_path}/runs", f"--checkpoints_dir={tmp_path}/mine"])
+    dirs = {cb.dirpath for cb in cli.trainer.checkpoint_callbacks}
+    assert dirs == {str(tmp_path / "mine")} and len(cli.trainer.checkpoint_callbacks) == 2
+    assert os.listdir(tmp_path / "mine") == ["decoders.ckpt"] and not (tmp_path / "checkpoints").exists()
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_the_warnings_the_package_causes_on_purpose_are_silenced_and_no_others(tmp_path, monkeypatch):
+    import warnings
+
+    from upconv.training.cli import OWN_WARNINGS
+
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, "--model.init_args.encoder_weights=null")
+        warnings.warn("a warning of someone else's")  # still shown: the filters are narrow and scoped
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if any(re.match(p, m) for p in OWN_WARNINGS)], messages
+    assert "a warning of someone else's" in messages

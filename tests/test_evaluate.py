@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from upconv.evaluation import figures, tables
+from upconv.evaluation.figures import MARK as FIG_MARK
 from upconv.evaluation.config import EvalConfig
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
@@ -310,16 +311,6 @@ def test_benchmark_config_covers_every_alexnet_cifar_layer_in_order():
     assert len(cfg.layers) == 11 and cfg.data == "folder" and cfg.split == "val"
 
 
-@pytest.mark.parametrize("name", ["deconvnet", "deconvnet+minmax", "guided-backprop", "guided-backprop+minmax"])
-def test_every_deconvnet_variant_is_selectable_by_name(name):
-    pytest.importorskip("upconv.methods.deconvnet")
-    from upconv.nets.zoo import build_encoder
-
-    method = build_method(name, build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
-    assert method.name == name
-    assert method.reads_target == (not name.endswith("+minmax"))  # only the affine fit reads the true image
-
-
 # ---------------------------------------------------------------- what the report says about its numbers
 class Figures:
     """Records each figure's legend texts and y tick labels as it is saved (depth.png, grid.png)."""
@@ -333,7 +324,12 @@ class Figures:
         def savefig(fig, path, *args, **kwargs):
             texts = [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
             ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
-            self.saved[os.path.basename(str(path))] = {"legend": texts, "yticks": ticks}
+            fig.canvas.draw()
+            clipped = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()
+                       if t.get_text() and t.get_window_extent().x0 < 0]  # drawn left of the figure's edge
+            marked = {ax.get_title(): any(line.get_marker() == "x" for line in ax.get_lines()) for ax in fig.axes}
+            self.saved[os.path.basename(str(path))] = {"legend": texts, "yticks": ticks, "clipped": clipped,
+                                                       "marked": marked}
             return real(fig, path, *args, **kwargs)
 
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
@@ -354,8 +350,9 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
     assert "PSNR dB ↑ (upconvnet) | PSNR dB ↑ (deconvnet†) | PSNR dB ↑ (deconvnet+minmax) |" in md  # beside its numbers
     note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
     assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
-    methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("⚠", "floor: "))]
+    methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("×", "floor: "))]
     assert methods == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
+    assert figures.saved["grid.png"]["clipped"] == []  # the long labels fit: none is cut at the left edge
     ticks = [t.removeprefix("⚠ ") for t in figures.saved["grid.png"]["yticks"]]
     assert ticks == ["original", "floor: mean image", "floor: class mean", "upconvnet: conv1",
                      "deconvnet† (optimistic bound): conv1", "deconvnet+minmax: conv1"]
@@ -622,7 +619,10 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
     assert any(line.startswith("> ⚠ blank at conv1: PSNR") and "does not measure the layer's information" in line
                for line in md.splitlines())
     assert "### No-information floors" in md and "| mean image |" in md and "| class mean |" in md
-    assert "⚠ below a floor / decoder failed" in figures.saved["depth.png"]["legend"]
+    assert FIG_MARK in figures.saved["depth.png"]["legend"]
+    marked = figures.saved["depth.png"]["marked"]  # the verdict is by PSNR: its × on that panel alone
+    assert marked["PSNR dB ↑"] and not marked["SSIM ↑"] and not marked["MSE ↓"]
+    assert figures.saved["grid.png"]["clipped"] == []  # every row label inside the figure
     assert {"floor: mean image", "floor: class mean"} <= set(figures.saved["depth.png"]["legend"])
     assert "⚠ blank: conv1" in figures.saved["grid.png"]["yticks"] and "oracle: conv1" in figures.saved["grid.png"]["yticks"]
 

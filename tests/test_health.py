@@ -315,3 +315,31 @@ def test_compiled_decoders_match_eager_and_keep_checkpoint_names():
         compiled = m(x)["pool2"]
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     assert list(m.state_dict()) == names  # checkpoints of compiled runs load into eager decoders
+
+
+def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
+    """A run shorter than LastState's interval still ends with a resumable last.ckpt (written through a
+    .partial file), and the guard's losses and counters reach metrics.csv although the run is shorter than
+    the trainer's logging interval."""
+    import csv
+
+    from upconv.training.callbacks import LastState
+
+    torch.manual_seed(0)
+    m = InversionModule(layers=["conv1", "fc6"], **TINY)
+    data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, logger=CSVLogger(tmp_path, name="run"),
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[LastState(str(tmp_path / "ckpt"), every_n_epochs=5)])
+    trainer.fit(m, data)
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["last.ckpt"]  # nothing half-written left beside it
+    full = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert full["global_step"] == trainer.global_step and "optimizer_states" in full
+    assert full["upconv"]["health"]["conv1"]["status"] == "ok"
+    with open(os.path.join(trainer.logger.log_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    logged = [r for r in rows if r.get("train/loss_conv1_epoch")]
+    assert len(logged) == 2 and trainer.log_every_n_steps > trainer.global_step  # one row per epoch
+    assert all("train/skipped_steps_epoch" in r for r in logged)

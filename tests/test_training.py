@@ -88,7 +88,7 @@ def test_checkpoint_roundtrip_is_weights_only_and_checks_the_encoder(tmp_path):
     dec = load_decoders(path)
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(dec(x, "pool2"), m.cpu()(x)["pool2"].clamp(0, 1))
+        torch.testing.assert_close(dec(x, "pool2"), m.cpu().eval()(x)["pool2"].clamp(0, 1))  # eval: BN running stats
     other = build_encoder("alexnet_cifar", kwargs={"width": 0.5})
     with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
         load_decoders(path, encoder=other)
@@ -175,7 +175,7 @@ def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkey
     assert dec.encoder.weights_hash == m.encoder.weights_hash
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(dec(x, "conv1"), m(x)["conv1"].clamp(0, 1))
+        torch.testing.assert_close(dec(x, "conv1"), m.eval()(x)["conv1"].clamp(0, 1))
     res = evaluate(EvalConfig(checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
                    data=ImageData(source="embedded", embedded_per_class=4))
     assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash

@@ -1,6 +1,7 @@
 """Classic visualisations: hand-computable oracles on toy nets, side effects, errors, the CLI."""
 
 import math
+import os
 from collections import OrderedDict
 
 import pytest
@@ -456,7 +457,8 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     assert int(m.group(1)) == int(m.group(3)) == int(correct.sum())
     r = fgsm(enc, x, y, 0.05)
     assert int(m.group(2)) == int((correct & (r.pred != y)).sum())
-    common = ["--method", "fgsm", "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    common = ["--method", "fgsm", "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"),
+              "--overwrite", "true"]
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true", "--labels", "[3]", *common])
     line = capsys.readouterr().out.splitlines()[0]
     away = int((enc.logits(x).argmax(1) != 3).sum())  # images not already of class 3
@@ -473,18 +475,22 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
 def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys, image_folder):
     from upconv.cli.main import main
 
-    data, out = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2), str(tmp_path / "out")
-    common = ["--out", out, "--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
-    main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", *common])
-    main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", *common])
-    main(["visualize", "similar", "alexnet_cifar", data, f"[{data}/a/0.png]", "fc7", "--k", "2", *common])
-    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", *common])
+    data = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2)
+    common = ["--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
+    main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", "--out", str(tmp_path / "gradcam"), *common])
+    main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", "--out", str(tmp_path / "class"),
+          *common])
+    main(["visualize", "similar", "alexnet_cifar", data, f"[{data}/a/0.png]", "fc7", "--k", "2",
+          "--out", str(tmp_path / "similar"), *common])
+    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--out", str(tmp_path / "fgsm"),
+          *common])
     printed = capsys.readouterr().out
     assert "0.png 1.000" in printed.replace("a/0.png", "0.png")  # the query is its own top-1, score 1
     assert "fgsm ε=0.0314: clean accuracy" in printed
-    for name in ("gradcam.png", "class.png", "similar.png", "fgsm.png"):
-        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("gradcam", "class", "similar", "fgsm"):
+        assert os.listdir(tmp_path / name) == [f"{name}.png"]
+        assert (tmp_path / name / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit) as e:
-        main(["visualize", "channel", "alexnet_cifar", "conv3", "[999]", *common])
+        main(["visualize", "channel", "alexnet_cifar", "conv3", "[999]", "--out", str(tmp_path / "channel"), *common])
     assert e.value.code == 2
     assert "channel index [999] out of range for layer conv3" in capsys.readouterr().err

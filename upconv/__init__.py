@@ -14,6 +14,8 @@ _PUBLIC = {
     "UpconvNet": "upconv.nets.upconvnet", "load_decoders": "upconv.nets.checkpoints",
     "ImageSource": "upconv.data.source", "evaluate": "upconv.evaluation.run",
     "EvalConfig": "upconv.evaluation.config",
+    "psnr": "upconv.core.metrics", "ssim": "upconv.core.metrics",
+    "image_folder": "upconv.data.folders", "load_images": "upconv.data.folders",
 }
 __all__ = list(_PUBLIC)
 

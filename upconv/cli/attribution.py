@@ -11,12 +11,13 @@ import torch
 
 from upconv.cli.args import cli_encoder
 from upconv.cli.visualize import image_args, write_grid
+from upconv.core.files import check_out
 from upconv.data.folders import load_images
 
 
 @image_args
 def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[int]] = None, guided: bool = True,
-            limit: Optional[int] = 16, out: str = "visualize", encoder_weights: Optional[str] = None,
+            limit: Optional[int] = 16, out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
             encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
             device: str = "auto") -> None:
     """Grad-CAM overlays (Selvaraju et al. 2017), and guided Grad-CAM, for the predicted class or ``classes``.
@@ -26,6 +27,7 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
         classes: one class for all images, or one per image (default: each image's predicted class).
         guided: also draw guided Grad-CAM (guided backpropagation × Grad-CAM).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.core.figures import overlay, signed_to_image
     from upconv.visualize.gradcam import grad_cam, guided_grad_cam
 
@@ -37,12 +39,12 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
     rows = [x.cpu(), overlay(x, grad_cam(enc, x, layer, pred))]
     if guided:
         rows.append(signed_to_image(guided_grad_cam(enc, x, layer, pred)).cpu())
-    write_grid(out, "gradcam.png", torch.cat(rows), [f"{n} → {c}" for n, c in zip(names, pred.tolist())] * len(rows), len(names))
+    write_grid(out, "gradcam.png", torch.cat(rows), [f"{n} → {c}" for n, c in zip(names, pred.tolist())] * len(rows), len(names), overwrite=overwrite)
 
 
 @image_args
 def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = None, limit: Optional[int] = 16,
-             out: str = "visualize", encoder_weights: Optional[str] = None,
+             out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
              encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
              device: str = "auto") -> None:
     """Simonyan et al. (2014) saliency maps for the predicted class, or ``classes``.
@@ -50,6 +52,7 @@ def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = Non
     Args:
         classes: one class for all images, or one per image (default: each image's predicted class).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.core.figures import overlay
     from upconv.visualize.gradcam import saliency as saliency_map
 
@@ -58,12 +61,12 @@ def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = Non
     m = saliency_map(enc, x.to(enc.mean.device), classes)
     m = m / m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     gray = m[:, None].expand(-1, 3, -1, -1).cpu()
-    write_grid(out, "saliency.png", torch.cat([x, gray, overlay(x, m)]), names * 3, len(names))
+    write_grid(out, "saliency.png", torch.cat([x, gray, overlay(x, m)]), names * 3, len(names), overwrite=overwrite)
 
 
 @image_args
 def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, metric: str = "cosine",
-            limit: Optional[int] = None, out: str = "visualize", encoder_weights: Optional[str] = None,
+            limit: Optional[int] = None, out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
             encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
             device: str = "auto") -> None:
     """Nearest training images: index ImageFolder ``data`` at ``layer``, then show each query with its top-k
@@ -77,6 +80,7 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
         metric: cosine or euclidean.
         limit: images indexed from data, evenly spaced over its files (null: all).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.similar import FeatureIndex
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
@@ -89,9 +93,7 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
               "  ".join(f"{train_names[j]} {s:.3f}" for j, s in zip(res.indices[i].tolist(), res.scores[i].tolist())))
         grid += [q[i], *train[res.indices[i].cpu()]]
         titles += [f"query r={res.nn_ratio[i]:.2f}", *[f"{s:.3f}" for s in res.scores[i].tolist()]]
-    from upconv.core.figures import save_grid
-
-    print(save_grid(torch.stack(grid), os.path.join(out, "similar.png"), titles, ncol=k + 1))
+    write_grid(out, "similar.png", torch.stack(grid), titles, k + 1, overwrite=overwrite)
 
 
 def _rate(k: int, n: int) -> str:
@@ -101,7 +103,7 @@ def _rate(k: int, n: int) -> str:
 @image_args
 def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, method: str = "pgd", steps: int = 10,
                 labels: Optional[list[int]] = None, targeted: bool = False, limit: Optional[int] = 16,
-                out: str = "visualize", encoder_weights: Optional[str] = None,
+                out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
                 encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
                 device: str = "auto") -> None:
     """FGSM or L∞ PGD. Prints the clean accuracy, the success rate and the perturbation norms.
@@ -117,6 +119,7 @@ def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, metho
             predictions); with --targeted, the target classes (required).
         targeted: move each image towards its label instead of away from it.
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.adversarial import fgsm, pgd
 
     if method not in ("fgsm", "pgd"):
@@ -140,11 +143,11 @@ def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, metho
     acc = f"{_rate(correct, n)} ({correct}/{n})" if correct is not None else f"n/a ({unknown})"
     print(f"{method} ε={epsilon:.4f}: clean accuracy {acc}  success {_rate(k, m)} ({k} of the {m} {what})  "
           f"mean L∞ {r.linf.mean():.4f}  mean L2 {r.l2.mean():.4f}")
-    write_grid(out, f"{method}.png", torch.cat([x.cpu(), r.images.cpu()]), names + [f"→ {p}" for p in r.pred.tolist()], len(names))
+    write_grid(out, f"{method}.png", torch.cat([x.cpu(), r.images.cpu()]), names + [f"→ {p}" for p in r.pred.tolist()], len(names), overwrite=overwrite)
 
 
 @image_args
-def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_steps: int = 500, out: str = "visualize",
+def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_steps: int = 500, out: str = "visualize", overwrite: bool = False,
             encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
             pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """Fooling images (Nguyen et al. 2015): optimise noise until each class gets ≥ ``confidence``.
@@ -153,12 +156,13 @@ def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_step
         confidence: softmax probability to reach, in (0, 1).
         max_steps: optimisation steps at most (the run stops once every image is there).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.adversarial import fooling_images
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     r = fooling_images(enc, classes, confidence, max_steps)
     print(f"reached {confidence:.0%}: {int(r.success.sum())}/{len(classes)}")
-    write_grid(out, "fooling.png", r.images, [f"class {c} p={p:.3f}" for c, p in zip(classes, r.confidence.tolist())])
+    write_grid(out, "fooling.png", r.images, [f"class {c} p={p:.3f}" for c, p in zip(classes, r.confidence.tolist())], overwrite=overwrite)
 
 
 COMMANDS = {"gradcam": gradcam, "saliency": saliency, "similar": similar, "adversarial": adversarial,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.files import atomic_folder, check_out
 from upconv.core.runtime import progress
 from upconv.methods.deconvnet import DeconvNet
 from upconv.optim.indices import check_indices
@@ -31,6 +32,7 @@ def deconv(
     layer: str,
     data: str,
     out: str = "deconv",
+    overwrite: bool = False,
     channels: Optional[list[int]] = None,
     limit: int = 1000,
     top: int = 9,
@@ -53,7 +55,8 @@ def deconv(
     Args:
         layer: layer to project from (see ``upconv layers``).
         data: ImageFolder directory (root/<class>/<image>), resized and centre-cropped to the encoder's size.
-        out: output directory for the PNGs.
+        out: output directory for the PNGs, created only once every figure is written.
+        overwrite: replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).
         channels: channels to draw (default: the first 16).
         limit: number of images of the data set to search (evenly spaced over the file list).
         top: top activating images per channel.
@@ -63,6 +66,7 @@ def deconv(
         batch_size: images per forward pass when searching the data set.
         zoom: nearest-neighbour upscaling of the saved PNGs.
     """
+    check_out(out, overwrite)  # before any work
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     net = DeconvNet(enc, guided=guided)
     name = enc.resolve(layer)[0]
@@ -71,15 +75,15 @@ def deconv(
     channels = list(range(min(16, n_channels))) if channels is None else channels
     channels = check_indices(channels, n_channels, "channel", f"layer {name}").tolist()
     ds = image_folder(data, enc.image_size, limit)
-    os.makedirs(out, exist_ok=True)
-    values, index = top_activating(enc, name, ds, channels, top, batch_size)
-    for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
-        imgs = torch.stack([ds[int(i)][0] for i in index[k]])
-        _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(out, f"{name}_channel{c:04d}.png"), zoom)
-    n_img = min(images, len(ds))
-    if n_img > 0:
-        batch = torch.stack([ds[i][0] for i in range(n_img)])
-        for i, tile in enumerate(progress(image_figure(net, batch, name, top_k), "image figures", n_img, unit="fig")):
-            _save(tile, os.path.join(out, f"{name}_image{i:04d}.png"), zoom)
+    with atomic_folder(out, overwrite) as tmp:  # a corrupt image or a crash leaves no folder behind
+        values, index = top_activating(enc, name, ds, channels, top, batch_size)
+        for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
+            imgs = torch.stack([ds[int(i)][0] for i in index[k]])
+            _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(tmp, f"{name}_channel{c:04d}.png"), zoom)
+        n_img = min(images, len(ds))
+        if n_img > 0:
+            tiles = image_figure(net, torch.stack([ds[i][0] for i in range(n_img)]), name, top_k)
+            for i, tile in enumerate(progress(tiles, "image figures", n_img, unit="fig")):
+                _save(tile, os.path.join(tmp, f"{name}_image{i:04d}.png"), zoom)
     print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
           f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/")

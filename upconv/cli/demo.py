@@ -40,7 +40,7 @@ def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bo
     shrink = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
               "--data.embedded_per_class=20", "--trainer.enable_progress_bar=false"] if quick else []
     # Overwrite rather than version: a file left by an earlier (killed) run would otherwise make ModelCheckpoint
-    # write decoders-v1.ckpt, and the README's evaluate command would read the stale decoders.ckpt.
+    # write decoders-v1.ckpt, and docs/evaluation.md's evaluate command would read the stale decoders.ckpt.
     common = ["--trainer.callbacks.init_args.enable_version_counter=false", *shrink]
     out = out.rstrip("/")
     runs_dir, name = os.path.dirname(out) or ".", os.path.basename(out)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 
 from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.files import atomic_folder, check_out
 from upconv.data.folders import load_images
 from upconv.visualize.recipe import Recipe
 
@@ -26,17 +27,22 @@ image_args = shared_args({
     "images": "image files and/or ImageFolder directories, resized and centre-cropped to the encoder's size.",
     "limit": "images taken from each folder, evenly spaced over its files (null: all).",
     "classes": "class indices.",
+    "overwrite": "replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).",
 })
 
 
-def write_grid(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8) -> None:
+def write_grid(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8,
+               overwrite: bool = False) -> None:
+    """Write the grid PNG ``name`` as the folder ``out``, created only once the file is complete."""
     from upconv.core.figures import save_grid
 
-    print(save_grid(images, os.path.join(out, name), titles, ncol=ncol))
+    with atomic_folder(out, overwrite) as tmp:
+        save_grid(images, os.path.join(tmp, name), titles, ncol=ncol)
+    print(os.path.join(out, name))
 
 
 @image_args
-def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = Recipe(), out: str = "visualize",
+def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
            encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
            pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """Class-score maximisation (Simonyan et al. 2014): one image per class and random start.
@@ -44,15 +50,16 @@ def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = R
     Args:
         starts: random starts per class.
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import class_images
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     v = class_images(enc, classes, starts, recipe)
-    write_grid(out, "class.png", v.images, [f"{l} s={s:.2f}" for l, s in zip(v.labels, v.scores)])
+    write_grid(out, "class.png", v.images, [f"{l} s={s:.2f}" for l, s in zip(v.labels, v.scores)], overwrite=overwrite)
 
 
 @image_args
-def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Recipe(), out: str = "visualize",
+def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
             encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
             pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """What a channel responds to: maximise its mean activation, one image per channel.
@@ -61,16 +68,17 @@ def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Reci
         layer: layer name (see `upconv layers`).
         channels: channel indices of the layer.
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import channel_images
 
     v = channel_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
                        layer, channels, recipe)
-    write_grid(out, f"channel_{v.labels[0].split(':')[0]}.png", v.images, v.labels)
+    write_grid(out, f"channel_{v.labels[0].split(':')[0]}.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
 def neuron(encoder: str, layer: str, channels: list[int], y: Optional[int] = None, x: Optional[int] = None,
-           recipe: Recipe = Recipe(), out: str = "visualize", encoder_weights: Optional[str] = None,
+           recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
            encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
            device: str = "auto") -> None:
     """What one unit responds to: channel c at (y, x) of the layer's map (the centre by default).
@@ -81,15 +89,16 @@ def neuron(encoder: str, layer: str, channels: list[int], y: Optional[int] = Non
         y: row of the unit in the layer's map (default: the centre).
         x: column of the unit in the layer's map (default: the centre).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import neuron_images
 
     v = neuron_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
                       layer, channels, y, x, recipe)
-    write_grid(out, f"neuron_{v.labels[0].split(':')[0]}.png", v.images, v.labels)
+    write_grid(out, f"neuron_{v.labels[0].split(':')[0]}.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
-def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe = Recipe(), out: str = "visualize",
+def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
               encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
               pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """Class prototypes: per class, maximise log p_c (that class up, all others down).
@@ -97,15 +106,16 @@ def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe 
     Args:
         classes: class indices (default: every class).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import prototypes
 
     v = prototypes(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), classes, recipe)
-    write_grid(out, "prototype.png", v.images, v.labels)
+    write_grid(out, "prototype.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
 def dream(encoder: str, images: list[str], layer: str, octaves: int = 3, octave_scale: float = 1.4, steps: int = 10,
-          lr: float = 0.01, jitter: int = 2, limit: Optional[int] = 16, out: str = "visualize",
+          lr: float = 0.01, jitter: int = 2, limit: Optional[int] = 16, out: str = "visualize", overwrite: bool = False,
           encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
           pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
     """DeepDream (Mordvintsev et al. 2015) on images; writes a row of inputs and a row of dreams.
@@ -118,13 +128,14 @@ def dream(encoder: str, images: list[str], layer: str, octaves: int = 3, octave_
         lr: step size.
         jitter: random shift of up to this many pixels each step (0: off).
     """
+    check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.dream import deep_dream
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
     d = deep_dream(enc, x.to(enc.mean.device), layer, octaves=octaves, octave_scale=octave_scale, steps=steps,
                    lr=lr, jitter=jitter)
-    write_grid(out, "dream.png", torch.cat([x, d.cpu()]), names + [f"dream {layer}"] * len(names), len(names))
+    write_grid(out, "dream.png", torch.cat([x, d.cpu()]), names + [f"dream {layer}"] * len(names), len(names), overwrite=overwrite)
 
 
 COMMANDS = {"class": class_, "channel": channel, "neuron": neuron, "prototype": prototype, "dream": dream}

@@ -64,7 +64,8 @@ def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: st
     n = len(rows[0])
     grid = make_grid(torch.cat(list(rows)).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
     h = rows[0].shape[-2] + 2
-    fig, ax = plt.subplots(figsize=(1.8 + 0.6 * n, 0.6 * len(rows) + 0.5))
+    label_in = 0.3 + 0.065 * max(map(len, labels), default=0)  # at 7 pt: the labels' own width, never clipped
+    fig, ax = plt.subplots(figsize=(label_in + 0.6 * n + 0.3, 0.6 * len(rows) + 0.5))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], list(labels), fontsize=7)
     ax.set_xticks([])

@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import textwrap
 import warnings
 from typing import Any, Iterator
 
@@ -45,8 +46,49 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
                                   f"path, or re-create the file") from None
     except (RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnreadableFileError(f"{what} {path} is truncated or corrupt ({first[:120]}); re-create it, or "
+        first = textwrap.shorten(first, 240, placeholder=" …")  # whole words: a cut cause must not read "If yo"
+        raise UnreadableFileError(f"{what} {path} is truncated or corrupt ({first}); re-create it, or "
                                   f"point to another file") from None
+
+
+def check_torch_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse a missing, empty or truncated PyTorch file without loading it (its zip directory is read):
+    for files a library loads itself, e.g. Lightning's resume checkpoint."""
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise UnreadableFileError(f"{what} {path} is empty (0 bytes); a run was probably killed while writing "
+                                  f"it: point to an earlier checkpoint, or start without it")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        bad = str(e) or type(e).__name__
+    if bad is not None:
+        raise UnreadableFileError(f"{what} {path} is truncated or corrupt (not a complete PyTorch file: {bad}); "
+                                  f"point to an earlier checkpoint, or start without it")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a hidden temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds,
+    so a reader (or a resumed run) never sees a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is ordinary
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_image(path: str | os.PathLike, mode: str = "RGB") -> Any:
@@ -63,8 +105,8 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> Any:
 def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
     """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"run folder {out} already exists and is not empty; choose another folder or pass "
-                         f"overwrite=True")
+        raise ValueError(f"output folder {out} already exists and is not empty; choose another folder, or pass "
+                         f"--overwrite true (overwrite=True in Python) to replace it")
 
 
 @contextlib.contextmanager

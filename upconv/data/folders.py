@@ -1,6 +1,7 @@
-"""The one ImageFolder reader: a tree ``root/<class>/<image>`` resized and centre-cropped to the encoder's
-size, every file decoded through ``upconv.core.files.read_image`` (a corrupt file is one error naming it),
-and image files or folders given on a command line."""
+"""The one image reader of every command: an ImageFolder tree ``root/<class>/<image>``, or image files and
+folders given on a command line, resized (shorter side) and centre-cropped to the encoder's size by one
+``transform``, every file decoded through ``upconv.core.files.read_image`` (a corrupt file is one error
+naming it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torchvision.transforms import v2
 
 from upconv.core.files import read_image
 from upconv.core.runtime import progress
+from upconv.data.augment import to_unit
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -23,8 +25,8 @@ def transform(size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "u
     """PIL image → resized (shorter side), centre-cropped tensor: uint8 (0–255) or float in [0, 1]."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     steps = [v2.PILToTensor(), v2.Resize(min(size), antialias=True), v2.CenterCrop(size)]
-    if dtype == "float":
-        steps.append(v2.ToDtype(torch.float32, scale=True))
+    if dtype == "float":  # the very division evaluation applies to uint8 batches: equal tensors, not just close
+        steps.append(v2.Lambda(to_unit))
     return v2.Compose(steps)
 
 
@@ -53,11 +55,8 @@ def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[in
                 channels: int = 3) -> tuple[Tensor, Optional[Tensor], list[str]]:
     """Image files and ImageFolder directories as float images (N, C, H, W) in [0, 1], their folder labels
     (None when any input is a plain file) and their names; ``limit`` images per folder, evenly spaced."""
-    from torchvision import transforms as T
-
     mode = "L" if channels == 1 else "RGB"
-    # Resized to exactly ``size`` (no aspect-preserving crop), as the visualisation commands always did.
-    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    tf = transform(size, "float")  # the same resize and crop as image_folder: one file, one tensor everywhere
     picks: list[tuple[str, int, str]] = []  # (file, label, name)
     for path in inputs:
         if os.path.isdir(path):

@@ -4,7 +4,7 @@ the same names from YAML) and ``upconv.evaluation.run.evaluate`` takes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 
 @dataclass
@@ -15,7 +15,8 @@ class EvalConfig:
     bootstrap CI, n); files: report.md, metrics.csv/json, depth.png and grid.png.
 
     Args:
-        checkpoints: UpconvNet decoder checkpoints (their encoder is rebuilt from the record).
+        checkpoints: UpconvNet decoder checkpoints, a list [a.ckpt, b.ckpt] or one path (their encoder is
+            rebuilt from the record).
         out: report folder, created only when the report is complete (the command's default: runs/eval;
             from Python, None writes no folder).
         encoder: encoder name (default: the one the checkpoints record).
@@ -41,7 +42,7 @@ class EvalConfig:
         overwrite: replace an existing report folder.
     """
 
-    checkpoints: Optional[list[str]] = None
+    checkpoints: Union[list[str], str, None] = None
     out: Optional[str] = None
     encoder: Optional[str] = None
     encoder_weights: Optional[str] = None

@@ -4,8 +4,11 @@ reconstructions (grid.png). Flagged rows are marked in both, never a silent poin
 from __future__ import annotations
 
 from upconv.core.figures import row_grid
+from upconv.core.floors import BELOW_FLOOR
 from upconv.evaluation.result import METRICS, EvalResult
-from upconv.evaluation.tables import LABELS, method_label, row_flags
+from upconv.evaluation.tables import LABELS, method_label
+
+MARK = "× below a floor (PSNR panel) / decoder failed"
 
 
 def depth_plot(result: EvalResult, path: str) -> None:
@@ -27,10 +30,11 @@ def depth_plot(result: EvalResult, path: str) -> None:
             (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=method_label(m, result.settings, long=True))
             ax.fill_between(x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25,
                             color=line.get_color())
-            bad = [(i, r[k]) for i, r in enumerate(rs) if row_flags(r) and r[k] is not None]
-            if bad:  # below a floor, or a decoder that failed in training: never a silent point
-                ax.plot(*zip(*bad), "x", color="red", ms=7, mew=2,
-                        label="⚠ below a floor / decoder failed" if k == metrics[0] else None)
+            # The floor verdict is by PSNR: marked on the PSNR panel only; a failed decoder on every panel.
+            bad = [(i, r[k]) for i, r in enumerate(rs) if r[k] is not None and (
+                (k == "psnr" and r.get("floor_verdict")) or r.get("decoder_health") in ("failed", "recovered"))]
+            if bad:  # never a silent point
+                ax.plot(*zip(*bad), "x", color="red", ms=7, mew=2, label=MARK)
         for r, style in zip(result.floor_rows, ("--", ":")):
             if r[k] is not None:
                 ax.axhline(r[k], color="grey", ls=style, lw=1, label=r["method"])
@@ -39,7 +43,10 @@ def depth_plot(result: EvalResult, path: str) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    legend = {}  # one legend for every panel's entries: the × may be on the PSNR panel alone
+    for ax in axes.flat:
+        legend.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
+    axes.flat[0].legend(legend.values(), legend.keys(), fontsize=8)
     fig.suptitle(f"{result.settings['encoder']}: reconstruction fidelity by layer "
                  f"(n = {result.settings['n_images']}, 95 % bootstrap CI shaded)", fontsize=11)
     fig.tight_layout()
@@ -53,7 +60,7 @@ def grid_plot(result: EvalResult, path: str) -> None:
     s = result.settings
     by_key = {(r["method"], r["layer"]): r for r in result.rows}
     labels = ["original"] + [r["method"] for r in result.floor_rows] + [
-        ("⚠ " if row_flags(by_key[(m, L)]) else "")
+        ("⚠ " if by_key[(m, L)].get("floor_verdict") == BELOW_FLOOR else "")  # as in report.md
         + (f"{method_label(m, s, long=True)}: {L}" if len(methods) > 1 or s.get("method_caveats") else L)
         for m in methods for L in layers]
     floors = [result.grid[(r["method"], r["layer"])] for r in result.floor_rows]

@@ -15,7 +15,7 @@ from upconv.core import metrics as M
 from upconv.core.files import check_out
 from upconv.core.runtime import progress, resolve_device
 from upconv.evaluation.config import EvalConfig
-from upconv.evaluation.floors import Floors
+from upconv.core.floors import Floors
 from upconv.methods.base import Method, as_method
 from upconv.methods.registry import build_method
 from upconv.nets.encoder import Encoder

@@ -17,7 +17,7 @@ import torch
 
 from upconv.core import metrics as M
 from upconv.evaluation.config import EvalConfig
-from upconv.evaluation.floors import FLOOR_METHODS, verdict
+from upconv.core.floors import FLOOR_METHODS, verdict
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan, prepare
 from upconv.evaluation.report import write_report

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from upconv.core import metrics as M
 from upconv.core.runtime import progress
-from upconv.evaluation.floors import FLOOR_METHODS
+from upconv.core.floors import FLOOR_METHODS
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan
 from upconv.evaluation.result import FLOOR_LAYER, METRICS

@@ -18,7 +18,6 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
 
 from upconv.nets.encoder import Encoder
 
@@ -240,6 +239,11 @@ def receptive_field(graph: ProjectionGraph) -> ReceptiveField:
     return fields[graph.target.name]
 
 
+def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    """A module's int-or-pair setting (kernel size, stride, padding, dilation) as (height, width)."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _grow(op: Op, ins: list[ReceptiveField], shape_in: torch.Size, shape_out: torch.Size,
           whole: ReceptiveField) -> ReceptiveField:
     if any(f.stride == (0, 0) for f in ins):  # a unit that already sees the whole image
@@ -249,7 +253,7 @@ def _grow(op: Op, ins: list[ReceptiveField], shape_in: torch.Size, shape_out: to
                               tuple(max(f.offset[i] for f in ins) for i in (0, 1)))
     f, m = ins[0], op.module
     if op.kind in ("conv", "maxpool") or isinstance(m, nn.AvgPool2d):
-        k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1)))
+        k, s, p, d = (pair(v) for v in (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1)))
         return ReceptiveField(tuple(f.size[i] + d[i] * (k[i] - 1) * f.stride[i] for i in (0, 1)),
                               tuple(f.stride[i] * s[i] for i in (0, 1)),
                               tuple(f.offset[i] + p[i] * f.stride[i] for i in (0, 1)))

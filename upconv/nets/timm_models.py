@@ -113,9 +113,9 @@ def layer_table(model: nn.Module) -> dict[str, str]:
     """Friendly name → graph node: timm's feature stages (``stages.0`` is called ``stages_0``, as a layer name
     is also a module name in the decoders' ModuleDict; either spelling is accepted), then ``logits`` (the last
     node of the graph)."""
-    from timm.models import _features_fx as timm_fx
+    from timm.models import get_graph_node_names
 
-    _, nodes = timm_fx.get_graph_node_names(model)
+    _, nodes = get_graph_node_names(model)
     stages = [info["module"] for info in getattr(model, "feature_info", [])]
     table = {m.replace(".", "_"): m for m in stages}
     table[LOGITS] = nodes[-1]
@@ -133,7 +133,7 @@ def build(name: str, weights: Optional[str], download: bool, pretrained: bool, k
           spec: dict[str, Any]) -> Encoder:
     """The frozen ``Encoder`` for ``timm:<arch>`` (module docstring). ``kwargs`` go to ``timm.create_model``
     except ``image_size``, ``mean`` and ``std``, which override the model's pretrained configuration."""
-    from timm.models import _features_fx as timm_fx
+    from timm.models import create_feature_extractor
 
     arch = name[len(PREFIX):]
     kwargs = dict(kwargs)
@@ -146,5 +146,5 @@ def build(name: str, weights: Optional[str], download: bool, pretrained: bool, k
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     table = layer_table(model)
     return Encoder(model.eval(), name=name, image_size=size, mean=mean or cfg["mean"], std=std or cfg["std"],
-                   layers=table, spec=spec, copy_model=False, extractor=timm_fx.create_feature_extractor,
+                   layers=table, spec=spec, copy_model=False, extractor=create_feature_extractor,
                    adapter=adapter(model))

@@ -20,8 +20,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+NORMS = ("none", "batch", "group")
+
+
 def _act() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
+
+
+def _norm(kind: str, channels: int) -> list[nn.Module]:
+    """The normalisation after a hidden convolution: none (the paper's), batch or group (32 groups or fewer;
+    independent of the batch, so data-parallel shards need no synchronised statistics)."""
+    if kind == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if kind == "group":
+        return [nn.GroupNorm(math.gcd(32, channels), channels)]
+    return []
 
 
 def _fc_map_size(height: int) -> int:
@@ -42,6 +55,7 @@ class UpconvNet(nn.Module):
         n_convs: 3×3 convolutions applied at the feature resolution before upsampling.
         fc_width: hidden width of the fully connected part (vector features only).
         max_width: cap on any stage's channel count.
+        norm: normalisation after each hidden convolution: ``none`` (the paper's), ``batch`` or ``group``.
     """
 
     def __init__(
@@ -52,8 +66,11 @@ class UpconvNet(nn.Module):
         n_convs: int = 2,
         fc_width: int = 1024,
         max_width: int = 512,
+        norm: str = "none",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown decoder norm '{norm}'; choose one of: {', '.join(NORMS)}")
         feature_shape = tuple(int(s) for s in feature_shape)
         if len(feature_shape) not in (1, 3) or min(feature_shape) < 1:
             raise ValueError(f"feature_shape must be (C, h, w) or (D,); got {feature_shape}")
@@ -77,11 +94,11 @@ class UpconvNet(nn.Module):
         stages: list[nn.Module] = []
         c = c_feat
         for _ in range(n_convs):
-            stages += [nn.Conv2d(c, widths[0], 3, padding=1), _act()]
+            stages += [nn.Conv2d(c, widths[0], 3, padding=1), *_norm(norm, widths[0]), _act()]
             c = widths[0]
         for w in widths[1:]:
-            stages += [nn.ConvTranspose2d(c, w, 4, stride=2, padding=1), _act(),
-                       nn.Conv2d(w, w, 3, padding=1), _act()]
+            stages += [nn.ConvTranspose2d(c, w, 4, stride=2, padding=1), *_norm(norm, w), _act(),
+                       nn.Conv2d(w, w, 3, padding=1), *_norm(norm, w), _act()]
             c = w
         stages.append(nn.Conv2d(c, c_img, 3, padding=1))
         self.body = nn.Sequential(*stages)

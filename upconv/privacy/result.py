@@ -26,8 +26,9 @@ ROLES = {
 
 @dataclass
 class PrivacyResult:
-    """One row per (defence point, layer, attack, decoder) with leakage and utility figures, the run's
-    settings, notes, and the images of the report's grids."""
+    """One row per (defence point, layer, attack, decoder) with leakage and utility figures and its verdict
+    against the no-information floors, the floors' own rows, the run's settings, notes (warnings first), and
+    the images of the report's grids."""
 
     rows: list[dict[str, Any]]
     settings: dict[str, Any]
@@ -36,3 +37,4 @@ class PrivacyResult:
     grid: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)  # (attack, decoder, layer) -> images
     out: Optional[str] = None
     victim_state: Optional[dict[str, Tensor]] = None  # weights of a victim trained by the run (saved as victim.pt)
+    floor_rows: list[dict[str, Any]] = field(default_factory=list)  # the no-information floors, scored alike

@@ -3,7 +3,8 @@ and summarise what leaks (PSNR, SSIM, LPIPS, re-identification) beside the utili
 
 Stages: load the splits (``run_from_config``) → check everything → train the victim, the inverse networks
 and the shadow (``upconv.privacy.stages``) → attack clean and defended features (``upconv.privacy.leakage``)
-→ summarise the settings and write the run folder (``upconv.privacy.report``).
+→ judge every figure against the no-information floors and the victim's accuracy against chance
+(``upconv.privacy.verdicts``) → summarise the settings and write the run folder (``upconv.privacy.report``).
 
 Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.core.metrics.bootstrap_ci``), exactly as
 the depth-evaluation report. PSNR is computed on [0, 1] images with data range 1, which equals PSNR on the
@@ -31,6 +32,7 @@ from upconv.privacy.report import write_privacy_report
 from upconv.privacy.result import ATTACKS, ROLES, PrivacyResult
 from upconv.privacy.splits import load_splits
 from upconv.privacy.stages import Clock, Data, Trained, given_victim, run_training
+from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]
 
@@ -83,11 +85,13 @@ def run_privacy(config: PrivacyConfig, eval_data: Data, victim_data: Optional[Da
     rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
     for r in rows:  # None where no network was trained (optimisation inversion)
         r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
-    settings = summary(c, t, layers, (eval_data, victim_data, attacker_data), lp)
+    floors, checks, warnings = judge(c, t.victim, (x.to(t.device), eval_data[1].to(t.device)),
+                                     (attacker_data, victim_data), rows, lp)
+    settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
     settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in clock.timings.items()}
-    result = PrivacyResult(rows=rows, settings=settings, notes=t.notes, originals=x[:c.grid_images].cpu(), grid=grid,
-                           victim_state=t.victim_state)
+    result = PrivacyResult(rows=rows, settings=settings, notes=warnings + t.notes, originals=x[:c.grid_images].cpu(),
+                           grid=grid, victim_state=t.victim_state, floor_rows=floors)
     if c.out is not None:
         result.out = write_privacy_report(result, c.out, overwrite=c.overwrite)
     return result

@@ -11,19 +11,27 @@ before logging anything leaves no empty ``runs/<name>/version_N`` folder behind.
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 import shutil
 import sys
 import traceback
-from typing import Optional
+import warnings
+from argparse import ArgumentError
+from typing import Any, Optional
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from upconv.training.datamodule import ImageData
 
 from upconv.data.batches import worker_message
-from upconv.core.files import UnreadableFileError
+from upconv.core.files import UnreadableFileError, atomic_file, check_torch_file
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the upconv package
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
@@ -32,16 +40,86 @@ NO_RESULTS = {"config.yaml", "hparams.yaml"}
 
 
 class UpconvCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> Any:
+        """Parsers that raise their errors (``config_error`` makes each one line) instead of printing usage."""
+        return super().init_parser(**{"exit_on_error": False, **kwargs})
+
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
         parser.add_argument("--run_name", type=str, default="run", help="folder name for logs under runs_dir")
         parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders (logs) are written")
+        parser.add_argument("--checkpoints_dir", type=Optional[str], default=None,
+                            help="where checkpoints are written: replaces the dirpath of every ModelCheckpoint "
+                                 "callback and the folder of model.init_args.export (default: the config's)")
+        self.known_keys = getattr(self, "known_keys", set()) | set(parser.get_defaults().keys())
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - jsonargparse parser, LightningCLI's args
+        """Parse, turning a parser's error into one line; refuse an unreadable ``--ckpt_path`` before
+        LightningCLI reads its hyperparameters (a damaged file would otherwise end in a traceback)."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise ValueError(config_error(e, self.known_keys)) from None
+        ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+        if ckpt:
+            check_torch_file(ckpt, "checkpoint to resume from (--ckpt_path)")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.get("logger") in (None, True):
             cfg.trainer.logger = default_loggers(cfg.get("run_name", "run"), cfg.get("runs_dir", "runs"))
         callbacks = cfg.trainer.get("callbacks") or []
+        if cfg.get("checkpoints_dir"):
+            redirect_checkpoints(cfg, callbacks, cfg.checkpoints_dir)
         cfg.trainer.callbacks = [*callbacks, {"class_path": f"{__name__}.RemoveEmptyRunFolders"}]
+        cfg.trainer.plugins = cfg.trainer.get("plugins") or [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a hidden sibling file and renamed into place (``atomic_file``): a run killed
+    while saving leaves the previous checkpoint whole, never a truncated one to resume from."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        with atomic_file(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def redirect_checkpoints(cfg: Any, callbacks: list[Any], folder: str) -> None:
+    """``--checkpoints_dir``: every ModelCheckpoint's dirpath, and a classifier's export file, into ``folder``."""
+    for cb in callbacks:
+        if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+            if isinstance(cb, dict):
+                cb["init_args"] = {**cb.get("init_args", {}), "dirpath": folder}
+            else:  # a jsonargparse Namespace, addressed by dotted keys
+                cb["init_args.dirpath"] = folder
+    init = cfg.model.get("init_args") if cfg.get("model") else None
+    if init is not None and init.get("export"):
+        init.export = os.path.join(folder, os.path.basename(init.export))
+
+
+def config_error(error: ArgumentError, known: set[str]) -> str:
+    """One line for a parser's error: the innermost reason, and for an unknown key the nearest valid one."""
+    chain, inner = [str(error)], error
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        inner = inner.__cause__ or inner.__context__
+        chain.append(str(inner))
+    text = "\n".join(chain)
+    unknown = re.search(r"(?:does not accept option '|unrecognized arguments: --)([\w.]+)", text)
+    option = re.search(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", text, re.S)
+    if option:
+        module, _, name = option.group(1).rpartition(".")
+        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        key = re.search(r'Parser key "([\w.]+)"', text)
+        prefix = f"{key.group(1) if key else 'model'}.init_args."
+        bad, candidates = prefix + option.group(2), {prefix + p for p in params if p != "self"}
+    elif unknown:
+        bad, candidates = unknown.group(1), known
+    else:
+        key = re.search(r'Parser key "([\w.]+)"', text)
+        reason = " ".join(chain[-1].split())
+        return f"{key.group(1)}: {reason}" if key else reason
+    near = difflib.get_close_matches(bad, sorted(candidates), n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]}?" if near else "; see train.py fit --help for the valid keys"
+    return f"unknown config key {bad}{hint}"
 
 
 class RemoveEmptyRunFolders(L.Callback):
@@ -101,10 +179,19 @@ def user_error(error: BaseException) -> Optional[BaseException]:
     return inner if os.path.abspath(raised_in).startswith(PACKAGE + os.sep) else None
 
 
+# Warnings about what the package does on purpose, silenced by message in this entry point only: the frozen
+# encoder stays in eval mode through training, and ``upconv demo`` hands LightningCLI its own ``args``.
+OWN_WARNINGS = (r"Found \d+ module\(s\) in eval mode at the start of training",
+                r"LightningCLI's args parameter is intended to run from within Python")
+
+
 def main(args: list[str] | None = None) -> UpconvCLI:
     try:
-        return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
-                         save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+        with warnings.catch_warnings():
+            for message in OWN_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+            return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
+                             save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
     except Exception as e:  # noqa: BLE001 - sorted into the user's mistakes (one line) and bugs (re-raised)
         cause = user_error(e)
         if cause is None:

@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,15 +47,9 @@ def mean_over_ranks(values: Tensor) -> Tensor:
     return values
 
 
-class QuietFilter(logging.Filter):
-    """Drops every record: the health guard's warnings on ranks other than 0, which take the same decisions
-    (losses averaged over ranks) and would repeat each event once per process."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-OTHER_RANKS = QuietFilter()  # one instance, so adding it again is a no-op
+def silent(record: logging.LogRecord) -> bool:
+    """A logging filter that drops every record (the guard's warnings on ranks other than 0)."""
+    return False
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -72,7 +67,7 @@ class InversionModule(L.LightningModule):
         encoder_weights: state-dict / classifier-checkpoint file for the encoder.
         encoder_kwargs: keyword arguments for the encoder's constructor (e.g. ``{"width": 0.25}``).
         pretrained / download: torchvision encoders: cached ImageNet weights; allow fetching them.
-        width, n_convs, fc_width, max_width: UpconvNet shape (see ``UpconvNet``).
+        width, n_convs, fc_width, max_width, norm: UpconvNet shape and normalisation (see ``UpconvNet``).
         lr, weight_decay, warmup: the decoder recipe (``upconv.training.recipes.DecoderRecipe``): AdamW,
             linear warm-up over ``warmup`` of the run (at most 500 steps), cosine decay to 0.
         feature_loss_weight: weight of the feature-space term ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖² (0 = off).
@@ -91,8 +86,8 @@ class InversionModule(L.LightningModule):
     def __init__(self, encoder: str = "alexnet_cifar", layers: Union[list[str], str] = "all",
                  encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
                  pretrained: bool = True, download: bool = False, width: int = 64, n_convs: int = 2,
-                 fc_width: int = 1024, max_width: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 warmup: float = 0.03, feature_loss_weight: float = 0.0, log_images: int = 8,
+                 fc_width: int = 1024, max_width: int = 512, norm: str = "batch", lr: float = 2e-3,
+                 weight_decay: float = 1e-4, warmup: float = 0.05, feature_loss_weight: float = 0.0, log_images: int = 8,
                  channels_last: bool = False, grad_clip: Optional[float] = None, skip_factor: float = 10.0,
                  patience: int = 2, spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
                  check_every: int = 4, compile: bool = False) -> None:
@@ -110,7 +105,7 @@ class InversionModule(L.LightningModule):
         image_shape = (self.encoder.channels, *self.encoder.image_size)
         self.decoders = nn.ModuleDict({
             name: UpconvNet(self.encoder.layer(name).shape, image_shape, width=width, n_convs=n_convs,
-                            fc_width=fc_width, max_width=max_width)
+                            fc_width=fc_width, max_width=max_width, norm=norm)
             for name in self.layers
         })
         if channels_last:
@@ -156,8 +151,19 @@ class InversionModule(L.LightningModule):
                 f"stretched mid-way); to train longer, start a new run"
             )
         self.health.bind(self.optimizers().optimizer, sched)
-        if self.trainer.global_rank != 0:  # every rank takes the same decisions: one voice tells of them
-            logging.getLogger(HealthGuard.__module__).addFilter(OTHER_RANKS)
+        if self.trainer.world_size > 1:
+            self._data_parallel()
+
+    def _data_parallel(self) -> None:
+        """Every rank takes the guard's decisions (losses averaged over ranks): rank 0 alone tells of them.
+        Batch-normalised decoders normalise over their own device's images unless synchronised: say so."""
+        if self.trainer.global_rank != 0:
+            logging.getLogger(HealthGuard.__module__).addFilter(silent)  # added once: a no-op after that
+        if any(isinstance(m, nn.BatchNorm2d) for m in self.decoders.modules()):  # SyncBatchNorm is not one
+            rank_zero_warn("decoders with norm=batch normalise over each device's own batch, not the global one, "
+                           "and keep per-rank running statistics: pass --trainer.sync_batchnorm true (GPUs) to "
+                           "train as one process with the global batch would, or use norm=group "
+                           "(docs/scale-out.md)")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
@@ -167,13 +173,15 @@ class InversionModule(L.LightningModule):
     def _check_health(self) -> None:
         """The guard's check (one small read-back), then the per-layer losses it read, logged for free."""
         self.health.check(self.global_step)
+        # on_epoch as well: a run shorter than trainer.log_every_n_steps still writes these to metrics.csv
+        every = dict(on_step=True, on_epoch=True, sync_dist=False)  # identical on every rank: nothing to reduce
         smoothed = {n: v for n, v in self.health.smoothed.items() if n in self.health.active}
         if smoothed:
-            self.log_dict({f"train/loss_{n}": v for n, v in smoothed.items()}, on_step=True, on_epoch=False)
-            self.log("train/loss", sum(smoothed.values()), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/failed_decoders", float(len(self.health.failed)), on_step=True, on_epoch=False)
-        self.log("train/recoveries", float(sum(self.health.recoveries.values())), on_step=True, on_epoch=False)
-        self.log("train/skipped_steps", float(sum(self.health.skipped.values())), on_step=True, on_epoch=False)
+            self.log_dict({f"train/loss_{n}": v for n, v in smoothed.items()}, **every)
+            self.log("train/loss", sum(smoothed.values()), prog_bar=True, **every)
+        self.log("train/failed_decoders", float(len(self.health.failed)), **every)
+        self.log("train/recoveries", float(sum(self.health.recoveries.values())), **every)
+        self.log("train/skipped_steps", float(sum(self.health.skipped.values())), **every)
         if not self.health.active:
             self.trainer.should_stop = True
 
@@ -255,7 +263,7 @@ class InversionModule(L.LightningModule):
             "encoder": self.encoder.identity,
             "layers": list(self.layers),
             "image_shape": [self.encoder.channels, *self.encoder.image_size],
-            "decoder": {k: self.hparams[k] for k in ("width", "n_convs", "fc_width", "max_width")},
+            "decoder": {k: self.hparams[k] for k in ("width", "n_convs", "fc_width", "max_width", "norm")},
             "health": self.health.record(),
             "health_step": int(self.global_step),
         }

@@ -104,9 +104,9 @@ class DecoderRecipe:
     default: under Adam it barely changes a blow-up's step, see docs/training.md); the ``HealthGuard``.
     """
 
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup: float = 0.03
+    warmup: float = 0.05
     max_warmup: int = 500
     grad_clip: Optional[float] = None
     skip_factor: float = 10.0

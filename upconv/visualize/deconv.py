@@ -9,8 +9,6 @@ Projections are shown with zero as mid-grey: ``0.5 + 0.5 * p / max|p|`` per proj
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any, Optional
 
 import torch
@@ -19,24 +17,16 @@ from torch import Tensor
 from upconv.core.figures import signed_to_image
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.encoder import Encoder
-from upconv.core.files import read_image
-from upconv.data.folders import evenly_spaced
+from upconv.data import folders
 from upconv.core.runtime import progress
 
 
 def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
-    """An ImageFolder resized and centre-cropped to ``image_size``; ``limit`` keeps that many images evenly
-    spaced through the (class-sorted) file list, so every class is represented. A file that cannot be
-    decoded is one error naming it (``upconv.core.files.read_image``)."""
-    from torchvision import datasets, transforms
-
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"data directory not found: {root} (expected an ImageFolder tree root/<class>/*.jpg)")
-    tf = transforms.Compose([transforms.Resize(min(image_size)), transforms.CenterCrop(image_size),
-                             transforms.ToTensor()])
-    ds = datasets.ImageFolder(root, transform=tf, loader=functools.partial(read_image, mode="RGB"))
+    """``upconv.data.folders.image_folder`` as float images in [0, 1]; ``limit`` keeps that many images evenly
+    spaced through the (class-sorted) file list, so every class is represented."""
+    ds = folders.image_folder(root, image_size, "float")
     if limit is not None and limit < len(ds):
-        ds = torch.utils.data.Subset(ds, evenly_spaced(len(ds), limit))
+        ds = torch.utils.data.Subset(ds, folders.evenly_spaced(len(ds), limit))
     return ds
 
 

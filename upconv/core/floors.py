@@ -1,10 +1,10 @@
-"""No-information floors of the depth evaluation, and the verdict on a layer that does not clear them.
+"""No-information floors of a reconstruction figure, and the verdict on a figure that does not clear them.
 
 A reconstruction that knows nothing of its image scores the **mean training image**; one that knows only
-its class scores the **class-mean training image**. Every depth report carries both as reference rows, so
-a layer's figure can never be read as "information lost" when its decoder simply failed: a row at or
-below the mean-image floor is flagged beside its number, and one at or below the class-mean floor is
-marked as carrying no more than the class.
+its class scores the **class-mean training image**. The depth report and the privacy report both carry them
+as reference rows (so they live here, below both), so a layer's figure can never be read as "information
+lost" (or "no leak") when its decoder simply failed: a row at or below the mean-image floor is flagged
+beside its number, and one at or below the class-mean floor is marked as carrying no more than the class.
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""What per-decoder gradient clipping does to an AdamW blow-up, beside what the health guard does.
+
+Decoders for deep layers (fc6, fc8: wide fully connected layers) are trained at a learning rate that makes
+them blow up (default 10 × the recipe's), each setting from the same seed on the same batches:
+clipping off / at 1.0 / at 0.1, with the guard disabled (its thresholds out of reach), and the recipe's guard
+with clipping off. Printed per setting and layer: the highest training loss, the loss over the last 10
+steps, and the held-out loss at the end (lower is better), plus the guard's events.
+
+    python benchmarks/clipping.py [--lr 1e-2] [--steps 60] [--data folder --root ../shared/data/cifar10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import lightning.pytorch as L
+import torch
+
+from upconv.training.datamodule import ImageData
+from upconv.training.module import InversionModule
+
+OFF = dict(skip_factor=1e30, spike_factor=1e30)  # a guard that never acts
+
+
+class Curve(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        with torch.no_grad():
+            losses, _ = module._losses(batch[0])
+        self.losses.append({n: float(v) for n, v in losses.items()})
+
+
+def run(layers: list[str], lr: float, steps: int, data: ImageData, held_out: torch.Tensor, **kw) -> dict:
+    torch.manual_seed(0)
+    m = InversionModule(layers=layers, lr=lr, encoder_kwargs={"width": 0.5}, **kw)
+    curve = Curve()
+    L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, callbacks=[curve]).fit(m, data)
+    with torch.no_grad():
+        final, _ = m._losses(held_out)
+    out = {}
+    for n in m.layers:
+        seq = torch.tensor([c[n] for c in curve.losses])
+        out[n] = {"max": float(seq.nan_to_num(float("inf")).max()), "last10": float(seq[-10:].mean()),
+                  "held_out": float(final[n]), "status": m.health.status(n),
+                  "events": [f"{e.kind}@{e.step}" for e in m.health.events if e.layer == n]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--layers", default="fc6,fc8")
+    ap.add_argument("--data", default="embedded")
+    ap.add_argument("--root", default=None)
+    args = ap.parse_args()
+    data = ImageData(source=args.data, root=args.root, limit_train=2000 if args.root else None,
+                     limit_val=200 if args.root else None, batch_size=32, augment=False)
+    data.setup()
+    held_out = data.source.tensors("val")[0][:200].float() / 255  # (N, 3, 32, 32)
+    settings = {"no clipping, no guard": dict(grad_clip=None, **OFF),
+                "clip 1.0, no guard": dict(grad_clip=1.0, **OFF),
+                "clip 0.1, no guard": dict(grad_clip=0.1, **OFF),
+                "guard, no clipping": dict(grad_clip=None),
+                "guard + clip 1.0": dict(grad_clip=1.0)}
+    print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}")
+    print("| setting | layer | highest loss | last 10 steps | held-out loss | guard |")
+    print("|---|---|---:|---:|---:|---|")
+    for name, kw in settings.items():
+        t0 = time.perf_counter()
+        for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **kw).items():
+            guard = r["status"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
+            print(f"| {name} | {layer} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |",
+                  flush=True)
+        print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->", flush=True)
+
+
+if __name__ == "__main__":
+    main()
