@@ -52,9 +52,10 @@ def max_difference(a: dict, b: dict) -> float:
 
 def test_two_ranks_share_each_epoch_stay_one_model_and_equal_one_process_with_the_global_batch(tmp_path):
     data = {**EMBEDDED, "limit_val": 33}
-    # GroupNorm decoders: their statistics are per image, so b images on each of 2 ranks are 2b images in one
-    # process (batch norm needs SyncBatchNorm for that, which torch runs on GPUs only)
-    settings = dict(devices=2, batch_size=8, epochs=3, checkpoint=True, data=data, model={"norm": "group"})
+    # The paper's decoders, without normalisation: batch norm would normalise over each rank's half of the
+    # batch (SyncBatchNorm, which fixes that, runs on GPUs only), and behind any normalisation a convolution's
+    # bias has no true gradient, so Adam turns its rounding noise into full steps that the output never sees.
+    settings = dict(devices=2, batch_size=8, epochs=3, checkpoint=True, data=data, model={"norm": "none"})
     (r0, r1), saves = launch(tmp_path, **settings)
     train = split_hashes(data, "train")
     assert len(set(train)) == len(train) == 64  # the probe can tell every image apart
