@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def launch(tmp_path, **settings):
     """Run ``tests/ddp_run.py`` with ``settings`` in a fresh process (Lightning's ddp launcher re-runs it per
-    rank); returns every rank's record and the checkpoint writes."""
+    rank); returns every rank's record, the checkpoint writes and what all ranks wrote to stderr."""
     out = tmp_path / "out"
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"out": str(out), "watchdog": 300, **settings}))
@@ -36,7 +36,7 @@ def launch(tmp_path, **settings):
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(settings.get("devices", 1))]
     saves = (out / "saves.txt").read_text().split("\n")[:-1] if (out / "saves.txt").exists() else []
-    return ranks, saves
+    return ranks, saves, done.stderr
 
 
 def split_hashes(data: dict, split: str) -> list[str]:
@@ -56,7 +56,8 @@ def test_two_ranks_share_each_epoch_stay_one_model_and_equal_one_process_with_th
     # batch (SyncBatchNorm, which fixes that, runs on GPUs only), and behind any normalisation a convolution's
     # bias has no true gradient, so Adam turns its rounding noise into full steps that the output never sees.
     settings = dict(devices=2, batch_size=8, epochs=3, checkpoint=True, data=data, model={"norm": "none"})
-    (r0, r1), saves = launch(tmp_path, **settings)
+    (r0, r1), saves, stderr = launch(tmp_path, **settings)
+    assert stderr.count("data parallel: global batch 16 = 8 per device × 2 processes") == 1  # rank 0, once
     train = split_hashes(data, "train")
     assert len(set(train)) == len(train) == 64  # the probe can tell every image apart
     for epoch in range(3):  # 64 images = 4 steps × (8 per rank × 2 ranks): nothing left over
@@ -103,12 +104,15 @@ def test_two_ranks_share_each_epoch_stay_one_model_and_equal_one_process_with_th
 
 def test_a_fault_in_one_ranks_shard_gets_the_same_guard_action_on_both_ranks(tmp_path):
     fault = {"rank": 1, "steps": [5, 6, 7], "value": 1e4}  # three steps in a row: past the guard's patience
-    (r0, r1), _ = launch(tmp_path, devices=2, batch_size=8, epochs=3, data=EMBEDDED, fault=fault,
-                         limit_val_batches=0)  # the default decoders: batch norm, statistics per rank
+    (r0, r1), _, stderr = launch(tmp_path, devices=2, batch_size=8, epochs=3, data=EMBEDDED, fault=fault,
+                                 limit_val_batches=0)  # the default decoders: batch norm, statistics per rank
     events = [(e["step"], e["layer"], e["kind"], e["action"]) for n in r0["health"] for e in r0["health"][n]["events"]]
     restores = [e for e in events if e[3].startswith("restored")]
     assert restores and all(step == 8 for step, *_ in restores), events  # the check after the fault, on rank 0
     assert r0["health"] == r1["health"]  # whose own data was clean, as on rank 1
+    for step, layer, kind, _ in restores:  # told once, by rank 0, though both ranks acted
+        assert stderr.count(f"decoder {layer} {kind} at step {step}") == 1, stderr[-2000:]
+    assert stderr.count("keep per-rank running statistics") == 1  # the batch-norm warning, from rank 0 alone
     for k, v in r0["params"].items():  # the running statistics of batch norm are each rank's own
         assert torch.equal(v, r1["params"][k]), k
     assert all(torch.isfinite(v).all() for v in r0["state"].values())
@@ -118,7 +122,7 @@ def test_streamed_images_are_shared_by_lightnings_sampler_and_validated_once(tmp
     image_folder(tmp_path / "data" / "train", per_class=16, size=(32, 32))
     image_folder(tmp_path / "data" / "test", per_class=5, size=(32, 32), seed=1)  # 10 held-out images
     data = {"source": "folder", "root": str(tmp_path / "data"), "in_memory": False, "num_workers": 0}
-    (r0, r1), _ = launch(tmp_path, devices=2, batch_size=8, epochs=1, data=data)
+    (r0, r1), _, _ = launch(tmp_path, devices=2, batch_size=8, epochs=1, data=data)
     a, b = r0["train"][0], r1["train"][0]
     assert len(a) == len(b) == 16 and not set(a) & set(b) and set(a) | set(b) == set(split_hashes(data, "train"))
     assert sorted(r0["val"][0] + r1["val"][0]) == sorted(split_hashes(data, "val"))

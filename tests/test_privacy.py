@@ -204,7 +204,7 @@ def test_an_inverse_network_that_diverges_is_caught_by_the_guard_and_named_in_th
     assert any(n.lstrip("⚠ ").startswith("black_box_dist upconvnet at conv11: its inverse network diverged")
                for n in wild.notes)
     with open(out / "metrics.csv") as f:
-        assert {r["decoder"]: r["inverter_health"] for r in csv.DictReader(f)} == health
+        assert {r["decoder"]: r["inverter_health"] for r in csv.DictReader(f) if r["decoder"]} == health  # no floors
     assert all(r["psnr"] == r["psnr"] for r in wild.rows)  # finite figures from the guarded weights
 
 
