@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from upconv.data.batches import DeviceBatches
+from upconv.data.batches import DeviceBatches, ShardedOrder
 
 from upconv.training.datamodule import ImageData
 
@@ -37,6 +37,62 @@ def test_device_batches_cover_every_image_once_per_epoch():
     batches = DeviceBatches(x, torch.arange(10), batch_size=4, shuffle=True, seed=0, drop_last=False)
     seen = torch.cat([b for b, _ in batches]).flatten().sort().values
     assert len(batches) == 3 and torch.equal(seen, torch.arange(10, dtype=torch.uint8))
+
+
+def _shards(n, batch_size, world, epoch, drop_last=True, shuffle=True, seed=0):
+    """Each rank's batches (lists of image indices) for one epoch, built as every rank would build them."""
+    out = []
+    for rank in range(world):
+        order = ShardedOrder(n, batch_size, shuffle, seed, drop_last, rank=rank, world_size=world)
+        order.set_epoch(epoch)
+        out.append([b.tolist() for b in order])
+    return out
+
+
+@pytest.mark.parametrize("n, world", [(96, 2), (100, 3), (50, 4)])
+def test_training_shards_are_disjoint_cover_the_epoch_and_match_one_process_with_the_global_batch(n, world):
+    b = 8
+    for epoch in range(3):
+        shards = _shards(n, b, world, epoch)
+        steps = n // (b * world)
+        assert [len(s) for s in shards] == [steps] * world  # every rank the same number of steps
+        assert all(len(batch) == b for s in shards for batch in s)
+        flat = [i for s in shards for batch in s for i in batch]
+        assert len(flat) == len(set(flat)) == steps * b * world  # disjoint; only the remainder (n mod G) is left out
+        single = _shards(n, b * world, 1, epoch)[0]  # one process, batch = the global batch
+        for i in range(steps):  # step i of the ranks together = step i of the one process
+            assert sorted(j for s in shards for j in s[i]) == sorted(single[i])
+    first, second = (_shards(n, b, world, e) for e in (0, 1))
+    assert first != second and first == _shards(n, b, world, 0)  # a new shuffle per epoch, a pure function of it
+    assert _shards(n, b, world, 0, seed=1) != first
+
+
+def test_the_dropped_remainder_changes_with_the_epoch_so_every_image_is_trained_on():
+    seen = {i for e in range(20) for s in _shards(21, 4, 2, e) for batch in s for i in batch}
+    assert seen == set(range(21))
+
+
+def test_evaluation_shards_hold_every_image_exactly_once_without_padding():
+    shards = _shards(33, 8, 2, 0, drop_last=False, shuffle=False)
+    flat = sorted(i for s in shards for batch in s for i in batch)
+    assert flat == list(range(33))
+    assert [len(s) for s in shards] == [3, 2]  # 17 and 16 images: uneven, never duplicated
+
+
+def test_a_split_smaller_than_the_global_batch_is_shared_evenly_and_a_tiny_one_is_refused():
+    shards = _shards(10, 8, 2, 0)
+    assert [[len(batch) for batch in s] for s in shards] == [[5], [5]]
+    with pytest.raises(ValueError, match="3 images, fewer than the 4 data-parallel processes"):
+        ShardedOrder(3, 8, True, 0, True, rank=0, world_size=4)
+
+
+def test_device_batches_take_the_epoch_lightning_sets():
+    x = torch.arange(40).view(40, 1, 1, 1).to(torch.uint8)
+    batches = DeviceBatches(x, torch.arange(40), batch_size=4, shuffle=True, seed=0, drop_last=True, rank=1,
+                            world_size=2)
+    batches.sampler.set_epoch(5)  # what Lightning's fit loop calls at the start of every epoch
+    got = [b.flatten().tolist() for b, _ in batches]
+    assert got == _shards(40, 4, 2, 5)[1] and len(batches) == 5
 
 
 def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path, image_folder):

@@ -114,7 +114,7 @@ def test_query_training_lowers_reconstruction_error(he):
         f = he(xf, ["conv11"])["conv11"]
     torch.manual_seed(0)
     untrained = build_inverter("paper", he, "conv11")
-    nets = train_inverters(he, ["conv11"], x, InverterSettings(kinds=("paper",), epochs=20, batch_size=8, lr=1e-2))
+    nets = train_inverters(he, ["conv11"], x, InverterSettings(kinds=("paper",), epochs=20, batch_size=8, lr=1e-2)).nets
     with torch.no_grad():
         before = M.mse(untrained(f).clamp(0, 1), xf).mean()
         after = M.mse(nets[("paper", "conv11")](f).clamp(0, 1), xf).mean()
@@ -126,7 +126,7 @@ def test_inverter_learning_rate_per_kind(he):
     torch.manual_seed(0)
     init = {k: build_inverter(k, he, "conv11", 8).state_dict() for k in ("paper", "upconvnet")}
     nets = train_inverters(he, ["conv11"], x, InverterSettings(epochs=2, batch_size=8, width=8,
-                                                               lr={"paper": 1e-2, "upconvnet": 1e-12}))
+                                                               lr={"paper": 1e-2, "upconvnet": 1e-12})).nets
     moved = {k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items())
              for k in init}
     assert moved["paper"] > 1e-3  # trained at 1e-2
@@ -180,6 +180,32 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
         f"train inverters {a}" for a in ("black_box_train", "black_box_dist", "black_box_noise")} | {
         f"reconstruct {a} {d}" for a in ATTACKS for d in ("paper", "upconvnet")}
     assert set(res.settings["timings_s"]) == stages
+
+
+def test_an_inverse_network_that_diverges_is_caught_by_the_guard_and_named_in_the_report(tmp_path):
+    """The inverse networks train on the decoder recipe, health guard included: at a rate that blows UpconvNet
+    up (1000 × the default here; 10 × does not diverge on a run this small), the guard restores it and the
+    report says so beside its figures, while He et al.'s network, on its own rate, is left alone."""
+    kw = dict(victim_data=_data(32, 0), attacker_data=_data(32, 1), attacks=["black_box_dist"], victim_epochs=1,
+              inverter_epochs=4, inverter_width=8, batch_size=8, n_boot=10, n_candidates=4, lpips=False)
+    calm = _run("he2019_cifar", ["conv11"], _data(8, 2), **kw)
+    assert [r["inverter_health"] for r in calm.rows] == ["ok", "ok"]
+    assert not any("diverged" in n for n in calm.notes)
+    out = tmp_path / "run"
+    wild = _run("he2019_cifar", ["conv11"], _data(8, 2), inverter_lr={"paper": 1e-3, "upconvnet": 1.0}, out=str(out),
+                **kw)
+    health = {r["decoder"]: r["inverter_health"] for r in wild.rows}
+    assert health["paper"] == "ok" and health["upconvnet"] in ("recovered", "failed"), health
+    record = wild.settings["inverter_health"]["black_box_dist"]["upconvnet conv11"]
+    assert record["recoveries"] >= 1 and any(e["action"].startswith("restored") for e in record["events"])
+    report = (out / "report.md").read_text()
+    assert "## Inverse-network health" in report
+    assert f"| black_box_dist | upconvnet | conv11 | {health['upconvnet']} |" in report
+    assert any(n.lstrip("⚠ ").startswith("black_box_dist upconvnet at conv11: its inverse network diverged")
+               for n in wild.notes)
+    with open(out / "metrics.csv") as f:
+        assert {r["decoder"]: r["inverter_health"] for r in csv.DictReader(f) if r["decoder"]} == health  # no floors
+    assert all(r["psnr"] == r["psnr"] for r in wild.rows)  # finite figures from the guarded weights
 
 
 def test_victim_and_attacker_splits_mix_the_classes(tmp_path):

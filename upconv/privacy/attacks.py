@@ -9,7 +9,7 @@ architecture is known: train a shadow encoder on the attacker's data, then attac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
+from upconv.training.health import clip_grad_norms
+from upconv.training.recipes import DecoderRecipe
 
 QUERIES = ("data", "noise")
 DECODERS = ("paper", "upconvnet")
@@ -40,8 +42,11 @@ class InverterSettings:
     """How ``train_inverters`` trains: which inverse networks, on which queries, for how long.
 
     ``queries="data"`` uses the given images; ``"noise"`` draws ``n_noise`` uniform-noise images per epoch
-    (He et al.'s noise queries; the attacker needs no data). ``lr`` is one Adam rate for every network, or one
-    per kind (e.g. ``{"paper": 1e-2, "upconvnet": 1e-3}``); ``width`` is UpconvNet's.
+    (He et al.'s noise queries; the attacker needs no data). Training is ``recipe``'s, the one every UpconvNet
+    of the package is trained with (``upconv.training.recipes.DecoderRecipe``: AdamW, warm-up, cosine, the
+    health guard); ``lr`` replaces its rate, one for every network or one per kind (e.g.
+    ``{"paper": 1e-2, "upconvnet": 1e-3}``: He et al.'s shallow network trains faster at a higher rate);
+    ``width`` is UpconvNet's.
     """
 
     kinds: tuple[str, ...] = DECODERS
@@ -52,49 +57,84 @@ class InverterSettings:
     lr: float | dict[str, float] = 1e-3
     width: int = 64
     seed: int = 0
+    recipe: DecoderRecipe = DecoderRecipe()
+
+
+@dataclass
+class Inverters:
+    """Trained inverse networks keyed (kind, layer), in eval mode and frozen, with each one's training health
+    (``HealthGuard.record()``: status ok / recovered / failed, events), so that a report can say beside a
+    figure that its network diverged."""
+
+    nets: dict[tuple[str, str], nn.Module]
+    health: dict[tuple[str, str], dict[str, Any]]
+
+
+def _check(images: Optional[Tensor], s: InverterSettings) -> dict[str, float]:
+    """The per-kind learning rates, after the settings' one-line checks."""
+    if s.queries not in QUERIES:
+        raise ValueError(f"unknown query source '{s.queries}'; choose one of: {', '.join(QUERIES)}")
+    if s.queries == "data" and (images is None or len(images) == 0):
+        raise ValueError("data queries need attacker images; got none")
+    if s.queries == "noise" and s.n_noise < 1:
+        raise ValueError(f"noise queries need n_noise ≥ 1; got {s.n_noise}")
+    rates = s.lr if isinstance(s.lr, dict) else {k: s.lr for k in s.kinds}
+    if any(k not in rates for k in s.kinds) or any(r <= 0 for r in rates.values()):
+        raise ValueError(f"lr must be a positive rate, or one per inverse-network kind ({', '.join(s.kinds)}); "
+                         f"got {s.lr}")
+    return rates
+
+
+def _queries(images: Optional[Tensor], s: InverterSettings, shape: tuple[int, ...], g: torch.Generator,
+             device: torch.device) -> Iterator[Tensor]:
+    """One epoch of query batches, [0, 1] floats (B, C, H, W): the images reshuffled, or fresh noise."""
+    n = len(images) if s.queries == "data" else s.n_noise
+    order = torch.randperm(n, generator=g)
+    for i in range(max(1, n // s.batch_size)):
+        if s.queries == "data":
+            yield to_unit(images[order[i * s.batch_size:(i + 1) * s.batch_size]]).to(device)
+        else:
+            yield torch.rand(s.batch_size, *shape, generator=g).to(device)
 
 
 def train_inverters(encoder: Encoder, layers: list[str], images: Optional[Tensor],
-                    settings: InverterSettings = InverterSettings()) -> dict[tuple[str, str], nn.Module]:
+                    settings: InverterSettings = InverterSettings()) -> Inverters:
     """Train one inverse network per (kind, layer) on (query, encoder(query)) pairs, MSE to the query.
 
     ``images`` are the data queries (uint8 or [0, 1] float, (N, C, H, W)); None for noise queries. One encoder
-    pass per batch feeds every network; Adam, learning rate decayed by cosine annealing.
+    pass per batch feeds every network; each network is its own parameter group and its own guarded decoder,
+    exactly as ``InversionModule`` trains its decoders: a spike's gradient is tamed, a diverged network is
+    restored with a lower rate or marked failed (it keeps its last good weights), never silently published.
     """
     s = settings
-    kinds, queries, n_noise, epochs, batch_size, lr = s.kinds, s.queries, s.n_noise, s.epochs, s.batch_size, s.lr
-    if queries not in QUERIES:
-        raise ValueError(f"unknown query source '{queries}'; choose one of: {', '.join(QUERIES)}")
-    if queries == "data" and (images is None or len(images) == 0):
-        raise ValueError("data queries need attacker images; got none")
-    if queries == "noise" and n_noise < 1:
-        raise ValueError(f"noise queries need n_noise ≥ 1; got {n_noise}")
+    rates = _check(images, s)
     layers = encoder.resolve(layers)
     dev = encoder.mean.device
     g = torch.Generator().manual_seed(s.seed)
     torch.manual_seed(s.seed)
-    rates = lr if isinstance(lr, dict) else {k: lr for k in kinds}
-    missing = [k for k in kinds if k not in rates]
-    if missing or any(r <= 0 for r in rates.values()):
-        raise ValueError(f"lr must be a positive rate, or one per inverse-network kind ({', '.join(kinds)}); got {lr}")
-    nets = {(k, L): build_inverter(k, encoder, L, s.width).to(dev) for k in kinds for L in layers}
-    opt = torch.optim.Adam([{"params": list(n.parameters()), "lr": rates[k]} for (k, _), n in nets.items()])
-    n = len(images) if queries == "data" else n_noise
-    per_epoch = max(1, n // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * per_epoch)
-    shape = (encoder.channels, *encoder.image_size)
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=g)
-        for i in range(per_epoch):
-            if queries == "data":
-                x = to_unit(images[order[i * batch_size:(i + 1) * batch_size]]).to(dev)  # (B, C, H, W)
-            else:
-                x = torch.rand(batch_size, *shape, generator=g).to(dev)
+    nets = {(k, L): build_inverter(k, encoder, L, s.width).to(dev) for k in s.kinds for L in layers}
+    guarded = nn.ModuleDict({f"{k} {L}".replace(".", "_"): net for (k, L), net in nets.items()})
+    n = len(images) if s.queries == "data" else s.n_noise
+    total = s.epochs * max(1, n // s.batch_size)
+    groups = [{"params": list(net.parameters()), "lr": rates[k]} for (k, _), net in nets.items()]
+    opt, sched = s.recipe.optimizer(groups, total, dev)
+    guard = s.recipe.guard(guarded)
+    guard.bind(opt, sched)
+    step, shape = 0, (encoder.channels, *encoder.image_size)
+    for _ in range(s.epochs):
+        for x in _queries(images, s, shape, g, dev):  # (B, C, H, W)
             with torch.no_grad():
                 feats = encoder(x, layers)
-            loss = sum(F.mse_loss(net(feats[L]), x) for (_, L), net in nets.items())
+            losses = torch.stack([F.mse_loss(net(feats[L]), x) for (_, L), net in nets.items()])  # (K,)
+            weight = guard.gate(losses.detach())  # on the device, as in InversionModule
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.where(weight > 0, losses * weight, 0.0).sum().backward()  # 0 × NaN would be NaN
+            if s.recipe.grad_clip:
+                clip_grad_norms(guarded, s.recipe.grad_clip)
             opt.step()
             sched.step()
-    return {key: net.eval().requires_grad_(False) for key, net in nets.items()}
+            step += 1
+            if guard.due(step) or step == total:
+                guard.check(step)
+    health = dict(zip(nets, guard.record().values()))  # the guard's keys are the nets', in order
+    return Inverters({key: net.eval().requires_grad_(False) for key, net in nets.items()}, health)

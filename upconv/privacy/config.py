@@ -37,8 +37,8 @@ class PrivacyConfig:
         shadow_epochs: epochs to train the query-free shadow encoder.
         inverter_epochs: epochs to train each inverse network.
         inverter_width: UpconvNet width.
-        inverter_lr: Adam learning rate of the inverse networks, one for all or one per kind, e.g.
-            {paper: 0.01, upconvnet: 0.001}.
+        inverter_lr: learning rate of the inverse networks (the decoder recipe: AdamW, warm-up, cosine, health
+            guard), one for all or one per kind, e.g. {paper: 0.01, upconvnet: 0.001}.
         n_noise: noise queries per epoch (black_box_noise).
         mv_steps: optimisation-inversion steps (M&V's schedule: 2100).
         mv_optimizer: sgd (M&V's momentum) or adam.

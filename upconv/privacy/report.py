@@ -19,7 +19,7 @@ from upconv.core.metrics import SSIM_DEFINITION
 from upconv.privacy.result import PrivacyResult
 
 COLS = ["attack", "decoder", "layer", "defense", "strength", "n", "floor_verdict"] + [
-    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
+    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")] + ["inverter_health"]
 MARKS = {BELOW_FLOOR: "⚠", BELOW_CLASS: "≤class"}  # beside a PSNR at or below a floor, as in the depth report
 LEGEND = ("⚠ beside a PSNR: at or below the mean-image floor (the inverter recovered nothing of the image; not "
           "evidence that the features are safe). ≤class: at or below the class-mean floor (no more than the class).")
@@ -68,6 +68,18 @@ def defense_table(result: PrivacyResult) -> str:
     return "\n".join(lines)
 
 
+def health_table(result: PrivacyResult) -> str:
+    """Each trained inverse network's training health (the guard's verdict and what it did), so that a low
+    leakage figure from a network that diverged is never read as a private layer."""
+    lines = ["| attack | inverter | layer | health | recoveries | events |", "|---|---|---|---|---:|---|"]
+    for attack, records in result.settings.get("inverter_health", {}).items():
+        for key, r in records.items():
+            kind, layer = key.split(" ", 1)
+            events = "; ".join(f"step {e['step']}: {e['kind']}" for e in r["events"]) or "—"
+            lines.append(f"| {attack} | {kind} | {layer} | {r['status']} | {r['recoveries']} | {events} |")
+    return "\n".join(lines)
+
+
 def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
     import matplotlib
 
@@ -111,7 +123,8 @@ def _markdown(result: PrivacyResult) -> str:
              "## Settings", "",
              f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
              f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
-             f"- inverse networks: {s['inverter_epochs']} epochs, Adam lr {s.get('inverter_lr')} "
+             f"- inverse networks: {s['inverter_epochs']} epochs, the decoder recipe (AdamW, warm-up, cosine, "
+             f"health guard) at lr {s.get('inverter_lr')} "
              f"(UpconvNet width {s['inverter_width']}); "
              f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
              f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}",
@@ -122,6 +135,7 @@ def _markdown(result: PrivacyResult) -> str:
     if s.get("floors_source"):
         parts += [f"Floors: what a reconstruction scores that knows nothing of the image (the mean image) or only "
                   f"its class (its class's mean image), from {s['floors_source']}.", ""]
+    parts += ["## Inverse-network health", "", health_table(result), ""] if s.get("inverter_health") else []
     if s["defense_attacks"]:
         parts += ["## Defences", "", CLEAN_FEATURES, "", defense_table(result), ""]
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]

@@ -83,9 +83,12 @@ def run_privacy(config: PrivacyConfig, eval_data: Data, victim_data: Optional[Da
     clock = Clock(t.device)
     run_training(c, t, layers, (victim_data, attacker_data), clock)
     rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
+    for r in rows:  # None where no network was trained (optimisation inversion)
+        r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
     floors, checks, warnings = judge(c, t.victim, (x.to(t.device), eval_data[1].to(t.device)),
                                      (attacker_data, victim_data), rows, lp)
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
+    settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in clock.timings.items()}
     result = PrivacyResult(rows=rows, settings=settings, notes=warnings + t.notes, originals=x[:c.grid_images].cpu(),
                            grid=grid, victim_state=t.victim_state, floor_rows=floors)

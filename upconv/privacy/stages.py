@@ -49,6 +49,7 @@ class Trained:
     device: torch.device
     shadow: Optional[Encoder] = None
     nets: dict[str, dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
+    health: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per attack, per net
     victim_state: Optional[dict[str, Tensor]] = None  # weights of a victim trained here
     notes: list[str] = field(default_factory=list)
 
@@ -92,7 +93,8 @@ def train_attack(t: Trained, attack: str, layers: list[str], images: Optional[Te
                  settings: InverterSettings) -> None:
     """Inverse networks of one setting, trained through the shadow (query_free) or the victim (the others)."""
     target = t.shadow if attack == "query_free" else t.victim.to(t.device)
-    t.nets[attack] = train_inverters(target, layers, images, settings)
+    trained = train_inverters(target, layers, images, settings)
+    t.nets[attack], t.health[attack] = trained.nets, trained.health
 
 
 def training_stages(c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Optional[Data],
@@ -130,3 +132,22 @@ def run_training(c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Op
     t.victim = t.victim.to(t.device)
     if white_box_upconvnet(c):
         t.nets["white_box"] = {k: v for k, v in t.nets["black_box_dist"].items() if k[0] == "upconvnet"}
+        t.health["white_box"] = {k: v for k, v in t.health["black_box_dist"].items() if k[0] == "upconvnet"}
+    t.notes += health_notes(t.health)
+
+
+def health_notes(health: dict[str, dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
+    """One line per inverse network that diverged in training (as ``upconv evaluate`` says of a decoder): a
+    failed one's figures are its last good weights', a low leakage that measures the network, not the layer."""
+    notes = []
+    for attack, records in health.items():
+        for (kind, layer), r in records.items():
+            events = "; ".join(f"step {e['step']}: {e['kind']}, {e['action']}" for e in r["events"]
+                               if e["kind"] != "skipped steps")
+            if r["status"] == "failed":
+                notes.append(f"⚠ {attack} {kind} at {layer}: its inverse network diverged in training and was marked "
+                             f"failed ({events}); its figures are a lower bound on what leaks, not a measure of it")
+            elif r["status"] == "recovered":
+                notes.append(f"{attack} {kind} at {layer}: its inverse network diverged in training and was "
+                             f"recovered ({events})")
+    return notes

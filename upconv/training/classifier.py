@@ -58,7 +58,7 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_acc.update(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(x))
+        self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(x), sync_dist=True)  # weighted by shard
         self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
 
     test_step = validation_step

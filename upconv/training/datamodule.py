@@ -12,6 +12,8 @@ from typing import Any, Iterator, Literal, Optional
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -73,14 +75,28 @@ class ImageData(L.LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning loaders
     def _loader(self, split: Literal["train", "val"], train: bool) -> Any:
+        """Training batches shuffled anew every epoch; under data parallelism each process gets its own shard.
+
+        In memory, ``DeviceBatches`` shards by rank itself (Lightning's distributed sampler only replaces the
+        samplers of DataLoaders): disjoint shards of one permutation per epoch, the remainder of a global batch
+        dropped. Streaming, training keeps Lightning's ``DistributedSampler``; validation gets an unpadded one,
+        so every held-out image is scored exactly once and the sums reduced over processes are exact.
+        """
         hp, part = self.hparams, self.source.part(split)
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if train and world > 1:
+            rank_zero_info(f"data parallel: global batch {world * hp.batch_size} = {hp.batch_size} per device × "
+                           f"{world} processes; model.lr is used as given: tuned for a k× smaller global batch, "
+                           f"scale it by √k (AdamW's square-root rule, docs/scale-out.md)")
         if isinstance(part, tuple):
             x, y = part
-            trainer = getattr(self, "trainer", None)
             dev = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            return DeviceBatches(x.to(dev), y.to(dev), hp.batch_size, shuffle=train, seed=hp.seed,
-                                 drop_last=train and len(x) > hp.batch_size)
-        return DataLoader(part, batch_size=hp.batch_size, shuffle=train, num_workers=hp.num_workers,
+            return DeviceBatches(x.to(dev), y.to(dev), hp.batch_size, shuffle=train, seed=hp.seed, drop_last=train,
+                                 rank=rank, world_size=world)
+        sampler = None if train or world == 1 else UnrepeatedDistributedSampler(part, num_replicas=world, rank=rank,
+                                                                               shuffle=False)
+        return DataLoader(part, batch_size=hp.batch_size, shuffle=train, sampler=sampler, num_workers=hp.num_workers,
                           pin_memory=torch.cuda.is_available(), drop_last=train,
                           persistent_workers=hp.num_workers > 0)
 

@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,7 +31,7 @@ from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
 from upconv.nets.upconvnet import UpconvNet
-from upconv.training.health import clip_grad_norms
+from upconv.training.health import HealthGuard, clip_grad_norms
 from upconv.training.recipes import DecoderRecipe
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ def mean_over_ranks(values: Tensor) -> Tensor:
         torch.distributed.all_reduce(values)
         return values / torch.distributed.get_world_size()
     return values
+
+
+def silent(record: logging.LogRecord) -> bool:
+    """A logging filter that drops every record (the guard's warnings on ranks other than 0)."""
+    return False
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -105,7 +111,7 @@ class InversionModule(L.LightningModule):
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
         self.health = self.recipe.guard(self.decoders)
-        self._val_sums: Optional[Tensor] = None  # (L, 3) per-layer sums of PSNR, SSIM and image count
+        self._val_sums: Optional[Tensor] = None  # (L, 4) per-layer sums of PSNR, SSIM, loss; image count
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -145,10 +151,19 @@ class InversionModule(L.LightningModule):
                 f"stretched mid-way); to train longer, start a new run"
             )
         self.health.bind(self.optimizers().optimizer, sched)
-        world = self.trainer.world_size
-        if world > 1 and self.trainer.is_global_zero:
-            log.info("data parallel: %d processes; each step's global batch is %d × the per-device batch "
-                     "(scale model.lr with it, see docs/training.md)", world, world)
+        if self.trainer.world_size > 1:
+            self._data_parallel()
+
+    def _data_parallel(self) -> None:
+        """Every rank takes the guard's decisions (losses averaged over ranks): rank 0 alone tells of them.
+        Batch-normalised decoders normalise over their own device's images unless synchronised: say so."""
+        if self.trainer.global_rank != 0:
+            logging.getLogger(HealthGuard.__module__).addFilter(silent)  # added once: a no-op after that
+        if any(isinstance(m, nn.BatchNorm2d) for m in self.decoders.modules()):  # SyncBatchNorm is not one
+            rank_zero_warn("decoders with norm=batch normalise over each device's own batch, not the global one, "
+                           "and keep per-rank running statistics: pass --trainer.sync_batchnorm true (GPUs) to "
+                           "train as one process with the global batch would, or use norm=group "
+                           "(docs/scale-out.md)")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
@@ -184,26 +199,33 @@ class InversionModule(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
         losses, recon = self._losses(images)
+        n = images.new_tensor(float(len(images)))
         rows = []
         for name in self.layers:
             x_hat = recon[name].float().clamp(0, 1)
             # The evaluation's definitions: mean of per-image PSNR (capped) and of per-image SSIM.
             rows.append(torch.stack([M.psnr(x_hat, images).sum(), M.ssim(x_hat, images).float().sum(),
-                                     images.new_tensor(float(len(images)))]))
-            self.log(f"val/loss_{name}", losses[name], on_epoch=True, batch_size=len(images))
-        sums = torch.stack(rows)  # (L, 3)
+                                     losses[name].float() * n, n]))
+        sums = torch.stack(rows)  # (L, 4): sums of PSNR, SSIM and loss over the images, and their count
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
         if batch_idx == 0 and self.hparams.log_images > 0:
             self._log_grid(images, recon)
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_sums is None:
-            return
-        means = (self._val_sums[:, :2] / self._val_sums[:, 2:]).tolist()  # (L, 2): once per validation
+        """The whole held-out split's means: each process holds the sums of its own shard (no image twice,
+        see ``ImageData``), so summing over processes first gives the exact figure, whatever the shards' sizes."""
+        sums = self._val_sums if self._val_sums is not None else torch.zeros(len(self.layers), 4, device=self.device)
         self._val_sums = None
-        for name, (psnr, ssim) in zip(self.layers, means):
-            self.log(f"val/psnr_{name}", psnr, prog_bar=name == self.layers[-1])
-            self.log(f"val/ssim_{name}", ssim)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()  # (L, 4), read back once per validation
+        for name, (psnr, ssim, loss, n) in zip(self.layers, sums):
+            if n == 0:
+                return
+            psnr, ssim, loss = psnr / n, ssim / n, loss / n
+            # Already the same on every process: sync_dist averages equal numbers (and keeps Lightning from
+            # warning that epoch-level metrics are unsynchronised).
+            self.log(f"val/loss_{name}", loss, sync_dist=True)
+            self.log(f"val/psnr_{name}", psnr, prog_bar=name == self.layers[-1], sync_dist=True)
+            self.log(f"val/ssim_{name}", ssim, sync_dist=True)
 
     def _log_grid(self, images: Tensor, recon: dict[str, Tensor]) -> None:
         """Originals in the first row, then one row per layer; saved as PNG beside the logs."""
@@ -211,13 +233,15 @@ class InversionModule(L.LightningModule):
 
         if self.trainer is None or self.trainer.sanity_checking:
             return
+        log_dir = self.trainer.log_dir or "."  # a broadcast under DDP: every rank asks, rank 0 alone writes
+        if not self.trainer.is_global_zero:
+            return
         n = min(self.hparams.log_images, len(images))
         rows = [images[:n]] + [recon[name][:n].float().clamp(0, 1) for name in self.layers]
         grid = make_grid(torch.cat(rows).cpu(), nrow=n, padding=1)
         for logger in self.loggers:
             if hasattr(logger, "log_image"):  # wandb
                 logger.log_image("val/reconstructions", [grid], caption=["originals, " + ", ".join(self.layers)])
-        log_dir = self.trainer.log_dir or "."
         os.makedirs(log_dir, exist_ok=True)
         save_image(grid, os.path.join(log_dir, f"reconstructions_epoch{self.current_epoch:03d}.png"))
 
