@@ -146,8 +146,9 @@ def test_a_typo_in_a_config_key_is_one_line_with_the_nearest_key(tmp_path, monke
 
 
 def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path, monkeypatch):
-    """cifar10_alexnet_all.yaml holds two ModelCheckpoint callbacks; one option moves both, and saves are
-    atomic (AtomicCheckpointIO)."""
+    """cifar10_alexnet_all.yaml holds a ModelCheckpoint (decoders.ckpt) and a LastState (last.ckpt); one option
+    moves both, and saves are atomic (AtomicCheckpointIO)."""
+    from upconv.training.callbacks import LastState
     from upconv.training.cli import AtomicCheckpointIO
 
     monkeypatch.setenv("UPCONV_WANDB", "0")
@@ -159,9 +160,11 @@ def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path
                 "--trainer.enable_progress_bar=false", "--model.init_args.encoder_weights=null",
                 "--model.init_args.width=4", "--model.init_args.fc_width=16", "--model.init_args.max_width=16",
                 f"--runs_dir={tmp_path}/runs", f"--checkpoints_dir={tmp_path}/mine"])
-    dirs = {cb.dirpath for cb in cli.trainer.checkpoint_callbacks}
-    assert dirs == {str(tmp_path / "mine")} and len(cli.trainer.checkpoint_callbacks) == 2
-    assert os.listdir(tmp_path / "mine") == ["decoders.ckpt"] and not (tmp_path / "checkpoints").exists()
+    savers = [cb for cb in cli.trainer.callbacks if hasattr(cb, "dirpath")]
+    assert {type(cb).__name__ for cb in savers} == {"ModelCheckpoint", "LastState"}
+    assert {cb.dirpath for cb in savers} == {str(tmp_path / "mine")}
+    assert sorted(os.listdir(tmp_path / "mine")) == ["decoders.ckpt", "last.ckpt"]
+    assert not (tmp_path / "checkpoints").exists() and any(isinstance(cb, LastState) for cb in savers)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

@@ -11,6 +11,7 @@ anchor a heading there.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import io
@@ -109,6 +110,8 @@ def parse_error(argv: list[str]) -> str | None:
         if e.code not in (0, None):
             message = err.getvalue()
             return message[message.find("error:"):].strip() or f"exit status {e.code}"
+    except argparse.ArgumentError as e:  # train.py's parser raises its errors (turned into one line by main)
+        return str(e)
     return None
 
 

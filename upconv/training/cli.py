@@ -84,9 +84,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def redirect_checkpoints(cfg: Any, callbacks: list[Any], folder: str) -> None:
-    """``--checkpoints_dir``: every ModelCheckpoint's dirpath, and a classifier's export file, into ``folder``."""
+    """``--checkpoints_dir``: every ModelCheckpoint's and LastState's dirpath, and a classifier's export file,
+    into ``folder``."""
     for cb in callbacks:
-        if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+        if str(cb.get("class_path", "")).endswith(("ModelCheckpoint", "LastState")):
             if isinstance(cb, dict):
                 cb["init_args"] = {**cb.get("init_args", {}), "dirpath": folder}
             else:  # a jsonargparse Namespace, addressed by dotted keys
