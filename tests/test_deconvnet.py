@@ -475,8 +475,11 @@ def test_top_activating_and_channel_figure(folder):
         assert torch.allclose(values[k], brute[:, k].sort(descending=True).values[:4])
         assert torch.allclose(brute[index[k], k], values[k])
     imgs = all_images[index[0]]
-    fig = channel_figure(DeconvNet(enc), imgs, "conv2", 3)
+    fig = channel_figure(DeconvNet(enc), imgs, "conv2", 3, searched=10)
     assert fig["tiles"].shape == (4, 3, 14, 28)
+    assert fig["caption"].startswith("alexnet_cifar conv2, channel 3: the top 4 of 10 images")
+    assert "DeconvNet projection" in fig["caption"] and "receptive-field crop" in fig["caption"]
+    assert "guided backpropagation projection" in channel_figure(DeconvNet(enc, guided=True), imgs, "conv2", 3)["caption"]
     for n, (t, l, h, w) in enumerate(fig["windows"]):
         assert torch.equal(fig["tiles"][n, :, :, 14:], imgs[n, :, t:t + h, l:l + w])  # the matching crop
 
@@ -502,12 +505,26 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
 def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp_path, capsys, monkeypatch):
     from upconv.cli.main import main
 
+    import matplotlib.figure
+
+    titles, real = {}, matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, **kw):  # the caption each saved figure carries, read off the figure itself
+        titles[os.path.basename(path)] = fig._suptitle.get_text() if fig._suptitle else ""
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
     out = tmp_path / "figs"
     main(["deconv", "alexnet_cifar", "fc6", str(folder), "--out", str(out), "--channels", "[0, 5]", "--limit", "6",
           "--top", "3", "--images", "2", "--encoder_kwargs", '{"width": 0.25}', "--zoom", "1", "--device", "cpu"])
     assert sorted(os.listdir(out)) == ["fc6_channel0000.png", "fc6_channel0005.png",
                                        "fc6_image0000.png", "fc6_image0001.png"]
+    assert sorted(titles) == ["fc6_channel0000.png", "fc6_channel0005.png"]
+    for c in (0, 5):
+        text = " ".join(titles[f"fc6_channel{c:04d}.png"].split())  # as wrapped onto lines
+        assert text.startswith(f"alexnet_cifar fc6, channel {c}: the top 3 of 6 images"), text
+        assert "DeconvNet projection" in text and "receptive-field crop" in text
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [f"2 channel figures (top 3 of 6 images) and 2 image figures for "
                                          f"alexnet_cifar fc6 written to {out}/"]

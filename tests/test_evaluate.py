@@ -55,6 +55,28 @@ def _csv_rows(path, floors=False):
     return rows if floors else [r for r in rows if not r["method"].startswith("floor: ")]
 
 
+def _md_tables(md):
+    """Every markdown table of a report, in order: (header cells, body rows as lists of cells)."""
+    found, current = [], None
+    for line in md.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if current is None:
+            current = (cells, [])
+            found.append(current)
+        elif not set(line) <= set("|-: "):  # not the alignment row
+            current[1].append(cells)
+    return found
+
+
+def _main_table(md):
+    """The results table (the first one after "## Results") as {(method, layer): {column: cell}}."""
+    head, body = _md_tables(md.split("## Results")[1])[0]
+    return {(c[0], c[1]): dict(zip(head, c)) for c in body}
+
+
 class Oracle:
     """Returns the originals: every figure is known exactly."""
 
@@ -96,16 +118,19 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path, t
     assert [r["method"] for r in floors] == ["floor: mean image", "floor: class mean"]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["rows"] == res.rows and saved["floor_rows"] == res.floor_rows
-    main_part = (out / "report.md").read_text().split("### No-information floors")[0]
-    table = [line for line in main_part.splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in table[0].strip("|").split("|")]
+    found = [t for t in _md_tables((out / "report.md").read_text()) if t[0][:2] == ["method", "layer"]]
+    assert found[0][0] == ["method", "layer", "n", "PSNR dB ↑", "SSIM ↑", "floor verdict", "decoder"]
     shown = [k for k in METRICS if rows[0][k] != ""]
-    flags = ["⚠ read before use"] if any(r["floor_verdict"] for r in rows) else []
-    assert header == ["layer", "n"] + [tables.LABELS[k] for k in shown] + flags
-    for line, row in zip(table[1:], rows):
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == row["layer"] and int(cells[1]) == int(row["n"]) == 9
-        for k, text in zip(shown, cells[2:]):
+    labels = [label for head, _ in found for label in head[2:]]  # each metric in exactly one column
+    assert sorted(labels) == sorted([tables.LABELS[k] for k in shown] + ["n", "floor verdict", "decoder"])
+    columns = {}
+    for head, body in found:
+        assert [c[:2] for c in body] == [[r["method"], r["layer"]] for r in rows]
+        columns.update({label: [c[i] for c in body] for i, label in enumerate(head[2:], 2)})
+    assert [int(n) for n in columns["n"]] == [int(r["n"]) for r in rows] == [9] * len(LAYERS)
+    assert columns["decoder"] == [r["decoder_health"] for r in rows] == ["ok"] * len(LAYERS)
+    for k in shown:
+        for text, row in zip(columns[tables.LABELS[k]], rows):
             mean, lo, hi = map(float, re.match(r"(\S+) \[(\S+), (\S+)\]", text).groups())
             tol = 0.006 if k == "psnr" else 6e-5  # table rounds to 2 / 4 decimals
             assert mean == pytest.approx(float(row[k]), abs=tol)
@@ -183,9 +208,25 @@ def test_methods_side_by_side_with_an_exact_oracle(ckpt, data, tmp_path):
         assert r["mse"] == 0 and r["psnr"] == 100.0 and r["db_error"] == 0 and r["feature_error"] == 0
         assert r["ssim"] == pytest.approx(1, abs=1e-5) and r["class_agreement"] == 1
         assert r["recon_accuracy"] == pytest.approx(res.settings["encoder_accuracy_on_originals"][0])
-    header = (tmp_path / "run" / "report.md").read_text().split("## Results")[1]
-    assert "PSNR dB ↑ (upconvnet) | PSNR dB ↑ (oracle)" in header
+    main = _main_table((tmp_path / "run" / "report.md").read_text())
+    assert list(main) == [(m, L) for m in ("upconvnet", "oracle") for L in LAYERS]  # each method's layers together
+    assert {main[("oracle", L)]["PSNR dB ↑"] for L in LAYERS} == {"100.00 [100.00, 100.00]"}
     assert len(_csv_rows(tmp_path / "run" / "metrics.csv")) == 2 * len(LAYERS)
+
+
+def test_no_table_of_the_report_is_wider_than_eight_columns(ckpt, data, tmp_path, torch_cache):
+    """Every metric computed, three methods, a floor flagged: each table still reads in a terminal, and every
+    metric still has its column (the tables are split, not cut)."""
+    _place_random_alexnet_trunk()
+    blank = Constant("blank", torch.zeros(3, 32, 32))
+    evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), layers=["conv1", "fc6"], n_boot=5), data=data,
+             methods=["upconvnet", "deconvnet", blank])
+    md = (tmp_path / "run" / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    widths = [len(line.strip().strip("|").split("|")) for line in rows]
+    assert rows and max(widths) <= 8, max(zip(widths, rows))
+    headers = [label for head, _ in _md_tables(md) for label in head]
+    assert all(label in headers for label in tables.LABELS.values())  # LPIPS and accuracy included
 
 
 @pytest.mark.parametrize("case, match", [
@@ -347,7 +388,8 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
         "upconvnet": "False", "deconvnet": "True", "deconvnet+minmax": "False"}
     assert json.loads((out / "metrics.json").read_text())["settings"]["method_caveats"] == res.settings["method_caveats"]
     md = (out / "report.md").read_text()
-    assert "PSNR dB ↑ (upconvnet) | PSNR dB ↑ (deconvnet†) | PSNR dB ↑ (deconvnet+minmax) |" in md  # beside its numbers
+    for head, body in _md_tables(md.split("## Results")[1].split("### No-information floors")[0]):
+        assert [c[0] for c in body] == ["upconvnet", "deconvnet†", "deconvnet+minmax"]  # † beside its numbers
     note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
     assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
     methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("×", "floor: "))]
@@ -613,9 +655,9 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
     assert "no-information" in csv_rows["blank"]["floor_verdict"] and csv_rows["oracle"]["floor_verdict"] == ""
     assert json.loads((out / "metrics.json").read_text())["rows"][0]["floor_verdict"] == verdicts["blank"]
     md = (out / "report.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| conv1 |"))
-    assert "blank: decoder" not in row and "blank: ⚠ at/below the mean-image floor" in row
-    assert "oracle:" not in row.split("|")[-2]
+    main = _main_table(md)
+    assert main[("blank", "conv1")]["floor verdict"] == "⚠ at/below the mean-image floor"
+    assert main[("blank", "conv1")]["decoder"] == "—" and main[("oracle", "conv1")]["floor verdict"] == "above the floors"
     assert any(line.startswith("> ⚠ blank at conv1: PSNR") and "does not measure the layer's information" in line
                for line in md.splitlines())
     assert "### No-information floors" in md and "| mean image |" in md and "| class mean |" in md
@@ -643,8 +685,8 @@ def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data
                for line in md.splitlines())
     assert any(line.startswith(">") and "upconvnet at pool2: its decoder diverged in training and was recovered"
                in line for line in md.splitlines())
-    fc6 = next(line for line in md.splitlines() if line.startswith("| fc6 |"))
-    assert "decoder failed in training" in fc6
+    health = {L: row["decoder"] for (m, L), row in _main_table(md).items()}
+    assert health == {"conv1": "ok", "pool2": "decoder recovered in training", "fc6": "⚠ decoder failed in training"}
     assert {r["layer"]: r["decoder_health"] for r in _csv_rows(out / "metrics.csv")}["fc6"] == "failed"
 
 

@@ -471,6 +471,31 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     assert "a targeted attack needs --labels" in capsys.readouterr().err
 
 
+def test_gradcam_titles_name_the_folders_classes_else_their_index(tmp_path, image_folder, monkeypatch):
+    import matplotlib.figure
+
+    from upconv.cli.main import main
+
+    titles, real = [], matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, **kw):  # the titles of the saved figure, read off the figure itself
+        titles.append([ax.get_title() for ax in fig.axes if ax.get_title()])
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    data = image_folder(tmp_path / "data", per_class=2, size=(40, 36), classes=("cat", "dog"), seed=3)
+    common = ["alexnet_cifar", f"[{data}]", "conv5", "--encoder_weights", "null", "--guided", "false"]
+    two = ["--encoder_kwargs", '{"width": 0.25, "num_classes": 2}']  # one output per folder
+    main(["visualize", "gradcam", *common, *two, "--classes", "[1]", "--out", str(tmp_path / "given")])
+    main(["visualize", "gradcam", *common, *two, "--out", str(tmp_path / "predicted")])
+    main(["visualize", "gradcam", *common, "--encoder_kwargs", '{"width": 0.25}', "--classes", "[1]",
+          "--out", str(tmp_path / "ten")])  # 10 outputs, 2 folders: names would be a guess
+    files = ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
+    assert titles[0] == [f"{f} → dog" for f in files] * 2  # the images, then their Grad-CAM overlays
+    assert {t.split(" → ")[1] for t in titles[1]} <= {"cat", "dog"} and len(titles[1]) == 8
+    assert titles[2] == [f"{f} → 1" for f in files] * 2
+
+
 @pytest.mark.slow
 def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys, image_folder):
     from upconv.cli.main import main

@@ -12,7 +12,7 @@ import torch
 from upconv.cli.args import cli_encoder
 from upconv.cli.visualize import image_args, write_grid
 from upconv.core.files import check_out
-from upconv.data.folders import load_images
+from upconv.data.folders import folder_classes, load_images
 
 
 @image_args
@@ -21,6 +21,8 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
             encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
             device: str = "auto") -> None:
     """Grad-CAM overlays (Selvaraju et al. 2017), and guided Grad-CAM, for the predicted class or ``classes``.
+    Each image is titled with its class's name when the ImageFolder given has one folder per class of the
+    encoder (assumed in the encoder's order), else with the class index.
 
     Args:
         layer: spatial layer whose maps are weighted (e.g. the last convolution).
@@ -29,17 +31,20 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
     """
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.core.figures import overlay, signed_to_image
-    from upconv.visualize.gradcam import grad_cam, guided_grad_cam
+    from upconv.visualize.gradcam import class_labels, grad_cam, guided_grad_cam
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
     x = x.to(enc.mean.device)
     with torch.no_grad():
-        pred = enc.logits(x).flatten(1).argmax(1) if classes is None else torch.as_tensor(classes).to(x.device)
+        logits = enc.logits(x).flatten(1)  # (N, K)
+    pred = logits.argmax(1) if classes is None else torch.as_tensor(classes).to(x.device).expand(len(x))
     rows = [x.cpu(), overlay(x, grad_cam(enc, x, layer, pred))]
     if guided:
         rows.append(signed_to_image(guided_grad_cam(enc, x, layer, pred)).cpu())
-    write_grid(out, "gradcam.png", torch.cat(rows), [f"{n} → {c}" for n, c in zip(names, pred.tolist())] * len(rows), len(names), overwrite=overwrite)
+    labels = class_labels(pred.tolist(), folder_classes(images), logits.shape[1])  # names when the folder has them
+    titles = [f"{n} → {c}" for n, c in zip(names, labels)] * len(rows)
+    write_grid(out, "gradcam.png", torch.cat(rows), titles, len(names), overwrite=overwrite)
 
 
 @image_args

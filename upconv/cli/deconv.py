@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from upconv.cli.args import cli_encoder, shared_args
+from upconv.core.figures import captioned_figure, save_figure
 from upconv.core.files import atomic_folder, check_out
 from upconv.core.runtime import progress
 from upconv.methods.deconvnet import DeconvNet
@@ -24,6 +25,15 @@ def _save(image: Tensor, path: str, zoom: int) -> None:
     if zoom > 1:  # nearest-neighbour keeps 32×32 pixels crisp
         image = F.interpolate(image[None].float(), scale_factor=zoom, mode="nearest")[0]
     save_image(image.clamp(0, 1).cpu(), path)
+
+
+def _channel_figures(net: DeconvNet, ds: Any, layer: str, channels: list[int], index: Tensor, folder: str,
+                     zoom: int) -> None:
+    """One captioned PNG per channel: its top images (``index`` (K, top) into ``ds``) and their projections."""
+    for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
+        imgs = torch.stack([ds[int(i)][0] for i in index[k]])
+        fig = channel_figure(net, imgs, layer, c, searched=len(ds))
+        save_figure(captioned_figure(fig["grid"], fig["caption"], zoom), os.path.join(folder, f"{layer}_channel{c:04d}.png"))
 
 
 @shared_args()
@@ -50,7 +60,7 @@ def deconv(
     """Write DeconvNet / guided-backpropagation figures (Zeiler & Fergus 2014) as PNGs.
 
     Per channel: the top activating images of the data set, each projection beside its receptive-field
-    crop. Per image: the image beside the projection of the layer's strongest activations.
+    crop, under a caption naming the encoder, layer and channel. Per image: the image beside the projection of the layer's strongest activations.
 
     Args:
         layer: layer to project from (see ``upconv layers``).
@@ -77,9 +87,7 @@ def deconv(
     ds = image_folder(data, enc.image_size, limit)
     with atomic_folder(out, overwrite) as tmp:  # a corrupt image or a crash leaves no folder behind
         values, index = top_activating(enc, name, ds, channels, top, batch_size)
-        for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
-            imgs = torch.stack([ds[int(i)][0] for i in index[k]])
-            _save(channel_figure(net, imgs, name, c)["grid"], os.path.join(tmp, f"{name}_channel{c:04d}.png"), zoom)
+        _channel_figures(net, ds, name, channels, index, tmp, zoom)
         n_img = min(images, len(ds))
         if n_img > 0:
             tiles = image_figure(net, torch.stack([ds[i][0] for i in range(n_img)]), name, top_k)

@@ -1,10 +1,11 @@
-"""PNG figures: captioned image grids, labelled row grids, heat-map overlays and signed maps (matplotlib,
+"""PNG figures: captioned images and image grids, labelled row grids, heat-map overlays and signed maps (matplotlib,
 headless)."""
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from typing import Sequence
 
 import matplotlib
@@ -72,4 +73,26 @@ def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: st
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamp: the same run gives the same bytes
+    plt.close(fig)
+
+
+def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float = 8) -> "plt.Figure":
+    """An image (C, H, W) in [0, 1], ``zoom`` screen pixels per pixel (at 100 dpi), under its caption wrapped
+    to the figure's width. The caller saves and closes it."""
+    img = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
+    h, w = img.shape[0] * zoom / 100, max(img.shape[1] * zoom, 320) / 100  # inches
+    lines = textwrap.wrap(caption, max(24, int(w * 72 / (0.55 * fontsize))))
+    top = (len(lines) * 1.25 * fontsize + 8) / 72  # inches for the caption
+    fig = plt.figure(figsize=(w, h + top))
+    ax = fig.add_axes((0, 0, 1, h / (h + top)))
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+              interpolation="nearest", vmin=0, vmax=1)
+    ax.axis("off")
+    fig.suptitle("\n".join(lines), fontsize=fontsize, y=1 - 3 / 72 / (h + top), va="top")
+    return fig
+
+
+def save_figure(fig: "plt.Figure", path: str | os.PathLike) -> None:
+    """Write ``fig`` as a PNG without a timestamp (the same figure gives the same bytes) and close it."""
+    fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

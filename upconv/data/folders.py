@@ -73,3 +73,10 @@ def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[in
     images = [tf(read_image(f, mode)) for f, _, _ in progress(picks, "loading images", len(picks), unit="img")]
     y = torch.tensor([label for _, label, _ in picks])
     return torch.stack(images), (None if (y < 0).any() else y), [name for _, _, name in picks]
+
+
+def folder_classes(inputs: Sequence[str]) -> Optional[list[str]]:
+    """The class names of the ImageFolder directories among ``inputs``, in label order (sorted folder names);
+    None when there is no directory or two directories have different classes."""
+    found = {tuple(datasets.folder.find_classes(p)[0]) for p in inputs if os.path.isdir(p)}
+    return list(found.pop()) if len(found) == 1 else None

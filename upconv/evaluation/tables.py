@@ -70,50 +70,84 @@ def cell(row: dict[str, Any], metric: str) -> str:
     return f"{_fmt(metric, row[metric])} [{_fmt(metric, row[metric + '_lo'])}, {_fmt(metric, row[metric + '_hi'])}]"
 
 
-def markdown_table(result: EvalResult) -> str:
-    """Layers as rows in network order; for each metric the methods side by side."""
-    methods = result.settings["methods"]
-    layers = result.settings["layers"]
-    by_key = {(r["method"], r["layer"]): r for r in result.rows}
-    metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
-    s = result.settings
-    head = ["layer", "n"] + [LABELS[k] + (f" ({method_label(m, s)})" if len(methods) > 1 or m != method_label(m, s)
-                                          else "") for k in metrics for m in methods]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
-    flagged = any(row_flags(r) for r in result.rows)
-    if flagged:
-        head.append("⚠ read before use")
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 3) + ["---"]) + "|"]
-    for layer in layers:
-        n = by_key[(methods[0], layer)]["n"]
-        cells = [layer, str(n)] + [cell(by_key[(m, layer)], k) for k in metrics for m in methods]
-        if flagged:
-            cells.append("; ".join(f"{method_label(m, s)}: {f}" for m in methods if (f := row_flags(by_key[(m, layer)]))))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+MAX_COLUMNS = 8  # no table of report.md is wider, so it reads in a terminal; the full numbers are in metrics.csv
+MAIN = ("psnr", "ssim")  # beside the verdict and the decoder's health in the main table
+GROUPS = (("Pixel and perceptual error", ("mse", "lpips", "db_error")),
+          ("Features and class", ("feature_error", "class_agreement", "recon_accuracy")))
 
 
-def row_flags(row: dict[str, Any]) -> str:
-    """Short warnings for a (method, layer) row: below a floor, decoder failed or recovered in training."""
-    flags = []
-    if row.get("decoder_health") in ("failed", "recovered"):
-        flags.append(f"decoder {row['decoder_health']} in training")
+def _table(head: list[str], rows: list[list[str]], text: int, text_after: int = 0) -> str:
+    """A markdown table: the first ``text`` and last ``text_after`` columns left-aligned, the numbers between
+    right-aligned."""
+    assert len(head) <= MAX_COLUMNS, head
+    numbers = len(head) - text - text_after
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * text + ["---:"] * numbers + ["---"] * text_after) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _shown(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[str]:
+    """The metrics of ``metrics`` that some row has (a skipped metric gets no column)."""
+    return [k for k in metrics if any(r.get(k) is not None for r in rows)]
+
+
+def verdict_cell(row: dict[str, Any], floors: bool) -> str:
+    """The floor verdict of a row in a few words (``—`` when no floors were computed)."""
     verdict = row.get("floor_verdict") or ""
     if "no-information" in verdict:
-        flags.append("⚠ at/below the mean-image floor")
-    elif verdict:
-        flags.append("at/below the class-mean floor")
-    return ", ".join(flags)
+        return "⚠ at/below the mean-image floor"
+    if verdict:
+        return "at/below the class-mean floor"
+    return "above the floors" if floors else "—"
 
 
-def floor_table(result: EvalResult) -> str:
-    """The no-information floors, one row each, the same metrics as the main table."""
-    metrics = [k for k in METRICS if any(r[k] is not None for r in result.floor_rows)]
-    lines = ["| floor | n | " + " | ".join(LABELS[k] for k in metrics) + " |",
-             "|---|---|" + "---:|" * len(metrics)]
-    for r in result.floor_rows:
-        lines.append(f"| {r['method'].removeprefix('floor: ')} | {r['n']} | " + " | ".join(cell(r, k) for k in metrics) + " |")
-    return "\n".join(lines)
+def health_cell(row: dict[str, Any]) -> str:
+    """How the row's decoder fared in training (``—`` for a method without a trained decoder)."""
+    health = row.get("decoder_health")
+    if health in ("failed", "recovered"):
+        return f"{'⚠ ' if health == 'failed' else ''}decoder {health} in training"
+    return health or "—"
+
+
+def _ordered(result: EvalResult) -> list[dict[str, Any]]:
+    """The rows, each method's layers together in network order."""
+    layers = result.settings["layers"]
+    by_key = {(r["method"], r["layer"]): r for r in result.rows}
+    return [by_key[(m, L)] for m in result.settings["methods"] for L in layers if (m, L) in by_key]
+
+
+def markdown_table(result: EvalResult) -> str:
+    """The main table: one row per method and layer with PSNR, SSIM, the floor verdict and the decoder's health."""
+    s, floors = result.settings, bool(result.floor_rows)
+    metrics = _shown(result.rows, MAIN)
+    head = ["method", "layer", "n"] + [LABELS[k] for k in metrics] + ["floor verdict", "decoder"]
+    rows = [[method_label(r["method"], s), r["layer"], str(r["n"])] + [cell(r, k) for k in metrics]
+            + [verdict_cell(r, floors), health_cell(r)] for r in _ordered(result)]
+    return _table(head, rows, 2, 2)
+
+
+def group_tables(result: EvalResult) -> list[tuple[str, str]]:
+    """(title, table) for each further group of metrics that has a number: method and layer, then the metrics."""
+    out = []
+    for title, group in GROUPS:
+        metrics = _shown(result.rows, group)
+        if metrics:
+            rows = [[method_label(r["method"], result.settings), r["layer"]] + [cell(r, k) for k in metrics]
+                    for r in _ordered(result)]
+            out.append((title, _table(["method", "layer"] + [LABELS[k] for k in metrics], rows, 2)))
+    return out
+
+
+def floor_tables(result: EvalResult) -> list[str]:
+    """The no-information floors, one row each, in the same metric groups as the results."""
+    out = []
+    for group in (MAIN + GROUPS[0][1], GROUPS[1][1]):
+        metrics = _shown(result.floor_rows, group)
+        if metrics:
+            rows = [[r["method"].removeprefix("floor: "), str(r["n"])] + [cell(r, k) for k in metrics]
+                    for r in result.floor_rows]
+            out.append(_table(["floor", "n"] + [LABELS[k] for k in metrics], rows, 1))
+    return out
 
 
 def markdown(result: EvalResult) -> str:
@@ -134,8 +168,10 @@ def markdown(result: EvalResult) -> str:
              "## Settings", "", *[f"- {x}" for x in settings], ""]
     if result.notes:
         parts += [*[f"> {note}" for note in result.notes], ""]
-    parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; layers in network order.", "",
-              markdown_table(result), ""]
+    parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; each method's layers in network order; "
+              "every figure, unrounded, in metrics.csv and metrics.json.", "", markdown_table(result), ""]
+    for title, table in group_tables(result):
+        parts += [f"### {title}", "", table, ""]
     if result.floor_rows:
         f = s["floors"]
         count = "" if str(f["n_images"]) in f["source"] else f" ({f['n_images']} images)"
@@ -143,7 +179,9 @@ def markdown(result: EvalResult) -> str:
                   f"What a reconstruction scores that knows nothing of the image (the mean training image) or only "
                   f"its class (the mean training image of its class), from {f['source']}{count}. "
                   f"A layer at or below the first is not evidence that the layer lost the image: its decoder "
-                  f"failed or learned nothing.", "", floor_table(result), ""]
+                  f"failed or learned nothing.", ""]
+        for table in floor_tables(result):
+            parts += [table, ""]
     if caveat_lines(s):
         parts += [*caveat_lines(s), ""]
     parts += ["## Definitions", "", *[f"- {d}" for d in defs], "",

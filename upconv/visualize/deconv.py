@@ -54,9 +54,21 @@ def top_activating(encoder: Encoder, layer: str, dataset: Any, channels: list[in
     return best_v.cpu(), best_i.cpu()
 
 
-def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: int) -> dict[str, Any]:
+def channel_caption(encoder: str, layer: str, channel: int, n: int, searched: Optional[int] = None,
+                    guided: bool = False) -> str:
+    """What a channel figure shows: encoder, layer and channel, how its images were chosen, and each tile."""
+    method = "guided backpropagation" if guided else "DeconvNet"
+    among = f" of {searched}" if searched is not None else ""
+    return (f"{encoder} {layer}, channel {channel}: the top {n}{among} images by the channel's strongest activation "
+            f"(best first, rows of three); in each tile the {method} projection of that activation (left, zero "
+            f"= grey) beside the image's receptive-field crop around it (right)")
+
+
+def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: int,
+                   searched: Optional[int] = None) -> dict[str, Any]:
     """Tiles (N, C, h, 2w): for each image, the projection of ``channel``'s strongest activation beside the
-    receptive-field crop of the image around it; ``grid`` puts them in rows of three."""
+    receptive-field crop of the image around it; ``grid`` puts them in rows of three and ``caption`` says so
+    (``searched``: how many images the top N were chosen from)."""
     from torchvision.utils import make_grid
 
     enc = deconvnet.encoder
@@ -72,7 +84,9 @@ def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: in
         windows.append((t, l, h, w))
         tiles.append(torch.cat([proj[n, :, t:t + h, l:l + w], images[n, :, t:t + h, l:l + w]], dim=-1))
     tiles = torch.stack(tiles)  # (N, C, h, 2w)
-    return {"tiles": tiles, "windows": windows, "grid": make_grid(tiles, nrow=3, padding=2, pad_value=1.0)}
+    caption = channel_caption(enc.name, layer, channel, len(images), searched, deconvnet.guided)
+    return {"tiles": tiles, "windows": windows, "grid": make_grid(tiles, nrow=3, padding=2, pad_value=1.0),
+            "caption": caption}
 
 
 def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 1) -> Tensor:

@@ -6,7 +6,7 @@ class per image (the predicted class when None); scores are the pre-softmax clas
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,13 @@ def class_score(encoder: Encoder, logits: Tensor, classes: int | Sequence[int] |
     else:
         idx = check_indices(classes, k, "class", encoder.name, batch=b).to(logits.device)  # (B,)
     return logits.flatten(1).gather(1, idx[:, None])[:, 0], idx
+
+
+def class_labels(indices: Sequence[int], class_names: Optional[Sequence[str]], n_classes: int) -> list[str]:
+    """A name per class index, from ``class_names`` when there is one per class of the encoder (its ``n_classes``
+    outputs, assumed in that order); the index itself otherwise."""
+    named = class_names is not None and len(class_names) == n_classes
+    return [str(class_names[i]) if named else str(i) for i in indices]
 
 
 def saliency(encoder: Encoder, images: Tensor, classes: int | Sequence[int] | None = None) -> Tensor:
