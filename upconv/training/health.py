@@ -1,30 +1,15 @@
-"""Per-decoder training health: drop a spike's gradient on the device, restore a diverged decoder from a
-state confirmed a few steps earlier, or mark it failed — and never act on a spike that is already over.
+"""Per-decoder training health: tame a spike's gradient on the device, restore a diverged decoder from a state
+confirmed a few steps earlier, or mark it failed — and never act on a spike that is already over.
 
-Decoders trained in one run share nothing but the frozen encoder's features, so one decoder's blow-up must
-never reach another (each has its own optimizer parameter group) and must never be published as
-"information lost at that layer". ``HealthGuard`` watches every decoder's loss in two places:
-
-- **every step, on the device** (``gate``; nothing is read back to the host): a loss that is non-finite or
-  more than ``skip_factor`` × the layer's level (an exponential average of the losses it accepted) is
-  *rejected*. The caller weights each decoder's loss by the returned factor: 0 for a non-finite loss (its
-  gradient is dropped), √(level / loss) for a finite one, which gives its gradient the norm of an ordinary
-  step's (an MSE gradient grows as √loss), so a spike can still correct itself without its huge gradient
-  entering the optimizer's moments (Adam would carry it for hundreds of steps). Rejected losses do not move
-  the level, so a spike is not remembered once it is over;
-- **every check** (``check``, every ``check_every`` steps: one small read-back), a layer has **diverged** when
-  its latest ``patience`` losses were all rejected (it is bad *now*, not a moment ago), or when its level
-  drifted above ``spike_factor`` × its reference (its lowest level at a confirmed good state). A
-  diverged decoder gets its last good weights *and optimizer state* back and its learning rate × ``lr_backoff``;
-  after ``max_recoveries`` it is marked **failed**: it keeps its last good weights and its learning rate
-  becomes 0 (it still runs, so that data-parallel training sees the same parameters used on every rank).
-
-Good states are confirmed early: the state at a check becomes a candidate, and the candidate is confirmed as
-soon as the first loss computed on it (the next step's) is accepted. A restore therefore never throws away
-more than about ``check_every`` steps. Every event is kept (step, layer, what, action), logged, and written
-into checkpoints by ``record()``, so evaluation can say beside a layer's number that its decoder recovered or
-failed. Under data parallelism the caller passes losses averaged over ranks: every rank then takes the same
-decision at the same step (``InversionModule`` does this).
+Every step, on the device (``gate``): a loss that is non-finite or above ``skip_factor`` × the layer's level (an
+average of the losses it accepted) is rejected; the caller weights it by √(level / loss) (an ordinary step's
+gradient norm, since an MSE gradient grows as √loss) or by 0 if non-finite, and it never moves the level. Every
+``check_every`` steps (``check``, one read-back): ``patience`` rejections in a row, or a level above
+``spike_factor`` × the best level, restore the last confirmed state (weights, buffers, optimizer moments) with
+the learning rate × ``lr_backoff``; after ``max_recoveries``, the decoder is failed (learning rate 0). The
+state at a check is confirmed by the next step's loss. Events go to the log and, via ``record()``, into
+checkpoints. Under data parallelism the caller passes losses averaged over ranks, so every rank decides alike.
+See docs/training.md, "Training health".
 """
 
 from __future__ import annotations
@@ -82,23 +67,18 @@ class HealthGuard:
     def __init__(self, decoders: nn.ModuleDict, skip_factor: float = 10.0, patience: int = 2,
                  spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
                  check_every: int = 4, ema_beta: float = 0.9) -> None:
-        if skip_factor <= 1 or spike_factor <= 1:
-            raise ValueError(f"skip_factor and spike_factor must be > 1 (multiples of the layer's usual loss); "
-                             f"got {skip_factor} and {spike_factor}")
-        if patience < 1 or check_every < 1:
-            raise ValueError(f"patience and check_every must be ≥ 1; got {patience} and {check_every}")
-        if not 0 < lr_backoff <= 1:
-            raise ValueError(f"lr_backoff must be in (0, 1]; got {lr_backoff}")
-        if max_recoveries < 0:
-            raise ValueError(f"max_recoveries must be ≥ 0; got {max_recoveries}")
+        if skip_factor <= 1 or spike_factor <= 1 or patience < 1 or check_every < 1 or max_recoveries < 0 \
+                or not 0 < lr_backoff <= 1:
+            raise ValueError(f"the health guard needs skip_factor, spike_factor > 1, patience, check_every ≥ 1, "
+                             f"max_recoveries ≥ 0 and 0 < lr_backoff ≤ 1; got {skip_factor}, {spike_factor}, "
+                             f"{patience}, {check_every}, {max_recoveries}, {lr_backoff}")
         self.decoders = decoders
         self.layers = list(decoders)
         self.skip_factor, self.patience, self.spike_factor = skip_factor, patience, spike_factor
         self.lr_backoff, self.max_recoveries, self.check_every, self.ema_beta = (
             lr_backoff, max_recoveries, check_every, ema_beta)
         self.failed: set[str] = set()
-        self.recoveries = {name: 0 for name in self.layers}
-        self.skipped = {name: 0 for name in self.layers}
+        self.recoveries, self.skipped = {n: 0 for n in self.layers}, {n: 0 for n in self.layers}
         self.lr_scale = {name: 1.0 for name in self.layers}
         self.events: list[HealthEvent] = []
         self.reference: dict[str, float] = {}
@@ -112,7 +92,6 @@ class HealthGuard:
         self._window_start = 0  # the batch after the last check
         self.checked_step = -1  # the step of the last check
 
-    # ------------------------------------------------------------------ wiring
     def bind(self, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
         """Attach the optimizer (parameter group i = decoder i) and, optionally, its scheduler, and take the
         first snapshot of every decoder. Call it once training state is in place (after a resume's optimizer
@@ -132,7 +111,6 @@ class HealthGuard:
         """Layers still training (not failed), in order."""
         return [n for n in self.layers if n not in self.failed]
 
-    # ------------------------------------------------------------------ every step (device only)
     def gate(self, losses: Tensor) -> Tensor:
         """Record one step's losses, one per decoder in order ((L,), detached, any device), and return the
         weight each decoder's loss gets this step ((L,)): 1 when accepted, √(level / loss) when far above its
@@ -165,7 +143,6 @@ class HealthGuard:
         stats[FROZEN] = torch.tensor([float(n in self.failed) for n in self.layers])
         return stats
 
-    # ------------------------------------------------------------------ checks (one read-back)
     def due(self, step: int) -> bool:
         """Whether ``step`` (optimizer steps taken) is a check."""
         return step % self.check_every == 0
@@ -232,7 +209,6 @@ class HealthGuard:
                     f"{loss:.4g}" if math.isfinite(loss) else "non-finite", ref, action)
         return HealthEvent(step, name, kind, _finite(loss), ref, action, since)
 
-    # ------------------------------------------------------------------ snapshots
     def _take(self, name: str, step: int, into: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Copy a decoder's weights and optimizer state (into ``into``'s buffers when they fit)."""
         weights = self.decoders[name].state_dict()
@@ -284,7 +260,6 @@ class HealthGuard:
         if base is not None:
             base[i] *= factor
 
-    # ------------------------------------------------------------------ records
     def status(self, name: str) -> str:
         if name in self.failed:
             return "failed"
