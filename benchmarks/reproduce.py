@@ -250,7 +250,8 @@ def table(p: Preset, rows: list[dict], log: dict) -> str:
              f"Device: {log['device']}. Decoders: {log['decoders']['epochs']} epochs at batch {p.batch_size}; "
              f"plain loop: {log.get('baseline', {}).get('epochs', '—')} epochs per decoder at batch {p.batch_size}, "
              f"same training images ({log['train_images']}), same {log['test_images']} test images, same PSNR code "
-             "(mean of per-image PSNR; 95 % bootstrap intervals).", "",
+             f"(mean of per-image PSNR; 95 % bootstrap intervals). Layers: {', '.join(p.layers)}; plain-loop "
+             f"decoder width {p.plain_width}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         verdict = " ⚠ at or below the floor" if r["below_floor"] else ""
