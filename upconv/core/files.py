@@ -21,17 +21,23 @@ class UnreadableFileError(ValueError):
     """A file exists but cannot be read as what it should be."""
 
 
-def load_torch_file(path: str | os.PathLike, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; ``what`` names the file's role in errors
-    ("decoder checkpoint", "encoder weights file")."""
-    import torch
-
+def _present(path: str | os.PathLike, what: str, remedy: str) -> str:
+    """``path`` as a string, once it is known to be an existing, non-empty file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     if os.path.getsize(path) == 0:
         raise UnreadableFileError(f"{what} {path} is empty (0 bytes); a run was probably killed while writing "
-                                  f"it: re-create it, or point to another file")
+                                  f"it: {remedy}")
+    return path
+
+
+def load_torch_file(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; ``what`` names the file's role in errors
+    ("decoder checkpoint", "encoder weights file")."""
+    import torch
+
+    path = _present(path, what, "re-create it, or point to another file")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing anyway
             warnings.simplefilter("ignore")
@@ -56,12 +62,7 @@ def check_torch_file(path: str | os.PathLike, what: str) -> None:
     for files a library loads itself, e.g. Lightning's resume checkpoint."""
     import zipfile
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise UnreadableFileError(f"{what} {path} is empty (0 bytes); a run was probably killed while writing "
-                                  f"it: point to an earlier checkpoint, or start without it")
+    path = _present(path, what, "point to an earlier checkpoint, or start without it")
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
