@@ -26,7 +26,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The headline table end to end: encoder, decoders, depth evaluation and the plain-loop baseline
-# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (about 15 min on two cores) or gpu (one GPU, < 9 min).
+# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (37 min on two cores) or gpu (one GPU, sized for < 9 min; not yet run).
 # With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
 # ARGS passes more options, e.g. ARGS="--set root=/data/cifar10".
 PRESET ?= smoke
