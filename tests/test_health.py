@@ -321,7 +321,7 @@ def test_compiled_decoders_match_eager_and_keep_checkpoint_names():
 
 def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
     """A run shorter than LastState's interval still ends with a resumable last.ckpt (written through a
-    .partial file), and the guard's losses and counters reach metrics.csv although the run is shorter than
+    hidden sibling), and the guard's losses and counters reach metrics.csv although the run is shorter than
     the trainer's logging interval."""
     import csv
 
@@ -344,4 +344,4 @@ def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
         rows = list(csv.DictReader(f))
     logged = [r for r in rows if r.get("train/loss_conv1_epoch")]
     assert len(logged) == 2 and trainer.log_every_n_steps > trainer.global_step  # one row per epoch
-    assert all("train/skipped_steps_epoch" in r for r in logged)
+    assert all(r["train/skipped_steps_epoch"] != "" for r in logged)  # the counters are written, not just headed

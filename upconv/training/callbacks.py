@@ -6,13 +6,15 @@ import os
 
 import lightning.pytorch as L
 
+from upconv.core.files import atomic_file
+
 
 class LastState(L.Callback):
     """The full training state (decoders, optimizer, schedule, health guard) as ``<dirpath>/<filename>.ckpt``
     every ``every_n_epochs`` epochs **and when training ends**, so every run, however short, can be resumed
     with ``--ckpt_path`` (Lightning's ``ModelCheckpoint(every_n_epochs=5)`` leaves nothing for a 4-epoch run).
 
-    Written to ``<file>.partial`` and renamed: a kill during a save leaves the previous state intact, never a
+    Written through ``core.files.atomic_file`` (a hidden sibling renamed into place): a kill during a save leaves the previous state intact, never a
     truncated file. Under DDP every rank takes part in the save and rank 0 alone writes and renames.
     """
 
@@ -35,11 +37,10 @@ class LastState(L.Callback):
             self._save(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:
-        partial = self.path + ".partial"
         if trainer.is_global_zero:
-            os.makedirs(self.dirpath, exist_ok=True)
-        trainer.save_checkpoint(partial)  # every rank calls it; the strategy writes on rank 0 only
-        if trainer.is_global_zero:
-            os.replace(partial, self.path)
+            with atomic_file(self.path) as partial:  # renamed into place only once complete
+                trainer.save_checkpoint(partial)
+        else:
+            trainer.save_checkpoint(self.path)  # a collective call: the strategy writes on rank 0 only
         trainer.strategy.barrier("LastState")
         self._saved_step = trainer.global_step
