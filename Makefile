@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: install demo test test-fast bench reproduce clean
+.PHONY: install demo test test-fast lint format bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff, configured in pyproject.toml: `make format` rewrites, `make lint` (what CI runs first) only checks.
+lint: install
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -37,16 +37,27 @@ def run(layers: list[str], lr: float, steps: int, data: ImageData, held_out: tor
     torch.manual_seed(0)
     m = InversionModule(layers=layers, lr=lr, encoder_kwargs={"width": 0.5}, **kw)  # a random-weight encoder
     curve = Curve()
-    L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, callbacks=[curve]).fit(m, data)
+    L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[curve],
+    ).fit(m, data)
     with torch.no_grad():
         final, _ = m._losses(held_out)
     out = {}
     for n in m.layers:
         seq = torch.tensor([c[n] for c in curve.losses])
-        out[n] = {"max": float(seq.nan_to_num(float("inf")).max()), "last10": float(seq[-10:].mean()),
-                  "held_out": float(final[n]), "status": m.health.status(n),
-                  "events": [f"{e.kind}@{e.step}" for e in m.health.events if e.layer == n]}
+        out[n] = {
+            "max": float(seq.nan_to_num(float("inf")).max()),
+            "last10": float(seq[-10:].mean()),
+            "held_out": float(final[n]),
+            "status": m.health.status(n),
+            "events": [f"{e.kind}@{e.step}" for e in m.health.events if e.layer == n],
+        }
     return out
 
 
@@ -60,15 +71,23 @@ def main() -> None:
     ap.add_argument("--norm", default="none", help="decoder normalisation (the recipe's batch norm rarely blows up)")
     ap.add_argument("--width", type=int, default=32)
     args = ap.parse_args()
-    data = ImageData(source=args.data, root=args.root, limit_train=2000 if args.root else None,
-                     limit_val=200 if args.root else None, batch_size=32, augment=False)
+    data = ImageData(
+        source=args.data,
+        root=args.root,
+        limit_train=2000 if args.root else None,
+        limit_val=200 if args.root else None,
+        batch_size=32,
+        augment=False,
+    )
     data.setup()
     held_out = data.source.tensors("val")[0][:200].float() / 255  # (N, 3, 32, 32)
-    settings = {"no clipping, no guard": dict(grad_clip=None, **OFF),
-                "clip 1.0, no guard": dict(grad_clip=1.0, **OFF),
-                "clip 0.1, no guard": dict(grad_clip=0.1, **OFF),
-                "guard, no clipping": dict(grad_clip=None),
-                "guard + clip 1.0": dict(grad_clip=1.0)}
+    settings = {
+        "no clipping, no guard": dict(grad_clip=None, **OFF),
+        "clip 1.0, no guard": dict(grad_clip=1.0, **OFF),
+        "clip 0.1, no guard": dict(grad_clip=0.1, **OFF),
+        "guard, no clipping": dict(grad_clip=None),
+        "guard + clip 1.0": dict(grad_clip=1.0),
+    }
     print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}, decoders width {args.width}, norm {args.norm}")
     print("| setting | layer | highest loss | last 10 steps | held-out loss | guard |")
     print("|---|---|---:|---:|---:|---|")
@@ -77,8 +96,9 @@ def main() -> None:
         shape = dict(norm=args.norm, width=args.width, fc_width=256, max_width=256)
         for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **shape, **kw).items():
             guard = r["status"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
-            print(f"| {name} | {layer} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |",
-                  flush=True)
+            print(
+                f"| {name} | {layer} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |", flush=True
+            )
         print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->", flush=True)
 
 

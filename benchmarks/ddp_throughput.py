@@ -28,8 +28,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.5}, layers=["conv2", "fc6"], width=16,
-             fc_width=256, max_width=128, norm="none")
+MODEL = dict(
+    encoder="alexnet_cifar",
+    encoder_kwargs={"width": 0.5},
+    layers=["conv2", "fc6"],
+    width=16,
+    fc_width=256,
+    max_width=128,
+    norm="none",
+)
 BEGIN, END = "<!-- ddp_throughput: begin -->", "<!-- ddp_throughput: end -->"
 
 
@@ -51,21 +58,44 @@ def train(devices: int, batch: int, epochs: int, n: int, threads: int, out: str)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     module = InversionModule(**MODEL)
-    data = ImageData(source="embedded", embedded_per_class=80, limit_train=n, limit_val=32, batch_size=batch,
-                     augment=False)
+    data = ImageData(
+        source="embedded", embedded_per_class=80, limit_train=n, limit_val=32, batch_size=batch, augment=False
+    )
     clock = Clock()
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_epochs=epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(module, data)
     if trainer.is_global_zero:
-        torch.save({"seconds": clock.seconds, "images": clock.steps * batch * devices, "steps": clock.steps,
-                    "state": module.decoders.state_dict()}, out)
+        torch.save(
+            {
+                "seconds": clock.seconds,
+                "images": clock.steps * batch * devices,
+                "steps": clock.steps,
+                "state": module.decoders.state_dict(),
+            },
+            out,
+        )
 
 
 def launch(devices: int, batch: int, threads: int, args: argparse.Namespace, out: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--rank-run", json.dumps(
-        {"devices": devices, "batch": batch, "epochs": args.epochs, "n": args.n, "threads": threads, "out": out})]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--rank-run",
+        json.dumps(
+            {"devices": devices, "batch": batch, "epochs": args.epochs, "n": args.n, "threads": threads, "out": out}
+        ),
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
     return torch.load(out, weights_only=True)
@@ -80,22 +110,32 @@ def table(args: argparse.Namespace) -> str:
     loads, rows, gaps = [os.getloadavg()[0]], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            recs = [launch(devices, 2 * args.batch // devices, threads, args, os.path.join(tmp, f"{i}_{j}.pt"))
-                    for j, (devices, threads, _) in enumerate(RUNS)]
+            recs = [
+                launch(devices, 2 * args.batch // devices, threads, args, os.path.join(tmp, f"{i}_{j}.pt"))
+                for j, (devices, threads, _) in enumerate(RUNS)
+            ]
             loads.append(os.getloadavg()[0])
             gaps.append(max((recs[0]["state"][k] - recs[-1]["state"][k]).abs().max().item() for k in recs[0]["state"]))
             rates = [r["images"] / r["seconds"] for r in recs]
-            rows += [f"| {i + 1} | {label} | {2 * args.batch // devices} | {r['steps']} | {rate:.0f} | "
-                     f"{rate / rates[0]:.2f} |" for (devices, _, label), r, rate in zip(RUNS, recs, rates)]
-    return "\n".join([
-        f"CPU (2 cores shared with other jobs), load average {min(loads):.1f}–{max(loads):.1f} while measuring; "
-        f"{args.n} images × {args.epochs} epochs (timed from epoch 2), global batch {2 * args.batch}, "
-        f"decoders {', '.join(MODEL['layers'])} of alexnet_cifar (width 0.5), no normalisation.", "",
-        "| round | run | per-device batch | steps timed | images/s | ratio |", "|---:|---|---:|---:|---:|---:|",
-        *rows, "",
-        f"Largest difference between the final decoder weights of a round's one-process and two-rank runs: "
-        f"{max(gaps):.1e} (the same training up to float rounding).",
-    ])
+            rows += [
+                f"| {i + 1} | {label} | {2 * args.batch // devices} | {r['steps']} | {rate:.0f} | "
+                f"{rate / rates[0]:.2f} |"
+                for (devices, _, label), r, rate in zip(RUNS, recs, rates)
+            ]
+    return "\n".join(
+        [
+            f"CPU (2 cores shared with other jobs), load average {min(loads):.1f}–{max(loads):.1f} while measuring; "
+            f"{args.n} images × {args.epochs} epochs (timed from epoch 2), global batch {2 * args.batch}, "
+            f"decoders {', '.join(MODEL['layers'])} of alexnet_cifar (width 0.5), no normalisation.",
+            "",
+            "| round | run | per-device batch | steps timed | images/s | ratio |",
+            "|---:|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Largest difference between the final decoder weights of a round's one-process and two-rank runs: "
+            f"{max(gaps):.1e} (the same training up to float rounding).",
+        ]
+    )
 
 
 def main() -> None:

@@ -96,23 +96,28 @@ def main() -> None:
     x = enc.normalize(images)
 
     with torch.no_grad():
-        t_batched, batched = timed(lambda: net.project(images, args.layer, channels=channels, chunk=args.chunk),
-                                   args.device, args.repeats)
+        t_batched, batched = timed(
+            lambda: net.project(images, args.layer, channels=channels, chunk=args.chunk), args.device, args.repeats
+        )
     t_loop, loop = timed(lambda: per_channel_autograd(trunk, x, channels, False), args.device, args.repeats)
     t_reuse, _ = timed(lambda: per_channel_autograd(trunk, x, channels, True), args.device, args.repeats)
     loop = loop * enc.std.unsqueeze(0)  # DeconvNet returns pixel units (× std)
     err = ((batched - loop).abs().max() / loop.abs().max()).item()
 
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{enc.name} {args.layer}, weights {'random' if not args.weights else args.weights}, "
-          f"{args.channels} channels × {args.images} images, {dev}, torch {torch.__version__}, "
-          f"median of {args.repeats}, load average before {load:.1f}")
+    print(
+        f"{enc.name} {args.layer}, weights {'random' if not args.weights else args.weights}, "
+        f"{args.channels} channels × {args.images} images, {dev}, torch {torch.__version__}, "
+        f"median of {args.repeats}, load average before {load:.1f}"
+    )
     print(f"max |batched - autograd| / max |autograd| = {err:.1e}\n")
     print("| method | seconds | × batched |")
     print("|---|---:|---:|")
-    for name, t in [("DeconvNet.project, batched (one call)", t_batched),
-                    ("autograd, forward + backward per channel", t_loop),
-                    ("autograd, one forward, backward per channel", t_reuse)]:
+    for name, t in [
+        ("DeconvNet.project, batched (one call)", t_batched),
+        ("autograd, forward + backward per channel", t_loop),
+        ("autograd, one forward, backward per channel", t_reuse),
+    ]:
         print(f"| {name} | {t:.3f} | {t / t_batched:.1f} |")
 
 

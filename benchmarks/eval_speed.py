@@ -30,12 +30,12 @@ def main() -> None:
     args = p.parse_args()
 
     from upconv.core import metrics as M
-    from upconv.training.datamodule import ImageData
-    from upconv.evaluation.config import EvalConfig
-    from upconv.evaluation.run import evaluate
     from upconv.core.runtime import resolve_device
-    from upconv.training.module import InversionModule
+    from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.report import write_report
+    from upconv.evaluation.run import evaluate
+    from upconv.training.datamodule import ImageData
+    from upconv.training.module import InversionModule
 
     dev = resolve_device(args.device)
     tmp = tempfile.mkdtemp(prefix="eval_speed-")
@@ -63,8 +63,9 @@ def main() -> None:
 
     sync()
     t0 = time.perf_counter()
-    result = evaluate(EvalConfig(checkpoints=[ckpt], batch_size=args.batch_size, n_boot=1000, lpips=True,
-                                 device=str(dev)), data=data)
+    result = evaluate(
+        EvalConfig(checkpoints=[ckpt], batch_size=args.batch_size, n_boot=1000, lpips=True, device=str(dev)), data=data
+    )
     sync()
     t_eval = time.perf_counter() - t0
     n = result.settings["n_images"]
@@ -88,11 +89,15 @@ def main() -> None:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; alexnet_cifar, 11 layers, UpconvNet width 64 (untrained)")
     print(f"LPIPS: {result.settings['lpips']}" + (" (random trunk, timing only)" if args.lpips_random else ""))
-    print(f"measured on {n} images: evaluate {t_eval:.1f} s ({1000 * t_eval / n:.1f} ms/image), "
-          f"of which D&B pair distances {t_pairs_n:.2f} s; data decoding {t_load:.1f} s; report files {t_report:.1f} s")
+    print(
+        f"measured on {n} images: evaluate {t_eval:.1f} s ({1000 * t_eval / n:.1f} ms/image), "
+        f"of which D&B pair distances {t_pairs_n:.2f} s; data decoding {t_load:.1f} s; report files {t_report:.1f} s"
+    )
     print(f"D&B pair distances measured on {args.target} images: {t_pairs_t:.1f} s")
-    print(f"extrapolated to {args.target} images x 11 layers: {linear + t_pairs_t:.0f} s "
-          f"({(linear + t_pairs_t) / 60:.1f} min), excluding data decoding")
+    print(
+        f"extrapolated to {args.target} images x 11 layers: {linear + t_pairs_t:.0f} s "
+        f"({(linear + t_pairs_t) / 60:.1f} min), excluding data decoding"
+    )
 
 
 if __name__ == "__main__":

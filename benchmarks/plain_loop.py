@@ -22,15 +22,22 @@ from upconv.nets.upconvnet import UpconvNet
 PLAIN_WIDTH = 256
 
 
-def train_plain(encoder: Encoder, layer: str, images: Tensor, epochs: int, batch_size: int, seed: int = 0,
-                bf16: bool = False, width: int = PLAIN_WIDTH) -> tuple[nn.Module, dict]:
+def train_plain(
+    encoder: Encoder,
+    layer: str,
+    images: Tensor,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    bf16: bool = False,
+    width: int = PLAIN_WIDTH,
+) -> tuple[nn.Module, dict]:
     """Train one decoder for ``layer`` on uint8 ``images`` (N, C, H, W) already on the encoder's device;
     returns it (eval mode) and its training log (steps, seconds, highest loss, last loss)."""
     dev = encoder.device
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    decoder = UpconvNet(encoder.layer(layer).shape, (encoder.channels, *encoder.image_size),
-                        width=width).to(dev)
+    decoder = UpconvNet(encoder.layer(layer).shape, (encoder.channels, *encoder.image_size), width=width).to(dev)
     per_epoch = max(1, len(images) // batch_size)
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * per_epoch)
@@ -40,7 +47,7 @@ def train_plain(encoder: Encoder, layer: str, images: Tensor, epochs: int, batch
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=g).to(images.device)
         for i in range(per_epoch):
-            x = images[order[i * batch_size:(i + 1) * batch_size]].float() / 255  # (B, C, H, W)
+            x = images[order[i * batch_size : (i + 1) * batch_size]].float() / 255  # (B, C, H, W)
             with torch.no_grad(), autocast:
                 feats = encoder(x, [layer])[layer]
             with autocast:
@@ -54,17 +61,21 @@ def train_plain(encoder: Encoder, layer: str, images: Tensor, epochs: int, batch
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return decoder.eval(), {"steps": len(curve), "seconds": seconds, "max_loss": float(curve.max()),
-                            "last_loss": float(curve[-5:].mean()), "finite": bool(torch.isfinite(curve).all())}
+    return decoder.eval(), {
+        "steps": len(curve),
+        "seconds": seconds,
+        "max_loss": float(curve.max()),
+        "last_loss": float(curve[-5:].mean()),
+        "finite": bool(torch.isfinite(curve).all()),
+    }
 
 
 @torch.no_grad()
-def per_image_psnr(encoder: Encoder, decoder: nn.Module, layer: str, images: Tensor,
-                   batch_size: int = 500) -> Tensor:
+def per_image_psnr(encoder: Encoder, decoder: nn.Module, layer: str, images: Tensor, batch_size: int = 500) -> Tensor:
     """Per-image PSNR (dB, the package's ``metrics.psnr``) of ``decoder``'s reconstructions of uint8 images."""
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(encoder.device).float() / 255
+        x = images[i : i + batch_size].to(encoder.device).float() / 255
         out.append(M.psnr(decoder(encoder(x, [layer])[layer]).float().clamp(0, 1), x).cpu())
     return torch.cat(out)
 

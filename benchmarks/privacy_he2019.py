@@ -37,18 +37,35 @@ PAPER = {
     "black_box_noise": [(48.59, 0.9996), (12.79, 0.2930), (12.37, 0.0440)],
     "query_free": [(21.16, 0.9104), (12.74, 0.1752), (11.09, 0.0419)],
 }
-REDUCED = dict(n_victim=1000, n_attacker=1000, n_eval=40, victim_epochs=4, shadow_epochs=4, inverter_epochs=4,
-               inverter_width=32, n_noise=1000, mv_steps=100, batch_size=64, n_boot=200,
-               defenses={"noise": [0.3, 1.0, 3.0], "quantize": [4, 2, 1], "dropout": [0.5, 0.9], "topk": [0.2, 0.05]},
-               defense_attacks=["black_box_dist"], out="runs/privacy_he2019_reduced")
+REDUCED = dict(
+    n_victim=1000,
+    n_attacker=1000,
+    n_eval=40,
+    victim_epochs=4,
+    shadow_epochs=4,
+    inverter_epochs=4,
+    inverter_width=32,
+    n_noise=1000,
+    mv_steps=100,
+    batch_size=64,
+    n_boot=200,
+    defenses={"noise": [0.3, 1.0, 3.0], "quantize": [4, 2, 1], "dropout": [0.5, 0.9], "topk": [0.2, 0.05]},
+    defense_attacks=["black_box_dist"],
+    out="runs/privacy_he2019_reduced",
+)
 
 
 def comparison(metrics: dict, label: str) -> str:
     rows = {(r["attack"], r["decoder"], r["layer"]): r for r in metrics["rows"] if r["defense"] == "none"}
     layers = metrics["settings"]["layers"]
-    lines = [f"PSNR dB / SSIM, {label}", "",
-             "| setting | " + " | ".join(f"{L}: paper | {L}: their attack (ours) | {L}: UpconvNet (ours)" for L in layers) + " |",
-             "|---|" + "---:|" * (3 * len(layers))]
+    lines = [
+        f"PSNR dB / SSIM, {label}",
+        "",
+        "| setting | "
+        + " | ".join(f"{L}: paper | {L}: their attack (ours) | {L}: UpconvNet (ours)" for L in layers)
+        + " |",
+        "|---|" + "---:|" * (3 * len(layers)),
+    ]
     for attack, ref in PAPER.items():
         if attack not in metrics["settings"]["attacks"]:
             continue
@@ -79,8 +96,15 @@ def load_or_decode(cfg: dict, path: str | None) -> tuple:
         if saved["key"] != key:
             raise SystemExit(f"{path} holds splits for {saved['key']}, not {key}; delete it or pass another path")
         return saved["splits"]
-    splits = load_splits(cfg["data"], cfg.get("root"), cfg["n_victim"], cfg["n_attacker"], cfg["n_eval"],
-                         cfg.get("seed", 0), num_workers=cfg.get("num_workers", 0))
+    splits = load_splits(
+        cfg["data"],
+        cfg.get("root"),
+        cfg["n_victim"],
+        cfg["n_attacker"],
+        cfg["n_eval"],
+        cfg.get("seed", 0),
+        num_workers=cfg.get("num_workers", 0),
+    )
     if path:
         tmp = path + ".partial"
         torch.save({"key": key, "splits": splits}, tmp)
@@ -103,8 +127,15 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     (xv, yv), _, (xe, ye) = splits
     dev = resolve_device(cfg.get("device", "auto"))
     t0 = time.perf_counter()
-    model = train_classifier(cfg["encoder"], xv, yv, num_classes=cfg.get("num_classes", 10),
-                               epochs=cfg["victim_epochs"], seed=cfg.get("seed", 0), device=dev)
+    model = train_classifier(
+        cfg["encoder"],
+        xv,
+        yv,
+        num_classes=cfg.get("num_classes", 10),
+        epochs=cfg["victim_epochs"],
+        seed=cfg.get("seed", 0),
+        device=dev,
+    )
     seconds = time.perf_counter() - t0
     enc = Encoder.from_model(model, cfg["encoder"])
     with torch.no_grad():
@@ -113,8 +144,10 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     tmp = path + ".partial"
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)
-    print(f"victim {cfg['encoder']}: {len(xv)} images × {cfg['victim_epochs']} epochs in {seconds:.1f} s on "
-          f"{dev.type}; accuracy {acc:.4f} on the {len(xe)} evaluated test images; weights → {path}")
+    print(
+        f"victim {cfg['encoder']}: {len(xv)} images × {cfg['victim_epochs']} epochs in {seconds:.1f} s on "
+        f"{dev.type}; accuracy {acc:.4f} on the {len(xe)} evaluated test images; weights → {path}"
+    )
 
 
 def merge(folders: list[str]) -> dict:
@@ -125,7 +158,9 @@ def merge(folders: list[str]) -> dict:
             parts.append(json.load(f))
     hashes = {p["settings"]["encoder_weights_hash"] for p in parts}
     if len(hashes) != 1:
-        raise SystemExit(f"the parts attacked different victims (weights hashes {sorted(hashes)}); merge parts of one run")
+        raise SystemExit(
+            f"the parts attacked different victims (weights hashes {sorted(hashes)}); merge parts of one run"
+        )
     settings = dict(parts[0]["settings"])
     settings["attacks"] = list(dict.fromkeys(a for p in parts for a in p["settings"]["attacks"]))
     rows = [r for p in parts for r in p["rows"]]
@@ -134,10 +169,12 @@ def merge(folders: list[str]) -> dict:
 
 def label_for(metrics: dict, reduced: bool) -> str:
     s = metrics["settings"]
-    return (f"{'REDUCED CPU run, not a reproduction' if reduced else 'full scale'}: victim trained on "
-            f"{s['n_victim']} images × {s['victim_epochs']} epochs, attacker {s['n_attacker']} images, "
-            f"n = {s['n_eval']} test images, inverse nets {s['inverter_epochs']} epochs, "
-            f"optimisation {s['mv_steps']} steps ({s['mv_optimizer']}), device {s['device']}")
+    return (
+        f"{'REDUCED CPU run, not a reproduction' if reduced else 'full scale'}: victim trained on "
+        f"{s['n_victim']} images × {s['victim_epochs']} epochs, attacker {s['n_attacker']} images, "
+        f"n = {s['n_eval']} test images, inverse nets {s['inverter_epochs']} epochs, "
+        f"optimisation {s['mv_steps']} steps ({s['mv_optimizer']}), device {s['device']}"
+    )
 
 
 def main() -> None:
@@ -145,8 +182,13 @@ def main() -> None:
     ap.add_argument("--config", default="configs/privacy/he2019_cifar.yaml")
     ap.add_argument("--reduced", action="store_true", help="CPU-sized subset (not a reproduction)")
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one config entry (VALUE is read as YAML), e.g. --set mv_optimizer=adam")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config entry (VALUE is read as YAML), e.g. --set mv_optimizer=adam",
+    )
     ap.add_argument("--out", help="run folder (default: the config's)")
     ap.add_argument("--splits", help="cache file for the decoded splits (created if missing)")
     ap.add_argument("--decode-only", action="store_true", help="only decode the images into --splits")

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -45,19 +45,19 @@ REFERENCE = dict(zip(ALL, [37.0, 31.5, 26.5, 25.2, 21.8, 20.6, 18.2, 17.3, 14.8,
 class Preset:
     scale: str  # in words, printed on the table
     data: str = "folder"
-    root: Optional[str] = os.path.join(ROOT, "..", "shared", "data", "cifar10")
-    train_images: Optional[int] = None  # None: the whole split
-    test_images: Optional[int] = None
+    root: str | None = os.path.join(ROOT, "..", "shared", "data", "cifar10")
+    train_images: int | None = None  # None: the whole split
+    test_images: int | None = None
     embedded_per_class: int = 20
     encoder_kwargs: dict = field(default_factory=dict)
-    encoder_weights: Optional[str] = None  # a trained encoder to reuse (skips the encoder stage)
+    encoder_weights: str | None = None  # a trained encoder to reuse (skips the encoder stage)
     encoder_epochs: int = 30
     encoder_batch: int = 256
     layers: list = field(default_factory=lambda: list(ALL))
     decoder_epochs: int = 20
     batch_size: int = 64
     model: dict = field(default_factory=dict)  # overrides of the shipped recipe's model.init_args
-    baseline_epochs: Optional[int] = None  # None: the decoders' (equal budget); 0: no baseline
+    baseline_epochs: int | None = None  # None: the decoders' (equal budget); 0: no baseline
     plain_width: int = 256
     precision: str = "32-true"
     budget: dict = field(default_factory=dict)  # stage -> seconds (encoder, decoders, baseline)
@@ -67,37 +67,85 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset("smoke: embedded photographs, a narrow encoder, 3 layers, 2 epochs", data="embedded",
-                    root=None, encoder_kwargs={"width": 0.25}, encoder_epochs=1, layers=["conv1", "pool2", "fc6"],
-                    decoder_epochs=2, batch_size=32, model={"width": 8, "fc_width": 64, "max_width": 32},
-                    budget={"decoders": 600},  # generous: it exercises the timed probe without cutting epochs
-                    plain_width=16, n_boot=200, workers=0),
-    "cpu": Preset("cpu: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
-                  "plain loop at the package's decoder width (64)", train_images=2000, test_images=500,
-                  encoder_epochs=4, encoder_batch=64, layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
-                  decoder_epochs=2, batch_size=32, plain_width=64),
-    "gpu": Preset("gpu: full — all 50,000 CIFAR-10 training and 10,000 test images, all 11 layers",
-                  encoder_epochs=30, decoder_epochs=30, batch_size=256, baseline_epochs=8, precision="bf16-mixed",
-                  budget={"encoder": 60, "decoders": 220, "baseline": 120}, workers=16, reference=True,
-                  model={"channels_last": True}),
+    "smoke": Preset(
+        "smoke: embedded photographs, a narrow encoder, 3 layers, 2 epochs",
+        data="embedded",
+        root=None,
+        encoder_kwargs={"width": 0.25},
+        encoder_epochs=1,
+        layers=["conv1", "pool2", "fc6"],
+        decoder_epochs=2,
+        batch_size=32,
+        model={"width": 8, "fc_width": 64, "max_width": 32},
+        budget={"decoders": 600},  # generous: it exercises the timed probe without cutting epochs
+        plain_width=16,
+        n_boot=200,
+        workers=0,
+    ),
+    "cpu": Preset(
+        "cpu: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
+        "plain loop at the package's decoder width (64)",
+        train_images=2000,
+        test_images=500,
+        encoder_epochs=4,
+        encoder_batch=64,
+        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        decoder_epochs=2,
+        batch_size=32,
+        plain_width=64,
+    ),
+    "gpu": Preset(
+        "gpu: full — all 50,000 CIFAR-10 training and 10,000 test images, all 11 layers",
+        encoder_epochs=30,
+        decoder_epochs=30,
+        batch_size=256,
+        baseline_epochs=8,
+        precision="bf16-mixed",
+        budget={"encoder": 60, "decoders": 220, "baseline": 120},
+        workers=16,
+        reference=True,
+        model={"channels_last": True},
+    ),
     # Equal-budget comparisons (package vs plain loop, same images, epochs and batch). Give them a trained
     # encoder with --set encoder_weights=PATH (e.g. the cpu or gpu preset's encoder.pt).
-    "short": Preset("short budget: 640 CIFAR-10 training images, 2 epochs at batch 32, 500 test images, 6 layers",
-                    train_images=640, test_images=500, encoder_epochs=8,
-                    layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"], decoder_epochs=2, batch_size=32),
-    "long": Preset("long budget: 10,000 CIFAR-10 training images, 5 epochs at batch 32, 1,000 test images, 6 layers",
-                   train_images=10000, test_images=1000, encoder_epochs=8,
-                   layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"], decoder_epochs=5, batch_size=32),
+    "short": Preset(
+        "short budget: 640 CIFAR-10 training images, 2 epochs at batch 32, 500 test images, 6 layers",
+        train_images=640,
+        test_images=500,
+        encoder_epochs=8,
+        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        decoder_epochs=2,
+        batch_size=32,
+    ),
+    "long": Preset(
+        "long budget: 10,000 CIFAR-10 training images, 5 epochs at batch 32, 1,000 test images, 6 layers",
+        train_images=10000,
+        test_images=1000,
+        encoder_epochs=8,
+        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        decoder_epochs=5,
+        batch_size=32,
+    ),
 }
 
 
 # ---------------------------------------------------------------------- stages
 def trainer(p: Preset, epochs: int, out: str, name: str, max_steps: int = -1, callbacks=()) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, max_steps=max_steps, precision=p.precision, accelerator="auto", devices=1,
-                     logger=L.loggers.CSVLogger(out, name=name), enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0 if name == "decoders" else 1.0, log_every_n_steps=10,
-                     callbacks=list(callbacks))
+    return L.Trainer(
+        max_epochs=epochs,
+        max_steps=max_steps,
+        precision=p.precision,
+        accelerator="auto",
+        devices=1,
+        logger=L.loggers.CSVLogger(out, name=name),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0 if name == "decoders" else 1.0,
+        log_every_n_steps=10,
+        callbacks=list(callbacks),
+    )
 
 
 class StepTimer(L.Callback):
@@ -116,7 +164,7 @@ class StepTimer(L.Callback):
         gaps = torch.tensor(self.times).diff()
         if len(gaps) == 0:
             raise RuntimeError("the timing probe ran fewer than two steps; lower the budget or use more data")
-        return float(gaps[min(self.skip, len(gaps) - 1):].median())
+        return float(gaps[min(self.skip, len(gaps) - 1) :].median())
 
 
 def _sync() -> None:
@@ -124,7 +172,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def sized(p: Preset, stage: str, epochs: int, steps_per_epoch: int, step_seconds) -> tuple[int, Optional[float]]:
+def sized(p: Preset, stage: str, epochs: int, steps_per_epoch: int, step_seconds) -> tuple[int, float | None]:
     """Epochs for ``stage``: the preset's, or as many as its time budget allows at the measured step cost."""
     budget = p.budget.get(stage)
     if not budget or epochs <= 1:
@@ -147,15 +195,21 @@ def train_encoder(p: Preset, dm: ImageData, out: str, log: dict) -> str:
     make = lambda: ClassifierModule(arch="alexnet_cifar", arch_kwargs=p.encoder_kwargs or None, export=path)  # noqa: E731
     n = dm.split_size("train")
 
-    epochs, per_step = sized(p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch),
-                             lambda: fit_probe(p, make, dm, out))
+    epochs, per_step = sized(
+        p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch), lambda: fit_probe(p, make, dm, out)
+    )
     t0 = time.perf_counter()
     tr = trainer(p, epochs, out, "encoder")
     tr.fit(make(), dm)
     seconds = time.perf_counter() - t0
     acc = tr.callback_metrics.get("val/acc")
-    log["encoder"] = {"epochs": epochs, "seconds": seconds, "images_per_s": n * epochs / seconds,
-                      "measured_step_s": per_step, "val_accuracy": float(acc) if acc is not None else None}
+    log["encoder"] = {
+        "epochs": epochs,
+        "seconds": seconds,
+        "images_per_s": n * epochs / seconds,
+        "measured_step_s": per_step,
+        "val_accuracy": float(acc) if acc is not None else None,
+    }
     return path
 
 
@@ -172,20 +226,33 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
     with open(RECIPE) as f:
         dm.hparams.augment = bool(yaml.safe_load(f)["data"].get("augment", False))
     dm.hparams.batch_size = p.batch_size
-    make = lambda: InversionModule(encoder="alexnet_cifar", encoder_kwargs=p.encoder_kwargs or None,  # noqa: E731
-                                   encoder_weights=encoder_pt, layers=p.layers, **recipe(p))
+    make = lambda: InversionModule(
+        encoder="alexnet_cifar",
+        encoder_kwargs=p.encoder_kwargs or None,  # noqa: E731
+        encoder_weights=encoder_pt,
+        layers=p.layers,
+        **recipe(p),
+    )
     n = dm.split_size("train")
 
-    epochs, per_step = sized(p, "decoders", p.decoder_epochs, max(1, n // p.batch_size),
-                             lambda: fit_probe(p, make, dm, out))
+    epochs, per_step = sized(
+        p, "decoders", p.decoder_epochs, max(1, n // p.batch_size), lambda: fit_probe(p, make, dm, out)
+    )
     torch.manual_seed(0)
     module = make()
     t0 = time.perf_counter()
     trainer(p, epochs, out, "decoders").fit(module, dm)
     seconds = time.perf_counter() - t0
-    log["decoders"] = {"epochs": epochs, "seconds": seconds, "images_per_s": n * epochs / seconds,
-                       "decoder_passes_per_s": n * epochs * len(p.layers) / seconds, "measured_step_s": per_step,
-                       "recipe": recipe(p), "augment": dm.hparams.augment, "batch_size": p.batch_size}
+    log["decoders"] = {
+        "epochs": epochs,
+        "seconds": seconds,
+        "images_per_s": n * epochs / seconds,
+        "decoder_passes_per_s": n * epochs * len(p.layers) / seconds,
+        "measured_step_s": per_step,
+        "recipe": recipe(p),
+        "augment": dm.hparams.augment,
+        "batch_size": p.batch_size,
+    }
     return module.eval()
 
 
@@ -196,27 +263,40 @@ def run_baseline(p: Preset, module: InversionModule, train: torch.Tensor, epochs
     n = len(train)
 
     def probe() -> float:
-        _, info = train_plain(enc, p.layers[len(p.layers) // 2], train[: 25 * p.batch_size], 1, p.batch_size,
-                              bf16=p.precision.startswith("bf16"))
+        _, info = train_plain(
+            enc,
+            p.layers[len(p.layers) // 2],
+            train[: 25 * p.batch_size],
+            1,
+            p.batch_size,
+            bf16=p.precision.startswith("bf16"),
+        )
         return info["seconds"] / info["steps"]
 
     # All layers share one budget; the probe's middle layer stands for their average cost.
     epochs, per_step = sized(p, "baseline", epochs, max(1, n // p.batch_size) * len(p.layers), probe)
     out, t0 = {}, time.perf_counter()
     for layer in p.layers:
-        decoder, info = train_plain(enc, layer, train, epochs, p.batch_size, bf16=p.precision.startswith("bf16"),
-                                    width=p.plain_width)
+        decoder, info = train_plain(
+            enc, layer, train, epochs, p.batch_size, bf16=p.precision.startswith("bf16"), width=p.plain_width
+        )
         out[layer] = (decoder, info)
     seconds = time.perf_counter() - t0
-    log["baseline"] = {"epochs": epochs, "seconds": seconds, "images_per_s": n * epochs * len(p.layers) / seconds,
-                       "measured_step_s": per_step, "width": p.plain_width,
-                       "per_layer": {k: info for k, (_, info) in out.items()}}
+    log["baseline"] = {
+        "epochs": epochs,
+        "seconds": seconds,
+        "images_per_s": n * epochs * len(p.layers) / seconds,
+        "measured_step_s": per_step,
+        "width": p.plain_width,
+        "per_layer": {k: info for k, (_, info) in out.items()},
+    }
     return {k: d for k, (d, _) in out.items()}
 
 
 # ---------------------------------------------------------------------- the table
-def summarise(p: Preset, module: InversionModule, baseline: dict, train: torch.Tensor, test: torch.Tensor,
-              evaluation: Any) -> list[dict[str, Any]]:
+def summarise(
+    p: Preset, module: InversionModule, baseline: dict, train: torch.Tensor, test: torch.Tensor, evaluation: Any
+) -> list[dict[str, Any]]:
     """Per layer: the package's PSNR (with interval) and SSIM from the depth evaluation, the baseline's PSNR on
     the same images by the same code, the paired difference, the mean-image floor, and the decoder's health."""
     enc = module.encoder
@@ -226,12 +306,18 @@ def summarise(p: Preset, module: InversionModule, baseline: dict, train: torch.T
     rows = []
     for layer in p.layers:
         ours = per_image_psnr(enc, module.decoders[layer], layer, test)  # (N,)
-        row = {"layer": layer, "psnr": interval(ours, p.n_boot), "ssim": by_layer[layer]["ssim"],
-               "eval_psnr": by_layer[layer]["psnr"], "floor_psnr": floor,
-               "health": health[layer]["status"], "recoveries": health[layer]["recoveries"],
-               "skipped_steps": health[layer]["skipped_steps"],
-               "events": [e["kind"] + " at step " + str(e["step"]) for e in health[layer]["events"]],
-               "below_floor": ours.mean().item() <= floor[2]}
+        row = {
+            "layer": layer,
+            "psnr": interval(ours, p.n_boot),
+            "ssim": by_layer[layer]["ssim"],
+            "eval_psnr": by_layer[layer]["psnr"],
+            "floor_psnr": floor,
+            "health": health[layer]["status"],
+            "recoveries": health[layer]["recoveries"],
+            "skipped_steps": health[layer]["skipped_steps"],
+            "events": [e["kind"] + " at step " + str(e["step"]) for e in health[layer]["events"]],
+            "below_floor": ours.mean().item() <= floor[2],
+        }
         if layer in baseline:
             theirs = per_image_psnr(enc, baseline[layer], layer, test)
             row["baseline_psnr"] = interval(theirs, p.n_boot)
@@ -244,22 +330,39 @@ def summarise(p: Preset, module: InversionModule, baseline: dict, train: torch.T
 
 def table(p: Preset, rows: list[dict], log: dict) -> str:
     ci = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
-    head = ["layer", "package PSNR", "SSIM", "plain loop PSNR", "difference (paired)", "floor (mean image)",
-            "health"] + (["reference", "Δ reference"] if p.reference else [])
-    lines = [f"# Decoder recipe vs plain loop — {p.scale}", "",
-             f"Device: {log['device']}. Decoders: {log['decoders']['epochs']} epochs at batch {p.batch_size}; "
-             f"plain loop: {log.get('baseline', {}).get('epochs', '—')} epochs per decoder at batch {p.batch_size}, "
-             f"same training images ({log['train_images']}), same {log['test_images']} test images, same PSNR code "
-             f"(mean of per-image PSNR; 95 % bootstrap intervals). Layers: {', '.join(p.layers)}; plain-loop "
-             f"decoder width {p.plain_width}.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "layer",
+        "package PSNR",
+        "SSIM",
+        "plain loop PSNR",
+        "difference (paired)",
+        "floor (mean image)",
+        "health",
+    ] + (["reference", "Δ reference"] if p.reference else [])
+    lines = [
+        f"# Decoder recipe vs plain loop — {p.scale}",
+        "",
+        f"Device: {log['device']}. Decoders: {log['decoders']['epochs']} epochs at batch {p.batch_size}; "
+        f"plain loop: {log.get('baseline', {}).get('epochs', '—')} epochs per decoder at batch {p.batch_size}, "
+        f"same training images ({log['train_images']}), same {log['test_images']} test images, same PSNR code "
+        f"(mean of per-image PSNR; 95 % bootstrap intervals). Layers: {', '.join(p.layers)}; plain-loop "
+        f"decoder width {p.plain_width}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in rows:
         verdict = " ⚠ at or below the floor" if r["below_floor"] else ""
         health = r["health"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
-        cells = [r["layer"], ci(r["psnr"]) + verdict, f"{r['ssim']:.3f}",
-                 ci(r["baseline_psnr"]) if "baseline_psnr" in r else "—",
-                 ("%+.2f [%+.2f, %+.2f]" % r["difference"]) if "difference" in r else "—",
-                 ci(r["floor_psnr"]), health]
+        cells = [
+            r["layer"],
+            ci(r["psnr"]) + verdict,
+            f"{r['ssim']:.3f}",
+            ci(r["baseline_psnr"]) if "baseline_psnr" in r else "—",
+            "{:+.2f} [{:+.2f}, {:+.2f}]".format(*r["difference"]) if "difference" in r else "—",
+            ci(r["floor_psnr"]),
+            health,
+        ]
         if p.reference:
             ref = r.get("reference_psnr")
             cells += [f"{ref:.1f}" if ref else "—", f"{r['psnr'][0] - ref:+.2f}" if ref else "—"]
@@ -268,16 +371,25 @@ def table(p: Preset, rows: list[dict], log: dict) -> str:
     for stage in ("data", "encoder", "decoders", "evaluation", "baseline"):
         s = log.get(stage)
         if s:
-            lines.append(f"| {stage} | {s.get('epochs', '—')} | {s['seconds']:.1f} | "
-                         f"{s['images_per_s']:.0f} |" if "images_per_s" in s else
-                         f"| {stage} | — | {s['seconds']:.1f} | — |")
+            lines.append(
+                f"| {stage} | {s.get('epochs', '—')} | {s['seconds']:.1f} | {s['images_per_s']:.0f} |"
+                if "images_per_s" in s
+                else f"| {stage} | — | {s['seconds']:.1f} | — |"
+            )
     lines.append(f"| total | | {log['total_seconds']:.1f} | |")
     if log.get("encoder", {}).get("val_accuracy") is not None:
         lines += ["", f"Encoder accuracy on the test images: {log['encoder']['val_accuracy']:.3f}."]
     if any(s.get("measured_step_s") for s in log.values() if isinstance(s, dict)):
-        lines += ["", "Stages with a time budget were sized from a timed probe of 25 steps: "
-                  + ", ".join(f"{k} {v['measured_step_s'] * 1e3:.1f} ms/step" for k, v in log.items()
-                              if isinstance(v, dict) and v.get("measured_step_s")) + "."]
+        lines += [
+            "",
+            "Stages with a time budget were sized from a timed probe of 25 steps: "
+            + ", ".join(
+                f"{k} {v['measured_step_s'] * 1e3:.1f} ms/step"
+                for k, v in log.items()
+                if isinstance(v, dict) and v.get("measured_step_s")
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -302,7 +414,8 @@ def run(p: Preset, out: str, overwrite: bool = False) -> dict:
     if os.path.exists(out):
         shutil.rmtree(out)
     os.replace(work, out)
-    print(open(os.path.join(out, "table.md")).read())
+    with open(os.path.join(out, "table.md")) as f:
+        print(f.read())
     return log
 
 
@@ -314,8 +427,15 @@ def stages(p: Preset, work: str) -> dict:
     t_all = time.perf_counter()
     log: dict[str, Any] = {"preset": asdict(p), "device": device_name(), "torch": torch.__version__}
     t0 = time.perf_counter()
-    dm = ImageData(source=p.data, root=p.root, limit_train=p.train_images, limit_val=p.test_images,
-                   embedded_per_class=p.embedded_per_class, num_workers=p.workers, batch_size=p.batch_size)
+    dm = ImageData(
+        source=p.data,
+        root=p.root,
+        limit_train=p.train_images,
+        limit_val=p.test_images,
+        embedded_per_class=p.embedded_per_class,
+        num_workers=p.workers,
+        batch_size=p.batch_size,
+    )
     dm.setup()
     train, _ = dm.source.tensors("train")  # uint8 (N, C, H, W)
     test, _ = dm.source.tensors("val")
@@ -326,8 +446,12 @@ def stages(p: Preset, work: str) -> dict:
     ckpt = os.path.join(work, "decoders.ckpt")
     module.trainer.save_checkpoint(ckpt, weights_only=True)
     t0 = time.perf_counter()
-    evaluation = evaluate(EvalConfig(checkpoints=[ckpt], out=os.path.join(work, "evaluation"), lpips=False,
-                                     n_boot=p.n_boot, overwrite=True), data=dm.source)
+    evaluation = evaluate(
+        EvalConfig(
+            checkpoints=[ckpt], out=os.path.join(work, "evaluation"), lpips=False, n_boot=p.n_boot, overwrite=True
+        ),
+        data=dm.source,
+    )
     log["evaluation"] = {"seconds": time.perf_counter() - t0, "images_per_s": len(test) / (time.perf_counter() - t0)}
     epochs = log["decoders"]["epochs"] if p.baseline_epochs is None else p.baseline_epochs  # None: equal budget
     baseline = run_baseline(p, module, train, epochs, log) if epochs else {}
@@ -342,20 +466,26 @@ def stages(p: Preset, work: str) -> dict:
     return log
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
     ap.add_argument("--out", default=None, help="result folder (default runs/reproduce-<preset>)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result folder")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help=f"override a preset field ({', '.join(f.name for f in fields(Preset))}); lists by commas")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"override a preset field ({', '.join(f.name for f in fields(Preset))}); lists by commas",
+    )
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in {f.name for f in fields(Preset)}:
-            raise SystemExit(f"reproduce: error: unknown field '{key}'; choose one of: "
-                             f"{', '.join(f.name for f in fields(Preset))}")
+            raise SystemExit(
+                f"reproduce: error: unknown field '{key}'; choose one of: {', '.join(f.name for f in fields(Preset))}"
+            )
         current = getattr(p, key)
         p = replace(p, **{key: value.split(",") if isinstance(current, list) else yaml.safe_load(value)})
     run(p, args.out or f"runs/reproduce-{args.preset}", args.overwrite)

@@ -31,10 +31,10 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 
-from upconv.training.datamodule import ImageData
-
 from upconv.data.augment import random_crop_flip
-from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.training.datamodule import ImageData
+from upconv.training.decoder_state import clip_grad_norms
+from upconv.training.health import HealthGuard
 from upconv.training.module import InversionModule
 
 
@@ -64,16 +64,32 @@ class StepTimer(L.Callback):
 
 def _module(layers: list[str], args: argparse.Namespace) -> InversionModule:
     torch.manual_seed(0)
-    return InversionModule(encoder="alexnet_cifar", encoder_weights=args.encoder_weights, layers=layers,
-                           width=args.width, channels_last=args.channels_last, compile=args.compile)
+    return InversionModule(
+        encoder="alexnet_cifar",
+        encoder_weights=args.encoder_weights,
+        layers=layers,
+        width=args.width,
+        channels_last=args.channels_last,
+        compile=args.compile,
+    )
 
 
 def _trainer(args: argparse.Namespace, callbacks: list, logdir: str, **kw) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
 
-    return L.Trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, logger=CSVLogger(logdir),
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     callbacks=callbacks, precision=args.precision, accelerator=args.device, devices=1, **kw)
+    return L.Trainer(
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        logger=CSVLogger(logdir),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        precision=args.precision,
+        accelerator=args.device,
+        devices=1,
+        **kw,
+    )
 
 
 def lightning_throughput(data: ImageData, layers: list[str], args: argparse.Namespace) -> float:
@@ -139,7 +155,8 @@ def checkpoint_cost(data: ImageData, layers: list[str], args: argparse.Namespace
 
 def profile(data: ImageData, layers: list[str], args: argparse.Namespace) -> None:
     """torch.profiler over the timed Lightning steps: the top operations by self CPU time, and a trace."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     os.makedirs(args.profile, exist_ok=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "gpu" else [])
@@ -206,14 +223,19 @@ def main() -> None:
         res["speedup_one_run_vs_separate"] = res["lightning_all"] / res["separate_runs_all"]
     extra = checkpoint_cost(data, all_layers, args) if args.checkpoint else {}
     dev = torch.cuda.get_device_name() if args.device == "gpu" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {dev}; batch {args.batch}; decoder width {args.width}; precision {args.precision}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
+    print(
+        f"device: {dev}; batch {args.batch}; decoder width {args.width}; precision {args.precision}; "
+        f"{args.steps} timed steps after {args.warmup} warm-up"
+    )
     for k, v in res.items():
         print(f"{k:32s} {v:10.2f}" + ("" if k.startswith("speedup") else " images/s"))
     for tag in ("1", "all"):
-        print(f"{'one layer' if tag == '1' else 'all layers'}: lightning / plain {res[f'lightning_{tag}'] / res[f'plain_{tag}']:.3f}, "
-              f"lightning / plain+guard {res[f'lightning_{tag}'] / res[f'plain+guard_{tag}']:.3f}, "
-              f"plain+guard / plain {res[f'plain+guard_{tag}'] / res[f'plain_{tag}']:.3f}")
+        print(
+            f"{'one layer' if tag == '1' else 'all layers'}: "
+            f"lightning / plain {res[f'lightning_{tag}'] / res[f'plain_{tag}']:.3f}, "
+            f"lightning / plain+guard {res[f'lightning_{tag}'] / res[f'plain+guard_{tag}']:.3f}, "
+            f"plain+guard / plain {res[f'plain+guard_{tag}'] / res[f'plain_{tag}']:.3f}"
+        )
     for k, v in extra.items():
         print(f"checkpoint {k:20s} {v:10.2f}")
     if args.json:

@@ -14,10 +14,22 @@ import time
 
 import torch
 
-from upconv.nets.zoo import build_encoder
-from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
-                              grad_cam, guided_grad_cam, pgd, prototypes, saliency)
 from upconv.data.folders import load_images
+from upconv.nets.zoo import build_encoder
+from upconv.visualize import (
+    FeatureIndex,
+    Recipe,
+    channel_images,
+    class_images,
+    deep_dream,
+    fgsm,
+    fooling_images,
+    grad_cam,
+    guided_grad_cam,
+    pgd,
+    prototypes,
+    saliency,
+)
 
 
 def per_image(fn, n: int, repeats: int = 1) -> float:
@@ -49,7 +61,9 @@ def main() -> None:
         for layers in (["fc8"], ["conv5", "fc8"], ["conv4"], ["fc7"]):
             enc(q[:1], layers)
     methods = {
-        "class (256 steps)": lambda b: class_images(enc, list(range(b)) if b <= 10 else [i % 10 for i in range(b)], 1, act),
+        "class (256 steps)": lambda b: class_images(
+            enc, list(range(b)) if b <= 10 else [i % 10 for i in range(b)], 1, act
+        ),
         "channel conv5 (256 steps)": lambda b: channel_images(enc, "conv5", list(range(b)), act),
         "prototype (256 steps)": lambda b: prototypes(enc, [i % 10 for i in range(b)], act),
         "dream conv4 (3 octaves × 10 steps)": lambda b: deep_dream(enc, q[:b], "conv4"),
@@ -60,13 +74,15 @@ def main() -> None:
         "pgd ε=8/255, 10 steps": lambda b: pgd(enc, q[:b], qy[:b], 8 / 255, 10),
         "fooling (100 steps)": lambda b: fooling_images(enc, [i % 10 for i in range(b)], 0.99999999, 100),
     }
-    print(f"{enc.name} on {a.device}, {torch.get_num_threads()} threads; ms per image"
-          + (f" (256-step rows: {a.steps} steps timed ×{k:g})" if a.steps != 256 else ""))
+    print(
+        f"{enc.name} on {a.device}, {torch.get_num_threads()} threads; ms per image"
+        + (f" (256-step rows: {a.steps} steps timed ×{k:g})" if a.steps != 256 else "")
+    )
     print(f"{'method':38s} {'batch 1':>10s} {'batch ' + str(a.batch):>10s} {'speed-up':>9s}")
     for name, fn in methods.items():
         s = k if "256 steps" in name else 1.0
-        t1 = s * per_image(lambda: fn(1), 1)
-        tb = s * per_image(lambda: fn(a.batch), a.batch)
+        t1 = s * per_image(lambda fn=fn: fn(1), 1)
+        tb = s * per_image(lambda fn=fn: fn(a.batch), a.batch)
         print(f"{name:38s} {1e3 * t1:10.1f} {1e3 * tb:10.1f} {t1 / tb:8.1f}×", flush=True)
     data = x[: a.index]
     t = time.perf_counter()
@@ -78,7 +94,9 @@ def main() -> None:
     print(f"{'similar fc7: index build':38s} {'':10s} {1e3 * t_index:10.2f}   (batch 256, {len(data)} images)")
     print(f"{'similar fc7: top-5 query':38s} {1e3 * t1:10.2f} {1e3 * tb:10.2f} {t1 / tb:8.1f}×")
     r = pgd(enc, q, qy, 8 / 255, 10)
-    print(f"pgd on {len(q)} images: success {r.success_rate:.0%}, mean L∞ {r.linf.mean():.4f}, mean L2 {r.l2.mean():.3f}")
+    print(
+        f"pgd on {len(q)} images: success {r.success_rate:.0%}, mean L∞ {r.linf.mean():.4f}, mean L2 {r.l2.mean():.3f}"
+    )
 
 
 if __name__ == "__main__":

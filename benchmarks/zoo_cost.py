@@ -18,8 +18,15 @@ import torch
 from upconv.nets.zoo import build_encoder
 from upconv.training.module import InversionModule
 
-DEFAULT = ["alexnet_cifar", "he2019_cifar", "resnet18_cifar", "resnet18", "timm:resnet18", "timm:convnext_atto",
-           "timm:vit_tiny_patch16_224"]
+DEFAULT = [
+    "alexnet_cifar",
+    "he2019_cifar",
+    "resnet18_cifar",
+    "resnet18",
+    "timm:resnet18",
+    "timm:convnext_atto",
+    "timm:vit_tiny_patch16_224",
+]
 
 
 def decoder_layers(names: list[str]) -> list[str]:
@@ -47,9 +54,15 @@ def measure(name: str, batch: int, steps: int, device: str) -> dict:
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t)
-    return {"encoder": name, "input": "×".join(map(str, enc.image_size)), "layers": len(enc.layers),
-            "table_s": round(table_s, 3), "decoders": layers, "batch": batch,
-            "step_s": round(statistics.median(times), 3)}
+    return {
+        "encoder": name,
+        "input": "×".join(map(str, enc.image_size)),
+        "layers": len(enc.layers),
+        "table_s": round(table_s, 3),
+        "decoders": layers,
+        "batch": batch,
+        "step_s": round(statistics.median(times), 3),
+    }
 
 
 def main() -> None:
@@ -66,8 +79,10 @@ def main() -> None:
     for name in a.models:
         r = measure(name, a.batch, a.steps, a.device)
         rows.append(r)
-        print(f"{r['encoder']:28s} {r['input']:>8s} {r['layers']:>6d} {r['table_s']:>8.3f} {r['step_s']:>7.3f}  "
-              f"{', '.join(r['decoders'])}")
+        print(
+            f"{r['encoder']:28s} {r['input']:>8s} {r['layers']:>6d} {r['table_s']:>8.3f} {r['step_s']:>7.3f}  "
+            f"{', '.join(r['decoders'])}"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -28,8 +28,13 @@ def write_image_folder(root, per_class: int = 3, size=(20, 20), classes=("a", "b
 
 def hook_count(model: torch.nn.Module) -> int:
     """Forward, pre-forward and backward hooks left on any submodule (a tool must leave none behind)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_backward_pre_hooks", None) or {}) for m in model.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", None) or {})
+        for m in model.modules()
+    )
 
 
 @pytest.fixture

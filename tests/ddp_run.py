@@ -4,7 +4,8 @@ script once more per extra rank (gloo on the CPU), as ``python train.py fit --tr
 
 Each rank writes ``rank<r>.pt`` into ``settings["out"]``: the images it was given (a hash per image, per epoch,
 training and validation), its decoders' final weights, its health record and events, the logged validation
-metrics and the wall time of ``fit``; ``settings["model"]`` overrides InversionModule's arguments. Every checkpoint write is appended to ``saves.txt`` with the writer's
+metrics and the wall time of ``fit``; ``settings["model"]`` overrides InversionModule's arguments. Every checkpoint
+write is appended to ``saves.txt`` with the writer's
 rank. A fault can be injected into one rank's batches only: ``fault = {"rank", "steps", "value"}`` puts
 ``value`` into one pixel of the first image of that rank's batch at each of those steps.
 """
@@ -67,8 +68,9 @@ class Probe(L.Callback):
         if f and trainer.global_rank == f["rank"] and trainer.global_step in f["steps"]:
             batch[0][0, 0, 0, 0] = f["value"]  # one huge pixel in one image of this rank's shard only
 
-    def on_validation_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if not trainer.sanity_checking:
             self.val.setdefault(trainer.current_epoch, []).extend(image_hashes(batch[0]))
 
@@ -91,16 +93,30 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
     out = s["out"]
     os.makedirs(out, exist_ok=True)
     saves = [L.callbacks.ModelCheckpoint(dirpath=os.path.join(out, "ckpt"))] if s.get("checkpoint") else []
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        max_epochs=s["epochs"], limit_val_batches=s.get("limit_val_batches", 1.0),
-                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=bool(saves), callbacks=[probe, *saves],
-                        plugins=[CountingIO(os.path.join(out, "saves.txt"))], default_root_dir=out)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_epochs=s["epochs"],
+        limit_val_batches=s.get("limit_val_batches", 1.0),
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(saves),
+        callbacks=[probe, *saves],
+        plugins=[CountingIO(os.path.join(out, "saves.txt"))],
+        default_root_dir=out,
+    )
     t0 = time.perf_counter()
     trainer.fit(module, data)
     record = {
-        "rank": trainer.global_rank, "world_size": trainer.world_size, "seconds": time.perf_counter() - t0,
-        "steps": trainer.global_step, "train": probe.train, "val": probe.val,
+        "rank": trainer.global_rank,
+        "world_size": trainer.world_size,
+        "seconds": time.perf_counter() - t0,
+        "steps": trainer.global_step,
+        "train": probe.train,
+        "val": probe.val,
         "state": {k: v.detach().cpu().clone() for k, v in module.decoders.state_dict().items()},
         "params": {k: v.detach().cpu().clone() for k, v in module.decoders.named_parameters()},
         "health": module.health.record(),

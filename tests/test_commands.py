@@ -40,9 +40,24 @@ SMALL = ["--encoder_kwargs", '{"width": 0.25}', "--device", "cpu"]
 
 
 def _commands(data, out):
-    return {"deconv": ["deconv", "alexnet_cifar", "conv1", data, "--channels", "[0]", "--top", "2", "--images", "1",
-                       "--out", out, *SMALL],
-            "visualize": ["visualize", "saliency", "alexnet_cifar", f"[{data}]", "--out", out, *SMALL]}
+    return {
+        "deconv": [
+            "deconv",
+            "alexnet_cifar",
+            "conv1",
+            data,
+            "--channels",
+            "[0]",
+            "--top",
+            "2",
+            "--images",
+            "1",
+            "--out",
+            out,
+            *SMALL,
+        ],
+        "visualize": ["visualize", "saliency", "alexnet_cifar", f"[{data}]", "--out", out, *SMALL],
+    }
 
 
 @pytest.mark.parametrize("command", ["deconv", "visualize"])
@@ -92,8 +107,10 @@ def test_evaluate_accepts_one_checkpoint_path_as_well_as_a_list(tmp_path, monkey
 def test_an_unreadable_file_s_cause_is_cut_at_a_word_never_mid_word(tmp_path, monkeypatch):
     from upconv.core.files import UnreadableFileError, load_torch_file
 
-    cause = ("PytorchStreamReader failed reading zip archive: failed finding central directory. If you saved this "
-             "file with an older release, load it there and save it again")  # 160 characters
+    cause = (
+        "PytorchStreamReader failed reading zip archive: failed finding central directory. If you saved this "
+        "file with an older release, load it there and save it again"
+    )  # 160 characters
     path = tmp_path / "x.ckpt"
     path.write_bytes(b"PK not really")
 
@@ -127,7 +144,9 @@ def test_the_readme_evaluates_the_demo_decoders_on_the_demo_s_data(monkeypatch):
 
     pages = [os.path.join(here, "..", "README.md"), *glob.glob(os.path.join(here, "..", "docs", "*.md"))]
     readme = "\n".join(open(p).read() for p in pages).replace("\\\n", " ")
-    lines = [line for line in readme.splitlines() if re.match(r"upconv evaluate --checkpoints \[checkpoints/demo/", line)]
+    lines = [
+        line for line in readme.splitlines() if re.match(r"upconv evaluate --checkpoints \[checkpoints/demo/", line)
+    ]
     demo = yaml.safe_load(open(os.path.join(here, "..", "configs", "demo.yaml")))["data"]["embedded_per_class"]
     seen = []
     monkeypatch.setitem(cli.RUNS, EvalConfig, seen.append)

@@ -3,8 +3,8 @@ a few embedded images and its weights for random ones (real data and weights are
 the config parses, builds and trains)."""
 
 import glob
-import re
 import os
+import re
 
 import pytest
 
@@ -18,14 +18,29 @@ def test_training_config_runs_one_step(path, tmp_path, monkeypatch):
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
     text = open(path).read()
-    args = ["fit", "--config", path, "--data.source=embedded", "--data.root=null", "--data.embedded_per_class=2",
-            "--data.batch_size=4", "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
-            f"--runs_dir={tmp_path}"]
+    args = [
+        "fit",
+        "--config",
+        path,
+        "--data.source=embedded",
+        "--data.root=null",
+        "--data.embedded_per_class=2",
+        "--data.batch_size=4",
+        "--trainer.fast_dev_run=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true",
+        f"--runs_dir={tmp_path}",
+    ]
     if "ClassifierModule" in text:
         args += [f"--model.init_args.export={tmp_path}/enc.pt", "--model.init_args.num_classes=8"]
     else:
-        args += ["--model.init_args.encoder_weights=null", "--model.init_args.pretrained=false",
-                 "--model.init_args.width=4", "--model.init_args.fc_width=16", "--model.init_args.max_width=16"]
+        args += [
+            "--model.init_args.encoder_weights=null",
+            "--model.init_args.pretrained=false",
+            "--model.init_args.width=4",
+            "--model.init_args.fc_width=16",
+            "--model.init_args.max_width=16",
+        ]
     if "image_size: 224" in text:
         args += ["--data.image_size=224"]
     cli = main(args)
@@ -49,20 +64,46 @@ DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml")
 
 def _train(tmp_path, *extra):
     # Not fast_dev_run: it replaces the loggers, and the run folders they write are part of what is tested.
-    return main(["fit", "--config", DEMO, "--data.embedded_per_class=2", "--data.batch_size=4",
-                 "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-                 "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--model.init_args.width=4",
-                 "--model.init_args.fc_width=16", "--model.init_args.max_width=16", f"--runs_dir={tmp_path}/runs",
-                 "--trainer.callbacks.init_args.dirpath=" + str(tmp_path / "ck"), *extra])
+    return main(
+        [
+            "fit",
+            "--config",
+            DEMO,
+            "--data.embedded_per_class=2",
+            "--data.batch_size=4",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            "--model.init_args.width=4",
+            "--model.init_args.fc_width=16",
+            "--model.init_args.max_width=16",
+            f"--runs_dir={tmp_path}/runs",
+            "--trainer.callbacks.init_args.dirpath=" + str(tmp_path / "ck"),
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--model.init_args.encoder_weights=null", "--model.init_args.layers=[conv9]"],
-     "unknown layer 'conv9' for alexnet_cifar; choose one of: conv1, "),
-    (["--model.init_args.encoder_weights=nowhere/encoder.pt"], "encoder weights file not found: nowhere/encoder.pt"),
-    (["--model.init_args.encoder_weights=null", "--data.source=folder", "--data.root=nowhere/images"],
-     "data folder not found: nowhere/images"),
-], ids=["layer typo", "missing weights", "missing data folder"])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--model.init_args.encoder_weights=null", "--model.init_args.layers=[conv9]"],
+            "unknown layer 'conv9' for alexnet_cifar; choose one of: conv1, ",
+        ),
+        (
+            ["--model.init_args.encoder_weights=nowhere/encoder.pt"],
+            "encoder weights file not found: nowhere/encoder.pt",
+        ),
+        (
+            ["--model.init_args.encoder_weights=null", "--data.source=folder", "--data.root=nowhere/images"],
+            "data folder not found: nowhere/images",
+        ),
+    ],
+    ids=["layer typo", "missing weights", "missing data folder"],
+)
 def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
@@ -128,14 +169,19 @@ def test_a_checkpoint_save_cut_short_leaves_the_previous_one_whole(tmp_path, mon
     assert os.listdir(tmp_path) == ["last.ckpt"]  # no partial file left beside it
 
 
-@pytest.mark.parametrize("where, extra, message", [
-    ("command line", ["--model.init_args.widht=4"], "unknown config key model.init_args.widht; did you mean "
-                                                    "model.init_args.width?"),
-    ("config file", ["--config", "TYPO"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
-    ("data key", ["--data.batch_sise=3"], "unknown config key data.batch_sise; did you mean data.batch_size?"),
-])
-def test_a_typo_in_a_config_key_is_one_line_with_the_nearest_key(tmp_path, monkeypatch, capsys, where, extra,
-                                                                   message):
+@pytest.mark.parametrize(
+    "where, extra, message",
+    [
+        (
+            "command line",
+            ["--model.init_args.widht=4"],
+            "unknown config key model.init_args.widht; did you mean model.init_args.width?",
+        ),
+        ("config file", ["--config", "TYPO"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
+        ("data key", ["--data.batch_sise=3"], "unknown config key data.batch_sise; did you mean data.batch_size?"),
+    ],
+)
+def test_a_typo_in_a_config_key_is_one_line_with_the_nearest_key(tmp_path, monkeypatch, capsys, where, extra, message):
     monkeypatch.setenv("UPCONV_WANDB", "0")
     typo = tmp_path / "typo.yaml"
     typo.write_text("trainer:\n  max_epoch: 3\n")
@@ -154,12 +200,29 @@ def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
     config = os.path.join(os.path.dirname(DEMO), "cifar10_alexnet_all.yaml")
-    cli = main(["fit", "--config", config, "--data.source=embedded", "--data.root=null", "--data.embedded_per_class=2",
-                "--data.batch_size=4", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
-                "--trainer.limit_val_batches=1", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
-                "--trainer.enable_progress_bar=false", "--model.init_args.encoder_weights=null",
-                "--model.init_args.width=4", "--model.init_args.fc_width=16", "--model.init_args.max_width=16",
-                f"--runs_dir={tmp_path}/runs", f"--checkpoints_dir={tmp_path}/mine"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            config,
+            "--data.source=embedded",
+            "--data.root=null",
+            "--data.embedded_per_class=2",
+            "--data.batch_size=4",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.accelerator=cpu",
+            "--trainer.precision=32-true",
+            "--trainer.enable_progress_bar=false",
+            "--model.init_args.encoder_weights=null",
+            "--model.init_args.width=4",
+            "--model.init_args.fc_width=16",
+            "--model.init_args.max_width=16",
+            f"--runs_dir={tmp_path}/runs",
+            f"--checkpoints_dir={tmp_path}/mine",
+        ]
+    )
     savers = [cb for cb in cli.trainer.callbacks if hasattr(cb, "dirpath")]
     assert {type(cb).__name__ for cb in savers} == {"ModelCheckpoint", "LastState"}
     assert {cb.dirpath for cb in savers} == {str(tmp_path / "mine")}
@@ -177,7 +240,7 @@ def test_the_warnings_the_package_causes_on_purpose_are_silenced_and_no_others(t
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _train(tmp_path, "--model.init_args.encoder_weights=null")
-        warnings.warn("a warning of someone else's")  # still shown: the filters are narrow and scoped
+        warnings.warn("a warning of someone else's", stacklevel=1)  # still shown: the filters are narrow and scoped
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if any(re.match(p, m) for p in OWN_WARNINGS)], messages
     assert "a warning of someone else's" in messages

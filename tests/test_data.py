@@ -1,14 +1,10 @@
 import pytest
 import torch
-from PIL import Image
-
-from upconv.data.batches import DeviceBatches, ShardedOrder
-
-from upconv.training.datamodule import ImageData
-
-from upconv.data.embedded import embedded_images
 
 from upconv.data.augment import random_crop_flip
+from upconv.data.batches import DeviceBatches, ShardedOrder
+from upconv.data.embedded import embedded_images
+from upconv.training.datamodule import ImageData
 
 
 def test_embedded_images_are_deterministic_balanced_and_offline():
@@ -27,7 +23,7 @@ def test_random_crop_flip_returns_a_crop_of_the_padded_image():
     padded = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect")
     out = random_crop_flip(x, pad)
     for b in range(2):
-        candidates = [padded[b, :, i:i + 6, j:j + 6] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+        candidates = [padded[b, :, i : i + 6, j : j + 6] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(out[b], c) for c in candidates)
 
@@ -88,8 +84,9 @@ def test_a_split_smaller_than_the_global_batch_is_shared_evenly_and_a_tiny_one_i
 
 def test_device_batches_take_the_epoch_lightning_sets():
     x = torch.arange(40).view(40, 1, 1, 1).to(torch.uint8)
-    batches = DeviceBatches(x, torch.arange(40), batch_size=4, shuffle=True, seed=0, drop_last=True, rank=1,
-                            world_size=2)
+    batches = DeviceBatches(
+        x, torch.arange(40), batch_size=4, shuffle=True, seed=0, drop_last=True, rank=1, world_size=2
+    )
     batches.sampler.set_epoch(5)  # what Lightning's fit loop calls at the start of every epoch
     got = [b.flatten().tolist() for b, _ in batches]
     assert got == _shards(40, 4, 2, 5)[1] and len(batches) == 5
@@ -101,7 +98,7 @@ def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path, imag
     dm = ImageData(source="folder", root=str(tmp_path), image_size=16, batch_size=4, num_workers=0)
     batches = list(dm.images("val"))
     x = torch.cat([b for b, _ in batches])
-    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert dm.class_names == ["a", "b"] and len(dm.source.tensors("train")[0]) == 6
 
 
@@ -138,7 +135,10 @@ def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers, imag
 def test_split_descriptions_say_what_and_how_many(tmp_path, image_folder):
     image_folder(tmp_path / "plain", per_class=10)
     plain = ImageData(source="folder", root=str(tmp_path / "plain"), image_size=16, num_workers=0)
-    assert plain.describe("val") == "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
+    assert (
+        plain.describe("val")
+        == "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
+    )
     assert plain.split_size("all") == 20 and len(torch.cat([x for x, _ in plain.images("all")])) == 20
     image_folder(tmp_path / "tree" / "train")
     image_folder(tmp_path / "tree" / "test", per_class=2)

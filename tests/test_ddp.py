@@ -13,8 +13,8 @@ import sys
 
 import pytest
 import torch
-
 from ddp_run import build, image_hashes, run
+
 from upconv.core import metrics as M
 from upconv.training.datamodule import ImageData
 
@@ -31,8 +31,14 @@ def launch(tmp_path, **settings):
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"out": str(out), "watchdog": 300, **settings}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, os.path.join(HERE, "ddp_run.py"), str(path)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=420)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "ddp_run.py"), str(path)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(settings.get("devices", 1))]
     saves = (out / "saves.txt").read_text().split("\n")[:-1] if (out / "saves.txt").exists() else []
@@ -88,13 +94,14 @@ def test_two_ranks_share_each_epoch_stay_one_model_and_equal_one_process_with_th
         assert r0["metrics"][f"val/psnr_{name}"] == pytest.approx(psnr, abs=1e-4)
 
     # The equivalence oracle: one process, batch 2 × 8, over the same images in the same order.
-    one = run({**settings, "devices": 1, "batch_size": 16, "checkpoint": False, "out": str(tmp_path / "one"),
-               "threads": 2})
+    one = run(
+        {**settings, "devices": 1, "batch_size": 16, "checkpoint": False, "out": str(tmp_path / "one"), "threads": 2}
+    )
     for epoch in range(3):
         assert sorted(one["train"][epoch]) == sorted(r0["train"][epoch] + r1["train"][epoch])
         for step in range(4):  # step by step the same images: rank 0's 8 and rank 1's 8 are the 16
-            both = r0["train"][epoch][8 * step:8 * step + 8] + r1["train"][epoch][8 * step:8 * step + 8]
-            assert sorted(one["train"][epoch][16 * step:16 * step + 16]) == sorted(both)
+            both = r0["train"][epoch][8 * step : 8 * step + 8] + r1["train"][epoch][8 * step : 8 * step + 8]
+            assert sorted(one["train"][epoch][16 * step : 16 * step + 16]) == sorted(both)
     moved = max_difference(r0["state"], build(settings)[0].decoders.state_dict())
     gap = max_difference(r0["state"], one["state"])
     # Trained (about lr = 1e-3 per step), and the same training up to float rounding (a step over other images
@@ -104,8 +111,9 @@ def test_two_ranks_share_each_epoch_stay_one_model_and_equal_one_process_with_th
 
 def test_a_fault_in_one_ranks_shard_gets_the_same_guard_action_on_both_ranks(tmp_path):
     fault = {"rank": 1, "steps": [5, 6, 7], "value": 1e4}  # three steps in a row: past the guard's patience
-    (r0, r1), _, stderr = launch(tmp_path, devices=2, batch_size=8, epochs=3, data=EMBEDDED, fault=fault,
-                                 limit_val_batches=0)  # the default decoders: batch norm, statistics per rank
+    (r0, r1), _, stderr = launch(
+        tmp_path, devices=2, batch_size=8, epochs=3, data=EMBEDDED, fault=fault, limit_val_batches=0
+    )  # the default decoders: batch norm, statistics per rank
     events = [(e["step"], e["layer"], e["kind"], e["action"]) for n in r0["health"] for e in r0["health"][n]["events"]]
     restores = [e for e in events if e[3].startswith("restored")]
     assert restores and all(step == 8 for step, *_ in restores), events  # the check after the fault, on rank 0

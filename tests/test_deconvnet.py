@@ -10,23 +10,31 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import hook_count, write_image_folder
 from torch import nn
 
-from conftest import hook_count, write_image_folder
-
 from upconv import Encoder, build_encoder
-from upconv.visualize.deconv import channel_figure, image_folder, top_activating
 from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
+from upconv.visualize.deconv import channel_figure, image_folder, top_activating
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
 
 def small_net() -> nn.Sequential:
-    return nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-        conv2=nn.Conv2d(4, 5, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
-        flat=nn.Flatten(), fc1=nn.Linear(5 * 2 * 2, 6), relu3=nn.ReLU(), fc2=nn.Linear(6, 3),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(4, 5, 3, padding=1),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flat=nn.Flatten(),
+            fc1=nn.Linear(5 * 2 * 2, 6),
+            relu3=nn.ReLU(),
+            fc2=nn.Linear(6, 3),
+        )
+    )
 
 
 def small_encoder(net: nn.Module | None = None, size: int = 8) -> Encoder:
@@ -71,6 +79,7 @@ def keep_channel(c, k=None):
             kept[order] = vals[order]
             out[b, c] = kept.view_as(a[b, c])
         return out
+
     return select
 
 
@@ -79,6 +88,7 @@ def keep_position(y, x):
         out = torch.zeros_like(a)
         out[:, :, y, x] = a[:, :, y, x]
         return out
+
     return select
 
 
@@ -149,7 +159,7 @@ class _SwappedReLU(nn.Module):
 def autograd_projection(enc: Encoder, images, layer: str, select, guided: bool) -> torch.Tensor:
     """Gradient of the selected activations, on a private copy whose every ReLU has the swapped backward."""
     model = copy.deepcopy(enc.model)
-    for name, mod in list(model.named_modules()):
+    for _, mod in list(model.named_modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, nn.ReLU):
                 setattr(mod, child_name, _SwappedReLU(guided))
@@ -164,11 +174,19 @@ def autograd_projection(enc: Encoder, images, layer: str, select, guided: bool) 
 
 
 def bn_net() -> nn.Sequential:
-    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 4, 3, padding=1, stride=2), bn1=nn.BatchNorm2d(4),
-                                    relu1=nn.ReLU(), pool1=nn.AvgPool2d(2),
-                                    conv2=nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2),
-                                    relu2=nn.ReLU(), gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(),
-                                    fc=nn.Linear(4, 2)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1, stride=2),
+            bn1=nn.BatchNorm2d(4),
+            relu1=nn.ReLU(),
+            pool1=nn.AvgPool2d(2),
+            conv2=nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2),
+            relu2=nn.ReLU(),
+            gap=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(4, 2),
+        )
+    )
     net.bn1.running_mean.uniform_(-1, 1)
     net.bn1.running_var.uniform_(0.5, 2)
     net.bn1.weight.data.uniform_(0.5, 2)
@@ -194,8 +212,10 @@ def tv_resnet18(size: int = 32) -> Encoder:
 
 
 CASES = {  # name: (encoder factory, layers)
-    "alexnet_cifar": (lambda: build_encoder("alexnet_cifar", kwargs={"width": 0.25}).double(),
-                      ["conv2", "conv5", "fc7", "fc8"]),
+    "alexnet_cifar": (
+        lambda: build_encoder("alexnet_cifar", kwargs={"width": 0.25}).double(),
+        ["conv2", "conv5", "fc7", "fc8"],
+    ),
     "he2019": (lambda: build_encoder("he2019_cifar").double(), ["conv11", "relu32", "fc1"]),
     # torchvision AlexNet: overlapping 3×3/2 pools, adaptive average pool, torch.flatten (224×224: slow on CPU)
     "tv_alexnet": (lambda: build_encoder("alexnet", pretrained=False).double(), ["conv5", "fc7"]),
@@ -204,9 +224,12 @@ CASES = {  # name: (encoder factory, layers)
     # where a block's input feeds both branches
     "tv_resnet18": (tv_resnet18, ["layer1", "layer2", "layer4", "fc"]),
     # timm's ResNet-D: deep stem, average-pool + 1×1 conv shortcuts; timm's own FX graph
-    "timm_resnet18d": (lambda: random_bn_stats(build_encoder("timm:resnet18d", pretrained=False,
-                                                             kwargs={"image_size": 32, "num_classes": 10}).double()),
-                       ["act1", "layer1", "layer3", "logits"]),
+    "timm_resnet18d": (
+        lambda: random_bn_stats(
+            build_encoder("timm:resnet18d", pretrained=False, kwargs={"image_size": 32, "num_classes": 10}).double()
+        ),
+        ["act1", "layer1", "layer3", "logits"],
+    ),
 }
 
 
@@ -225,8 +248,9 @@ def test_matches_autograd_formulation(case, guided):
         # one channel's strongest activation; on a fully connected layer the channel is one value
         c = min(2, enc.layer(layer).shape[0] - 1)
         got = net.project(images, layer, channels=[c], top_k=1)[:, 0]
-        assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(c, 1), guided),
-                              rtol=1e-8, atol=1e-10), layer
+        assert torch.allclose(
+            got, autograd_projection(enc, images, layer, keep_channel(c, 1), guided), rtol=1e-8, atol=1e-10
+        ), layer
 
 
 def test_fully_connected_channel_top_1_is_the_channel_itself():
@@ -238,8 +262,9 @@ def test_fully_connected_channel_top_1_is_the_channel_itself():
         got = net.project(images, layer, channels=c, top_k=1)  # an int channel: (B, C, H, W)
         assert got.shape == (2, 3, 32, 32) and got[0].abs().max() > 0
         assert torch.equal(got, net.project(images, layer, channels=c))
-        assert torch.allclose(got, autograd_projection(enc, images, layer, keep_channel(c, 1), False),
-                              rtol=1e-8, atol=1e-10)
+        assert torch.allclose(
+            got, autograd_projection(enc, images, layer, keep_channel(c, 1), False), rtol=1e-8, atol=1e-10
+        )
 
 
 # ---------------------------------------------------------------------- overlapping pools, by hand
@@ -300,7 +325,9 @@ def test_batched_channels_equal_one_at_a_time():
         single = net.project(images, "conv5", channels=c, top_k=4)
         assert torch.allclose(batched[:, k], single, atol=1e-6)
     for b in range(3):
-        assert torch.allclose(batched[b], net.project(images[b:b + 1], "conv5", channels=chans, top_k=4)[0], atol=1e-6)
+        assert torch.allclose(
+            batched[b], net.project(images[b : b + 1], "conv5", channels=chans, top_k=4)[0], atol=1e-6
+        )
 
 
 # ---------------------------------------------------------------------- errors
@@ -371,7 +398,7 @@ def test_resnet_receptive_field_by_hand_and_support():
         support = dn.project(images, "layer1", channels=[0, 5, 9], position=(y, x))[0].abs().sum((0, 1)) > 0
         assert support.any()
         t, l, h, w = rf.window(y, x, (64, 64))
-        assert support[t:t + h, l:l + w].sum() == support.sum()
+        assert support[t : t + h, l : l + w].sum() == support.sum()
 
 
 def test_unsupported_modules_are_named():
@@ -382,8 +409,11 @@ def test_unsupported_modules_are_named():
     assert resnet.supported_layers == resnet.encoder.layers  # residual networks are projected end to end
     vit = DeconvNet(build_encoder("timm:test_vit", pretrained=False, kwargs={"img_size": 32}))
     assert vit.supported_layers == []
-    with pytest.raises(ValueError, match="layer_norm has no projection rule: layer normalisation divides by a "
-                                         "statistic.*also uses attention: attention multiplies two input-dependent"):
+    with pytest.raises(
+        ValueError,
+        match="layer_norm has no projection rule: layer normalisation divides by a "
+        "statistic.*also uses attention: attention multiplies two input-dependent",
+    ):
         vit.project(torch.rand(1, 3, 32, 32), "blocks_0")
 
 
@@ -391,8 +421,16 @@ def test_unsupported_modules_are_named():
 def test_receptive_field_of_alexnet_cifar_by_hand():
     net = DeconvNet(build_encoder("alexnet_cifar", kwargs={"width": 0.25}))
     # size += (k-1)·jump, offset += pad·jump, jump *= stride: conv 5/p2, pool 2/s2, conv 5/p2, pool 2/s2, 3× conv 3/p1
-    want = {"conv1": (5, 1, 2), "pool1": (6, 2, 2), "conv2": (14, 2, 6), "pool2": (16, 4, 6),
-            "conv3": (24, 4, 10), "conv4": (32, 4, 14), "conv5": (40, 4, 18), "pool5": (44, 8, 18)}
+    want = {
+        "conv1": (5, 1, 2),
+        "pool1": (6, 2, 2),
+        "conv2": (14, 2, 6),
+        "pool2": (16, 4, 6),
+        "conv3": (24, 4, 10),
+        "conv4": (32, 4, 14),
+        "conv5": (40, 4, 18),
+        "pool5": (44, 8, 18),
+    }
     for layer, (size, jump, offset) in want.items():
         rf = net.receptive_field(layer)
         assert (rf.size, rf.stride, rf.offset) == ((size,) * 2, (jump,) * 2, (offset,) * 2), layer
@@ -401,9 +439,15 @@ def test_receptive_field_of_alexnet_cifar_by_hand():
 
 def test_single_unit_projection_fills_exactly_its_receptive_field():
     # no pools and positive weights: nothing is rectified away, so the support is the whole (clipped) field
-    net = nn.Sequential(OrderedDict(c1=nn.Conv2d(3, 2, 5, padding=2), r1=nn.ReLU(),
-                                    c2=nn.Conv2d(2, 2, 3, padding=1, stride=2), r2=nn.ReLU(),
-                                    c3=nn.Conv2d(2, 2, 3, padding=0, dilation=2)))
+    net = nn.Sequential(
+        OrderedDict(
+            c1=nn.Conv2d(3, 2, 5, padding=2),
+            r1=nn.ReLU(),
+            c2=nn.Conv2d(2, 2, 3, padding=1, stride=2),
+            r2=nn.ReLU(),
+            c3=nn.Conv2d(2, 2, 3, padding=0, dilation=2),
+        )
+    )
     for p in net.parameters():
         p.data.uniform_(0.1, 1.0)
     enc = small_encoder(net, size=16)
@@ -417,7 +461,7 @@ def test_single_unit_projection_fills_exactly_its_receptive_field():
         assert (rows.min(), rows.max()) == (max(top, 0), min(top + rf.size[0], 16) - 1)
         assert (cols.min(), cols.max()) == (max(left, 0), min(left + rf.size[1], 16) - 1)
         t, l, h, w = rf.window(y, x, (16, 16))
-        assert support[t:t + h, l:l + w].sum() == support.sum()
+        assert support[t : t + h, l : l + w].sum() == support.sum()
 
 
 def test_pooled_unit_projection_stays_inside_its_window():
@@ -431,7 +475,7 @@ def test_pooled_unit_projection_stays_inside_its_window():
         for k in range(3):
             y, x = divmod(int(acts[b, k].argmax()), 16)
             t, l, h, w = rf.window(y, x, (32, 32))
-            inside = proj[b, k, :, t:t + h, l:l + w].abs().sum()
+            inside = proj[b, k, :, t : t + h, l : l + w].abs().sum()
             assert inside > 0 and torch.isclose(inside, proj[b, k].abs().sum())
 
 
@@ -479,9 +523,11 @@ def test_top_activating_and_channel_figure(folder):
     assert fig["tiles"].shape == (4, 3, 14, 28)
     assert fig["caption"].startswith("alexnet_cifar conv2, channel 3: the top 4 of 10 images")
     assert "DeconvNet projection" in fig["caption"] and "receptive-field crop" in fig["caption"]
-    assert "guided backpropagation projection" in channel_figure(DeconvNet(enc, guided=True), imgs, "conv2", 3)["caption"]
+    assert (
+        "guided backpropagation projection" in channel_figure(DeconvNet(enc, guided=True), imgs, "conv2", 3)["caption"]
+    )
     for n, (t, l, h, w) in enumerate(fig["windows"]):
-        assert torch.equal(fig["tiles"][n, :, :, 14:], imgs[n, :, t:t + h, l:l + w])  # the matching crop
+        assert torch.equal(fig["tiles"][n, :, :, 14:], imgs[n, :, t : t + h, l : l + w])  # the matching crop
 
 
 @pytest.mark.slow
@@ -489,11 +535,34 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
     from upconv.cli.main import main
 
     out = tmp_path / "figs"
-    main(["deconv", "alexnet_cifar", "pool2", str(folder), "--out", str(out), "--channels", "[1, 4]",
-          "--limit", "12", "--images", "3", "--encoder_kwargs", '{"width": 0.25}', "--zoom", "2"])
+    main(
+        [
+            "deconv",
+            "alexnet_cifar",
+            "pool2",
+            str(folder),
+            "--out",
+            str(out),
+            "--channels",
+            "[1, 4]",
+            "--limit",
+            "12",
+            "--images",
+            "3",
+            "--encoder_kwargs",
+            '{"width": 0.25}',
+            "--zoom",
+            "2",
+        ]
+    )
     names = sorted(os.listdir(out))
-    assert names == ["pool2_channel0001.png", "pool2_channel0004.png",
-                     "pool2_image0000.png", "pool2_image0001.png", "pool2_image0002.png"]
+    assert names == [
+        "pool2_channel0001.png",
+        "pool2_channel0004.png",
+        "pool2_image0000.png",
+        "pool2_image0001.png",
+        "pool2_image0002.png",
+    ]
     from PIL import Image
 
     assert Image.open(out / "pool2_image0000.png").size == (2 * 64, 32 * 2)
@@ -503,9 +572,9 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
 
 
 def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp_path, capsys, monkeypatch):
-    from upconv.cli.main import main
-
     import matplotlib.figure
+
+    from upconv.cli.main import main
 
     titles, real = {}, matplotlib.figure.Figure.savefig
 
@@ -516,18 +585,45 @@ def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
     out = tmp_path / "figs"
-    main(["deconv", "alexnet_cifar", "fc6", str(folder), "--out", str(out), "--channels", "[0, 5]", "--limit", "6",
-          "--top", "3", "--images", "2", "--encoder_kwargs", '{"width": 0.25}', "--zoom", "1", "--device", "cpu"])
-    assert sorted(os.listdir(out)) == ["fc6_channel0000.png", "fc6_channel0005.png",
-                                       "fc6_image0000.png", "fc6_image0001.png"]
+    main(
+        [
+            "deconv",
+            "alexnet_cifar",
+            "fc6",
+            str(folder),
+            "--out",
+            str(out),
+            "--channels",
+            "[0, 5]",
+            "--limit",
+            "6",
+            "--top",
+            "3",
+            "--images",
+            "2",
+            "--encoder_kwargs",
+            '{"width": 0.25}',
+            "--zoom",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert sorted(os.listdir(out)) == [
+        "fc6_channel0000.png",
+        "fc6_channel0005.png",
+        "fc6_image0000.png",
+        "fc6_image0001.png",
+    ]
     assert sorted(titles) == ["fc6_channel0000.png", "fc6_channel0005.png"]
     for c in (0, 5):
         text = " ".join(titles[f"fc6_channel{c:04d}.png"].split())  # as wrapped onto lines
         assert text.startswith(f"alexnet_cifar fc6, channel {c}: the top 3 of 6 images"), text
         assert "DeconvNet projection" in text and "receptive-field crop" in text
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == [f"2 channel figures (top 3 of 6 images) and 2 image figures for "
-                                         f"alexnet_cifar fc6 written to {out}/"]
+    assert captured.out.splitlines() == [
+        f"2 channel figures (top 3 of 6 images) and 2 image figures for alexnet_cifar fc6 written to {out}/"
+    ]
     for bar in ("searching 6 images", "channel figures", "/2 ["):
         assert bar in captured.err, bar
 

@@ -5,8 +5,8 @@ import os
 import pytest
 
 import upconv.training.cli
-from upconv.nets.checkpoints import load_decoders
 from upconv.cli.demo import run
+from upconv.nets.checkpoints import load_decoders
 
 
 def test_quick_demo_trains_both_stages_and_writes_the_report(tmp_path, monkeypatch):
@@ -29,9 +29,13 @@ def test_quick_demo_trains_both_stages_and_writes_the_report(tmp_path, monkeypat
     rows = list(csv.DictReader(open(os.path.join(folder, "metrics.csv"))))
     layers = ["conv1", "pool1", "conv2", "pool2", "conv5", "fc6", "fc8"]
     assert [r["layer"] for r in rows if r["method"] == "upconvnet"] == layers
-    assert {r["method"]: r["reads_target"] for r in rows} == {"upconvnet": "False", "deconvnet": "True",
-                                                              "deconvnet+minmax": "False",
-                                                              "floor: mean image": "False", "floor: class mean": "False"}
+    assert {r["method"]: r["reads_target"] for r in rows} == {
+        "upconvnet": "False",
+        "deconvnet": "True",
+        "deconvnet+minmax": "False",
+        "floor: mean image": "False",
+        "floor: class mean": "False",
+    }
     assert os.path.isdir(tmp_path / "runs" / "demo_encoder") and os.path.isdir(tmp_path / "runs" / "demo")
 
 

@@ -33,6 +33,7 @@ FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
 
 # ---------------------------------------------------------------- reading commands out of markdown
 
+
 def command_blocks(markdown: str) -> list[str]:
     """The bodies of the shell command blocks; a console block keeps only its ``$ `` lines."""
     blocks = []
@@ -60,7 +61,7 @@ def commands(shell: str) -> list[list[str]]:
             if part[:2] == ["python", "train.py"]:
                 found.append(["train.py", *part[2:]])
             elif part[:1] == ["upconv"] or part[:3] == ["python", "-m", "upconv.cli.main"]:
-                found.append(["upconv", *part[1 if part[0] == "upconv" else 3:]])
+                found.append(["upconv", *part[1 if part[0] == "upconv" else 3 :]])
             part = []
     return found
 
@@ -79,7 +80,7 @@ def section(markdown: str, title: str) -> str:
     m = re.search(rf"^(#+) {re.escape(title)}\s*$", markdown, re.M)
     assert m, f"no section '{title}'"
     end = re.compile(rf"^#{{1,{len(m.group(1))}}} ", re.M).search(markdown, m.end())
-    return markdown[m.end(): end.start() if end else len(markdown)]
+    return markdown[m.end() : end.start() if end else len(markdown)]
 
 
 def is_template(argv: list[str]) -> bool:
@@ -89,7 +90,8 @@ def is_template(argv: list[str]) -> bool:
 
 # ---------------------------------------------------------------- the real parsers
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def parser(program: str):  # noqa: ANN201 - a jsonargparse ArgumentParser
     """The parser the program would build, captured before it parses anything (nothing runs)."""
     from upconv.cli.main import main as upconv_main
@@ -109,7 +111,7 @@ def parse_error(argv: list[str]) -> str | None:
     except SystemExit as e:
         if e.code not in (0, None):
             message = err.getvalue()
-            return message[message.find("error:"):].strip() or f"exit status {e.code}"
+            return message[message.find("error:") :].strip() or f"exit status {e.code}"
     except argparse.ArgumentError as e:  # train.py's parser raises its errors (turned into one line by main)
         return str(e)
     return None
@@ -122,6 +124,7 @@ def check(cmds: list[list[str]], where: str) -> None:
 
 
 # ---------------------------------------------------------------- (a) commands
+
 
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch):
@@ -160,23 +163,32 @@ def test_a_nonexistent_option_or_subcommand_is_caught():
 
 
 def test_commands_are_read_out_of_markdown():
-    text = ("x\n```bash\nsource .venv/bin/activate   # not ours\nUPCONV_PROGRESS=0 upconv layers alexnet_cifar  # c\n"
-            "python train.py fit --config a.yaml \\\n    --trainer.max_epochs 1 && upconv evaluate --limit 2\n```\n"
-            "```python\nupconv = 1\n```\n```console\n$ upconv deconv e l d\noutput line\n```\n"
-            "| `upconv visualize class alexnet_cifar [0,3] --starts 2` \\| `upconv layers` | ok |\n"
-            "| `upconv deconv <e> <l> <d>` | `upconv deconv` in another column |\n"
-            "text naming `upconv deconv --channels` without its arguments\n")
+    text = (
+        "x\n```bash\nsource .venv/bin/activate   # not ours\nUPCONV_PROGRESS=0 upconv layers alexnet_cifar  # c\n"
+        "python train.py fit --config a.yaml \\\n    --trainer.max_epochs 1 && upconv evaluate --limit 2\n```\n"
+        "```python\nupconv = 1\n```\n```console\n$ upconv deconv e l d\noutput line\n```\n"
+        "| `upconv visualize class alexnet_cifar [0,3] --starts 2` \\| `upconv layers` | ok |\n"
+        "| `upconv deconv <e> <l> <d>` | `upconv deconv` in another column |\n"
+        "text naming `upconv deconv --channels` without its arguments\n"
+    )
     cmds = [c for b in command_blocks(text) for c in commands(b)]
-    assert cmds == [["upconv", "layers", "alexnet_cifar"],
-                    ["train.py", "fit", "--config", "a.yaml", "--trainer.max_epochs", "1"],
-                    ["upconv", "evaluate", "--limit", "2"], ["upconv", "deconv", "e", "l", "d"]]
+    assert cmds == [
+        ["upconv", "layers", "alexnet_cifar"],
+        ["train.py", "fit", "--config", "a.yaml", "--trainer.max_epochs", "1"],
+        ["upconv", "evaluate", "--limit", "2"],
+        ["upconv", "deconv", "e", "l", "d"],
+    ]
     inline = inline_commands(text)
-    assert inline == [["upconv", "visualize", "class", "alexnet_cifar", "[0,3]", "--starts", "2"],
-                      ["upconv", "layers"], ["upconv", "deconv", "<e>", "<l>", "<d>"]]
+    assert inline == [
+        ["upconv", "visualize", "class", "alexnet_cifar", "[0,3]", "--starts", "2"],
+        ["upconv", "layers"],
+        ["upconv", "deconv", "<e>", "<l>", "<d>"],
+    ]
     assert [is_template(c) for c in inline] == [False, False, True]
 
 
 # ---------------------------------------------------------------- (b) links
+
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
@@ -218,15 +230,25 @@ def test_every_relative_link_reaches_a_file_and_heading(page):
 def test_docs_has_one_page_per_area_and_the_readme_links_each():
     readme = (REPO / "README.md").read_text()
     assert len(readme.encode()) <= 15_500, "the README is a front page: move detail to a page under docs/"
-    for name in ["encoders", "training", "evaluation", "deconvnet", "privacy", "visualisations", "design",
-                 "measurements"]:
+    for name in [
+        "encoders",
+        "training",
+        "evaluation",
+        "deconvnet",
+        "privacy",
+        "visualisations",
+        "design",
+        "measurements",
+    ]:
         assert (REPO / "docs" / f"{name}.md").exists(), name
         assert f"(docs/{name}.md" in readme, f"README links no docs/{name}.md"
 
 
 def test_a_broken_link_or_anchor_is_caught(tmp_path):
     page = tmp_path / "p.md"
-    page.write_text("# Top\n## Training health at 10× the rate (CPU)\n[a](#training-health-at-10-the-rate-cpu) "
-                    "[b](#no-such) [c](missing.md) `[d](in-code.md)`\n```bash\n[e](block.md)\n```\n")
+    page.write_text(
+        "# Top\n## Training health at 10× the rate (CPU)\n[a](#training-health-at-10-the-rate-cpu) "
+        "[b](#no-such) [c](missing.md) `[d](in-code.md)`\n```bash\n[e](block.md)\n```\n"
+    )
     assert links(page) == ["#training-health-at-10-the-rate-cpu", "#no-such", "missing.md"]
     assert anchors(page) == {"top", "training-health-at-10-the-rate-cpu"}

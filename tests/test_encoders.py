@@ -6,9 +6,7 @@ import torch
 from torch import nn
 
 from upconv.nets.builtin import CIFAR_MEAN, CIFAR_STD
-
 from upconv.nets.encoder import Encoder
-
 from upconv.nets.zoo import build_encoder
 
 SMALL = {"width": 0.25}
@@ -112,7 +110,11 @@ def test_bad_names_and_images_raise_clear_errors(alex):
         alex(torch.rand(1, 1, 32, 32), ["conv1"])
     with pytest.raises(ValueError, match="float images"):
         alex(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["conv1"])
-    with pytest.raises(ValueError, match="unknown encoder 'alexnet_cifra'.*alexnet_cifar, he2019_cifar, resnet18_cifar, alexnet.*timm:<model_name>"):
+    with pytest.raises(
+        ValueError,
+        match="unknown encoder 'alexnet_cifra'.*alexnet_cifar, he2019_cifar, resnet18_cifar, alexnet"
+        ".*timm:<model_name>",
+    ):
         build_encoder("alexnet_cifra")
 
 
@@ -121,7 +123,9 @@ def test_non_finite_images_are_refused_at_boundaries_only(alex):
     alex.check_images(x, finite=True)  # finite images pass
     x[1, 0, 4, 4] = float("nan")
     x[2, 2, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels \(batch positions 1, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"2 of 3 input images contain NaN or infinite pixels \(batch positions 1, 2\)"
+    ):
         alex.check_images(x, finite=True)
     assert torch.isnan(alex(x, ["conv1"])["conv1"][1]).any()  # the hot path does not read the tensor back
 
@@ -149,7 +153,9 @@ def test_torchvision_alexnet_names_and_offline_cache(tmp_path, monkeypatch):
     import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"not in the local torch cache \(expected .*alexnet-owt-7be5be79.pth\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"not in the local torch cache \(expected .*alexnet-owt-7be5be79.pth\)"
+    ):
         build_encoder("alexnet")
     # Place a (random) checkpoint where torchvision's weight enum looks; it must be picked up, not fetched.
     ref = torchvision.models.alexnet()
@@ -265,13 +271,27 @@ def test_decoders_of_a_batch_norm_encoder_save_and_reload(tmp_path, monkeypatch)
     (tmp_path / "bnnets.py").write_text(BN_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("bnnets", None)
-    module = InversionModule(encoder="bnnets.TinyBN", layers=["bn", "pool"], encoder_kwargs={"c": 4},
-                             width=8, fc_width=16, max_width=16, log_images=0)
+    module = InversionModule(
+        encoder="bnnets.TinyBN",
+        layers=["bn", "pool"],
+        encoder_kwargs={"c": 4},
+        width=8,
+        fc_width=16,
+        max_width=16,
+        log_images=0,
+    )
     g = torch.Generator().manual_seed(0)
     images = torch.rand(8, 3, 32, 32, generator=g)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8)), batch_size=4)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(module, train_dataloaders=loader)
     path = tmp_path / "bn.ckpt"
     trainer.save_checkpoint(path)

@@ -10,13 +10,12 @@ import torch
 import yaml
 
 from upconv.evaluation import figures, tables
-from upconv.evaluation.figures import MARK as FIG_MARK
 from upconv.evaluation.config import EvalConfig
-from upconv.nets.checkpoints import load_decoders
-from upconv.training.datamodule import ImageData
+from upconv.evaluation.figures import MARK as FIG_MARK
 from upconv.evaluation.result import METRICS
 from upconv.evaluation.run import evaluate
-from upconv.methods.registry import build_method
+from upconv.nets.checkpoints import load_decoders
+from upconv.training.datamodule import ImageData
 
 FILES = {"report.md", "metrics.csv", "metrics.json", "depth.png", "grid.png"}
 LAYERS = ["conv1", "pool2", "fc6"]
@@ -134,7 +133,10 @@ def test_report_folder_is_complete_and_csv_matches_table(ckpt, data, tmp_path, t
             mean, lo, hi = map(float, re.match(r"(\S+) \[(\S+), (\S+)\]", text).groups())
             tol = 0.006 if k == "psnr" else 6e-5  # table rounds to 2 / 4 decimals
             assert mean == pytest.approx(float(row[k]), abs=tol)
-            assert (lo, hi) == (pytest.approx(float(row[k + "_lo"]), abs=tol), pytest.approx(float(row[k + "_hi"]), abs=tol))
+            assert (lo, hi) == (
+                pytest.approx(float(row[k + "_lo"]), abs=tol),
+                pytest.approx(float(row[k + "_hi"]), abs=tol),
+            )
             assert float(row[k + "_lo"]) <= float(row[k]) <= float(row[k + "_hi"])
     md = (out / "report.md").read_text()
     assert "![metrics against depth](depth.png)" in md and "![originals and reconstructions](grid.png)" in md
@@ -200,8 +202,9 @@ def test_same_seed_gives_byte_identical_csv(ckpt, data, tmp_path):
 
 
 def test_methods_side_by_side_with_an_exact_oracle(ckpt, data, tmp_path):
-    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=20), data=data,
-                   methods=["upconvnet", Oracle()])
+    res = evaluate(
+        EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=20), data=data, methods=["upconvnet", Oracle()]
+    )
     oracle = [r for r in res.rows if r["method"] == "oracle"]
     assert [r["layer"] for r in oracle] == LAYERS
     for r in oracle:
@@ -219,8 +222,11 @@ def test_no_table_of_the_report_is_wider_than_eight_columns(ckpt, data, tmp_path
     metric still has its column (the tables are split, not cut)."""
     _place_random_alexnet_trunk()
     blank = Constant("blank", torch.zeros(3, 32, 32))
-    evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), layers=["conv1", "fc6"], n_boot=5), data=data,
-             methods=["upconvnet", "deconvnet", blank])
+    evaluate(
+        EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), layers=["conv1", "fc6"], n_boot=5),
+        data=data,
+        methods=["upconvnet", "deconvnet", blank],
+    )
     md = (tmp_path / "run" / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("|")]
     widths = [len(line.strip().strip("|").split("|")) for line in rows]
@@ -229,13 +235,16 @@ def test_no_table_of_the_report_is_wider_than_eight_columns(ckpt, data, tmp_path
     assert all(label in headers for label in tables.LABELS.values())  # LPIPS and accuracy included
 
 
-@pytest.mark.parametrize("case, match", [
-    ("other_encoder", "trained for encoder"),
-    ("missing_layer", "cannot reconstruct from layer"),
-    ("image_size", r"expects images of shape \(B, 3, 32, 32\)"),
-    ("empty_split", "no images found"),
-    ("unknown_method", "unknown method 'nope'; choose one of: .*upconvnet"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("other_encoder", "trained for encoder"),
+        ("missing_layer", "cannot reconstruct from layer"),
+        ("image_size", r"expects images of shape \(B, 3, 32, 32\)"),
+        ("empty_split", "no images found"),
+        ("unknown_method", "unknown method 'nope'; choose one of: .*upconvnet"),
+    ],
+)
 def test_bad_input_fails_clearly_and_writes_nothing(ckpt, tmp_path, case, match):
     kwargs, data = dict(out=str(tmp_path / "run"), data="embedded", embedded_per_class=2, n_boot=5), None
     if case == "other_encoder":
@@ -280,12 +289,23 @@ def test_cli_runs_from_a_config_and_reports_errors(ckpt, tmp_path, capsys):
     from upconv.cli.main import main
 
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(yaml.safe_dump({"checkpoints": [ckpt], "out": str(tmp_path / "run"), "layers": ["fc6", "conv1"],
-                                   "embedded_per_class": 4, "n_boot": 10, "device": "cpu"}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "checkpoints": [ckpt],
+                "out": str(tmp_path / "run"),
+                "layers": ["fc6", "conv1"],
+                "embedded_per_class": 4,
+                "n_boot": 10,
+                "device": "cpu",
+            }
+        )
+    )
     main(["evaluate", "--config", str(cfg)])
     assert capsys.readouterr().out.splitlines() == [
         "evaluated split val = a seeded 10 % hold-out of the embedded photographs' crops: 3 of 32 images",
-        str(tmp_path / "run" / "report.md")]
+        str(tmp_path / "run" / "report.md"),
+    ]
     assert [r["layer"] for r in _csv_rows(tmp_path / "run" / "metrics.csv")] == ["conv1", "fc6"]
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "run2"), "--methods", "[nope]"])
@@ -305,26 +325,58 @@ def test_cli_passes_method_options_and_writes_to_runs_eval_by_default(ckpt, tmp_
 
     monkeypatch.setattr(plan, "build_method", recording)
     monkeypatch.chdir(tmp_path)
-    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--methods", "[upconvnet,mahendran_vedaldi]",
-          "--method_options", "{mahendran_vedaldi: {steps: 1}}", "--embedded_per_class", "4", "--n_boot", "5",
-          "--lpips", "false", "--device", "cpu"])
+    main(
+        [
+            "evaluate",
+            "--checkpoints",
+            f"[{ckpt}]",
+            "--layers",
+            "[fc6]",
+            "--methods",
+            "[upconvnet,mahendran_vedaldi]",
+            "--method_options",
+            "{mahendran_vedaldi: {steps: 1}}",
+            "--embedded_per_class",
+            "4",
+            "--n_boot",
+            "5",
+            "--lpips",
+            "false",
+            "--device",
+            "cpu",
+        ]
+    )
     assert built == [("upconvnet", {"checkpoints": [ckpt]}), ("mahendran_vedaldi", {"steps": 1})]
     assert capsys.readouterr().out.splitlines()[-1] == os.path.join(str(tmp_path), "runs", "eval", "report.md")
     assert set(os.listdir(tmp_path / "runs" / "eval")) == FILES
 
 
-@pytest.mark.parametrize("options, match", [
-    ("{mahendran_vedaldi: {stepz: 1}}", r"method 'mahendran_vedaldi' cannot be built with options \{'stepz': 1\}"),
-    ("{deconvnet: {}}", r"method_options names deconvnet, which is not among the methods \(upconvnet\)"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ("{mahendran_vedaldi: {stepz: 1}}", r"method 'mahendran_vedaldi' cannot be built with options \{'stepz': 1\}"),
+        ("{deconvnet: {}}", r"method_options names deconvnet, which is not among the methods \(upconvnet\)"),
+    ],
+)
 def test_method_options_that_cannot_apply_are_one_line(ckpt, tmp_path, capsys, options, match):
     from upconv.cli.main import main
 
     methods = "[upconvnet,mahendran_vedaldi]" if "mahendran" in options else "[upconvnet]"
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--methods", methods, "--method_options", options,
-              "--out", str(tmp_path / "run")])
+        main(
+            [
+                "evaluate",
+                "--checkpoints",
+                f"[{ckpt}]",
+                "--methods",
+                methods,
+                "--method_options",
+                options,
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and re.search(match, err)
     assert not (tmp_path / "run").exists()
@@ -366,11 +418,19 @@ class Figures:
             texts = [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
             ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
             fig.canvas.draw()
-            clipped = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()
-                       if t.get_text() and t.get_window_extent().x0 < 0]  # drawn left of the figure's edge
+            clipped = [
+                t.get_text()
+                for ax in fig.axes
+                for t in ax.get_yticklabels()
+                if t.get_text() and t.get_window_extent().x0 < 0
+            ]  # drawn left of the figure's edge
             marked = {ax.get_title(): any(line.get_marker() == "x" for line in ax.get_lines()) for ax in fig.axes}
-            self.saved[os.path.basename(str(path))] = {"legend": texts, "yticks": ticks, "clipped": clipped,
-                                                       "marked": marked}
+            self.saved[os.path.basename(str(path))] = {
+                "legend": texts,
+                "yticks": ticks,
+                "clipped": clipped,
+                "marked": marked,
+            }
             return real(fig, path, *args, **kwargs)
 
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
@@ -379,16 +439,33 @@ class Figures:
 def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt, data, tmp_path, monkeypatch):
     figures = Figures(monkeypatch)
     out = tmp_path / "run"
-    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"],
-                              methods=["upconvnet", "deconvnet", "deconvnet+minmax"], n_boot=5, lpips=False), data=data)
-    assert {r["method"]: r["reads_target"] for r in res.rows} == {"upconvnet": False, "deconvnet": True,
-                                                                  "deconvnet+minmax": False}
+    res = evaluate(
+        EvalConfig(
+            checkpoints=[ckpt],
+            out=str(out),
+            layers=["conv1"],
+            methods=["upconvnet", "deconvnet", "deconvnet+minmax"],
+            n_boot=5,
+            lpips=False,
+        ),
+        data=data,
+    )
+    assert {r["method"]: r["reads_target"] for r in res.rows} == {
+        "upconvnet": False,
+        "deconvnet": True,
+        "deconvnet+minmax": False,
+    }
     assert list(res.settings["method_caveats"]) == ["deconvnet"]
     assert {r["method"]: r["reads_target"] for r in _csv_rows(out / "metrics.csv")} == {
-        "upconvnet": "False", "deconvnet": "True", "deconvnet+minmax": "False"}
-    assert json.loads((out / "metrics.json").read_text())["settings"]["method_caveats"] == res.settings["method_caveats"]
+        "upconvnet": "False",
+        "deconvnet": "True",
+        "deconvnet+minmax": "False",
+    }
+    assert (
+        json.loads((out / "metrics.json").read_text())["settings"]["method_caveats"] == res.settings["method_caveats"]
+    )
     md = (out / "report.md").read_text()
-    for head, body in _md_tables(md.split("## Results")[1].split("### No-information floors")[0]):
+    for _head, body in _md_tables(md.split("## Results")[1].split("### No-information floors")[0]):
         assert [c[0] for c in body] == ["upconvnet", "deconvnet†", "deconvnet+minmax"]  # † beside its numbers
     note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
     assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
@@ -396,29 +473,45 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
     assert methods == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
     assert figures.saved["grid.png"]["clipped"] == []  # the long labels fit: none is cut at the left edge
     ticks = [t.removeprefix("⚠ ") for t in figures.saved["grid.png"]["yticks"]]
-    assert ticks == ["original", "floor: mean image", "floor: class mean", "upconvnet: conv1",
-                     "deconvnet† (optimistic bound): conv1", "deconvnet+minmax: conv1"]
+    assert ticks == [
+        "original",
+        "floor: mean image",
+        "floor: class mean",
+        "upconvnet: conv1",
+        "deconvnet† (optimistic bound): conv1",
+        "deconvnet+minmax: conv1",
+    ]
 
 
 def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(ckpt, data, tmp_path, capsys):
-    from upconv.nets.builtin import ARCHITECTURES
     from upconv.cli.main import main
+    from upconv.nets.builtin import ARCHITECTURES
     from upconv.nets.zoo import build_encoder
 
     same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
     torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
-    res = evaluate(EvalConfig(checkpoints=[ckpt], encoder_weights=str(same), layers=["fc6"], n_boot=5, lpips=False),
-                   data=data)
+    res = evaluate(
+        EvalConfig(checkpoints=[ckpt], encoder_weights=str(same), layers=["fc6"], n_boot=5, lpips=False), data=data
+    )
     assert res.settings["encoder_spec"]["weights"] == str(same)  # used, and it fits the decoders
     torch.manual_seed(5)
     other = tmp_path / "other.pt"
     torch.save(ARCHITECTURES["alexnet_cifar"].build(**ENC_KWARGS).state_dict(), other)
     with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
-        evaluate(EvalConfig(checkpoints=[ckpt], encoder_weights=str(other), layers=["fc6"], n_boot=5, lpips=False),
-                 data=data)
+        evaluate(
+            EvalConfig(checkpoints=[ckpt], encoder_weights=str(other), layers=["fc6"], n_boot=5, lpips=False), data=data
+        )
     with pytest.raises(ValueError, match="trained for encoder"):
-        evaluate(EvalConfig(checkpoints=[ckpt], encoder_kwargs={"width": 0.5, "num_classes": 8}, layers=["fc6"], n_boot=5,
-                            lpips=False), data=data)
+        evaluate(
+            EvalConfig(
+                checkpoints=[ckpt],
+                encoder_kwargs={"width": 0.5, "num_classes": 8},
+                layers=["fc6"],
+                n_boot=5,
+                lpips=False,
+            ),
+            data=data,
+        )
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--checkpoints", f"[{ckpt}]", "--encoder_weights", str(other), "--out", str(tmp_path / "r")])
@@ -456,8 +549,11 @@ class NaNData:
 
 def test_non_finite_images_are_refused(ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"1 of 4 input images contain NaN or infinite pixels \(batch positions 2\)"):
-        evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=5, lpips=False), data=NaNData(),
-                 methods=["upconvnet", Oracle()])
+        evaluate(
+            EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), n_boot=5, lpips=False),
+            data=NaNData(),
+            methods=["upconvnet", Oracle()],
+        )
     assert os.listdir(tmp_path) == []
 
 
@@ -465,20 +561,62 @@ def test_progress_goes_to_stderr_and_stdout_stays_clean(ckpt, tmp_path, capfd, m
     from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
-    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4", "--n_boot", "5",
-          "--lpips", "false", "--device", "cpu", "--out", str(tmp_path / "run")])
+    main(
+        [
+            "evaluate",
+            "--checkpoints",
+            f"[{ckpt}]",
+            "--layers",
+            "[fc6]",
+            "--embedded_per_class",
+            "4",
+            "--n_boot",
+            "5",
+            "--lpips",
+            "false",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     out, err = capfd.readouterr()
     assert "evaluate" in err and "step" in err  # the bar: batches × methods × layers
     assert out.splitlines()[-1] == str(tmp_path / "run" / "report.md") and len(out.splitlines()) == 2
     monkeypatch.setenv("UPCONV_PROGRESS", "0")
-    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4", "--n_boot", "5",
-          "--lpips", "false", "--device", "cpu", "--out", str(tmp_path / "run2")])
+    main(
+        [
+            "evaluate",
+            "--checkpoints",
+            f"[{ckpt}]",
+            "--layers",
+            "[fc6]",
+            "--embedded_per_class",
+            "4",
+            "--n_boot",
+            "5",
+            "--lpips",
+            "false",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run2"),
+        ]
+    )
     assert "evaluate" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------- folders: split, labels, grid
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (128, 128, 128),
-           (255, 255, 255)]
+COLOURS = [
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (0, 255, 255),
+    (255, 0, 255),
+    (128, 128, 128),
+    (255, 255, 255),
+]
 
 
 def _solid_folder(root, n_classes, per_class):
@@ -503,26 +641,67 @@ def test_plain_folder_says_which_split_and_skips_accuracy_against_foreign_labels
     from upconv.cli.main import main
 
     _solid_folder(tmp_path / "imgs", 2, 10)  # 2 classes; the encoder has 8 outputs
-    main(["evaluate", "--checkpoints", f"[{ckpt}]", "--data", "folder", "--root", str(tmp_path / "imgs"),
-          "--layers", "[fc6]", "--n_boot", "5", "--lpips", "false", "--out", str(tmp_path / "run")])
+    main(
+        [
+            "evaluate",
+            "--checkpoints",
+            f"[{ckpt}]",
+            "--data",
+            "folder",
+            "--root",
+            str(tmp_path / "imgs"),
+            "--layers",
+            "[fc6]",
+            "--n_boot",
+            "5",
+            "--lpips",
+            "false",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     said = "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
     assert capsys.readouterr().out.splitlines()[0] == f"evaluated {said}"
     md = (tmp_path / "run" / "report.md").read_text()
     assert said in md and "n = 2 images" in md
-    assert sum("accuracy skipped: the data has 2 classes but alexnet_cifar outputs 8" in line for line in md.splitlines()) == 1
+    assert (
+        sum("accuracy skipped: the data has 2 classes but alexnet_cifar outputs 8" in line for line in md.splitlines())
+        == 1
+    )
     assert "accuracy on x̂ ↑" not in md  # no column of numbers against foreign labels
     row = _csv_rows(tmp_path / "run" / "metrics.csv")[0]
     assert row["recon_accuracy"] == "" and row["class_agreement"] != ""
-    res = evaluate(EvalConfig(checkpoints=[ckpt], data="folder", root=str(tmp_path / "imgs"), split="all", layers=["fc6"],
-                              n_boot=5, lpips=False))
+    res = evaluate(
+        EvalConfig(
+            checkpoints=[ckpt],
+            data="folder",
+            root=str(tmp_path / "imgs"),
+            split="all",
+            layers=["fc6"],
+            n_boot=5,
+            lpips=False,
+        )
+    )
     assert res.settings["n_images"] == 20
-    assert res.settings["split_description"] == "split all = every image of a folder without train/ and test/: 20 images"
+    assert (
+        res.settings["split_description"] == "split all = every image of a folder without train/ and test/: 20 images"
+    )
 
 
 def test_matching_folder_labels_are_labelled_as_an_assumption(ckpt, tmp_path):
     _solid_folder(tmp_path / "imgs", 8, 3)
-    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "run"), data="folder", root=str(tmp_path / "imgs"),
-                              split="all", layers=["fc6"], n_boot=5, lpips=False))
+    res = evaluate(
+        EvalConfig(
+            checkpoints=[ckpt],
+            out=str(tmp_path / "run"),
+            data="folder",
+            root=str(tmp_path / "imgs"),
+            split="all",
+            layers=["fc6"],
+            n_boot=5,
+            lpips=False,
+        )
+    )
     md = (tmp_path / "run" / "report.md").read_text()
     assert "against the folder's labels, assumed to be the encoder's classes in sorted folder order" in md
     assert res.rows[0]["recon_accuracy"] is not None
@@ -539,10 +718,16 @@ def test_chance_level_accuracy_is_flagged():
 def test_grid_images_are_sampled_across_classes(tmp_path):
     _solid_folder(tmp_path / "imgs" / "train", 4, 2)
     _solid_folder(tmp_path / "imgs" / "test", 4, 5)  # class-ordered: the first 4 images are all class 0
-    kw = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25, "num_classes": 4}, layers=["conv1"], n_boot=5,
-              lpips=False)
-    objects = dict(methods=[Oracle()], data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3,
-                                                      num_workers=0))
+    kw = dict(
+        encoder="alexnet_cifar",
+        encoder_kwargs={"width": 0.25, "num_classes": 4},
+        layers=["conv1"],
+        n_boot=5,
+        lpips=False,
+    )
+    objects = dict(
+        methods=[Oracle()], data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3, num_workers=0)
+    )
     res = evaluate(EvalConfig(batch_size=3, grid_images=4, **kw), **objects)
     assert [_class_of(x) for x in res.originals] == [0, 1, 2, 3]  # one per class, in class order
     assert torch.equal(res.grid[("oracle", "conv1")], res.originals)  # each reconstruction beside its original
@@ -601,8 +786,21 @@ def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, 
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--data", "folder", "--root", str(tmp_path / "imgs"),
-              "--split", "all", "--out", str(tmp_path / "run")])
+        main(
+            [
+                "evaluate",
+                "--checkpoints",
+                f"[{ckpt}]",
+                "--data",
+                "folder",
+                "--root",
+                str(tmp_path / "imgs"),
+                "--split",
+                "all",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and f"cannot decode image {bad}" in err
     assert not (tmp_path / "run").exists() and _no_partials(tmp_path)
@@ -626,8 +824,9 @@ def test_floors_are_the_training_mean_images_scored_like_any_method(ckpt, data):
     x, y = torch.cat([b for b, _ in val]), torch.cat([l for _, l in val])
     mean = x_tr.mean(0)  # the oracle: the floors by brute force
     class_mean = torch.stack([x_tr[y_tr == k].mean(0) for k in range(8)])
-    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5, lpips=False), data=data,
-                   methods=[Oracle()])
+    res = evaluate(
+        EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5, lpips=False), data=data, methods=[Oracle()]
+    )
     floors = {r["method"]: r for r in res.floor_rows}
     from upconv.core import metrics as M
 
@@ -646,8 +845,11 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
     blank = Constant("blank", torch.zeros(3, 32, 32))  # knows nothing and is worse than the mean image
     mean = Constant("mean", train.double().mean(0).float())  # exactly the mean-image floor
     out = tmp_path / "run"
-    res = evaluate(EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"], n_boot=5, lpips=False), data=data,
-                   methods=[blank, mean, Oracle()])
+    res = evaluate(
+        EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"], n_boot=5, lpips=False),
+        data=data,
+        methods=[blank, mean, Oracle()],
+    )
     verdicts = {r["method"]: r["floor_verdict"] for r in res.rows}
     assert "no-information" in verdicts["blank"] and "no-information" in verdicts["mean"]  # at counts as below
     assert verdicts["oracle"] is None
@@ -657,16 +859,23 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
     md = (out / "report.md").read_text()
     main = _main_table(md)
     assert main[("blank", "conv1")]["floor verdict"] == "⚠ at/below the mean-image floor"
-    assert main[("blank", "conv1")]["decoder"] == "—" and main[("oracle", "conv1")]["floor verdict"] == "above the floors"
-    assert any(line.startswith("> ⚠ blank at conv1: PSNR") and "does not measure the layer's information" in line
-               for line in md.splitlines())
+    assert (
+        main[("blank", "conv1")]["decoder"] == "—" and main[("oracle", "conv1")]["floor verdict"] == "above the floors"
+    )
+    assert any(
+        line.startswith("> ⚠ blank at conv1: PSNR") and "does not measure the layer's information" in line
+        for line in md.splitlines()
+    )
     assert "### No-information floors" in md and "| mean image |" in md and "| class mean |" in md
     assert FIG_MARK in figures.saved["depth.png"]["legend"]
     marked = figures.saved["depth.png"]["marked"]  # the verdict is by PSNR: its × on that panel alone
     assert marked["PSNR dB ↑"] and not marked["SSIM ↑"] and not marked["MSE ↓"]
     assert figures.saved["grid.png"]["clipped"] == []  # every row label inside the figure
     assert {"floor: mean image", "floor: class mean"} <= set(figures.saved["depth.png"]["legend"])
-    assert "⚠ blank: conv1" in figures.saved["grid.png"]["yticks"] and "oracle: conv1" in figures.saved["grid.png"]["yticks"]
+    assert (
+        "⚠ blank: conv1" in figures.saved["grid.png"]["yticks"]
+        and "oracle: conv1" in figures.saved["grid.png"]["yticks"]
+    )
 
 
 def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data, tmp_path):
@@ -681,10 +890,14 @@ def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data
     res = evaluate(EvalConfig(checkpoints=[str(path)], out=str(out), n_boot=5, lpips=False), data=data)
     assert [r["decoder_health"] for r in res.rows] == ["ok", "recovered", "failed"]
     md = (out / "report.md").read_text()
-    assert any(line.startswith("> ⚠ upconvnet at fc6: its decoder diverged in training and was marked failed")
-               for line in md.splitlines())
-    assert any(line.startswith(">") and "upconvnet at pool2: its decoder diverged in training and was recovered"
-               in line for line in md.splitlines())
+    assert any(
+        line.startswith("> ⚠ upconvnet at fc6: its decoder diverged in training and was marked failed")
+        for line in md.splitlines()
+    )
+    assert any(
+        line.startswith(">") and "upconvnet at pool2: its decoder diverged in training and was recovered" in line
+        for line in md.splitlines()
+    )
     health = {L: row["decoder"] for (m, L), row in _main_table(md).items()}
     assert health == {"conv1": "ok", "pool2": "decoder recovered in training", "fc6": "⚠ decoder failed in training"}
     assert {r["layer"]: r["decoder_health"] for r in _csv_rows(out / "metrics.csv")}["fc6"] == "failed"
@@ -705,6 +918,14 @@ def test_methods_reuse_the_evaluations_features_instead_of_running_the_encoder_a
         return real(self, images, layers)
 
     monkeypatch.setattr(Encoder, "forward", counting)
-    evaluate(EvalConfig(checkpoints=[ckpt], methods=["upconvnet", "mahendran_vedaldi"],
-                        method_options={"mahendran_vedaldi": {"steps": 1}}, n_boot=5, lpips=False), data=data)
+    evaluate(
+        EvalConfig(
+            checkpoints=[ckpt],
+            methods=["upconvnet", "mahendran_vedaldi"],
+            method_options={"mahendran_vedaldi": {"steps": 1}},
+            n_boot=5,
+            lpips=False,
+        ),
+        data=data,
+    )
     assert on_originals == [["conv1", "pool2", "fc6", "fc8"]]  # the evaluation's own pass (fc8: class scores)

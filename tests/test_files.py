@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 from PIL import Image
@@ -24,13 +22,16 @@ def test_a_good_file_loads(weights):
     torch.testing.assert_close(load_torch_file(weights, "weights file")["w"], torch.arange(3.0))
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", r"weights file not found: .*nothere\.pt"),
-    ("empty", r"weights file .*bad\.pt is empty \(0 bytes\)"),
-    ("truncated", r"weights file .*bad\.pt is truncated or corrupt \(.*\); re-create it"),
-    ("garbage", r"weights file .*bad\.pt is not a PyTorch file"),
-    ("pickle", r"refused to load weights file .*bad\.pt: it holds pickled Python objects"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", r"weights file not found: .*nothere\.pt"),
+        ("empty", r"weights file .*bad\.pt is empty \(0 bytes\)"),
+        ("truncated", r"weights file .*bad\.pt is truncated or corrupt \(.*\); re-create it"),
+        ("garbage", r"weights file .*bad\.pt is not a PyTorch file"),
+        ("pickle", r"refused to load weights file .*bad\.pt: it holds pickled Python objects"),
+    ],
+)
 def test_bad_files_give_one_line_naming_the_file(tmp_path, weights, kind, message, capsys):
     bad = tmp_path / "bad.pt"
     if kind == "empty":

@@ -12,7 +12,8 @@ from torch import nn
 
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
-from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.training.decoder_state import clip_grad_norms
+from upconv.training.health import HealthGuard
 from upconv.training.module import InversionModule
 
 TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
@@ -89,7 +90,7 @@ def test_a_decoder_that_stays_diverged_is_failed_keeps_its_last_good_weights_and
 
 def test_a_slow_drift_that_never_spikes_is_caught_against_the_best_level():
     decoders, opt, guard = toy_guard(check_every=4, patience=2, spike_factor=4.0)
-    losses = [1.0] * 8 + [1.0 * 1.25 ** k for k in range(1, 40)]  # +25 % a step: always within 10 × its level
+    losses = [1.0] * 8 + [1.0 * 1.25**k for k in range(1, 40)]  # +25 % a step: always within 10 × its level
     weights, events = drive(decoders, guard, losses)
     assert all(w == 1.0 for w in weights[:20])
     drift = [e for e in events if e.kind == "loss drift"]
@@ -185,9 +186,18 @@ class Sabotage(L.Callback):
 
 def _fit(module, tmp_path, steps=12, callbacks=(), **trainer_kw):
     data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
-    trainer = L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                        log_every_n_steps=3, callbacks=list(callbacks), **trainer_kw)
+    trainer = L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        log_every_n_steps=3,
+        callbacks=list(callbacks),
+        **trainer_kw,
+    )
     trainer.fit(module, data)
     return trainer
 
@@ -212,7 +222,9 @@ def test_a_blow_up_in_one_decoder_is_recovered_and_never_touches_the_others(tmp_
     assert all(torch.isfinite(p).all() for p in faulty.decoders["pool2"].parameters())
     health = faulty.health.record()
     assert health["pool2"]["status"] == "recovered" and health["pool2"]["healthy"]
-    assert [e["kind"] for e in health["pool2"]["events"] if e["kind"] != "skipped steps"] == ["non-finite loss"], health["pool2"]["events"]
+    assert [e["kind"] for e in health["pool2"]["events"] if e["kind"] != "skipped steps"] == ["non-finite loss"], (
+        health["pool2"]["events"]
+    )
     assert health["conv1"]["status"] == health["fc6"]["status"] == "ok"
     path = tmp_path / "dec.ckpt"
     trainer.save_checkpoint(path, weights_only=True)
@@ -243,14 +255,22 @@ def _losses_on(module, images):
 
 def _ten_times_rate_run(layers, steps=30, **kw):
     torch.manual_seed(0)
-    m = InversionModule(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, layers=layers, width=16,
-                        fc_width=512, lr=1e-2, **kw)  # 10 × the paper's rate (1e-3), 5 × the recipe's
+    m = InversionModule(
+        encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, layers=layers, width=16, fc_width=512, lr=1e-2, **kw
+    )  # 10 × the paper's rate (1e-3), 5 × the recipe's
     data = ImageData(source="embedded", embedded_per_class=40, batch_size=16, seed=0)
     data.setup()
     held_out = data.source.tensors("val")[0][:64].float() / 255  # (64, 3, 32, 32)
     before = _losses_on(m, held_out)
-    L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, log_every_n_steps=10).fit(m, data)
+    L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    ).fit(m, data)
     return m, before, _losses_on(m, held_out)
 
 
@@ -265,7 +285,9 @@ def test_ten_times_the_default_rate_ends_below_the_initial_loss_or_names_the_fai
     assert m.health.events, "at this rate the guard should have had to act"
 
 
-def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_full_state(tmp_path, monkeypatch, capsys):
+def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_full_state(
+    tmp_path, monkeypatch, capsys
+):
     """configs/cifar10_alexnet_all.yaml shrunk: decoders.ckpt (weights + health, no optimizer state) every
     epoch, last.ckpt (full state) every 5 epochs, and --ckpt_path resumes where the run stopped."""
     from upconv.training.cli import main
@@ -273,11 +295,24 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10_alexnet_all.yaml")
-    args = ["--config", config, "--data.source=embedded", "--data.root=null", "--data.embedded_per_class=2",
-            "--data.batch_size=4", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
-            "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1",
-            "--model.init_args.encoder_weights=null", "--model.init_args.width=4", "--model.init_args.fc_width=16",
-            "--model.init_args.max_width=16", f"--runs_dir={tmp_path}/runs"]
+    args = [
+        "--config",
+        config,
+        "--data.source=embedded",
+        "--data.root=null",
+        "--data.embedded_per_class=2",
+        "--data.batch_size=4",
+        "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_val_batches=1",
+        "--model.init_args.encoder_weights=null",
+        "--model.init_args.width=4",
+        "--model.init_args.fc_width=16",
+        "--model.init_args.max_width=16",
+        f"--runs_dir={tmp_path}/runs",
+    ]
+
     class Killed(Exception):
         pass
 
@@ -300,8 +335,11 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     with pytest.raises(SystemExit) as stop:  # a longer run cannot continue this schedule: one line, exit 2
         main(["fit", *args, "--trainer.max_epochs=7", f"--ckpt_path={ckpts / 'last.ckpt'}"])
     assert stop.value.code == 2
-    assert re.search(r"train.py: error: the resumed run's learning-rate schedule was planned for \d+ steps.*resume "
-                     r"with the run's own", capsys.readouterr().err)
+    assert re.search(
+        r"train.py: error: the resumed run's learning-rate schedule was planned for \d+ steps.*resume "
+        r"with the run's own",
+        capsys.readouterr().err,
+    )
 
 
 @pytest.mark.slow
@@ -332,9 +370,15 @@ def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
     data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
     from lightning.pytorch.loggers import CSVLogger
 
-    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, logger=CSVLogger(tmp_path, name="run"),
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        callbacks=[LastState(str(tmp_path / "ckpt"), every_n_epochs=5)])
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=CSVLogger(tmp_path, name="run"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[LastState(str(tmp_path / "ckpt"), every_n_epochs=5)],
+    )
     trainer.fit(m, data)
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["last.ckpt"]  # nothing half-written left beside it
     full = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)

@@ -7,20 +7,36 @@ import pytest
 import torch
 from torch import nn
 
-from upconv.nets.encoder import Encoder
-
-from upconv.nets.zoo import build_encoder
+from upconv.methods.mahendran_vedaldi import (
+    MVInversionMethod,
+    MVSettings,
+    default_tv_weight,
+    image_scale,
+    invert,
+    lr_steps,
+    noise_init,
+    objective,
+)
 from upconv.methods.registry import build_method, method_names
-from upconv.methods.mahendran_vedaldi import (MVInversionMethod, MVSettings, default_tv_weight, image_scale, invert,
-                                              lr_steps, noise_init, objective)
+from upconv.nets.encoder import Encoder
+from upconv.nets.zoo import build_encoder
 
 
 def small_cnn() -> Encoder:
     torch.manual_seed(1)
-    net = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-        conv2=nn.Conv2d(8, 8, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
-        conv3=nn.Conv2d(8, 8, 3, padding=1), flat=nn.Flatten(), fc=nn.Linear(8 * 2 * 2, 4)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3, padding=1),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(8, 8, 3, padding=1),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(8, 8, 3, padding=1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(8 * 2 * 2, 4),
+        )
+    )
     return Encoder(net, name="small", image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3).double()
 
 
@@ -60,7 +76,7 @@ def test_batch_of_images_is_independent_optimisations(enc):
     init = noise_init(enc, 2, seed=3)
     both = invert(enc, "relu2", target, MVSettings(steps=20), init=init).images
     for b in range(2):
-        one = invert(enc, "relu2", target[b:b + 1], MVSettings(steps=20), init=init[b:b + 1]).images
+        one = invert(enc, "relu2", target[b : b + 1], MVSettings(steps=20), init=init[b : b + 1]).images
         assert torch.allclose(one[0], both[b], atol=1e-10)
 
 
@@ -76,10 +92,22 @@ def test_adam_option_also_lowers_the_loss(enc):
 
 def test_tv_weight_grows_with_depth_as_in_their_code():
     he = build_encoder("he2019_cifar")
-    got = {L.lower(): default_tv_weight(he, L) for L in ("conv11", "ReLU12", "pool1", "conv21", "relu22", "pool2",
-                                                   "conv31", "relu32", "fc1", "fc2")}
-    assert got == {"conv11": 1, "relu12": 1, "pool1": 1, "conv21": 10, "relu22": 10, "pool2": 10,
-                   "conv31": 100, "relu32": 100, "fc1": 100, "fc2": 100}
+    got = {
+        L.lower(): default_tv_weight(he, L)
+        for L in ("conv11", "ReLU12", "pool1", "conv21", "relu22", "pool2", "conv31", "relu32", "fc1", "fc2")
+    }
+    assert got == {
+        "conv11": 1,
+        "relu12": 1,
+        "pool1": 1,
+        "conv21": 10,
+        "relu22": 10,
+        "pool2": 10,
+        "conv31": 100,
+        "relu32": 100,
+        "fc1": 100,
+        "fc2": 100,
+    }
 
 
 def test_stepped_schedule_and_image_scale(enc):

@@ -3,8 +3,8 @@ entry of ``upconv.methods.registry`` is tested by default."""
 
 import pytest
 import torch
-
 from conftest import hook_count
+
 from upconv.methods.base import Batch
 from upconv.methods.registry import build_method, method_names
 from upconv.nets.zoo import build_encoder

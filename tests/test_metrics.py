@@ -46,9 +46,21 @@ def _skimage_ssim(pred, target):
     """Wang et al.'s SSIM as scikit-image computes it, one image at a time (an independent implementation)."""
     from skimage.metrics import structural_similarity
 
-    return torch.tensor([structural_similarity(p.double().numpy(), t.double().numpy(), gaussian_weights=True,
-                                               sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)
-                         for p, t in zip(pred, target)], dtype=torch.float64)
+    return torch.tensor(
+        [
+            structural_similarity(
+                p.double().numpy(),
+                t.double().numpy(),
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1,
+                channel_axis=0,
+            )
+            for p, t in zip(pred, target)
+        ],
+        dtype=torch.float64,
+    )
 
 
 def _structured_pairs():
@@ -88,8 +100,9 @@ def test_ssim_matches_scikit_image_on_structured_pairs():
 
 def test_ssim_is_one_for_identical_images_and_refuses_images_smaller_than_its_window():
     pred, target = _structured_pairs()
-    assert torch.allclose(M.ssim(target.double(), target.double()), torch.ones(len(target), dtype=torch.float64),
-                          rtol=0, atol=1e-12)
+    assert torch.allclose(
+        M.ssim(target.double(), target.double()), torch.ones(len(target), dtype=torch.float64), rtol=0, atol=1e-12
+    )
     assert torch.allclose(M.ssim(target, target), torch.ones(len(target)), rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="at least 11×11 pixels.*got 10×16"):
         M.ssim(torch.rand(1, 3, 10, 16), torch.rand(1, 3, 10, 16))
@@ -110,8 +123,7 @@ def test_feature_error_by_hand_on_toy_encoder():
     # Φ(x) = sum over the three channels at each pixel (a 1×1 convolution with weights 1, no bias).
     conv = nn.Conv2d(3, 1, 1, bias=False)
     conv.weight.data.fill_(1.0)
-    enc = Encoder(nn.Sequential(OrderedDict(sum=conv)), name="toy", image_size=(2, 2), mean=(0, 0, 0),
-                  std=(1, 1, 1))
+    enc = Encoder(nn.Sequential(OrderedDict(sum=conv)), name="toy", image_size=(2, 2), mean=(0, 0, 0), std=(1, 1, 1))
     x = torch.full((1, 3, 2, 2), 0.5)  # Φ(x) = 1.5 at 4 pixels, ‖Φ(x)‖ = 3
     xhat = x.clone()
     xhat[0, 0, 0, 0] += 0.3  # Φ changes by 0.3 at one pixel

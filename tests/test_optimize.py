@@ -8,19 +8,42 @@ import torch
 from torch import nn
 
 from upconv.nets.encoder import Encoder
+from upconv.optim.engine import (
+    ChannelMean,
+    ClassContrast,
+    ClassScore,
+    FeatureMatch,
+    LayerNorm,
+    Neuron,
+    OptimSettings,
+    optimize,
+)
 from upconv.optim.params import DenseParam, FourierParam, OctaveParam, PixelParam
-from upconv.optim.regularizers import (AlphaNorm, Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation,
-                                  ZeroSmallContribution, ZeroSmallNorm, gaussian_blur)
-from upconv.optim.engine import (ChannelMean, ClassContrast, ClassScore, FeatureMatch, LayerNorm, Neuron,
-                                 OptimSettings, Sum, optimize)
+from upconv.optim.regularizers import (
+    AlphaNorm,
+    Blur,
+    Jitter,
+    L2Decay,
+    RandomRotate,
+    RandomScale,
+    TotalVariation,
+    ZeroSmallContribution,
+    ZeroSmallNorm,
+    gaussian_blur,
+)
 
 
 def small_cnn(dtype=torch.float64) -> Encoder:
     torch.manual_seed(1)
-    net = nn.Sequential(OrderedDict(
-        conv1=nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()),
-        conv2=nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()),
-        pool=nn.AdaptiveAvgPool2d(2), flat=nn.Flatten(), fc=nn.Linear(32, 5)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()),
+            conv2=nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()),
+            pool=nn.AdaptiveAvgPool2d(2),
+            flat=nn.Flatten(),
+            fc=nn.Linear(32, 5),
+        )
+    )
     return Encoder(net, name="small", image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3).to(dtype)
 
 
@@ -63,8 +86,9 @@ def test_objective_rejects_out_of_range_units():
 def test_penalties_match_hand_computation():
     x = torch.rand(2, 3, 4, 5, dtype=torch.float64)
     assert torch.allclose(L2Decay(0.3, 0.5)(x), 0.3 * ((x - 0.5) ** 2).sum((1, 2, 3)))
-    assert torch.allclose(AlphaNorm(2.0, alpha=6, center=0.5, bound=0.5)(x),
-                          2.0 * ((x - 0.5).abs() ** 6).sum((1, 2, 3)) / (20 * 0.5**6))
+    assert torch.allclose(
+        AlphaNorm(2.0, alpha=6, center=0.5, bound=0.5)(x), 2.0 * ((x - 0.5).abs() ** 6).sum((1, 2, 3)) / (20 * 0.5**6)
+    )
     for beta in (2.0, 1.0):
         want = torch.zeros(2, dtype=torch.float64)
         for b in range(2):
@@ -148,12 +172,15 @@ def test_zoom_and_rotation_read_each_pixel_where_the_drawn_factor_and_angle_say(
 
 
 # ---------------------------------------------------------------- parameterisations
-@pytest.mark.parametrize("make", [
-    lambda: FourierParam(2, 3, (8, 6), dtype=torch.float64),
-    lambda: DenseParam(2, 3, (8, 6), dtype=torch.float64),
-    lambda: OctaveParam(torch.rand(2, 3, 8, 6, dtype=torch.float64), (8, 6)),
-    lambda: PixelParam(torch.rand(2, 3, 8, 6, dtype=torch.float64)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FourierParam(2, 3, (8, 6), dtype=torch.float64),
+        lambda: DenseParam(2, 3, (8, 6), dtype=torch.float64),
+        lambda: OctaveParam(torch.rand(2, 3, 8, 6, dtype=torch.float64), (8, 6)),
+        lambda: PixelParam(torch.rand(2, 3, 8, 6, dtype=torch.float64)),
+    ],
+)
 def test_set_image_round_trips(make):
     p = make()
     target = 0.05 + 0.9 * torch.rand(2, 3, 8, 6, dtype=torch.float64)
@@ -184,10 +211,21 @@ def test_all_parts_combined_still_rise(enc):
     obj = ClassScore([1, 4], "fc") + 0.1 * LayerNorm("conv1")
     with torch.no_grad():
         before = obj(enc(p(), obj.layers))
-    regs = [L2Decay(1e-3, enc.mean), TotalVariation(1e-2), Blur(0.5, every=5), ZeroSmallNorm(5, enc.mean),
-            ZeroSmallContribution(5, enc.mean)]
-    res = optimize(enc, obj, p, OptimSettings(steps=30, lr=0.05), transforms=[Jitter(1), RandomScale(0.1), RandomRotate(5)],
-                   regularizers=regs)
+    regs = [
+        L2Decay(1e-3, enc.mean),
+        TotalVariation(1e-2),
+        Blur(0.5, every=5),
+        ZeroSmallNorm(5, enc.mean),
+        ZeroSmallContribution(5, enc.mean),
+    ]
+    res = optimize(
+        enc,
+        obj,
+        p,
+        OptimSettings(steps=30, lr=0.05),
+        transforms=[Jitter(1), RandomScale(0.1), RandomRotate(5)],
+        regularizers=regs,
+    )
     assert torch.all(res.scores > before)
 
 
@@ -195,9 +233,13 @@ def test_batch_is_independent_optimisations(enc):
     """A batch of two equals two separate runs: the loss is a sum and Adam is per-element."""
     init = 0.5 + 0.1 * torch.randn(2, 3, 8, 8, dtype=torch.float64)
     obj = lambda c: ClassScore(c, "fc")  # noqa: E731
-    both = optimize(enc, obj([0, 2]), PixelParam(init), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)])
+    both = optimize(
+        enc, obj([0, 2]), PixelParam(init), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)]
+    )
     for b, c in enumerate([0, 2]):
-        one = optimize(enc, obj(c), PixelParam(init[b:b + 1]), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)])
+        one = optimize(
+            enc, obj(c), PixelParam(init[b : b + 1]), OptimSettings(steps=8, lr=0.02), regularizers=[L2Decay(1e-2, 0.5)]
+        )
         assert torch.allclose(both.images[b], one.images[0], atol=1e-10)
 
 
@@ -211,8 +253,13 @@ def test_feature_matching_inversion_closes_the_gap(enc):
     p = PixelParam(torch.full_like(x, 0.5))
     with torch.no_grad():
         before = obj(enc(p(), ["conv2"]))
-    res = optimize(enc, obj, p, OptimSettings(steps=40, lr=0.5, optimizer="sgd", momentum=0.9, lr_steps=[30]),
-                   regularizers=[AlphaNorm(1e-3, 6, 0.5, 0.5), TotalVariation(1e-3, 2)])
+    res = optimize(
+        enc,
+        obj,
+        p,
+        OptimSettings(steps=40, lr=0.5, optimizer="sgd", momentum=0.9, lr_steps=[30]),
+        regularizers=[AlphaNorm(1e-3, 6, 0.5, 0.5), TotalVariation(1e-3, 2)],
+    )
     assert torch.all(res.scores > 0.5 * before), (before, res.scores)  # relative error at least halved
     assert torch.equal(x, x0)
 
@@ -238,8 +285,12 @@ def test_class_score_ascent_reaches_the_known_optimum_of_a_linear_net():
     enc = linear_score()
     w, bias = enc.model.fc.weight.detach(), enc.model.fc.bias.detach()  # (K, 48), (K,)
     classes = [0, 2]
-    res = optimize(enc, ClassScore(classes, "fc"), PixelParam(torch.full((2, 3, 4, 4), 0.5, dtype=torch.float64)),
-                   OptimSettings(steps=40, lr=0.05))
+    res = optimize(
+        enc,
+        ClassScore(classes, "fc"),
+        PixelParam(torch.full((2, 3, 4, 4), 0.5, dtype=torch.float64)),
+        OptimSettings(steps=40, lr=0.05),
+    )
     best = (w[classes] > 0).double()  # (2, 48)
     assert torch.equal(res.images.flatten(1), best)
     assert torch.allclose(res.scores, w[classes].clamp_min(0).sum(1) + bias[classes])

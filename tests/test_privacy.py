@@ -80,8 +80,9 @@ def test_stronger_noise_never_raises_leakage():
     assert all(a > b for a, b in zip(psnr, psnr[1:]))
 
 
-@pytest.mark.parametrize("kind,bad", [("noise", -0.1), ("quantize", 0), ("quantize", 2.5), ("dropout", 1.0),
-                                      ("topk", 0.0), ("topk", 1.5)])
+@pytest.mark.parametrize(
+    "kind,bad", [("noise", -0.1), ("quantize", 0), ("quantize", 2.5), ("dropout", 1.0), ("topk", 0.0), ("topk", 1.5)]
+)
 def test_defence_strength_out_of_range(kind, bad):
     with pytest.raises(ValueError, match=f"out of range for '{kind}': expected"):
         check_strength(kind, bad)
@@ -125,10 +126,12 @@ def test_inverter_learning_rate_per_kind(he):
     x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     torch.manual_seed(0)
     init = {k: build_inverter(k, he, "conv11", 8).state_dict() for k in ("paper", "upconvnet")}
-    nets = train_inverters(he, ["conv11"], x, InverterSettings(epochs=2, batch_size=8, width=8,
-                                                               lr={"paper": 1e-2, "upconvnet": 1e-12})).nets
-    moved = {k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items())
-             for k in init}
+    nets = train_inverters(
+        he, ["conv11"], x, InverterSettings(epochs=2, batch_size=8, width=8, lr={"paper": 1e-2, "upconvnet": 1e-12})
+    ).nets
+    moved = {
+        k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items()) for k in init
+    }
     assert moved["paper"] > 1e-3  # trained at 1e-2
     assert moved["upconvnet"] < 1e-8  # a 1e-12 rate leaves it where it started
     for bad in ({"paper": 1e-3}, 0.0, {"paper": 1e-3, "upconvnet": -1.0}):
@@ -151,10 +154,26 @@ def _data(n, seed):
 def test_every_attack_and_defence_end_to_end(tmp_path):
     out = tmp_path / "run"
     defenses = {"noise": [0.5], "quantize": [2], "dropout": [0.5], "topk": [0.1]}
-    res = _run("he2019_cifar", ["conv11", "ReLU22"], _data(12, 2), victim_data=_data(32, 0),
-                      attacker_data=_data(32, 1), defenses=defenses, defense_attacks=["white_box", "black_box_noise"],
-                      victim_epochs=1, shadow_epochs=1, inverter_epochs=1, inverter_width=8, n_noise=32, mv_steps=3,
-                      n_candidates=4, batch_size=16, n_boot=20, grid_images=4, out=str(out))
+    res = _run(
+        "he2019_cifar",
+        ["conv11", "ReLU22"],
+        _data(12, 2),
+        victim_data=_data(32, 0),
+        attacker_data=_data(32, 1),
+        defenses=defenses,
+        defense_attacks=["white_box", "black_box_noise"],
+        victim_epochs=1,
+        shadow_epochs=1,
+        inverter_epochs=1,
+        inverter_width=8,
+        n_noise=32,
+        mv_steps=3,
+        n_candidates=4,
+        batch_size=16,
+        n_boot=20,
+        grid_images=4,
+        out=str(out),
+    )
     files = set(os.listdir(out))
     assert {"report.md", "metrics.csv", "metrics.json"} <= files
     assert {f"grid_{a}.png" for a in ATTACKS} | {"tradeoff_white_box.png", "tradeoff_black_box_noise.png"} <= files
@@ -171,14 +190,24 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
     assert "black_box_noise" in report and "chance = 0.250" in report
     ssim = [line for line in report.splitlines() if line.startswith("- SSIM:")]
     assert len(ssim) == 1 and "torchmetrics" not in report
-    assert all(w in ssim[0] for w in ("Gaussian window 11×11", "σ = 1.5", "population", "valid windows only",
-                                      "gaussian_weights=True, use_sample_covariance=False"))
+    assert all(
+        w in ssim[0]
+        for w in (
+            "Gaussian window 11×11",
+            "σ = 1.5",
+            "population",
+            "valid windows only",
+            "gaussian_weights=True, use_sample_covariance=False",
+        )
+    )
     # The victim trained by the run is saved, and reloads as the very encoder that was attacked.
     assert build_encoder("he2019_cifar", str(out / "victim.pt")).weights_hash == res.settings["encoder_weights_hash"]
     # Every training stage and every attack's reconstructions are timed, under the names the report shows.
-    stages = {"train victim", "train shadow", "train inverters query_free"} | {
-        f"train inverters {a}" for a in ("black_box_train", "black_box_dist", "black_box_noise")} | {
-        f"reconstruct {a} {d}" for a in ATTACKS for d in ("paper", "upconvnet")}
+    stages = (
+        {"train victim", "train shadow", "train inverters query_free"}
+        | {f"train inverters {a}" for a in ("black_box_train", "black_box_dist", "black_box_noise")}
+        | {f"reconstruct {a} {d}" for a in ATTACKS for d in ("paper", "upconvnet")}
+    )
     assert set(res.settings["timings_s"]) == stages
 
 
@@ -186,14 +215,25 @@ def test_an_inverse_network_that_diverges_is_caught_by_the_guard_and_named_in_th
     """The inverse networks train on the decoder recipe, health guard included: at a rate that blows UpconvNet
     up (1000 × the default here; 10 × does not diverge on a run this small), the guard restores it and the
     report says so beside its figures, while He et al.'s network, on its own rate, is left alone."""
-    kw = dict(victim_data=_data(32, 0), attacker_data=_data(32, 1), attacks=["black_box_dist"], victim_epochs=1,
-              inverter_epochs=4, inverter_width=8, batch_size=8, n_boot=10, n_candidates=4, lpips=False)
+    kw = dict(
+        victim_data=_data(32, 0),
+        attacker_data=_data(32, 1),
+        attacks=["black_box_dist"],
+        victim_epochs=1,
+        inverter_epochs=4,
+        inverter_width=8,
+        batch_size=8,
+        n_boot=10,
+        n_candidates=4,
+        lpips=False,
+    )
     calm = _run("he2019_cifar", ["conv11"], _data(8, 2), **kw)
     assert [r["inverter_health"] for r in calm.rows] == ["ok", "ok"]
     assert not any("diverged" in n for n in calm.notes)
     out = tmp_path / "run"
-    wild = _run("he2019_cifar", ["conv11"], _data(8, 2), inverter_lr={"paper": 1e-3, "upconvnet": 1.0}, out=str(out),
-                **kw)
+    wild = _run(
+        "he2019_cifar", ["conv11"], _data(8, 2), inverter_lr={"paper": 1e-3, "upconvnet": 1.0}, out=str(out), **kw
+    )
     health = {r["decoder"]: r["inverter_health"] for r in wild.rows}
     assert health["paper"] == "ok" and health["upconvnet"] in ("recovered", "failed"), health
     record = wild.settings["inverter_health"]["black_box_dist"]["upconvnet conv11"]
@@ -201,8 +241,10 @@ def test_an_inverse_network_that_diverges_is_caught_by_the_guard_and_named_in_th
     report = (out / "report.md").read_text()
     assert "## Inverse-network health" in report
     assert f"| black_box_dist | upconvnet | conv11 | {health['upconvnet']} |" in report
-    assert any(n.lstrip("⚠ ").startswith("black_box_dist upconvnet at conv11: its inverse network diverged")
-               for n in wild.notes)
+    assert any(
+        n.lstrip("⚠ ").startswith("black_box_dist upconvnet at conv11: its inverse network diverged")
+        for n in wild.notes
+    )
     with open(out / "metrics.csv") as f:
         assert {r["decoder"]: r["inverter_health"] for r in csv.DictReader(f) if r["decoder"]} == health  # no floors
     assert all(r["psnr"] == r["psnr"] for r in wild.rows)  # finite figures from the guarded weights
@@ -229,8 +271,9 @@ def test_victim_and_attacker_splits_mix_the_classes(tmp_path):
 
 
 def test_bad_input_leaves_no_run_folder(tmp_path):
-    kw = dict(victim_data=_data(8, 0), attacker_data=_data(8, 1), victim_epochs=1, n_candidates=4,
-              out=str(tmp_path / "run"))
+    kw = dict(
+        victim_data=_data(8, 0), attacker_data=_data(8, 1), victim_epochs=1, n_candidates=4, out=str(tmp_path / "run")
+    )
     with pytest.raises(ValueError, match="unknown layer 'relu99'.*choose one of"):
         _run("he2019_cifar", ["relu99"], _data(4, 2), attacks=["black_box_dist"], **kw)
     with pytest.raises(ValueError, match="out of range for 'quantize'"):
@@ -257,11 +300,22 @@ def test_mv_tv_weight_reaches_the_optimisation():
     x = _data(4, 2)[0].float() / 255
     with torch.no_grad():
         feats = victim(x, ["conv11"])["conv11"]
-    config = PrivacyConfig(layers=["conv11"], attacks=["white_box"], decoders=["paper"], mv_steps=5, n_candidates=2,
-                           n_boot=5, lpips=False, out=None, mv_tv_weight=1e4)
+    config = PrivacyConfig(
+        layers=["conv11"],
+        attacks=["white_box"],
+        decoders=["paper"],
+        mv_steps=5,
+        n_candidates=2,
+        n_boot=5,
+        lpips=False,
+        out=None,
+        mv_tv_weight=1e4,
+    )
     got = run_privacy(config, _data(4, 2), victim=victim).grid[("white_box", "paper", "conv11")]
-    want = {w: invert(victim, "conv11", feats, MVSettings(steps=5, tv_weight=w, seed=0)).images.clamp(0, 1)
-            for w in (1e4, 0.0)}
+    want = {
+        w: invert(victim, "conv11", feats, MVSettings(steps=5, tv_weight=w, seed=0)).images.clamp(0, 1)
+        for w in (1e4, 0.0)
+    }
     assert torch.allclose(got, want[1e4], atol=1e-6)
     assert not torch.allclose(want[1e4], want[0.0], atol=1e-3)
 
@@ -273,11 +327,45 @@ def test_the_reproduction_config_runs_through_the_cli(tmp_path):
 
     out = tmp_path / "run"
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "privacy", "he2019_cifar.yaml")
-    main(["privacy", "--config", config, "--data", "embedded", "--root", "null",
-          "--n_victim", "16", "--n_attacker", "16", "--n_eval", "10", "--victim_epochs", "1", "--shadow_epochs", "1",
-          "--inverter_epochs", "1", "--inverter_width", "8", "--n_noise", "16", "--mv_steps", "2",
-          "--mv_batch_size", "5", "--n_boot", "10", "--lpips", "false", "--defenses", "{noise: [1.0]}",
-          "--out", str(out)])
+    main(
+        [
+            "privacy",
+            "--config",
+            config,
+            "--data",
+            "embedded",
+            "--root",
+            "null",
+            "--n_victim",
+            "16",
+            "--n_attacker",
+            "16",
+            "--n_eval",
+            "10",
+            "--victim_epochs",
+            "1",
+            "--shadow_epochs",
+            "1",
+            "--inverter_epochs",
+            "1",
+            "--inverter_width",
+            "8",
+            "--n_noise",
+            "16",
+            "--mv_steps",
+            "2",
+            "--mv_batch_size",
+            "5",
+            "--n_boot",
+            "10",
+            "--lpips",
+            "false",
+            "--defenses",
+            "{noise: [1.0]}",
+            "--out",
+            str(out),
+        ]
+    )
     settings = json.loads((out / "metrics.json").read_text())["settings"]
     assert settings["inverter_lr"] == {"paper": 0.01, "upconvnet": 0.001}
     assert settings["mv_batch_size"] == 5 and settings["defense_attacks"] == ["white_box", "black_box_dist"]
@@ -329,11 +417,20 @@ def test_a_yaml_config_and_options_fill_the_config_dataclass(tmp_path, monkeypat
     seen = []
     monkeypatch.setitem(cli.RUNS, PrivacyConfig, seen.append)
     config = tmp_path / "p.yaml"
-    config.write_text("layers: [conv11]\nmv_steps: 7\ninverter_lr: {paper: 0.01, upconvnet: 0.001}\n"
-                      "defenses: {noise: [0.5, 1.0]}\n")
+    config.write_text(
+        "layers: [conv11]\nmv_steps: 7\ninverter_lr: {paper: 0.01, upconvnet: 0.001}\ndefenses: {noise: [0.5, 1.0]}\n"
+    )
     cli.main(["privacy", "--config", str(config), "--mv_steps", "9", "--out", "null", "--data", "embedded"])
-    assert seen == [PrivacyConfig(layers=["conv11"], mv_steps=9, inverter_lr={"paper": 0.01, "upconvnet": 0.001},
-                                  defenses={"noise": [0.5, 1.0]}, out=None, data="embedded")]
+    assert seen == [
+        PrivacyConfig(
+            layers=["conv11"],
+            mv_steps=9,
+            inverter_lr={"paper": 0.01, "upconvnet": 0.001},
+            defenses={"noise": [0.5, 1.0]},
+            out=None,
+            data="embedded",
+        )
+    ]
 
 
 def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
@@ -341,8 +438,17 @@ def test_non_finite_evaluation_images_are_refused_before_any_training(tmp_path):
     x = x.float() / 255
     x[3, 0, 1, 1] = float("inf")
     with pytest.raises(ValueError, match=r"1 of 6 input images contain NaN or infinite pixels \(batch positions 3\)"):
-        _run("he2019_cifar", ["conv11"], (x, y), victim_data=_data(8, 0), attacks=["white_box"],
-                    decoders=["paper"], victim_epochs=1000, n_candidates=2, out=str(tmp_path / "run"))
+        _run(
+            "he2019_cifar",
+            ["conv11"],
+            (x, y),
+            victim_data=_data(8, 0),
+            attacks=["white_box"],
+            decoders=["paper"],
+            victim_epochs=1000,
+            n_candidates=2,
+            out=str(tmp_path / "run"),
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -353,20 +459,34 @@ def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
     weights = tmp_path / "narrow.pt"
     torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), weights)
     kw = dict(attacks=["white_box"], decoders=["paper"], mv_steps=1, n_candidates=2, n_boot=5, lpips=False)
-    res = _run("alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights),
-                      encoder_kwargs={"width": 0.25}, **kw)
-    assert res.settings["encoder_weights_hash"] == build_encoder("alexnet_cifar", str(weights),
-                                                                 kwargs={"width": 0.25}).weights_hash
+    res = _run(
+        "alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights), encoder_kwargs={"width": 0.25}, **kw
+    )
+    assert (
+        res.settings["encoder_weights_hash"]
+        == build_encoder("alexnet_cifar", str(weights), kwargs={"width": 0.25}).weights_hash
+    )
     with pytest.raises(ValueError, match="encoder_kwargs apply to a victim loaded from encoder_weights"):
-        _run("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25},
-                    **kw)
+        _run("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25}, **kw)
 
 
 def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
-    _run("he2019_cifar", ["conv11"], _data(4, 2), victim_data=_data(8, 0),
-                attacks=["white_box", "black_box_train"], decoders=["paper"], victim_epochs=1, inverter_epochs=1,
-                mv_steps=1, n_candidates=2, n_boot=5, lpips=False, batch_size=4)
+    _run(
+        "he2019_cifar",
+        ["conv11"],
+        _data(4, 2),
+        victim_data=_data(8, 0),
+        attacks=["white_box", "black_box_train"],
+        decoders=["paper"],
+        victim_epochs=1,
+        inverter_epochs=1,
+        mv_steps=1,
+        n_candidates=2,
+        n_boot=5,
+        lpips=False,
+        batch_size=4,
+    )
     out, err = capfd.readouterr()
     assert out == ""
     assert "privacy: training" in err and "stage" in err and "privacy: attacks" in err
@@ -380,14 +500,27 @@ def test_a_built_victim_is_attacked_as_the_same_weights_loaded_by_name(tmp_path)
     torch.manual_seed(0)
     model = ARCHITECTURES["he2019_cifar"].build()
     torch.save(model.state_dict(), tmp_path / "v.pt")
-    config = PrivacyConfig(layers=["conv11"], attacks=["white_box"], decoders=["paper"], mv_steps=2, n_candidates=2,
-                           n_boot=5, lpips=False, out=None)
+    config = PrivacyConfig(
+        layers=["conv11"],
+        attacks=["white_box"],
+        decoders=["paper"],
+        mv_steps=2,
+        n_candidates=2,
+        n_boot=5,
+        lpips=False,
+        out=None,
+    )
     built = run_privacy(config, _data(4, 2), victim=Encoder.from_model(model, "he2019_cifar"))
     loaded = run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_weights": str(tmp_path / "v.pt")}), _data(4, 2))
-    assert built.rows == loaded.rows and built.settings["encoder_weights_hash"] == loaded.settings["encoder_weights_hash"]
+    assert (
+        built.rows == loaded.rows and built.settings["encoder_weights_hash"] == loaded.settings["encoder_weights_hash"]
+    )
     with pytest.raises(ValueError, match="this Encoder is already built"):
-        run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_kwargs": {"width": 0.5}}), _data(4, 2),
-                    victim=Encoder.from_model(model, "he2019_cifar"))
+        run_privacy(
+            PrivacyConfig(**{**config.__dict__, "encoder_kwargs": {"width": 0.5}}),
+            _data(4, 2),
+            victim=Encoder.from_model(model, "he2019_cifar"),
+        )
 
 
 # ---------------------------------------------------------------- numbers that cannot mislead
@@ -409,9 +542,18 @@ def _labelled(victim, n, seed, right):
 
 
 def _defended_run(tmp_path, victim, eval_data, layers=("conv11", "relu22"), defenses=None):
-    config = PrivacyConfig(layers=list(layers), attacks=["white_box"], decoders=["paper"], mv_steps=1,
-                           n_candidates=2, n_boot=50, lpips=False, defense_attacks=["white_box"],
-                           defenses=defenses, out=str(tmp_path / "run"))
+    config = PrivacyConfig(
+        layers=list(layers),
+        attacks=["white_box"],
+        decoders=["paper"],
+        mv_steps=1,
+        n_candidates=2,
+        n_boot=50,
+        lpips=False,
+        defense_attacks=["white_box"],
+        defenses=defenses,
+        out=str(tmp_path / "run"),
+    )
     return run_privacy(config, eval_data, attacker_data=_data(16, 1), victim=victim)
 
 

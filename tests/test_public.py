@@ -12,8 +12,9 @@ from upconv.data import folders
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "reports.md")
 
 
-@pytest.mark.parametrize("name,module", [("psnr", metrics), ("ssim", metrics), ("image_folder", folders),
-                                         ("load_images", folders)])
+@pytest.mark.parametrize(
+    "name,module", [("psnr", metrics), ("ssim", metrics), ("image_folder", folders), ("load_images", folders)]
+)
 def test_metrics_and_the_image_reader_are_public_and_documented(name, module):
     assert name in upconv.__all__
     assert getattr(upconv, name) is getattr(module, name)

@@ -49,8 +49,12 @@ def test_the_mean_image_floor_is_the_psnr_of_the_training_mean():
     test = torch.randint(0, 256, (5, 3, 8, 8), generator=g, dtype=torch.uint8)
     mean = train.double().div(255).mean(0)  # (3, 8, 8)
     expected = [10 * torch.log10(1 / ((mean - t.double() / 255) ** 2).mean()).item() for t in test]
-    torch.testing.assert_close(plain_loop.mean_image_floor(train, test).double(), torch.tensor(expected, dtype=torch.float64),
-                               rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        plain_loop.mean_image_floor(train, test).double(),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 def test_a_preset_field_can_be_overridden_from_the_command_line_and_a_typo_is_one_line(tmp_path, capsys):

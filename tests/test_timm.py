@@ -122,8 +122,10 @@ def test_layers_command_without_cached_weights_prints_the_table_for_random_ones(
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf"))
     main(["layers", "timm:resnet18", "--encoder_kwargs", '{"image_size": 64}'])
     out = capsys.readouterr().out.splitlines()
-    assert "weights random (pretrained weights not loaded: timm's pretrained weights for resnet18 are not in " \
-           "the local cache" in out[0]
+    assert (
+        "weights random (pretrained weights not loaded: timm's pretrained weights for resnet18 are not in "
+        "the local cache" in out[0]
+    )
     assert [line.split()[0] for line in out[2:]] == ["act1", "layer1", "layer2", "layer3", "layer4", "logits"]
 
 
@@ -133,8 +135,9 @@ def _decoders(spec):
 
     name, kwargs = spec
     layers = ["layer2", "logits"] if spec is CNN else ["blocks_1", "logits"]
-    return InversionModule(encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8,
-                           fc_width=32, max_width=32), layers
+    return InversionModule(
+        encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8, fc_width=32, max_width=32
+    ), layers
 
 
 def _save(module, path):

@@ -6,11 +6,11 @@ import lightning.pytorch as L
 import pytest
 import torch
 
+from upconv.core.files import UnreadableFileError
 from upconv.nets.checkpoints import load_decoders
+from upconv.nets.zoo import build_encoder
 from upconv.training.classifier import ClassifierModule
 from upconv.training.datamodule import ImageData
-from upconv.nets.zoo import build_encoder
-from upconv.core.files import UnreadableFileError
 from upconv.training.module import InversionModule
 
 TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
@@ -71,8 +71,15 @@ def test_loss_falls_and_feature_term_trains_decoders_only():
 
 def _fit(module, tmp_path, **trainer_kw):
     data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
-    trainer = L.Trainer(max_steps=3, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, **trainer_kw)
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_kw,
+    )
     trainer.fit(module, data)
     return trainer
 
@@ -112,7 +119,9 @@ def test_checkpoint_cannot_run_code(tmp_path, writer):
             pickle.dump({"upconv": Evil()}, f)
     else:
         torch.save({"upconv": Evil()}, path)
-    with pytest.raises(UnreadableFileError, match=f"decoder checkpoint {path}|refused to load decoder checkpoint {path}"):
+    with pytest.raises(
+        UnreadableFileError, match=f"decoder checkpoint {path}|refused to load decoder checkpoint {path}"
+    ):
         load_decoders(path)
     assert not marker.exists()  # refused before anything ran
     if writer == "pickle":
@@ -151,7 +160,9 @@ def _checkpoint_with_relative_weights(project):
     (project / "checkpoints" / "enc").mkdir(parents=True)
     (project / "checkpoints" / "run").mkdir(parents=True)
     torch.manual_seed(3)
-    torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt")
+    torch.save(
+        ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt"
+    )
     m = tiny_module(("conv1", "fc6"), encoder_weights="checkpoints/enc/encoder.pt")  # relative to the cwd
     state = {"state_dict": m.state_dict()}
     m.on_save_checkpoint(state)
@@ -176,8 +187,10 @@ def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkey
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(dec(x, "conv1"), m.eval()(x)["conv1"].clamp(0, 1))
-    res = evaluate(EvalConfig(checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
-                   data=ImageData(source="embedded", embedded_per_class=4))
+    res = evaluate(
+        EvalConfig(checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
+        data=ImageData(source="embedded", embedded_per_class=4),
+    )
     assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash
 
 
@@ -190,8 +203,10 @@ def test_missing_recorded_weights_say_where_they_were_looked_for(tmp_path, monke
         load_decoders(ckpt)
     text = str(e.value)
     assert len(text.splitlines()) == 1 and "Pass encoder_weights=" in text
-    for tried in (tmp_path / "checkpoints" / "run" / "checkpoints/enc/encoder.pt",
-                  tmp_path / "checkpoints/enc/encoder.pt"):
+    for tried in (
+        tmp_path / "checkpoints" / "run" / "checkpoints/enc/encoder.pt",
+        tmp_path / "checkpoints/enc/encoder.pt",
+    ):
         assert str(tried) in text
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from upconv.nets.zoo import build_encoder
 from upconv.nets.upconvnet import UpconvNet
+from upconv.nets.zoo import build_encoder
 
 ENC = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
 HE = build_encoder("he2019_cifar")
@@ -22,7 +22,14 @@ def test_up_convolutions_mirror_the_encoders_downsampling():
     def n_up(shape):
         return sum(isinstance(m, torch.nn.ConvTranspose2d) for m in UpconvNet(shape, (3, 32, 32)).modules())
 
-    assert [n_up(ENC.layer(n).shape) for n in ("conv1", "pool1", "pool2", "conv5", "pool5", "fc6")] == [0, 1, 2, 2, 3, 3]
+    assert [n_up(ENC.layer(n).shape) for n in ("conv1", "pool1", "pool2", "conv5", "pool5", "fc6")] == [
+        0,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
 
 
 def test_non_power_of_two_ratio_ends_at_image_size():

@@ -6,13 +6,26 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import hook_count
 from torch import nn
 
-from conftest import hook_count
-
 from upconv.nets.encoder import Encoder
-from upconv.visualize import (FeatureIndex, Recipe, channel_images, class_images, deep_dream, fgsm, fooling_images,
-                              grad_cam, guided_backprop, guided_grad_cam, neuron_images, pgd, prototypes, saliency)
+from upconv.visualize import (
+    FeatureIndex,
+    Recipe,
+    channel_images,
+    class_images,
+    deep_dream,
+    fgsm,
+    fooling_images,
+    grad_cam,
+    guided_backprop,
+    guided_grad_cam,
+    neuron_images,
+    pgd,
+    prototypes,
+    saliency,
+)
 from upconv.visualize.gradcam import guided_relus
 from upconv.visualize.similar import nearest
 
@@ -24,10 +37,21 @@ def toy_cnn() -> tuple[Encoder, torch.Tensor, torch.Tensor, torch.Tensor]:
     w = torch.tensor([1.0, -1.0], dtype=D)  # conv weights
     b = torch.tensor([0.0, 0.625], dtype=D)  # conv bias (exact in float32): channel 1 is relu(0.625 - x)
     v = torch.tensor([[2.0, 1.0], [-1.0, 3.0], [0.5, -2.0]], dtype=D)  # fc weights (class, channel)
-    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 1), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1),
-                                    flat=nn.Flatten(), fc=nn.Linear(2, 3, bias=False)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(1, 2, 1),
+            relu=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(2, 3, bias=False),
+        )
+    )
     with torch.no_grad():
-        net.conv.weight.copy_(w.view(2, 1, 1, 1).float()), net.conv.bias.copy_(b.float()), net.fc.weight.copy_(v.float())
+        (
+            net.conv.weight.copy_(w.view(2, 1, 1, 1).float()),
+            net.conv.bias.copy_(b.float()),
+            net.fc.weight.copy_(v.float()),
+        )
     enc = Encoder(net, name="toy", image_size=(4, 4), mean=(0.0,), std=(1.0,)).to(D)
     return enc, w, b, v
 
@@ -79,10 +103,9 @@ def test_predicted_class_is_the_default():
 
 def test_guided_relus_removes_hooks_even_on_error():
     enc, *_ = toy_cnn()
-    with pytest.raises(RuntimeError, match="boom"):
-        with guided_relus(enc.model):
-            assert hook_count(enc) > 0
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), guided_relus(enc.model):
+        assert hook_count(enc) > 0
+        raise RuntimeError("boom")
     assert hook_count(enc) == 0
 
 
@@ -131,8 +154,11 @@ def test_success_rate_counts_only_images_the_attack_had_to_change(attack):
     enc = two_pixel_classifier()
     # margins a − b: 0.8 (correct, robust to ε 0.1), 0.04 (correct, flips), −0.5 and −0.1 (already wrong)
     x = torch.tensor([[0.9, 0.1], [0.52, 0.48], [0.2, 0.7], [0.45, 0.55]], dtype=D).view(4, 1, 1, 2)
-    run = (lambda t, **kw: fgsm(enc, x, t, 0.1, **kw)) if attack == "fgsm" else \
-        (lambda t, **kw: pgd(enc, x, t, 0.1, steps=5, random_start=False, **kw))
+    run = (
+        (lambda t, **kw: fgsm(enc, x, t, 0.1, **kw))
+        if attack == "fgsm"
+        else (lambda t, **kw: pgd(enc, x, t, 0.1, steps=5, random_start=False, **kw))
+    )
     r = run(0)  # true class 0 for every image
     assert r.clean_pred.tolist() == [0, 0, 1, 1] and r.pred.tolist() == [0, 1, 1, 1]
     assert r.clean_accuracy == 0.5
@@ -157,15 +183,17 @@ def test_fooling_images_reach_the_confidence():
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_similarity_finds_the_exact_duplicate(metric):
     enc = linear_classifier(k=3)
-    enc2 = Encoder(nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(4, 4),
-                   mean=(0.0,) * 3, std=(1.0,) * 3).to(D)
+    enc2 = Encoder(
+        nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(4, 4), mean=(0.0,) * 3, std=(1.0,) * 3
+    ).to(D)
     data = torch.rand(40, 3, 4, 4, dtype=D)
     for e, layer in ((enc, "fc"), (enc2, "flat")):
         idx = FeatureIndex(e, layer, metric).add(data, batch_size=16)
         r = idx.search(data[[7, 23]], k=4)
         assert r.indices[:, 0].tolist() == [7, 23]
-        assert torch.allclose(r.scores[:, 0].double(), torch.full((2,), 1.0 if metric == "cosine" else 0.0, dtype=D),
-                              atol=1e-5)
+        assert torch.allclose(
+            r.scores[:, 0].double(), torch.full((2,), 1.0 if metric == "cosine" else 0.0, dtype=D), atol=1e-5
+        )
         assert torch.all(r.nn_ratio < 1e-2)
     # Brute-force oracle on raw pixels: ranking and the typical nearest-neighbour distance.
     q = torch.rand(3, 3, 4, 4, dtype=D)
@@ -186,8 +214,13 @@ def _pixel_index_data():
     60 random images plus a near-duplicate of image 5; queries: exact copies of 7 and 23, a near-duplicate
     of 40, a random image. Features are (x − 0.5) / 0.1, so ‖f‖² ≈ 2.5e4 and float32 cancellation shows."""
     g = torch.Generator().manual_seed(11)
-    enc = Encoder(nn.Sequential(OrderedDict(flat=nn.Flatten())), name="pixels", image_size=(16, 16),
-                  mean=(0.5,) * 3, std=(0.1,) * 3)
+    enc = Encoder(
+        nn.Sequential(OrderedDict(flat=nn.Flatten())),
+        name="pixels",
+        image_size=(16, 16),
+        mean=(0.5,) * 3,
+        std=(0.1,) * 3,
+    )
     data = torch.rand(60, 3, 16, 16, generator=g)
     index = torch.cat([data, _nudge(data[5], 1e-3)[None]])  # (61, 3, 16, 16)
     queries = torch.stack([data[7], data[23], _nudge(data[40], -2e-3), torch.rand(3, 16, 16, generator=g)])
@@ -238,10 +271,12 @@ def test_cosine_index_gives_copies_similarity_one_and_near_duplicates_their_smal
 # ---------------------------------------------------------------- activation maximisation and DeepDream
 def test_activation_methods_raise_their_objective():
     enc, *_ = toy_cnn()
-    for make in (lambda r: class_images(enc, [0, 2], starts=2, recipe=r),
-                 lambda r: channel_images(enc, "relu", [0, 1], recipe=r),
-                 lambda r: neuron_images(enc, "conv", [0, 1], y=1, x=2, recipe=r),
-                 lambda r: prototypes(enc, recipe=r)):
+    for make in (
+        lambda r: class_images(enc, [0, 2], starts=2, recipe=r),
+        lambda r: channel_images(enc, "relu", [0, 1], recipe=r),
+        lambda r: neuron_images(enc, "conv", [0, 1], y=1, x=2, recipe=r),
+        lambda r: prototypes(enc, recipe=r),
+    ):
         start = make(Recipe(param="pixel", steps=1, jitter=0, scale=0, rotate=0, init_sd=0.2, lr=0.02))
         end = make(Recipe(param="pixel", steps=20, jitter=0, scale=0, rotate=0, init_sd=0.2, lr=0.02))
         assert torch.all(end.scores > start.scores + 1e-3), (start.labels, start.scores, end.scores)
@@ -272,12 +307,21 @@ def test_no_hook_left_and_input_untouched_after_every_method():
     x = torch.rand(2, 1, 4, 4, dtype=D)
     x0 = x.clone()
     quick = Recipe(steps=2)
-    calls = [lambda: grad_cam(enc, x, "relu"), lambda: saliency(enc, x), lambda: guided_backprop(enc, x),
-             lambda: guided_grad_cam(enc, x, "relu"), lambda: fgsm(enc, x, 0, 0.1), lambda: pgd(enc, x, 0, 0.1, 2),
-             lambda: deep_dream(enc, x, "relu", steps=2), lambda: FeatureIndex(enc, "relu").add(x).search(x, 1),
-             lambda: class_images(enc, [1], recipe=quick), lambda: prototypes(enc, recipe=quick),
-             lambda: channel_images(enc, "relu", [1], recipe=quick), lambda: neuron_images(enc, "relu", [0], recipe=quick),
-             lambda: fooling_images(enc, [0], max_steps=2)]
+    calls = [
+        lambda: grad_cam(enc, x, "relu"),
+        lambda: saliency(enc, x),
+        lambda: guided_backprop(enc, x),
+        lambda: guided_grad_cam(enc, x, "relu"),
+        lambda: fgsm(enc, x, 0, 0.1),
+        lambda: pgd(enc, x, 0, 0.1, 2),
+        lambda: deep_dream(enc, x, "relu", steps=2),
+        lambda: FeatureIndex(enc, "relu").add(x).search(x, 1),
+        lambda: class_images(enc, [1], recipe=quick),
+        lambda: prototypes(enc, recipe=quick),
+        lambda: channel_images(enc, "relu", [1], recipe=quick),
+        lambda: neuron_images(enc, "relu", [0], recipe=quick),
+        lambda: fooling_images(enc, [0], max_steps=2),
+    ]
     for call in calls:
         call()
         assert hook_count(enc) == 0
@@ -320,22 +364,41 @@ def test_every_index_is_checked_by_one_rule_with_one_message(tmp_path, capsys):
     enc, *_ = toy_cnn()
     x = torch.rand(2, 1, 4, 4, dtype=D)
     out_of_range = r"class index \[3\] out of range for toy( \(fc\))?: valid class indices are 0..2"
-    for call in (lambda: class_images(enc, [0, 3]), lambda: prototypes(enc, [3]), lambda: saliency(enc, x, 3),
-                 lambda: grad_cam(enc, x, "relu", [3, 0]), lambda: fgsm(enc, x, [0, 3], 0.1),
-                 lambda: fooling_images(enc, [3])):
+    for call in (
+        lambda: class_images(enc, [0, 3]),
+        lambda: prototypes(enc, [3]),
+        lambda: saliency(enc, x, 3),
+        lambda: grad_cam(enc, x, "relu", [3, 0]),
+        lambda: fgsm(enc, x, [0, 3], 0.1),
+        lambda: fooling_images(enc, [3]),
+    ):
         with pytest.raises(ValueError, match=out_of_range):
             call()
     with pytest.raises(ValueError, match=r"class index \[3\] out of range for layer fc: valid class indices are 0..2"):
         ClassScore(3, "fc")(enc(x, ["fc"]))
     for call in (lambda: saliency(enc, x, [0, 1, 2]), lambda: pgd(enc, x, [0, 1, 2], 0.1)):
-        with pytest.raises(ValueError, match="got 3 class indices for a batch of 2 images; give one class index "
-                                             "for all images or one per image"):
+        with pytest.raises(
+            ValueError,
+            match="got 3 class indices for a batch of 2 images; give one class index for all images or one per image",
+        ):
             call()
     with pytest.raises(ValueError, match=r"got 0 channel indices for layer relu; give at least one"):
         channel_images(enc, "relu", [])
     with pytest.raises(SystemExit):
-        main(["deconv", "alexnet_cifar", "conv1", str(tmp_path), "--channels", "[999]", "--encoder_kwargs",
-              '{"width": 0.25}', "--device", "cpu"])
+        main(
+            [
+                "deconv",
+                "alexnet_cifar",
+                "conv1",
+                str(tmp_path),
+                "--channels",
+                "[999]",
+                "--encoder_kwargs",
+                '{"width": 0.25}',
+                "--device",
+                "cpu",
+            ]
+        )
     assert "channel index [999] out of range for layer conv1: valid channel indices are 0.." in capsys.readouterr().err
 
 
@@ -346,14 +409,22 @@ def test_every_image_entry_point_refuses_non_finite_pixels():
     x[1, 0, 2, 2] = float("nan")
     x[2, 0, 0, 1] = float("inf")
     index = FeatureIndex(enc, "relu").add(torch.rand(4, 1, 4, 4, dtype=D))
-    calls = {"grad_cam": lambda: grad_cam(enc, x, "relu"), "saliency": lambda: saliency(enc, x),
-             "guided_grad_cam": lambda: guided_grad_cam(enc, x, "relu", 0),
-             "deep_dream": lambda: deep_dream(enc, x, "relu", steps=1), "fgsm": lambda: fgsm(enc, x, 0, 0.1),
-             "pgd": lambda: pgd(enc, x, 0, 0.1, 2), "index.add": lambda: FeatureIndex(enc, "relu").add(x, batch_size=1),
-             "index.search": lambda: index.search(x, 1)}
+    calls = {
+        "grad_cam": lambda: grad_cam(enc, x, "relu"),
+        "saliency": lambda: saliency(enc, x),
+        "guided_grad_cam": lambda: guided_grad_cam(enc, x, "relu", 0),
+        "deep_dream": lambda: deep_dream(enc, x, "relu", steps=1),
+        "fgsm": lambda: fgsm(enc, x, 0, 0.1),
+        "pgd": lambda: pgd(enc, x, 0, 0.1, 2),
+        "index.add": lambda: FeatureIndex(enc, "relu").add(x, batch_size=1),
+        "index.search": lambda: index.search(x, 1),
+    }
     for call in calls.values():
-        with pytest.raises(ValueError, match=r"2 of 3 input images contain NaN or infinite pixels "
-                                             r"\(batch positions 1, 2\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"2 of 3 input images contain NaN or infinite pixels "
+            r"\(batch positions 1, 2\)",
+        ):
             call()
     assert len(index.features) == 4  # a refused query or add leaves the index as it was
 
@@ -377,8 +448,10 @@ def test_long_loops_report_progress_on_stderr_only(capsys, monkeypatch):
 # ---------------------------------------------------------------- CLI: one vocabulary for encoders
 ENCODER_ARGS = ("encoder", "encoder_weights", "encoder_kwargs", "pretrained", "download", "device")
 # evaluate and privacy are checked only for the encoder arguments they take today.
-PARTIAL = {"evaluate": ("encoder", "encoder_weights", "encoder_kwargs", "device"),
-           "privacy": ("encoder", "encoder_weights", "device")}
+PARTIAL = {
+    "evaluate": ("encoder", "encoder_weights", "encoder_kwargs", "device"),
+    "privacy": ("encoder", "encoder_weights", "device"),
+}
 
 
 def _subcommands(parser, path=()):
@@ -424,9 +497,11 @@ def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypat
     (tmp_path / "q.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
     small = ["--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
     query = tmp_path / "q.png"
-    for argv, culprit in ((["visualize", "saliency", "alexnet_cifar", f"[{data}]", *small], bad),
-                          (["visualize", "saliency", "alexnet_cifar", f"[{query}]", *small], query),
-                          (["deconv", "alexnet_cifar", "conv1", data, "--channels", "[0]", "--top", "2", *small], bad)):
+    for argv, culprit in (
+        (["visualize", "saliency", "alexnet_cifar", f"[{data}]", *small], bad),
+        (["visualize", "saliency", "alexnet_cifar", f"[{query}]", *small], query),
+        (["deconv", "alexnet_cifar", "conv1", data, "--channels", "[0]", "--top", "2", *small], bad),
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err
@@ -441,15 +516,34 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     import re
 
     from upconv.cli.main import main
-    from upconv.nets.zoo import build_encoder
     from upconv.data.folders import load_images
+    from upconv.nets.zoo import build_encoder
 
     data = image_folder(tmp_path / "data", per_class=4, size=(40, 36), seed=2)
-    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--epsilon", "0.05",
-          "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"), "--device", "cpu"])
+    main(
+        [
+            "visualize",
+            "adversarial",
+            "alexnet_cifar",
+            f"[{data}]",
+            "--method",
+            "fgsm",
+            "--epsilon",
+            "0.05",
+            "--encoder_kwargs",
+            '{"width": 0.25}',
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     line = capsys.readouterr().out.splitlines()[0]
-    m = re.match(r"fgsm ε=0\.0500: clean accuracy \S+ \((\d)/8\)  success \S+ "
-                 r"\((\d) of the (\d) initially correct\)", line)
+    m = re.match(
+        r"fgsm ε=0\.0500: clean accuracy \S+ \((\d)/8\)  success \S+ "
+        r"\((\d) of the (\d) initially correct\)",
+        line,
+    )
     assert m, line
     enc = build_encoder("alexnet_cifar", kwargs={"width": 0.25})
     x, y, _ = load_images([data], enc.image_size)
@@ -457,8 +551,16 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     assert int(m.group(1)) == int(m.group(3)) == int(correct.sum())
     r = fgsm(enc, x, y, 0.05)
     assert int(m.group(2)) == int((correct & (r.pred != y)).sum())
-    common = ["--method", "fgsm", "--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out"),
-              "--overwrite", "true"]
+    common = [
+        "--method",
+        "fgsm",
+        "--encoder_kwargs",
+        '{"width": 0.25}',
+        "--out",
+        str(tmp_path / "out"),
+        "--overwrite",
+        "true",
+    ]
     main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--targeted", "true", "--labels", "[3]", *common])
     line = capsys.readouterr().out.splitlines()[0]
     away = int((enc.logits(x).argmax(1) != 3).sum())  # images not already of class 3
@@ -488,8 +590,19 @@ def test_gradcam_titles_name_the_folders_classes_else_their_index(tmp_path, imag
     two = ["--encoder_kwargs", '{"width": 0.25, "num_classes": 2}']  # one output per folder
     main(["visualize", "gradcam", *common, *two, "--classes", "[1]", "--out", str(tmp_path / "given")])
     main(["visualize", "gradcam", *common, *two, "--out", str(tmp_path / "predicted")])
-    main(["visualize", "gradcam", *common, "--encoder_kwargs", '{"width": 0.25}', "--classes", "[1]",
-          "--out", str(tmp_path / "ten")])  # 10 outputs, 2 folders: names would be a guess
+    main(
+        [
+            "visualize",
+            "gradcam",
+            *common,
+            "--encoder_kwargs",
+            '{"width": 0.25}',
+            "--classes",
+            "[1]",
+            "--out",
+            str(tmp_path / "ten"),
+        ]
+    )  # 10 outputs, 2 folders: names would be a guess
     files = ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
     assert titles[0] == [f"{f} → dog" for f in files] * 2  # the images, then their Grad-CAM overlays
     assert {t.split(" → ")[1] for t in titles[1]} <= {"cat", "dog"} and len(titles[1]) == 8
@@ -503,12 +616,47 @@ def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys, image_folder):
     data = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2)
     common = ["--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
     main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", "--out", str(tmp_path / "gradcam"), *common])
-    main(["visualize", "class", "alexnet_cifar", "[1,2]", "--recipe.steps", "2", "--out", str(tmp_path / "class"),
-          *common])
-    main(["visualize", "similar", "alexnet_cifar", data, f"[{data}/a/0.png]", "fc7", "--k", "2",
-          "--out", str(tmp_path / "similar"), *common])
-    main(["visualize", "adversarial", "alexnet_cifar", f"[{data}]", "--method", "fgsm", "--out", str(tmp_path / "fgsm"),
-          *common])
+    main(
+        [
+            "visualize",
+            "class",
+            "alexnet_cifar",
+            "[1,2]",
+            "--recipe.steps",
+            "2",
+            "--out",
+            str(tmp_path / "class"),
+            *common,
+        ]
+    )
+    main(
+        [
+            "visualize",
+            "similar",
+            "alexnet_cifar",
+            data,
+            f"[{data}/a/0.png]",
+            "fc7",
+            "--k",
+            "2",
+            "--out",
+            str(tmp_path / "similar"),
+            *common,
+        ]
+    )
+    main(
+        [
+            "visualize",
+            "adversarial",
+            "alexnet_cifar",
+            f"[{data}]",
+            "--method",
+            "fgsm",
+            "--out",
+            str(tmp_path / "fgsm"),
+            *common,
+        ]
+    )
     printed = capsys.readouterr().out
     assert "0.png 1.000" in printed.replace("a/0.png", "0.png")  # the query is its own top-1, score 1
     assert "fgsm ε=0.0314: clean accuracy" in printed

@@ -10,12 +10,18 @@ from typing import Any
 
 __version__ = "0.1.0"
 _PUBLIC = {
-    "Encoder": "upconv.nets.encoder", "LayerInfo": "upconv.nets.encoder", "build_encoder": "upconv.nets.zoo",
-    "UpconvNet": "upconv.nets.upconvnet", "load_decoders": "upconv.nets.checkpoints",
-    "ImageSource": "upconv.data.source", "evaluate": "upconv.evaluation.run",
+    "Encoder": "upconv.nets.encoder",
+    "LayerInfo": "upconv.nets.encoder",
+    "build_encoder": "upconv.nets.zoo",
+    "UpconvNet": "upconv.nets.upconvnet",
+    "load_decoders": "upconv.nets.checkpoints",
+    "ImageSource": "upconv.data.source",
+    "evaluate": "upconv.evaluation.run",
     "EvalConfig": "upconv.evaluation.config",
-    "psnr": "upconv.core.metrics", "ssim": "upconv.core.metrics",
-    "image_folder": "upconv.data.folders", "load_images": "upconv.data.folders",
+    "psnr": "upconv.core.metrics",
+    "ssim": "upconv.core.metrics",
+    "image_folder": "upconv.data.folders",
+    "load_images": "upconv.data.folders",
 }
 __all__ = list(_PUBLIC)
 

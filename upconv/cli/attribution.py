@@ -4,8 +4,7 @@ as in ``upconv.cli.visualize``, whose shared arguments and image loading these c
 
 from __future__ import annotations
 
-import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -16,10 +15,21 @@ from upconv.data.folders import folder_classes, load_images
 
 
 @image_args
-def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[int]] = None, guided: bool = True,
-            limit: Optional[int] = 16, out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
-            encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
-            device: str = "auto") -> None:
+def gradcam(
+    encoder: str,
+    images: list[str],
+    layer: str,
+    classes: list[int] | None = None,
+    guided: bool = True,
+    limit: int | None = 16,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Grad-CAM overlays (Selvaraju et al. 2017), and guided Grad-CAM, for the predicted class or ``classes``.
     Each image is titled with its class's name when the ImageFolder given has one folder per class of the
     encoder (assumed in the encoder's order), else with the class index.
@@ -48,10 +58,19 @@ def gradcam(encoder: str, images: list[str], layer: str, classes: Optional[list[
 
 
 @image_args
-def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = None, limit: Optional[int] = 16,
-             out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
-             encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
-             device: str = "auto") -> None:
+def saliency(
+    encoder: str,
+    images: list[str],
+    classes: list[int] | None = None,
+    limit: int | None = 16,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Simonyan et al. (2014) saliency maps for the predicted class, or ``classes``.
 
     Args:
@@ -70,10 +89,22 @@ def saliency(encoder: str, images: list[str], classes: Optional[list[int]] = Non
 
 
 @image_args
-def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, metric: str = "cosine",
-            limit: Optional[int] = None, out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
-            encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
-            device: str = "auto") -> None:
+def similar(
+    encoder: str,
+    data: str,
+    images: list[str],
+    layer: str,
+    k: int = 5,
+    metric: str = "cosine",
+    limit: int | None = None,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Nearest training images: index ImageFolder ``data`` at ``layer``, then show each query with its top-k
     neighbours, their scores, and nn_ratio (≈1 typical, ≫1 unlike the data, 0 an exact copy).
 
@@ -94,8 +125,10 @@ def similar(encoder: str, data: str, images: list[str], layer: str, k: int = 5, 
     res = FeatureIndex(enc, layer, metric).add(train).search(q, k)
     grid, titles = [], []
     for i in range(len(q)):
-        print(f"{names[i]}: nn_ratio {res.nn_ratio[i]:.3f}  " +
-              "  ".join(f"{train_names[j]} {s:.3f}" for j, s in zip(res.indices[i].tolist(), res.scores[i].tolist())))
+        print(
+            f"{names[i]}: nn_ratio {res.nn_ratio[i]:.3f}  "
+            + "  ".join(f"{train_names[j]} {s:.3f}" for j, s in zip(res.indices[i].tolist(), res.scores[i].tolist()))
+        )
         grid += [q[i], *train[res.indices[i].cpu()]]
         titles += [f"query r={res.nn_ratio[i]:.2f}", *[f"{s:.3f}" for s in res.scores[i].tolist()]]
     write_grid(out, "similar.png", torch.stack(grid), titles, k + 1, overwrite=overwrite)
@@ -106,11 +139,23 @@ def _rate(k: int, n: int) -> str:
 
 
 @image_args
-def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, method: str = "pgd", steps: int = 10,
-                labels: Optional[list[int]] = None, targeted: bool = False, limit: Optional[int] = 16,
-                out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
-                encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
-                device: str = "auto") -> None:
+def adversarial(
+    encoder: str,
+    images: list[str],
+    epsilon: float = 8 / 255,
+    method: str = "pgd",
+    steps: int = 10,
+    labels: list[int] | None = None,
+    targeted: bool = False,
+    limit: int | None = 16,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """FGSM or L∞ PGD. Prints the clean accuracy, the success rate and the perturbation norms.
 
     Untargeted success counts only the images the net classified correctly before the attack; targeted
@@ -146,15 +191,34 @@ def adversarial(encoder: str, images: list[str], epsilon: float = 8 / 255, metho
         correct = None if labels is None and folder is None else m
         what, unknown = "initially correct", "labels are the clean predictions"
     acc = f"{_rate(correct, n)} ({correct}/{n})" if correct is not None else f"n/a ({unknown})"
-    print(f"{method} ε={epsilon:.4f}: clean accuracy {acc}  success {_rate(k, m)} ({k} of the {m} {what})  "
-          f"mean L∞ {r.linf.mean():.4f}  mean L2 {r.l2.mean():.4f}")
-    write_grid(out, f"{method}.png", torch.cat([x.cpu(), r.images.cpu()]), names + [f"→ {p}" for p in r.pred.tolist()], len(names), overwrite=overwrite)
+    print(
+        f"{method} ε={epsilon:.4f}: clean accuracy {acc}  success {_rate(k, m)} ({k} of the {m} {what})  "
+        f"mean L∞ {r.linf.mean():.4f}  mean L2 {r.l2.mean():.4f}"
+    )
+    write_grid(
+        out,
+        f"{method}.png",
+        torch.cat([x.cpu(), r.images.cpu()]),
+        names + [f"→ {p}" for p in r.pred.tolist()],
+        len(names),
+        overwrite=overwrite,
+    )
 
 
 @image_args
-def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_steps: int = 500, out: str = "visualize", overwrite: bool = False,
-            encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-            pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def fooling(
+    encoder: str,
+    classes: list[int],
+    confidence: float = 0.99,
+    max_steps: int = 500,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Fooling images (Nguyen et al. 2015): optimise noise until each class gets ≥ ``confidence``.
 
     Args:
@@ -167,8 +231,19 @@ def fooling(encoder: str, classes: list[int], confidence: float = 0.99, max_step
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     r = fooling_images(enc, classes, confidence, max_steps)
     print(f"reached {confidence:.0%}: {int(r.success.sum())}/{len(classes)}")
-    write_grid(out, "fooling.png", r.images, [f"class {c} p={p:.3f}" for c, p in zip(classes, r.confidence.tolist())], overwrite=overwrite)
+    write_grid(
+        out,
+        "fooling.png",
+        r.images,
+        [f"class {c} p={p:.3f}" for c, p in zip(classes, r.confidence.tolist())],
+        overwrite=overwrite,
+    )
 
 
-COMMANDS = {"gradcam": gradcam, "saliency": saliency, "similar": similar, "adversarial": adversarial,
-            "fooling": fooling}
+COMMANDS = {
+    "gradcam": gradcam,
+    "saliency": saliency,
+    "similar": similar,
+    "adversarial": adversarial,
+    "fooling": fooling,
+}

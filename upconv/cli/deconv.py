@@ -4,7 +4,7 @@ figures themselves are ``upconv.visualize.deconv``'s."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +27,16 @@ def _save(image: Tensor, path: str, zoom: int) -> None:
     save_image(image.clamp(0, 1).cpu(), path)
 
 
-def _channel_figures(net: DeconvNet, ds: Any, layer: str, channels: list[int], index: Tensor, folder: str,
-                     zoom: int) -> None:
+def _channel_figures(
+    net: DeconvNet, ds: Any, layer: str, channels: list[int], index: Tensor, folder: str, zoom: int
+) -> None:
     """One captioned PNG per channel: its top images (``index`` (K, top) into ``ds``) and their projections."""
     for k, c in enumerate(progress(channels, "channel figures", len(channels), unit="fig")):
         imgs = torch.stack([ds[int(i)][0] for i in index[k]])
         fig = channel_figure(net, imgs, layer, c, searched=len(ds))
-        save_figure(captioned_figure(fig["grid"], fig["caption"], zoom), os.path.join(folder, f"{layer}_channel{c:04d}.png"))
+        save_figure(
+            captioned_figure(fig["grid"], fig["caption"], zoom), os.path.join(folder, f"{layer}_channel{c:04d}.png")
+        )
 
 
 @shared_args()
@@ -43,14 +46,14 @@ def deconv(
     data: str,
     out: str = "deconv",
     overwrite: bool = False,
-    channels: Optional[list[int]] = None,
+    channels: list[int] | None = None,
     limit: int = 1000,
     top: int = 9,
     images: int = 8,
     top_k: int = 1,
     guided: bool = False,
-    encoder_weights: Optional[str] = None,
-    encoder_kwargs: Optional[dict[str, Any]] = None,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
     pretrained: bool = True,
     download: bool = False,
     batch_size: int = 128,
@@ -60,7 +63,8 @@ def deconv(
     """Write DeconvNet / guided-backpropagation figures (Zeiler & Fergus 2014) as PNGs.
 
     Per channel: the top activating images of the data set, each projection beside its receptive-field
-    crop, under a caption naming the encoder, layer and channel. Per image: the image beside the projection of the layer's strongest activations.
+    crop, under a caption naming the encoder, layer and channel. Per image: the image beside the projection of the
+    layer's strongest activations.
 
     Args:
         layer: layer to project from (see ``upconv layers``).
@@ -93,5 +97,7 @@ def deconv(
             tiles = image_figure(net, torch.stack([ds[i][0] for i in range(n_img)]), name, top_k)
             for i, tile in enumerate(progress(tiles, "image figures", n_img, unit="fig")):
                 _save(tile, os.path.join(tmp, f"{name}_image{i:04d}.png"), zoom)
-    print(f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
-          f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/")
+    print(
+        f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
+        f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/"
+    )

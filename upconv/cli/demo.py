@@ -26,41 +26,60 @@ def end_wandb_run() -> None:
         wandb.finish()
 
 
+QUICK = [  # a seconds-long run for tests
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--data.embedded_per_class=20",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def _fit(config: str, *args: str) -> None:
+    """One training stage (``train.py fit``), its own wandb run."""
+    from upconv.training.cli import main as train_main
+
+    train_main(["fit", "--config", os.path.join(CONFIGS, config), *args])
+    end_wandb_run()
+
+
 def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bool = False) -> str:
     """Run the three steps; returns the report folder. ``quick`` shrinks everything for tests."""
     from upconv.data.source import ImageSource
     from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
-    from upconv.training.cli import main as train_main
 
     os.makedirs(checkpoints, exist_ok=True)
     for old in glob.glob(os.path.join(checkpoints, "*.ckpt")) + glob.glob(os.path.join(checkpoints, "*.pt")):
         os.remove(old)  # a stale file must not be taken for this run's
     encoder_pt = os.path.join(checkpoints, "encoder.pt")
-    shrink = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-              "--data.embedded_per_class=20", "--trainer.enable_progress_bar=false"] if quick else []
+    shrink = QUICK if quick else []
     # Overwrite rather than version: a file left by an earlier (killed) run would otherwise make ModelCheckpoint
     # write decoders-v1.ckpt, and docs/evaluation.md's evaluate command would read the stale decoders.ckpt.
     common = ["--trainer.callbacks.init_args.enable_version_counter=false", *shrink]
     out = out.rstrip("/")
     runs_dir, name = os.path.dirname(out) or ".", os.path.basename(out)
     t0 = time.time()
-    train_main(["fit", "--config", os.path.join(CONFIGS, "demo_encoder.yaml"), f"--model.init_args.export={encoder_pt}",
-                f"--trainer.callbacks.init_args.dirpath={checkpoints}", f"--run_name={name}_encoder",
-                f"--runs_dir={runs_dir}", *common])
-    end_wandb_run()  # each stage is its own wandb run
+    where = [f"--trainer.callbacks.init_args.dirpath={checkpoints}", f"--runs_dir={runs_dir}", *common]
+    _fit("demo_encoder.yaml", f"--model.init_args.export={encoder_pt}", f"--run_name={name}_encoder", *where)
     t1 = time.time()
-    train_main(["fit", "--config", os.path.join(CONFIGS, "demo.yaml"), f"--model.init_args.encoder_weights={encoder_pt}",
-                f"--trainer.callbacks.init_args.dirpath={checkpoints}", f"--run_name={name}", f"--runs_dir={runs_dir}",
-                *common])
-    end_wandb_run()
+    _fit("demo.yaml", f"--model.init_args.encoder_weights={encoder_pt}", f"--run_name={name}", *where)
     t2 = time.time()
     decoders = os.path.join(checkpoints, "decoders.ckpt")
     # The held-out 10 % of the same crops the decoders were trained beside (same data seed as the configs).
     held_out = ImageSource(source="embedded", embedded_per_class=20 if quick else 250, seed=0)
-    evaluate(EvalConfig(checkpoints=[decoders], out=os.path.join(out, "report"),
-                        methods=["upconvnet", "deconvnet", "deconvnet+minmax"], split="val", seed=0,
-                        n_boot=200 if quick else 1000, overwrite=True), data=held_out)
+    evaluate(
+        EvalConfig(
+            checkpoints=[decoders],
+            out=os.path.join(out, "report"),
+            methods=["upconvnet", "deconvnet", "deconvnet+minmax"],
+            split="val",
+            seed=0,
+            n_boot=200 if quick else 1000,
+            overwrite=True,
+        ),
+        data=held_out,
+    )
     t3 = time.time()
     report = os.path.join(out, "report", "report.md")
     print(f"encoder {t1 - t0:.0f} s, decoders {t2 - t1:.0f} s, evaluation {t3 - t2:.0f} s")

@@ -6,25 +6,32 @@ instance ``main`` hands to the run function listed in ``RUNS``. Training goes th
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from jsonargparse import CLI
 
 from upconv.cli.args import cli_encoder, shared_args
-from upconv.core.runtime import close_progress_bars
+from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.deconv import deconv
+from upconv.cli.privacy import privacy
+from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
+from upconv.core.runtime import close_progress_bars
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.run import run_evaluate
-from upconv.cli.privacy import privacy
-from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.privacy.config import PrivacyConfig
-from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 
 
 @shared_args()
-def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-           pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def layers(
+    encoder: str,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Print an encoder's layer table: name, graph node, output shape and feature count. One image is run
     through every layer on ``device`` first, so a model that cannot run there fails here. Pretrained weights
     that are not in the local cache are not fetched (``--download`` does): the table is then printed for
@@ -45,7 +52,10 @@ def layers(encoder: str, encoder_weights: Optional[str] = None, encoder_kwargs: 
     rows = [("layer", "node", "shape", "features")]
     rows += [(i.name, i.node, "×".join(map(str, i.shape)), str(i.numel)) for i in enc.layer_table]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
-    print(f"{enc.name}  input {enc.channels}×{enc.image_size[0]}×{enc.image_size[1]}  weights {weights or enc.weights_hash}")
+    print(
+        f"{enc.name}  input {enc.channels}×{enc.image_size[0]}×{enc.image_size[1]}  "
+        f"weights {weights or enc.weights_hash}"
+    )
     for r in rows:
         print("  ".join(c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
 

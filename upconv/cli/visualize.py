@@ -1,6 +1,7 @@
 """``upconv visualize <method>``: each subcommand runs one method and writes PNG grids into ``out``. This
 module holds activation maximisation and DeepDream, and what every subcommand shares (``image_args``,
-``write_grid``; images are read by ``upconv.data.folders.load_images``); gradient maps, search and attacks are in ``upconv.cli.attribution``.
+``write_grid``; images are read by ``upconv.data.folders.load_images``); gradient maps, search and attacks are in
+``upconv.cli.attribution``.
 
 Image inputs are image files or ImageFolder directories (``root/<class>/*.png|jpg``), resized to the
 encoder's input size; ImageFolder class indices serve as labels where a method needs them. Every
@@ -11,7 +12,7 @@ subcommand takes the shared encoder arguments of ``upconv.cli.args`` (help text 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -20,19 +21,22 @@ from upconv.core.files import atomic_folder, check_out
 from upconv.data.folders import load_images
 from upconv.visualize.recipe import Recipe
 
-image_args = shared_args({
-    "recipe": "optimisation settings (parameterisation, steps, transforms, regularisers); --recipe.<field>, "
-              "see upconv.visualize.Recipe.",
-    "out": "output folder for the PNG grid.",
-    "images": "image files and/or ImageFolder directories, resized and centre-cropped to the encoder's size.",
-    "limit": "images taken from each folder, evenly spaced over its files (null: all).",
-    "classes": "class indices.",
-    "overwrite": "replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).",
-})
+image_args = shared_args(
+    {
+        "recipe": "optimisation settings (parameterisation, steps, transforms, regularisers); --recipe.<field>, "
+        "see upconv.visualize.Recipe.",
+        "out": "output folder for the PNG grid.",
+        "images": "image files and/or ImageFolder directories, resized and centre-cropped to the encoder's size.",
+        "limit": "images taken from each folder, evenly spaced over its files (null: all).",
+        "classes": "class indices.",
+        "overwrite": "replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).",
+    }
+)
 
 
-def write_grid(out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8,
-               overwrite: bool = False) -> None:
+def write_grid(
+    out: str, name: str, images: torch.Tensor, titles: list[str], ncol: int = 8, overwrite: bool = False
+) -> None:
     """Write the grid PNG ``name`` as the folder ``out``, created only once the file is complete."""
     from upconv.core.figures import save_grid
 
@@ -42,9 +46,19 @@ def write_grid(out: str, name: str, images: torch.Tensor, titles: list[str], nco
 
 
 @image_args
-def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
-           encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-           pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def class_(
+    encoder: str,
+    classes: list[int],
+    starts: int = 1,
+    recipe: Recipe = Recipe(),
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Class-score maximisation (Simonyan et al. 2014): one image per class and random start.
 
     Args:
@@ -59,9 +73,19 @@ def class_(encoder: str, classes: list[int], starts: int = 1, recipe: Recipe = R
 
 
 @image_args
-def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
-            encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-            pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def channel(
+    encoder: str,
+    layer: str,
+    channels: list[int],
+    recipe: Recipe = Recipe(),
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """What a channel responds to: maximise its mean activation, one image per channel.
 
     Args:
@@ -71,16 +95,28 @@ def channel(encoder: str, layer: str, channels: list[int], recipe: Recipe = Reci
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import channel_images
 
-    v = channel_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
-                       layer, channels, recipe)
+    v = channel_images(
+        cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), layer, channels, recipe
+    )
     write_grid(out, f"channel_{v.labels[0].split(':')[0]}.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
-def neuron(encoder: str, layer: str, channels: list[int], y: Optional[int] = None, x: Optional[int] = None,
-           recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False, encoder_weights: Optional[str] = None,
-           encoder_kwargs: Optional[dict[str, Any]] = None, pretrained: bool = True, download: bool = False,
-           device: str = "auto") -> None:
+def neuron(
+    encoder: str,
+    layer: str,
+    channels: list[int],
+    y: int | None = None,
+    x: int | None = None,
+    recipe: Recipe = Recipe(),
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """What one unit responds to: channel c at (y, x) of the layer's map (the centre by default).
 
     Args:
@@ -92,15 +128,30 @@ def neuron(encoder: str, layer: str, channels: list[int], y: Optional[int] = Non
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import neuron_images
 
-    v = neuron_images(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
-                      layer, channels, y, x, recipe)
+    v = neuron_images(
+        cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
+        layer,
+        channels,
+        y,
+        x,
+        recipe,
+    )
     write_grid(out, f"neuron_{v.labels[0].split(':')[0]}.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
-def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe = Recipe(), out: str = "visualize", overwrite: bool = False,
-              encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-              pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def prototype(
+    encoder: str,
+    classes: list[int] | None = None,
+    recipe: Recipe = Recipe(),
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """Class prototypes: per class, maximise log p_c (that class up, all others down).
 
     Args:
@@ -114,10 +165,24 @@ def prototype(encoder: str, classes: Optional[list[int]] = None, recipe: Recipe 
 
 
 @image_args
-def dream(encoder: str, images: list[str], layer: str, octaves: int = 3, octave_scale: float = 1.4, steps: int = 10,
-          lr: float = 0.01, jitter: int = 2, limit: Optional[int] = 16, out: str = "visualize", overwrite: bool = False,
-          encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-          pretrained: bool = True, download: bool = False, device: str = "auto") -> None:
+def dream(
+    encoder: str,
+    images: list[str],
+    layer: str,
+    octaves: int = 3,
+    octave_scale: float = 1.4,
+    steps: int = 10,
+    lr: float = 0.01,
+    jitter: int = 2,
+    limit: int | None = 16,
+    out: str = "visualize",
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = True,
+    download: bool = False,
+    device: str = "auto",
+) -> None:
     """DeepDream (Mordvintsev et al. 2015) on images; writes a row of inputs and a row of dreams.
 
     Args:
@@ -133,9 +198,17 @@ def dream(encoder: str, images: list[str], layer: str, octaves: int = 3, octave_
 
     enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
     x, _, names = load_images(images, enc.image_size, limit, enc.channels)
-    d = deep_dream(enc, x.to(enc.mean.device), layer, octaves=octaves, octave_scale=octave_scale, steps=steps,
-                   lr=lr, jitter=jitter)
-    write_grid(out, "dream.png", torch.cat([x, d.cpu()]), names + [f"dream {layer}"] * len(names), len(names), overwrite=overwrite)
+    d = deep_dream(
+        enc, x.to(enc.mean.device), layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, jitter=jitter
+    )
+    write_grid(
+        out,
+        "dream.png",
+        torch.cat([x, d.cpu()]),
+        names + [f"dream {layer}"] * len(names),
+        len(names),
+        overwrite=overwrite,
+    )
 
 
 COMMANDS = {"class": class_, "channel": channel, "neuron": neuron, "prototype": prototype, "dream": dream}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -32,22 +32,29 @@ def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet")
     return (1 - alpha) * base + alpha * colours
 
 
-def save_grid(images: Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None, ncol: int = 8,
-              cell: float = 1.4) -> str:
+def save_grid(
+    images: Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None, ncol: int = 8, cell: float = 1.4
+) -> str:
     """Write images (N, C, H, W) in [0, 1] as a grid PNG with optional per-image captions; returns the path."""
     n = images.shape[0]
     ncol = max(1, min(ncol, n))
     nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(cell * ncol, cell * nrow + (0.25 * nrow if titles else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(cell * ncol, cell * nrow + (0.25 * nrow if titles else 0)), squeeze=False
+    )
     imgs = images.detach().cpu().float().clamp(0, 1)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
         im = imgs[i].permute(1, 2, 0).numpy()  # (H, W, C)
-        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
-                  interpolation="nearest", vmin=0, vmax=1)
+        ax.imshow(
+            im[..., 0] if im.shape[-1] == 1 else im,
+            cmap="gray" if im.shape[-1] == 1 else None,
+            interpolation="nearest",
+            vmin=0,
+            vmax=1,
+        )
         if titles:
             ax.set_title(titles[i], fontsize=7)
     fig.tight_layout(pad=0.3)
@@ -76,7 +83,7 @@ def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: st
     plt.close(fig)
 
 
-def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float = 8) -> "plt.Figure":
+def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float = 8) -> plt.Figure:
     """An image (C, H, W) in [0, 1], ``zoom`` screen pixels per pixel (at 100 dpi), under its caption wrapped
     to the figure's width. The caller saves and closes it."""
     img = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
@@ -85,14 +92,19 @@ def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float
     top = (len(lines) * 1.25 * fontsize + 8) / 72  # inches for the caption
     fig = plt.figure(figsize=(w, h + top))
     ax = fig.add_axes((0, 0, 1, h / (h + top)))
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-              interpolation="nearest", vmin=0, vmax=1)
+    ax.imshow(
+        img[..., 0] if img.shape[-1] == 1 else img,
+        cmap="gray" if img.shape[-1] == 1 else None,
+        interpolation="nearest",
+        vmin=0,
+        vmax=1,
+    )
     ax.axis("off")
     fig.suptitle("\n".join(lines), fontsize=fontsize, y=1 - 3 / 72 / (h + top), va="top")
     return fig
 
 
-def save_figure(fig: "plt.Figure", path: str | os.PathLike) -> None:
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` as a PNG without a timestamp (the same figure gives the same bytes) and close it."""
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import textwrap
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 class UnreadableFileError(ValueError):
@@ -27,8 +28,9 @@ def _present(path: str | os.PathLike, what: str, remedy: str) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     if os.path.getsize(path) == 0:
-        raise UnreadableFileError(f"{what} {path} is empty (0 bytes); a run was probably killed while writing "
-                                  f"it: {remedy}")
+        raise UnreadableFileError(
+            f"{what} {path} is empty (0 bytes); a run was probably killed while writing it: {remedy}"
+        )
     return path
 
 
@@ -48,13 +50,15 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
                 f"refused to load {what} {path}: it holds pickled Python objects, not just tensors, and upconv "
                 f"never runs code from a file; save a plain state dict (torch.save(model.state_dict(), path))"
             ) from None
-        raise UnreadableFileError(f"{what} {path} is not a PyTorch file (unrecognised contents); check the "
-                                  f"path, or re-create the file") from None
+        raise UnreadableFileError(
+            f"{what} {path} is not a PyTorch file (unrecognised contents); check the path, or re-create the file"
+        ) from None
     except (RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         first = textwrap.shorten(first, 240, placeholder=" …")  # whole words: a cut cause must not read "If yo"
-        raise UnreadableFileError(f"{what} {path} is truncated or corrupt ({first}); re-create it, or "
-                                  f"point to another file") from None
+        raise UnreadableFileError(
+            f"{what} {path} is truncated or corrupt ({first}); re-create it, or point to another file"
+        ) from None
 
 
 def check_torch_file(path: str | os.PathLike, what: str) -> None:
@@ -69,8 +73,10 @@ def check_torch_file(path: str | os.PathLike, what: str) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         bad = str(e) or type(e).__name__
     if bad is not None:
-        raise UnreadableFileError(f"{what} {path} is truncated or corrupt (not a complete PyTorch file: {bad}); "
-                                  f"point to an earlier checkpoint, or start without it")
+        raise UnreadableFileError(
+            f"{what} {path} is truncated or corrupt (not a complete PyTorch file: {bad}); "
+            f"point to an earlier checkpoint, or start without it"
+        )
 
 
 @contextlib.contextmanager
@@ -106,8 +112,10 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> Any:
 def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
     """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ValueError(f"output folder {out} already exists and is not empty; choose another folder, or pass "
-                         f"--overwrite true (overwrite=True in Python) to replace it")
+        raise ValueError(
+            f"output folder {out} already exists and is not empty; choose another folder, or pass "
+            f"--overwrite true (overwrite=True in Python) to replace it"
+        )
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ beside its number, and one at or below the class-mean floor is marked as carryin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ class Floors:
     source: str
 
     @classmethod
-    def from_batches(cls, batches: Iterable[tuple[Tensor, Tensor]], source: str, n_classes: int = 0) -> "Floors":
+    def from_batches(cls, batches: Iterable[tuple[Tensor, Tensor]], source: str, n_classes: int = 0) -> Floors:
         """Accumulate float images in [0, 1] (B, C, H, W) with labels (B,) in float64, batch by batch; the
         class count grows with the labels seen (at least ``n_classes``)."""
         total = sums = counts = None
@@ -66,13 +66,15 @@ class Floors:
             return self.mean.expand(len(labels), *self.mean.shape).clone()
         if method == CLASS_MEAN:
             if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.class_means)):
-                raise ValueError(f"labels must be class indices in 0..{len(self.class_means) - 1} for the class-mean "
-                                 f"floor; got {labels.min().item()}..{labels.max().item()}")
+                raise ValueError(
+                    f"labels must be class indices in 0..{len(self.class_means) - 1} for the class-mean "
+                    f"floor; got {labels.min().item()}..{labels.max().item()}"
+                )
             return self.class_means[labels]
         raise ValueError(f"unknown floor '{method}'; choose {MEAN_IMAGE!r} or {CLASS_MEAN!r}")
 
 
-def verdict(psnr: Optional[float], floor_psnr: dict[str, float]) -> Optional[str]:
+def verdict(psnr: float | None, floor_psnr: dict[str, float]) -> str | None:
     """A row's standing against the floors by mean PSNR: ``BELOW_FLOOR``, ``BELOW_CLASS`` or None."""
     if psnr is None:
         return None

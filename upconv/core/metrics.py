@@ -8,7 +8,6 @@ every figure of a report is summarised the same way.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,8 @@ SSIM_DEFINITION = (
     "per image, structural similarity (Wang et al., IEEE TIP 2004) on [0, 1] images: Gaussian window 11×11, "
     "σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, population (not sample) covariance, averaged over the "
     "valid windows only (those lying wholly inside the image; no padding) and over channels — as scikit-image's "
-    "structural_similarity with gaussian_weights=True, use_sample_covariance=False")
+    "structural_similarity with gaussian_weights=True, use_sample_covariance=False"
+)
 
 PSNR_CAP_DB = 100.0
 """Per-image PSNR is capped here: an exact reconstruction has infinite PSNR, which would make the mean
@@ -30,8 +30,10 @@ LPIPS_BACKBONE_URL = "https://download.pytorch.org/models/" + LPIPS_BACKBONE
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape or pred.dim() != 4:
-        raise ValueError(f"expected two image batches of the same shape (B, C, H, W); got "
-                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected two image batches of the same shape (B, C, H, W); got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -45,8 +47,9 @@ def psnr(pred: Tensor, target: Tensor, cap_db: float = PSNR_CAP_DB) -> Tensor:
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     _check_pair(pred, target)
-    value = peak_signal_noise_ratio(pred.float(), target.float(), data_range=1.0, reduction="none",
-                                    dim=(1, 2, 3))  # (B,), +inf where pred == target
+    value = peak_signal_noise_ratio(
+        pred.float(), target.float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )  # (B,), +inf where pred == target
     return value.clamp(max=cap_db)
 
 
@@ -76,8 +79,10 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     _check_pair(pred, target)
     h, w = pred.shape[-2:]
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its Gaussian window); "
-                         f"got {h}×{w}. Evaluate at a larger image size, or leave SSIM out for images this small")
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its Gaussian window); "
+            f"got {h}×{w}. Evaluate at a larger image size, or leave SSIM out for images this small"
+        )
     dtype = torch.float32 if pred.device.type == "mps" else torch.float64  # MPS has no float64
     x, y = pred.to(dtype), target.to(dtype)  # (B, C, H, W)
     b, c = x.shape[:2]
@@ -107,8 +112,8 @@ def mean_pairwise_distance(images: Tensor, chunk: int = 1024) -> Tensor:
     sq = flat.pow(2).sum(1)  # (N,)
     total = torch.zeros((), dtype=torch.float64, device=images.device)
     for start in range(0, n, chunk):
-        block = flat[start:start + chunk]  # (b, D)
-        d2 = sq[start:start + chunk, None] + sq[None, :] - 2 * block @ flat.T  # (b, N)
+        block = flat[start : start + chunk]  # (b, D)
+        d2 = sq[start : start + chunk, None] + sq[None, :] - 2 * block @ flat.T  # (b, N)
         total += d2.clamp_min(0).sqrt().sum()  # includes the zero diagonal, and each pair twice
     return total / (n * (n - 1))
 
@@ -125,8 +130,9 @@ def db_error(pred: Tensor, target: Tensor, mean_distance: Tensor | float) -> Ten
     return dist / torch.as_tensor(mean_distance, dtype=torch.float64, device=dist.device)
 
 
-def relative_feature_error(pred_features: Tensor, target_features: Tensor, squared: bool = False,
-                           floor: float = 1e-12) -> Tensor:
+def relative_feature_error(
+    pred_features: Tensor, target_features: Tensor, squared: bool = False, floor: float = 1e-12
+) -> Tensor:
     """Per-image relative feature distance ‖a − b‖₂ / ‖b‖₂, or with ``squared`` ‖a − b‖₂² / ‖b‖₂² (Mahendran &
     Vedaldi 2015, eq. 3's data term), (B,), in the inputs' own precision and differentiable.
 
@@ -165,7 +171,7 @@ def lpips_backbone_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONE)
 
 
-def load_lpips() -> tuple[Optional[nn.Module], Optional[str]]:
+def load_lpips() -> tuple[nn.Module | None, str | None]:
     """LPIPS v0.1 (Zhang et al. 2018, AlexNet trunk) built offline, or ``(None, reason)`` when it cannot be.
 
     The lpips package's linear calibration weights ship inside the package; the AlexNet trunk is read from
@@ -175,8 +181,7 @@ def load_lpips() -> tuple[Optional[nn.Module], Optional[str]]:
     """
     path = lpips_backbone_path()
     if not os.path.isfile(path):
-        return None, (f"LPIPS skipped: place {LPIPS_BACKBONE} (from {LPIPS_BACKBONE_URL}) at {path} "
-                      f"to compute it")
+        return None, (f"LPIPS skipped: place {LPIPS_BACKBONE} (from {LPIPS_BACKBONE_URL}) at {path} to compute it")
     try:
         import lpips
     except ImportError:

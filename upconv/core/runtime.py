@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Iterable, Iterator, Optional, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,10 +22,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N ({e})") from None
 
 
-_OPEN_BARS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # bars of loops that have not finished
+_OPEN_BARS: weakref.WeakSet[Any] = weakref.WeakSet()  # bars of loops that have not finished
 
 
-def progress(iterable: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "it") -> Iterator[T]:
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """``iterable`` with a progress bar on stderr (tqdm), so long work is never silent.
 
     ``UPCONV_PROGRESS=0`` turns every bar off (for logs and batch jobs); bars never write to stdout, so a
@@ -33,8 +34,9 @@ def progress(iterable: Iterable[T], desc: str, total: Optional[int] = None, unit
     from tqdm.auto import tqdm
 
     disable = os.environ.get("UPCONV_PROGRESS", "1") == "0"
-    bar = tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True,
-               mininterval=0.5, leave=False)
+    bar = tqdm(
+        iterable, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, mininterval=0.5, leave=False
+    )
     _OPEN_BARS.add(bar)
     try:
         yield from bar

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -64,15 +64,26 @@ class ShardedOrder:
     shards differ by at most one image, and the last batch may be smaller.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of images; got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}); got {rank}")
         if n < world_size:
-            raise ValueError(f"the split has {n} images, fewer than the {world_size} data-parallel processes: "
-                             f"each process needs at least one; use more images or fewer devices")
+            raise ValueError(
+                f"the split has {n} images, fewer than the {world_size} data-parallel processes: "
+                f"each process needs at least one; use more images or fewer devices"
+            )
         self.n, self.shuffle, self.seed, self.drop_last = n, shuffle, seed, drop_last
         self.rank, self.world_size, self.device = rank, world_size, device
         self.batch_size = min(batch_size, n // world_size) if drop_last else batch_size  # per process
@@ -91,13 +102,13 @@ class ShardedOrder:
         """This process's image indices for ``epoch``, in the order its batches take them, (n_rank,)."""
         order = epoch_order(self.n, self.seed, epoch) if self.shuffle else torch.arange(self.n)  # (n,)
         if self.drop_last:
-            order = order[:len(self) * self.batch_size * self.world_size]
-        return order[self.rank::self.world_size].to(self.device)  # moved once per epoch
+            order = order[: len(self) * self.batch_size * self.world_size]
+        return order[self.rank :: self.world_size].to(self.device)  # moved once per epoch
 
     def __iter__(self) -> Iterator[Tensor]:
         shard, self.epoch = self.shard(self.epoch), self.epoch + 1  # a plain loop gets a new order every pass
         for i in range(len(self)):
-            yield shard[i * self.batch_size:(i + 1) * self.batch_size]  # (B,)
+            yield shard[i * self.batch_size : (i + 1) * self.batch_size]  # (B,)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
@@ -116,11 +127,21 @@ class DeviceBatches:
     the attributes a DataLoader has: Lightning sets the epoch through the first and, finding no RandomSampler
     in the second, does not mistake validation batches for shuffled ones."""
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.images, self.labels = images, labels
-        self.sampler = self.batch_sampler = ShardedOrder(len(images), batch_size, shuffle, seed, drop_last, rank,
-                                                         world_size, device=images.device)
+        self.sampler = self.batch_sampler = ShardedOrder(
+            len(images), batch_size, shuffle, seed, drop_last, rank, world_size, device=images.device
+        )
         self.batch_size = self.sampler.batch_size
 
     def __len__(self) -> int:

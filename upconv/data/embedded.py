@@ -7,8 +7,16 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-EMBEDDED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
-                   "immunohistochemistry", "retina", "motorcycle")
+EMBEDDED_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle",
+)
 
 
 def embedded_images(per_class: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:

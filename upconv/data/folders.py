@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -30,19 +31,21 @@ def transform(size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "u
     return v2.Compose(steps)
 
 
-def image_folder(root: str, size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "uint8",
-                 mode: str = "RGB") -> datasets.ImageFolder:
+def image_folder(
+    root: str, size: int | tuple[int, int], dtype: Literal["uint8", "float"] = "uint8", mode: str = "RGB"
+) -> datasets.ImageFolder:
     """An ImageFolder tree at ``root``, images decoded lazily, resized and centre-cropped to ``size``."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data folder not found: {root} (expected an ImageFolder tree root/<class>/<image>)")
     try:
-        return datasets.ImageFolder(root, transform=transform(size, dtype),
-                                    loader=functools.partial(read_image, mode=mode))
+        return datasets.ImageFolder(
+            root, transform=transform(size, dtype), loader=functools.partial(read_image, mode=mode)
+        )
     except (FileNotFoundError, RuntimeError) as e:
         raise ValueError(f"no images found under {root}: expected {root}/<class>/<image>.jpg|png ({e})") from e
 
 
-def evenly_spaced(n: int, limit: Optional[int]) -> list[int]:
+def evenly_spaced(n: int, limit: int | None) -> list[int]:
     """``limit`` indices spread evenly over ``range(n)`` (all without a limit): in a class-sorted file list a
     small limit still covers every class."""
     if limit is not None and limit < 1:
@@ -51,8 +54,9 @@ def evenly_spaced(n: int, limit: Optional[int]) -> list[int]:
     return torch.linspace(0, n - 1, k).round().long().unique().tolist() if k else []
 
 
-def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[int] = None,
-                channels: int = 3) -> tuple[Tensor, Optional[Tensor], list[str]]:
+def load_images(
+    inputs: Sequence[str], size: tuple[int, int], limit: int | None = None, channels: int = 3
+) -> tuple[Tensor, Tensor | None, list[str]]:
     """Image files and ImageFolder directories as float images (N, C, H, W) in [0, 1], their folder labels
     (None when any input is a plain file) and their names; ``limit`` images per folder, evenly spaced."""
     mode = "L" if channels == 1 else "RGB"
@@ -67,7 +71,9 @@ def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[in
         elif os.path.isfile(path) and path.lower().endswith(IMAGE_EXT):
             picks.append((path, -1, os.path.basename(path)))
         else:
-            raise FileNotFoundError(f"{path}: expected an image file ({', '.join(IMAGE_EXT)}) or an ImageFolder directory")
+            raise FileNotFoundError(
+                f"{path}: expected an image file ({', '.join(IMAGE_EXT)}) or an ImageFolder directory"
+            )
     if not picks:
         raise ValueError(f"no images found in {list(inputs)}")
     images = [tf(read_image(f, mode)) for f, _, _ in progress(picks, "loading images", len(picks), unit="img")]
@@ -75,7 +81,7 @@ def load_images(inputs: Sequence[str], size: tuple[int, int], limit: Optional[in
     return torch.stack(images), (None if (y < 0).any() else y), [name for _, _, name in picks]
 
 
-def folder_classes(inputs: Sequence[str]) -> Optional[list[str]]:
+def folder_classes(inputs: Sequence[str]) -> list[str] | None:
     """The class names of the ImageFolder directories among ``inputs``, in label order (sorted folder names);
     None when there is no directory or two directories have different classes."""
     found = {tuple(datasets.folder.find_classes(p)[0]) for p in inputs if os.path.isdir(p)}

@@ -9,8 +9,9 @@ training data module (``upconv.training.datamodule.ImageData``) wraps a source f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ from upconv.data.embedded import embedded_images
 from upconv.data.folders import image_folder, transform
 
 Split = Literal["train", "val", "all"]
-Part = Union[tuple[Tensor, Tensor], Dataset]  # in memory: (uint8 images (N, C, H, W), labels (N,))
+Part = tuple[Tensor, Tensor] | Dataset  # in memory: (uint8 images (N, C, H, W), labels (N,))
 
 
 @dataclass
@@ -45,12 +46,12 @@ class ImageSource:
     """
 
     source: Literal["embedded", "folder", "cifar10"] = "embedded"
-    root: Optional[str] = None
+    root: str | None = None
     image_size: int = 32
-    in_memory: Optional[bool] = None
+    in_memory: bool | None = None
     val_fraction: float = 0.1
-    limit_train: Optional[int] = None
-    limit_val: Optional[int] = None
+    limit_train: int | None = None
+    limit_val: int | None = None
     num_workers: int = 2
     download: bool = False
     embedded_per_class: int = 250
@@ -63,13 +64,13 @@ class ImageSource:
         if self.source != "embedded" and not self.root:
             raise ValueError(f"data source '{self.source}' needs a root folder (data.root)")
         self.in_memory = self.image_size <= 64 if self.in_memory is None else self.in_memory
-        self._parts: Optional[dict[str, Part]] = None
+        self._parts: dict[str, Part] | None = None
         self._origin: dict[str, str] = {}  # split -> what it is, in words
         self._before_limit: dict[str, int] = {}
-        self._pool: Optional[int] = None  # images of a source split here (a held-out fraction)
+        self._pool: int | None = None  # images of a source split here (a held-out fraction)
 
     # ------------------------------------------------------------------ reading
-    def setup(self) -> "ImageSource":
+    def setup(self) -> ImageSource:
         """Read (and, in memory, decode) both splits once; later calls do nothing."""
         if self._parts is not None:
             return self
@@ -94,16 +95,21 @@ class ImageSource:
         self._origin, self._pool = self._held_out("the embedded photographs' crops"), len(x)
         self._before_limit = {"train": len(x) - n_val, "val": n_val}
         self.in_memory = True
-        return (x[n_val:][: self.limit_train], y[n_val:][: self.limit_train]), \
-            (x[:n_val][: self.limit_val], y[:n_val][: self.limit_val])
+        return (x[n_val:][: self.limit_train], y[n_val:][: self.limit_train]), (
+            x[:n_val][: self.limit_val],
+            y[:n_val][: self.limit_val],
+        )
 
     def _cifar10(self) -> tuple[Dataset, Dataset]:
         tf = transform(self.image_size)
         train = datasets.CIFAR10(self.root, train=True, transform=tf, download=self.download)
         val = datasets.CIFAR10(self.root, train=False, transform=tf, download=self.download)
         self.class_names = train.classes
-        self._origin = {"train": "CIFAR-10's training set", "val": "CIFAR-10's test set",
-                        "all": "every image of CIFAR-10 (training and test sets)"}
+        self._origin = {
+            "train": "CIFAR-10's training set",
+            "val": "CIFAR-10's test set",
+            "all": "every image of CIFAR-10 (training and test sets)",
+        }
         return train, val
 
     def _folder_splits(self) -> tuple[Dataset, Dataset]:
@@ -112,8 +118,11 @@ class ImageSource:
             val_dir = next((d for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
             if val_dir is None:
                 raise ValueError(f"{root} has train/ but neither test/ nor val/; add one or point root at train/")
-            self._origin = {"train": "the folder's train/", "val": f"the folder's {val_dir}/",
-                            "all": f"every image of the folder's train/ and {val_dir}/"}
+            self._origin = {
+                "train": "the folder's train/",
+                "val": f"the folder's {val_dir}/",
+                "all": f"every image of the folder's train/ and {val_dir}/",
+            }
             train = image_folder(os.path.join(root, "train"), self.image_size)
             self.class_names = train.classes
             return train, image_folder(os.path.join(root, val_dir), self.image_size)
@@ -126,10 +135,13 @@ class ImageSource:
 
     def _held_out(self, what: str) -> dict[str, str]:
         pct = f"{self.val_fraction * 100:g} %"
-        return {"val": f"a seeded {pct} hold-out of {what}", "train": f"the rest of {what} (all but a seeded {pct})",
-                "all": f"every image of {what}"}
+        return {
+            "val": f"a seeded {pct} hold-out of {what}",
+            "train": f"the rest of {what} (all but a seeded {pct})",
+            "all": f"every image of {what}",
+        }
 
-    def _limit(self, ds: Dataset, n: Optional[int]) -> Dataset:
+    def _limit(self, ds: Dataset, n: int | None) -> Dataset:
         # Shuffled even when n covers the whole split: "the first N" is a random draw, and a folder's order
         # is class order.
         if n is None:
@@ -173,8 +185,9 @@ class ImageSource:
             return text + f": {n} of {self._pool} images"
         return text + f": {n} images"
 
-    def images(self, split: Split = "val", batch_size: int = 256,
-               device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    def images(
+        self, split: Split = "val", batch_size: int = 256, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """Un-augmented, unshuffled float batches in [0, 1] (B, C, H, W) with labels (B,). ``val`` is the
         held-out split; ``all`` is the training split followed by ``val``."""
         for part in self._splits(split):

@@ -4,7 +4,7 @@ the same names from YAML) and ``upconv.evaluation.run.evaluate`` takes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 
 @dataclass
@@ -42,20 +42,20 @@ class EvalConfig:
         overwrite: replace an existing report folder.
     """
 
-    checkpoints: Union[list[str], str, None] = None
-    out: Optional[str] = None
-    encoder: Optional[str] = None
-    encoder_weights: Optional[str] = None
-    encoder_kwargs: Optional[dict[str, Any]] = None
-    pretrained: Optional[bool] = None
+    checkpoints: list[str] | str | None = None
+    out: str | None = None
+    encoder: str | None = None
+    encoder_weights: str | None = None
+    encoder_kwargs: dict[str, Any] | None = None
+    pretrained: bool | None = None
     download: bool = False
     layers: list[str] = field(default_factory=lambda: ["all"])
     methods: list[str] = field(default_factory=lambda: ["upconvnet"])
-    method_options: Optional[dict[str, dict[str, Any]]] = None
+    method_options: dict[str, dict[str, Any]] | None = None
     data: Literal["embedded", "folder", "cifar10"] = "embedded"
-    root: Optional[str] = None
+    root: str | None = None
     split: Literal["val", "train", "all"] = "val"
-    limit: Optional[int] = None
+    limit: int | None = None
     batch_size: int = 250
     embedded_per_class: int = 20
     seed: int = 0

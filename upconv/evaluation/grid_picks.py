@@ -4,7 +4,7 @@ with 1,000 airplanes)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ class GridPicks:
         self.n, self.generator = n, torch.Generator().manual_seed(seed)
         self.kept: list[dict[str, Any]] = []  # {"label", "key", "image", "recon": {(method, layer): image}}
 
-    def admit(self, images: Tensor, labels: Optional[Tensor]) -> list[int]:
+    def admit(self, images: Tensor, labels: Tensor | None) -> list[int]:
         """Take in a batch (B, C, H, W); return the batch positions now in the grid (store their recons)."""
         keys = torch.rand(len(images), generator=self.generator).tolist()
         ys = labels.tolist() if isinstance(labels, Tensor) and labels.dim() == 1 else [0] * len(images)

@@ -5,17 +5,18 @@ so a bad argument fails before any (long) computation."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from upconv.core import metrics as M
 from upconv.core.files import check_out
+from upconv.core.floors import Floors
 from upconv.core.runtime import progress, resolve_device
 from upconv.evaluation.config import EvalConfig
-from upconv.core.floors import Floors
 from upconv.methods.base import Method, as_method
 from upconv.methods.registry import build_method
 from upconv.nets.encoder import Encoder
@@ -32,15 +33,16 @@ class Plan:
     data: Any  # an ImageSource, an ImageData, or anything with ``images(split, batch_size, device)``
     checkpoints: list[str]
     device: torch.device
-    accuracy_basis: Optional[str]  # what the labels are taken to be; None: accuracy skipped
-    accuracy_note: Optional[str]
-    lpips_model: Optional[nn.Module]
-    lpips_note: Optional[str]
+    accuracy_basis: str | None  # what the labels are taken to be; None: accuracy skipped
+    accuracy_note: str | None
+    lpips_model: nn.Module | None
+    lpips_note: str | None
     floors: Floors
 
 
-def prepare(config: EvalConfig, encoder: Optional[Encoder] = None,
-            methods: Optional[Sequence[Union[str, Method]]] = None, data: Any = None) -> Plan:
+def prepare(
+    config: EvalConfig, encoder: Encoder | None = None, methods: Sequence[str | Method] | None = None, data: Any = None
+) -> Plan:
     """Resolve ``config`` (with an already built ``encoder``, ``methods`` objects or a ``data`` object in
     place of the config's names) in the order the evaluation has always used."""
     if config.out is not None:
@@ -62,35 +64,46 @@ def prepare(config: EvalConfig, encoder: Optional[Encoder] = None,
     return Plan(enc, built, names, source, ckpts, dev, basis, acc_note, lp_model, lp_note, floors)
 
 
-def resolve_encoder(encoder: Union[str, Encoder, None], config: EvalConfig, ckpts: list[str]) -> Encoder:
+def resolve_encoder(encoder: str | Encoder | None, config: EvalConfig, ckpts: list[str]) -> Encoder:
     """The encoder to evaluate: an ``Encoder``, a name, or the first checkpoint's record (with the config's
     weights / kwargs / pretrained replacing the recorded ones when given, never silently dropped)."""
     weights, kwargs, pretrained = config.encoder_weights, config.encoder_kwargs, config.pretrained
     if isinstance(encoder, Encoder):
         if weights or kwargs:
-            raise ValueError("encoder_weights / encoder_kwargs apply to an encoder given by name; this Encoder "
-                             "is already built: load its weights before passing it")
+            raise ValueError(
+                "encoder_weights / encoder_kwargs apply to an encoder given by name; this Encoder "
+                "is already built: load its weights before passing it"
+            )
         return encoder
     if encoder is not None:
-        return build_encoder(encoder, weights, download=config.download, kwargs=kwargs,
-                             pretrained=True if pretrained is None else pretrained)
+        return build_encoder(
+            encoder,
+            weights,
+            download=config.download,
+            kwargs=kwargs,
+            pretrained=True if pretrained is None else pretrained,
+        )
     if not ckpts:
         raise ValueError("no encoder: pass encoder=<name> or decoder checkpoints that record one")
     from upconv.nets.checkpoints import read_checkpoint, recorded_encoder
 
     _, meta = read_checkpoint(ckpts[0])
-    return recorded_encoder(meta, ckpts[0], weights=weights, kwargs=kwargs, pretrained=pretrained,
-                            download=config.download)
+    return recorded_encoder(
+        meta, ckpts[0], weights=weights, kwargs=kwargs, pretrained=pretrained, download=config.download
+    )
 
 
-def build_methods(enc: Encoder, methods: Sequence[Union[str, Method]],
-                  options: Optional[dict[str, dict[str, Any]]], ckpts: list[str]) -> list[Method]:
+def build_methods(
+    enc: Encoder, methods: Sequence[str | Method], options: dict[str, dict[str, Any]] | None, ckpts: list[str]
+) -> list[Method]:
     """Methods by name through the registry (``upconvnet`` receives the checkpoints, others their entry of
     ``options``) or as given; their names must be unique, since rows are keyed by them."""
     unused = sorted(set(options or {}) - {m for m in methods if isinstance(m, str)})
     if unused:
-        raise ValueError(f"method_options names {', '.join(unused)}, which is not among the methods "
-                         f"({', '.join(m if isinstance(m, str) else m.name for m in methods)}); add it or drop its options")
+        raise ValueError(
+            f"method_options names {', '.join(unused)}, which is not among the methods "
+            f"({', '.join(m if isinstance(m, str) else m.name for m in methods)}); add it or drop its options"
+        )
     built: list[Method] = []
     for m in methods:
         if isinstance(m, str):
@@ -107,7 +120,7 @@ def build_methods(enc: Encoder, methods: Sequence[Union[str, Method]],
     return built
 
 
-def choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods: list[Method]) -> list[str]:
+def choose_layers(encoder: Encoder, layers: str | Sequence[str], methods: list[Method]) -> list[str]:
     """The layers to evaluate, in network order; ``all`` is every layer every method supports."""
     supported = [set(m.layers or encoder.layers) for m in methods]
     if layers == "all" or list(layers) == ["all"]:
@@ -119,8 +132,10 @@ def choose_layers(encoder: Encoder, layers: Union[str, Sequence[str]], methods: 
     for m, s in zip(methods, supported):
         missing = [n for n in names if n not in s]
         if missing:
-            raise ValueError(f"method '{m.name}' cannot reconstruct from layer(s) {', '.join(missing)}; "
-                             f"it supports: {', '.join(n for n in encoder.layers if n in s)}")
+            raise ValueError(
+                f"method '{m.name}' cannot reconstruct from layer(s) {', '.join(missing)}; "
+                f"it supports: {', '.join(n for n in encoder.layers if n in s)}"
+            )
     return names
 
 
@@ -133,24 +148,31 @@ def open_data(data: Any, enc: Encoder, config: EvalConfig) -> Any:
         if enc.image_size[0] != enc.image_size[1]:
             raise ValueError(f"{enc.name} takes {enc.image_size} images; pass a square-cropping ImageSource instead")
         split, limit = config.split, config.limit
-        data = ImageSource(source=data, root=config.root, image_size=enc.image_size[0],
-                           limit_val=limit if split == "val" else None,
-                           limit_train=limit if split == "train" else None,
-                           embedded_per_class=config.embedded_per_class, seed=config.seed)
+        data = ImageSource(
+            source=data,
+            root=config.root,
+            image_size=enc.image_size[0],
+            limit_val=limit if split == "val" else None,
+            limit_train=limit if split == "train" else None,
+            embedded_per_class=config.embedded_per_class,
+            seed=config.seed,
+        )
     if hasattr(data, "setup"):
         data.setup()  # reads the class names and split sizes
     return data
 
 
-def accuracy_basis(enc: Encoder, data: Any) -> tuple[Optional[str], Optional[str]]:
+def accuracy_basis(enc: Encoder, data: Any) -> tuple[str | None, str | None]:
     """(what the data labels are taken to be, or None when accuracy must be skipped; a note or None)."""
     out = enc.layer(enc.layers[-1]).shape
     if len(out) != 1:
         return None, f"accuracy skipped: {enc.name}'s last layer is not a vector of class scores (shape {out})"
     classes = getattr(data, "class_names", None) or None
     if classes is not None and len(classes) != out[0]:
-        return None, (f"accuracy skipped: the data has {len(classes)} classes but {enc.name} outputs {out[0]} "
-                      f"class scores, so the data's labels cannot be its classes")
+        return None, (
+            f"accuracy skipped: the data has {len(classes)} classes but {enc.name} outputs {out[0]} "
+            f"class scores, so the data's labels cannot be its classes"
+        )
     source = getattr(data, "source", None)
     source = source if isinstance(source, str) else getattr(source, "source", None)  # ImageData wraps a source
     if source == "folder":
@@ -158,7 +180,7 @@ def accuracy_basis(enc: Encoder, data: Any) -> tuple[Optional[str], Optional[str
     return "the data set's labels", None
 
 
-def lpips_model(wanted: bool, enc: Encoder, dev: torch.device) -> tuple[Optional[nn.Module], Optional[str]]:
+def lpips_model(wanted: bool, enc: Encoder, dev: torch.device) -> tuple[nn.Module | None, str | None]:
     """LPIPS on ``dev``, or (None, the one-line reason it is skipped)."""
     model, note = M.load_lpips() if wanted else (None, "LPIPS skipped: disabled (lpips=False)")
     if model is not None and min(enc.image_size) < 32:

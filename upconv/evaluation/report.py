@@ -18,8 +18,9 @@ from upconv.evaluation.tables import markdown
 
 
 def _write_csv(result: EvalResult, path: str) -> None:
-    cols = (["method", "layer", "depth", "n", "reads_target", "floor_verdict", "decoder_health"]
-            + [c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")])
+    cols = ["method", "layer", "depth", "n", "reads_target", "floor_verdict", "decoder_health"] + [
+        c for k in METRICS for c in (k, f"{k}_lo", f"{k}_hi")
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
@@ -29,8 +30,11 @@ def _write_csv(result: EvalResult, path: str) -> None:
 
 def _write_json(result: EvalResult, path: str) -> None:
     with open(path, "w") as f:
-        json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows,
-                   "floor_rows": result.floor_rows}, f, indent=2)
+        json.dump(
+            {"settings": result.settings, "notes": result.notes, "rows": result.rows, "floor_rows": result.floor_rows},
+            f,
+            indent=2,
+        )
         f.write("\n")
 
 
@@ -44,4 +48,3 @@ def write_report(result: EvalResult, out: str | os.PathLike, overwrite: bool = F
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(markdown(result))
     return os.path.abspath(out)
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor
 
@@ -20,5 +20,5 @@ class EvalResult:
     notes: list[str]
     originals: Tensor  # (N_grid, C, H, W), sampled across classes (``GridPicks``)
     grid: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (method, layer) -> (N_grid, C, H, W)
-    out: Optional[str] = None
+    out: str | None = None
     floor_rows: list[dict[str, Any]] = field(default_factory=list)  # one per no-information floor

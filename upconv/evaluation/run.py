@@ -10,14 +10,15 @@ optimistic bound. The stages: ``plan.prepare`` (encoder, methods, layers, data, 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import torch
 
 from upconv.core import metrics as M
-from upconv.evaluation.config import EvalConfig
 from upconv.core.floors import FLOOR_METHODS, verdict
+from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan, prepare
 from upconv.evaluation.report import write_report
@@ -27,8 +28,13 @@ from upconv.methods.base import Method
 from upconv.nets.encoder import Encoder
 
 
-def evaluate(config: Optional[EvalConfig] = None, *, encoder: Optional[Encoder] = None,
-             methods: Optional[Sequence[Union[str, Method]]] = None, data: Any = None) -> EvalResult:
+def evaluate(
+    config: EvalConfig | None = None,
+    *,
+    encoder: Encoder | None = None,
+    methods: Sequence[str | Method] | None = None,
+    data: Any = None,
+) -> EvalResult:
     """Evaluate inversion methods layer by layer and, with ``config.out``, write the report folder.
 
     ``config`` holds every option by name (``EvalConfig``, the same as ``upconv evaluate``'s). Objects
@@ -48,29 +54,53 @@ def evaluate(config: Optional[EvalConfig] = None, *, encoder: Optional[Encoder] 
     n = len(all_x)
     d_bar = float(M.mean_pairwise_distance(all_x.to(plan.device)))
     rows, floor_rows = summarise(plan, scores, n, d_bar, config)
-    acc = M.bootstrap_ci(torch.cat(orig_acc), n_boot=config.n_boot, seed=config.seed) if plan.accuracy_basis is not None else None
+    acc = (
+        M.bootstrap_ci(torch.cat(orig_acc), n_boot=config.n_boot, seed=config.seed)
+        if plan.accuracy_basis is not None
+        else None
+    )
     notes = evaluation_notes(plan, rows, floor_rows, acc)
     grid_x, grid = picks.result()
-    result = EvalResult(rows=rows, settings=settings_of(plan, config, n, d_bar, acc), notes=notes,
-                        originals=grid_x, grid=grid, floor_rows=floor_rows)
+    result = EvalResult(
+        rows=rows,
+        settings=settings_of(plan, config, n, d_bar, acc),
+        notes=notes,
+        originals=grid_x,
+        grid=grid,
+        floor_rows=floor_rows,
+    )
     if config.out is not None:
         result.out = write_report(result, config.out, overwrite=config.overwrite)
     return result
 
 
-def summarise(plan: Plan, scores: Scores, n: int, d_bar: float,
-              config: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def summarise(
+    plan: Plan, scores: Scores, n: int, d_bar: float, config: EvalConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(one row per method × layer in network order, one row per no-information floor)."""
     boot = dict(d_bar=d_bar, n_boot=config.n_boot, seed=config.seed)
-    floor_rows = [scores.summary((f, FLOOR_LAYER), {"method": f, "layer": FLOOR_LAYER, "depth": 0, "n": n,
-                                                    "reads_target": False}, **boot) for f in FLOOR_METHODS]
+    floor_rows = [
+        scores.summary(
+            (f, FLOOR_LAYER), {"method": f, "layer": FLOOR_LAYER, "depth": 0, "n": n, "reads_target": False}, **boot
+        )
+        for f in FLOOR_METHODS
+    ]
     floor_psnr = {r["method"]: r["psnr"] for r in floor_rows}
     caveats = _caveats(plan.methods)
     rows = []
     for m in plan.methods:
         for L in plan.layers:
-            row = scores.summary((m.name, L), {"method": m.name, "layer": L, "depth": plan.encoder.layers.index(L) + 1,
-                                               "n": n, "reads_target": m.name in caveats}, **boot)
+            row = scores.summary(
+                (m.name, L),
+                {
+                    "method": m.name,
+                    "layer": L,
+                    "depth": plan.encoder.layers.index(L) + 1,
+                    "n": n,
+                    "reads_target": m.name in caveats,
+                },
+                **boot,
+            )
             row["floor_verdict"] = verdict(row["psnr"], floor_psnr)
             health = m.health(L)
             row["decoder_health"] = health.get("status") if health else None
@@ -83,13 +113,15 @@ def _caveats(methods: list[Method]) -> dict[str, str]:
     return {m.name: m.describe_caveat() for m in methods if m.describe_caveat()}
 
 
-def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> Optional[str]:
+def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> str | None:
     """A warning when the encoder's accuracy on the originals is no better than chance (CI reaches 1/K)."""
     if accuracy[1] > 1.0 / n_classes:
         return None
-    return (f"the encoder's accuracy on the originals, {accuracy[0]:.3f} [{accuracy[1]:.3f}, {accuracy[2]:.3f}], is "
-            f"no better than chance (1/{n_classes} = {1 / n_classes:.3f}): the data's labels probably do not "
-            f"correspond to its classes, so accuracy on x̂ says nothing")
+    return (
+        f"the encoder's accuracy on the originals, {accuracy[0]:.3f} [{accuracy[1]:.3f}, {accuracy[2]:.3f}], is "
+        f"no better than chance (1/{n_classes} = {1 / n_classes:.3f}): the data's labels probably do not "
+        f"correspond to its classes, so accuracy on x̂ says nothing"
+    )
 
 
 def health_notes(rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]) -> list[str]:
@@ -103,17 +135,27 @@ def health_notes(rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]) -
         elif r.get("decoder_health") == "recovered":
             what.append("its decoder diverged in training and was recovered")
         if r.get("floor_verdict"):
-            what.append(f"PSNR {r['psnr']:.2f} dB is {r['floor_verdict']}: "
-                        f"{', '.join(f'{k} {v:.2f} dB' for k, v in floor.items())}")
+            what.append(
+                f"PSNR {r['psnr']:.2f} dB is {r['floor_verdict']}: "
+                f"{', '.join(f'{k} {v:.2f} dB' for k, v in floor.items())}"
+            )
         if what:
-            warn = r.get("decoder_health") == "failed" or r.get("floor_verdict", "") and "no-information" in r["floor_verdict"]
-            notes.append(f"{'⚠ ' if warn else ''}{r['method']} at {r['layer']}: " + "; ".join(what)
-                         + ("; this figure does not measure the layer's information" if warn else ""))
+            warn = (
+                r.get("decoder_health") == "failed"
+                or r.get("floor_verdict", "")
+                and "no-information" in r["floor_verdict"]
+            )
+            notes.append(
+                f"{'⚠ ' if warn else ''}{r['method']} at {r['layer']}: "
+                + "; ".join(what)
+                + ("; this figure does not measure the layer's information" if warn else "")
+            )
     return notes
 
 
-def evaluation_notes(plan: Plan, rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]],
-                     acc: Optional[tuple[float, float, float]]) -> list[str]:
+def evaluation_notes(
+    plan: Plan, rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]], acc: tuple[float, float, float] | None
+) -> list[str]:
     """The report's notes, in order: LPIPS skipped, rows not to be read as information, accuracy caveats."""
     notes = [plan.lpips_note] if plan.lpips_note else []
     notes += health_notes(rows, floor_rows)
@@ -125,27 +167,39 @@ def evaluation_notes(plan: Plan, rows: list[dict[str, Any]], floor_rows: list[di
     return notes
 
 
-def settings_of(plan: Plan, config: EvalConfig, n: int, d_bar: float,
-                acc: Optional[tuple[float, float, float]]) -> dict[str, Any]:
+def settings_of(
+    plan: Plan, config: EvalConfig, n: int, d_bar: float, acc: tuple[float, float, float] | None
+) -> dict[str, Any]:
     """Everything a reader needs to reproduce or interpret the numbers (nothing time- or host-dependent)."""
     enc, data = plan.encoder, plan.data
     src = data.source if not isinstance(getattr(data, "source", ""), str) else data  # ImageData wraps a source
     describe = getattr(data, "describe", None)
     return {
-        "encoder": enc.name, "encoder_weights_hash": enc.weights_hash, "encoder_spec": enc.spec,
-        "checkpoints": [str(c) for c in plan.checkpoints], "methods": [m.name for m in plan.methods],
-        "layers": plan.layers, "method_caveats": _caveats(plan.methods),
-        "data": getattr(src, "source", type(data).__name__), "root": getattr(src, "root", None),
-        "split": config.split, "n_images": n,
+        "encoder": enc.name,
+        "encoder_weights_hash": enc.weights_hash,
+        "encoder_spec": enc.spec,
+        "checkpoints": [str(c) for c in plan.checkpoints],
+        "methods": [m.name for m in plan.methods],
+        "layers": plan.layers,
+        "method_caveats": _caveats(plan.methods),
+        "data": getattr(src, "source", type(data).__name__),
+        "root": getattr(src, "root", None),
+        "split": config.split,
+        "n_images": n,
         "split_description": describe(config.split) if callable(describe) else f"split {config.split}: {n} images",
-        "limit": config.limit, "seed": config.seed, "n_boot": config.n_boot, "ci_level": 0.95,
-        "psnr_cap_db": M.PSNR_CAP_DB, "db_mean_pairwise_distance": d_bar,
+        "limit": config.limit,
+        "seed": config.seed,
+        "n_boot": config.n_boot,
+        "ci_level": 0.95,
+        "psnr_cap_db": M.PSNR_CAP_DB,
+        "db_mean_pairwise_distance": d_bar,
         "encoder_accuracy_on_originals": list(acc) if acc is not None else None,
         "accuracy_labels": plan.accuracy_basis,
         "lpips": "computed (v0.1, AlexNet trunk)" if plan.lpips_model is not None else "skipped",
         "image_space": "[0, 1] RGB; the encoder normalises internally and decoders predict [0, 1] images, "
-                       "so no de-normalisation is needed; reconstructions clamped to [0, 1]",
-        "device": str(plan.device.type), "torch": torch.__version__,
+        "so no de-normalisation is needed; reconstructions clamped to [0, 1]",
+        "device": str(plan.device.type),
+        "torch": torch.__version__,
         "floors": {"source": plan.floors.source, "n_images": plan.floors.n, "methods": list(FLOOR_METHODS)},
     }
 

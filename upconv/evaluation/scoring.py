@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from upconv.core import metrics as M
-from upconv.core.runtime import progress
 from upconv.core.floors import FLOOR_METHODS
+from upconv.core.runtime import progress
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan
 from upconv.evaluation.result import FLOOR_LAYER, METRICS
@@ -47,8 +48,9 @@ class Scores:
             if self.lpips_model is not None:
                 row["lpips"].append(M.lpips_distance(self.lpips_model, xh, x))
 
-    def summary(self, key: tuple[str, str], row: dict[str, Any], d_bar: float, n_boot: int,
-                seed: int) -> dict[str, Any]:
+    def summary(
+        self, key: tuple[str, str], row: dict[str, Any], d_bar: float, n_boot: int, seed: int
+    ) -> dict[str, Any]:
         """``row`` with each metric's mean and 95 % bootstrap interval (None for a metric not computed)."""
         for k in METRICS:
             vals = self.per[key][k]
@@ -62,8 +64,9 @@ class Scores:
         return row
 
 
-def _units(plan: Plan, scores: Scores, picks: GridPicks, split: str, batch_size: int,
-           seen: tuple[list[Tensor], list[Tensor]]) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], list[int], Method, str]]:
+def _units(
+    plan: Plan, scores: Scores, picks: GridPicks, split: str, batch_size: int, seen: tuple[list[Tensor], list[Tensor]]
+) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], list[int], Method, str]]:
     """One unit of work per batch × method × layer (the progress bar counts these). Each batch's originals,
     the encoder's accuracy on them, its floors and its grid candidates are recorded on the way."""
     enc, last = plan.encoder, plan.encoder.layers[-1]
@@ -86,8 +89,9 @@ def _units(plan: Plan, scores: Scores, picks: GridPicks, split: str, batch_size:
         picks.end_batch()
 
 
-def score_batches(plan: Plan, scores: Scores, picks: GridPicks, split: str,
-                  batch_size: int) -> tuple[list[Tensor], list[Tensor]]:
+def score_batches(
+    plan: Plan, scores: Scores, picks: GridPicks, split: str, batch_size: int
+) -> tuple[list[Tensor], list[Tensor]]:
     """Reconstruct and score the whole split; returns the originals' batches (on the CPU) and the encoder's
     per-image accuracy on them (empty when accuracy is skipped)."""
     seen: tuple[list[Tensor], list[Tensor]] = ([], [])
@@ -97,8 +101,10 @@ def score_batches(plan: Plan, scores: Scores, picks: GridPicks, split: str,
     for x, y, feats, positions, m, L in progress(units, desc="evaluate", total=total, unit="step"):
         xh = m.reconstruct(Batch(x, feats, y), L).detach().float().clamp(0, 1)  # (B, C, H, W)
         if xh.shape != x.shape:
-            raise ValueError(f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
-                             f"expected the input's shape {tuple(x.shape)}")
+            raise ValueError(
+                f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
+                f"expected the input's shape {tuple(x.shape)}"
+            )
         picks.store((m.name, L), xh, positions)
         scores.add((m.name, L), xh, x, y, feats)
     return seen

@@ -3,14 +3,20 @@ the text of report.md. A method that reads the true image is marked † beside e
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from upconv.core.metrics import SSIM_DEFINITION
-from upconv.evaluation.result import METRICS, EvalResult
+from upconv.evaluation.result import EvalResult
 
 LABELS = {
-    "mse": "MSE ↓", "psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "db_error": "D&B error ↓",
-    "feature_error": "feature error ↓", "class_agreement": "class agreement ↑", "recon_accuracy": "accuracy on x̂ ↑",
+    "mse": "MSE ↓",
+    "psnr": "PSNR dB ↑",
+    "ssim": "SSIM ↑",
+    "lpips": "LPIPS ↓",
+    "db_error": "D&B error ↓",
+    "feature_error": "feature error ↓",
+    "class_agreement": "class agreement ↑",
+    "recon_accuracy": "accuracy on x̂ ↑",
 }
 
 
@@ -27,8 +33,7 @@ DEFINITIONS = [
     "**feature error**: per image ‖Φ_L(x̂) − Φ_L(x)‖₂ / ‖Φ_L(x)‖₂ at the inverted layer L (not squared).",
     "**class agreement**: share of reconstructions the encoder assigns the class it assigns the original.",
     "**accuracy on x̂**: {accuracy}",
-    "Each figure is the mean over n images with a 95 % percentile-bootstrap interval ({boot} resamples, "
-    "seed {seed}).",
+    "Each figure is the mean over n images with a 95 % percentile-bootstrap interval ({boot} resamples, seed {seed}).",
 ]
 
 
@@ -44,20 +49,24 @@ def method_label(name: str, settings: dict[str, Any], long: bool = False) -> str
 
 def caveat_lines(settings: dict[str, Any]) -> list[str]:
     """One line per method that reads the true image, saying what it reads."""
-    return [f"{BOUND} **{m}**: {c}; its figures are not comparable with those of methods that see only the "
-            f"features" for m, c in settings.get("method_caveats", {}).items()]
+    return [
+        f"{BOUND} **{m}**: {c}; its figures are not comparable with those of methods that see only the features"
+        for m, c in settings.get("method_caveats", {}).items()
+    ]
 
 
 def _accuracy_text(s: dict[str, Any]) -> str:
     if s.get("encoder_accuracy_on_originals") is None:
         return "not computed (see the note above)."
     acc = s["encoder_accuracy_on_originals"]
-    return (f"share of reconstructions the encoder assigns the true label, against "
-            f"{s.get('accuracy_labels') or 'the data set labels'} (accuracy on the originals: "
-            f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}]).")
+    return (
+        f"share of reconstructions the encoder assigns the true label, against "
+        f"{s.get('accuracy_labels') or 'the data set labels'} (accuracy on the originals: "
+        f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}])."
+    )
 
 
-def _fmt(metric: str, value: Optional[float]) -> str:
+def _fmt(metric: str, value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
@@ -72,8 +81,10 @@ def cell(row: dict[str, Any], metric: str) -> str:
 
 MAX_COLUMNS = 8  # no table of report.md is wider, so it reads in a terminal; the full numbers are in metrics.csv
 MAIN = ("psnr", "ssim")  # beside the verdict and the decoder's health in the main table
-GROUPS = (("Pixel and perceptual error", ("mse", "lpips", "db_error")),
-          ("Features and class", ("feature_error", "class_agreement", "recon_accuracy")))
+GROUPS = (
+    ("Pixel and perceptual error", ("mse", "lpips", "db_error")),
+    ("Features and class", ("feature_error", "class_agreement", "recon_accuracy")),
+)
 
 
 def _table(head: list[str], rows: list[list[str]], text: int, text_after: int = 0) -> str:
@@ -81,8 +92,10 @@ def _table(head: list[str], rows: list[list[str]], text: int, text_after: int = 
     right-aligned."""
     assert len(head) <= MAX_COLUMNS, head
     numbers = len(head) - text - text_after
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * text + ["---:"] * numbers + ["---"] * text_after) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * text + ["---:"] * numbers + ["---"] * text_after) + "|",
+    ]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
@@ -121,8 +134,12 @@ def markdown_table(result: EvalResult) -> str:
     s, floors = result.settings, bool(result.floor_rows)
     metrics = _shown(result.rows, MAIN)
     head = ["method", "layer", "n"] + [LABELS[k] for k in metrics] + ["floor verdict", "decoder"]
-    rows = [[method_label(r["method"], s), r["layer"], str(r["n"])] + [cell(r, k) for k in metrics]
-            + [verdict_cell(r, floors), health_cell(r)] for r in _ordered(result)]
+    rows = [
+        [method_label(r["method"], s), r["layer"], str(r["n"])]
+        + [cell(r, k) for k in metrics]
+        + [verdict_cell(r, floors), health_cell(r)]
+        for r in _ordered(result)
+    ]
     return _table(head, rows, 2, 2)
 
 
@@ -132,8 +149,10 @@ def group_tables(result: EvalResult) -> list[tuple[str, str]]:
     for title, group in GROUPS:
         metrics = _shown(result.rows, group)
         if metrics:
-            rows = [[method_label(r["method"], result.settings), r["layer"]] + [cell(r, k) for k in metrics]
-                    for r in _ordered(result)]
+            rows = [
+                [method_label(r["method"], result.settings), r["layer"]] + [cell(r, k) for k in metrics]
+                for r in _ordered(result)
+            ]
             out.append((title, _table(["method", "layer"] + [LABELS[k] for k in metrics], rows, 2)))
     return out
 
@@ -144,18 +163,29 @@ def floor_tables(result: EvalResult) -> list[str]:
     for group in (MAIN + GROUPS[0][1], GROUPS[1][1]):
         metrics = _shown(result.floor_rows, group)
         if metrics:
-            rows = [[r["method"].removeprefix("floor: "), str(r["n"])] + [cell(r, k) for k in metrics]
-                    for r in result.floor_rows]
+            rows = [
+                [r["method"].removeprefix("floor: "), str(r["n"])] + [cell(r, k) for k in metrics]
+                for r in result.floor_rows
+            ]
             out.append(_table(["floor", "n"] + [LABELS[k] for k in metrics], rows, 1))
     return out
 
 
-def markdown(result: EvalResult) -> str:
-    """The text of report.md: settings, notes, the results and floor tables, definitions, figures."""
-    s = result.settings
-    defs = [d.format(cap=s["psnr_cap_db"], dbar=s["db_mean_pairwise_distance"], boot=s["n_boot"], seed=s["seed"],
-                     accuracy=_accuracy_text(s)) for d in DEFINITIONS]
-    settings = [
+def _definitions(s: dict) -> list[str]:
+    return [
+        d.format(
+            cap=s["psnr_cap_db"],
+            dbar=s["db_mean_pairwise_distance"],
+            boot=s["n_boot"],
+            seed=s["seed"],
+            accuracy=_accuracy_text(s),
+        )
+        for d in DEFINITIONS
+    ]
+
+
+def _settings(s: dict) -> list[str]:
+    return [
         f"encoder: `{s['encoder']}` (weights {s['encoder_weights_hash']})",
         f"methods: {', '.join(method_label(m, s) for m in s['methods'])}",
         f"checkpoints: {', '.join(f'`{c}`' for c in s['checkpoints']) or '—'}",
@@ -164,28 +194,59 @@ def markdown(result: EvalResult) -> str:
         f"seed: {s['seed']}; device: {s['device']}; torch {s['torch']}",
         f"image space: {s['image_space']}",
     ]
-    parts = [f"# Reconstruction fidelity across depth: {s['encoder']}", "",
-             "## Settings", "", *[f"- {x}" for x in settings], ""]
+
+
+def markdown(result: EvalResult) -> str:
+    """The text of report.md: settings, notes, the results and floor tables, definitions, figures."""
+    s = result.settings
+    defs, settings = _definitions(s), _settings(s)
+    parts = [
+        f"# Reconstruction fidelity across depth: {s['encoder']}",
+        "",
+        "## Settings",
+        "",
+        *[f"- {x}" for x in settings],
+        "",
+    ]
     if result.notes:
         parts += [*[f"> {note}" for note in result.notes], ""]
-    parts += ["## Results", "", "Mean [95 % bootstrap CI] over n images; each method's layers in network order; "
-              "every figure, unrounded, in metrics.csv and metrics.json.", "", markdown_table(result), ""]
+    parts += [
+        "## Results",
+        "",
+        "Mean [95 % bootstrap CI] over n images; each method's layers in network order; "
+        "every figure, unrounded, in metrics.csv and metrics.json.",
+        "",
+        markdown_table(result),
+        "",
+    ]
     for title, table in group_tables(result):
         parts += [f"### {title}", "", table, ""]
     if result.floor_rows:
         f = s["floors"]
         count = "" if str(f["n_images"]) in f["source"] else f" ({f['n_images']} images)"
-        parts += ["### No-information floors", "",
-                  f"What a reconstruction scores that knows nothing of the image (the mean training image) or only "
-                  f"its class (the mean training image of its class), from {f['source']}{count}. "
-                  f"A layer at or below the first is not evidence that the layer lost the image: its decoder "
-                  f"failed or learned nothing.", ""]
+        parts += [
+            "### No-information floors",
+            "",
+            f"What a reconstruction scores that knows nothing of the image (the mean training image) or only "
+            f"its class (the mean training image of its class), from {f['source']}{count}. "
+            f"A layer at or below the first is not evidence that the layer lost the image: its decoder "
+            f"failed or learned nothing.",
+            "",
+        ]
         for table in floor_tables(result):
             parts += [table, ""]
     if caveat_lines(s):
         parts += [*caveat_lines(s), ""]
-    parts += ["## Definitions", "", *[f"- {d}" for d in defs], "",
-              "## Figures", "", "![metrics against depth](depth.png)", "",
-              "![originals and reconstructions](grid.png)", ""]
+    parts += [
+        "## Definitions",
+        "",
+        *[f"- {d}" for d in defs],
+        "",
+        "## Figures",
+        "",
+        "![metrics against depth](depth.png)",
+        "",
+        "![originals and reconstructions](grid.png)",
+        "",
+    ]
     return "\n".join(parts)
-

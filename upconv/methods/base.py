@@ -10,8 +10,9 @@ short ``caveat``, and reports mark its figures as an optimistic bound.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ class Batch:
 
     images: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
-    labels: Optional[Tensor] = None
+    labels: Tensor | None = None
 
 
 class Method(ABC):
@@ -35,8 +36,8 @@ class Method(ABC):
 
     name: str
     reads_target: bool = False
-    caveat: Optional[str] = None
-    layers: Optional[list[str]] = None
+    caveat: str | None = None
+    layers: list[str] | None = None
 
     @abstractmethod
     def reconstruct(self, batch: Batch, layer: str) -> Tensor:
@@ -48,11 +49,11 @@ class Method(ABC):
         encoder = getattr(self, "encoder", None)
         return self.reconstruct(Batch(images), encoder.resolve([layer])[0] if encoder is not None else layer)
 
-    def health(self, layer: str) -> Optional[dict[str, Any]]:
+    def health(self, layer: str) -> dict[str, Any] | None:
         """What training recorded about this method's model for ``layer`` (None: nothing to report)."""
         return None
 
-    def describe_caveat(self) -> Optional[str]:
+    def describe_caveat(self) -> str | None:
         """The caveat to print beside the figures, when the method reads the true image."""
         return (self.caveat or TARGET_CAVEAT) if self.reads_target else None
 

@@ -1,7 +1,7 @@
 """The part of an encoder's traced graph that a DeconvNet projection walks: every operation between the
 network input and one layer, in topological order, each classified by the rule that carries a signal back
 through it (``upconv.methods.deconvnet``), plus the forward pass that records what the way back needs
-(max-pool switches, ReLU masks, shapes) and the receptive field of a layer's units.
+(max-pool switches, ReLU masks, shapes); ``upconv.methods.receptive_field`` walks it for a layer's field.
 
 The graph is a DAG, not a chain: a residual addition has two inputs and a tensor that feeds a block and its
 shortcut has two consumers. Nodes that do not depend on the input (constants, parameters read with
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -22,22 +22,56 @@ from torch import Tensor, nn
 from upconv.nets.encoder import Encoder
 
 _IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-_MODULE_KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.ReLU, "relu"), (nn.MaxPool2d, "maxpool"),
-                 (nn.BatchNorm2d, "bn"), (nn.AvgPool2d, "avgpool"), (nn.AdaptiveAvgPool2d, "avgpool"),
-                 (nn.Flatten, "reshape"), (_IDENTITY, "identity"))
-_FUNCTION_KINDS = {torch.flatten: "reshape", torch.reshape: "reshape", F.relu: "relu", torch.relu: "relu",
-                   F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "avgpool", operator.add: "add",
-                   operator.iadd: "add", torch.add: "add", torch.cat: "cat", getattr: "meta",
-                   torch.permute: "permute", torch.transpose: "transpose"}
-_METHOD_KINDS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "relu": "relu", "relu_": "relu", "add": "add", "add_": "add",
-                 "size": "meta", "dim": "meta",
-                 "permute": "permute", "transpose": "transpose", "contiguous": "identity"}
-SUPPORTED = ("Conv2d (numeric zero padding), Linear, ReLU, MaxPool2d, BatchNorm2d, AvgPool2d, "
-             "AdaptiveAvgPool2d, Flatten/view/reshape/permute/transpose, Dropout, Identity, additions (residual connections) "
-             "and concatenations")
-ATTENTION = ("attention multiplies two input-dependent tensors (queries × keys, then the softmax weights × "
-             "values); Zeiler & Fergus' rules (switches, rectification, transposed filters) are defined for "
-             "operations linear in the signal or gated by a fixed switch, and a product of two activations is neither")
+_MODULE_KINDS = (
+    (nn.Conv2d, "conv"),
+    (nn.Linear, "linear"),
+    (nn.ReLU, "relu"),
+    (nn.MaxPool2d, "maxpool"),
+    (nn.BatchNorm2d, "bn"),
+    (nn.AvgPool2d, "avgpool"),
+    (nn.AdaptiveAvgPool2d, "avgpool"),
+    (nn.Flatten, "reshape"),
+    (_IDENTITY, "identity"),
+)
+_FUNCTION_KINDS = {
+    torch.flatten: "reshape",
+    torch.reshape: "reshape",
+    F.relu: "relu",
+    torch.relu: "relu",
+    F.avg_pool2d: "avgpool",
+    F.adaptive_avg_pool2d: "avgpool",
+    operator.add: "add",
+    operator.iadd: "add",
+    torch.add: "add",
+    torch.cat: "cat",
+    getattr: "meta",
+    torch.permute: "permute",
+    torch.transpose: "transpose",
+}
+_METHOD_KINDS = {
+    "view": "reshape",
+    "reshape": "reshape",
+    "flatten": "reshape",
+    "relu": "relu",
+    "relu_": "relu",
+    "add": "add",
+    "add_": "add",
+    "size": "meta",
+    "dim": "meta",
+    "permute": "permute",
+    "transpose": "transpose",
+    "contiguous": "identity",
+}
+SUPPORTED = (
+    "Conv2d (numeric zero padding), Linear, ReLU, MaxPool2d, BatchNorm2d, AvgPool2d, "
+    "AdaptiveAvgPool2d, Flatten/view/reshape/permute/transpose, Dropout, Identity, additions (residual connections) "
+    "and concatenations"
+)
+ATTENTION = (
+    "attention multiplies two input-dependent tensors (queries × keys, then the softmax weights × "
+    "values); Zeiler & Fergus' rules (switches, rectification, transposed filters) are defined for "
+    "operations linear in the signal or gated by a fixed switch, and a product of two activations is neither"
+)
 # Operations of transformers and modern CNNs with no DeconvNet rule, and why there can be none.
 _WHY_NOT = {
     "scaled_dot_product_attention": ATTENTION,
@@ -58,7 +92,7 @@ class Op:
 
     node: fx.Node
     kind: str
-    module: Optional[nn.Module] = None
+    module: nn.Module | None = None
     inputs: list[fx.Node] = field(default_factory=list)
 
 
@@ -150,8 +184,11 @@ class ProjectionGraph:
             name = (type(module).__name__ if module is not None else _target_name(node)).lower()
             why = next((w for key, w in _WHY_NOT.items() if key.replace("_", "") in name.replace("_", "")), None)
             where = _module_path(node)
-            raise Unsupported(node, f"{what}{f' inside {where!r}' if where and where != node.target else ''} "
-                              f"has no projection rule" + (f": {why}" if why else ""))
+            raise Unsupported(
+                node,
+                f"{what}{f' inside {where!r}' if where and where != node.target else ''} "
+                f"has no projection rule" + (f": {why}" if why else ""),
+            )
         return Op(node, kind, module, inputs)
 
     # ------------------------------------------------------------------ forward with switches
@@ -167,8 +204,9 @@ class ProjectionGraph:
                 env[n] = _fetch(self.module, str(n.target))
             elif op.kind == "maxpool":
                 m, (inp,) = op.module, op.inputs
-                env[n], rec.saved[n.name] = F.max_pool2d(env[inp], m.kernel_size, m.stride, m.padding, m.dilation,
-                                                         m.ceil_mode, return_indices=True)
+                env[n], rec.saved[n.name] = F.max_pool2d(
+                    env[inp], m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
+                )
             else:
                 if op.kind == "relu" and guided:
                     rec.saved[n.name] = env[op.inputs[0]] > 0
@@ -197,66 +235,3 @@ def _call(module: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any
     kwargs = {k: (False if k == "inplace" else v) for k, v in kwargs.items()}
     method = {"add_": "add", "relu_": "relu"}.get(str(node.target), str(node.target))
     return getattr(args[0], method)(*args[1:], **kwargs)
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Input window of a unit: unit (y, x) sees rows ``y*stride[0] - offset[0]`` … ``+ size[0] - 1``
-    (likewise columns); rows outside the image are zero padding."""
-
-    size: tuple[int, int]
-    stride: tuple[int, int]
-    offset: tuple[int, int]
-
-    def window(self, y: int, x: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of the size×size window (capped at the image size), shifted inside
-        the image, that holds every in-image pixel of unit (y, x)'s receptive field."""
-        box = []
-        for i, pos in enumerate((y, x)):
-            t = min(self.size[i], image_size[i])
-            box.append((min(max(pos * self.stride[i] - self.offset[i], 0), image_size[i] - t), t))
-        return box[0][0], box[1][0], box[0][1], box[1][1]
-
-
-def receptive_field(graph: ProjectionGraph) -> ReceptiveField:
-    """Walk kernel size k, stride s, padding p and dilation d from the input up to the layer:
-    size += d(k-1)·jump, offset += p·jump, jump *= s. ReLU, batch norm, dropout and size-preserving
-    reshapes/adaptive pools leave it unchanged; where branches meet (a residual addition, a concatenation) a
-    unit sees the union of its inputs' fields (largest size and offset); after a linear layer, a flatten or a
-    resizing adaptive pool a unit sees the whole image (size = image size, stride 0, offset 0)."""
-    enc = graph.encoder
-    with torch.no_grad():
-        probe = torch.zeros(1, enc.channels, *enc.image_size, dtype=enc.std.dtype, device=enc.std.device)
-        shapes = graph.forward(probe, guided=False).shapes
-    whole = ReceptiveField(enc.image_size, (0, 0), (0, 0))
-    fields: dict[str, ReceptiveField] = {}
-    for op in graph.ops:
-        if op.kind == "input":
-            fields[op.node.name] = ReceptiveField((1, 1), (1, 1), (0, 0))
-        elif op.kind not in ("const", "meta"):
-            ins = [fields[i.name] for i in op.inputs]
-            fields[op.node.name] = _grow(op, ins, shapes[op.inputs[0].name], shapes[op.node.name], whole)
-    return fields[graph.target.name]
-
-
-def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    """A module's int-or-pair setting (kernel size, stride, padding, dilation) as (height, width)."""
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _grow(op: Op, ins: list[ReceptiveField], shape_in: torch.Size, shape_out: torch.Size,
-          whole: ReceptiveField) -> ReceptiveField:
-    if any(f.stride == (0, 0) for f in ins):  # a unit that already sees the whole image
-        return whole
-    if len(ins) > 1:
-        return ReceptiveField(tuple(max(f.size[i] for f in ins) for i in (0, 1)), ins[0].stride,
-                              tuple(max(f.offset[i] for f in ins) for i in (0, 1)))
-    f, m = ins[0], op.module
-    if op.kind in ("conv", "maxpool") or isinstance(m, nn.AvgPool2d):
-        k, s, p, d = (pair(v) for v in (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1)))
-        return ReceptiveField(tuple(f.size[i] + d[i] * (k[i] - 1) * f.stride[i] for i in (0, 1)),
-                              tuple(f.stride[i] * s[i] for i in (0, 1)),
-                              tuple(f.offset[i] + p[i] * f.stride[i] for i in (0, 1)))
-    if op.kind == "linear" or (op.kind in ("avgpool", "reshape") and shape_in != shape_out):
-        return whole
-    return f

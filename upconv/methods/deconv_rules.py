@@ -31,10 +31,14 @@ def transpose(op: Op, signal: Tensor, rec: Record, guided: bool) -> list[Tensor]
         return [s.new_zeros(B, K, C, H * W).scatter_add_(3, idx, s).view(B, K, C, H, W)]
     if op.kind == "conv":
         s = signal.flatten(0, 1)  # (B*K, C_out, h, w)
-        pad = [shape[2 + i] - ((s.shape[2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
-                               + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in (0, 1)]
-        return [F.conv_transpose2d(s, m.weight, None, m.stride, m.padding, pad, m.groups,
-                                   m.dilation).unflatten(0, (B, K))]  # (B, K, C_in, H, W)
+        pad = [
+            shape[2 + i]
+            - ((s.shape[2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
+            for i in (0, 1)
+        ]
+        return [
+            F.conv_transpose2d(s, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation).unflatten(0, (B, K))
+        ]  # (B, K, C_in, H, W)
     if op.kind == "linear":
         return [signal @ m.weight]  # (B, K, in_features)
     if op.kind == "bn":
@@ -81,8 +85,9 @@ def _linear_transpose(op: Op, signal: Tensor, shape: torch.Size) -> Tensor:
     B, K = signal.shape[:2]
     with torch.enable_grad():
         x0 = signal.new_zeros(B * K, *shape[1:]).requires_grad_()
-        (g,) = torch.autograd.grad(op.module(x0) if op.module is not None else _call_avgpool(op, x0), x0,
-                                   signal.flatten(0, 1))
+        (g,) = torch.autograd.grad(
+            op.module(x0) if op.module is not None else _call_avgpool(op, x0), x0, signal.flatten(0, 1)
+        )
     return g.unflatten(0, (B, K))
 
 

@@ -39,15 +39,16 @@ modified module is ever left behind.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from upconv.methods.base import Batch, Method
-from upconv.methods.deconv_graph import ATTENTION, SUPPORTED, ProjectionGraph, ReceptiveField, Record, Unsupported
-from upconv.methods.deconv_graph import receptive_field as _field_of
+from upconv.methods.deconv_graph import ATTENTION, SUPPORTED, ProjectionGraph, Record, Unsupported
 from upconv.methods.deconv_rules import transpose
+from upconv.methods.receptive_field import ReceptiveField
+from upconv.methods.receptive_field import receptive_field as _field_of
 from upconv.nets.encoder import Encoder
 
 
@@ -70,8 +71,8 @@ class DeconvNet:
             raise ValueError(
                 f"DeconvNet cannot project from '{name}' of {self.encoder.name}: {e.why} (graph node "
                 f"'{e.node.name}'). Supported on the path to the input: {SUPPORTED}. Layers that can be "
-                f"projected: {', '.join(ok) or 'none'}." + (f" The network also uses attention: {ATTENTION}."
-                                                             if attention else "")
+                f"projected: {', '.join(ok) or 'none'}."
+                + (f" The network also uses attention: {ATTENTION}." if attention else "")
             ) from None
 
     def _graph(self, name: str) -> ProjectionGraph:
@@ -92,7 +93,7 @@ class DeconvNet:
         return ok
 
     def receptive_field(self, layer: str) -> ReceptiveField:
-        """The input window each unit of ``layer`` sees (``upconv.methods.deconv_graph.receptive_field``)."""
+        """The input window each unit of ``layer`` sees (``upconv.methods.receptive_field``)."""
         return _field_of(self.graph(layer))
 
     # ------------------------------------------------------------------ projection
@@ -121,18 +122,31 @@ class DeconvNet:
             a = torch.zeros_like(flat).scatter_(-1, idx, vals).view_as(a)
         return a
 
-    def _check(self, layer: str, shape: tuple[int, ...], chans: list[int] | None, top_k: int | None,
-               position: tuple[int, int] | None) -> None:
+    def _check(
+        self,
+        layer: str,
+        shape: tuple[int, ...],
+        chans: list[int] | None,
+        top_k: int | None,
+        position: tuple[int, int] | None,
+    ) -> None:
         per_group = (shape[1] * shape[2] if len(shape) == 3 else 1) if chans is not None else math.prod(shape)
         if chans is not None and (not chans or not all(0 <= c < shape[0] for c in chans)):
-            raise ValueError(f"channels must be a non-empty list of indices in 0..{shape[0] - 1} for '{layer}' "
-                             f"(shape {shape}); got {chans}")
+            raise ValueError(
+                f"channels must be a non-empty list of indices in 0..{shape[0] - 1} for '{layer}' "
+                f"(shape {shape}); got {chans}"
+            )
         if top_k is not None and not 1 <= top_k <= per_group:
-            raise ValueError(f"top_k must be in 1..{per_group} for this selection of '{layer}' (shape {shape}); "
-                             f"got {top_k}")
-        if position is not None and (len(shape) != 3 or not (0 <= position[0] < shape[1] and 0 <= position[1] < shape[2])):
-            raise ValueError(f"position must be (y, x) inside the {shape[1:] if len(shape) == 3 else 'non-spatial'} "
-                             f"grid of '{layer}'; got {position}. Omit it for fully connected layers.")
+            raise ValueError(
+                f"top_k must be in 1..{per_group} for this selection of '{layer}' (shape {shape}); got {top_k}"
+            )
+        if position is not None and (
+            len(shape) != 3 or not (0 <= position[0] < shape[1] and 0 <= position[1] < shape[2])
+        ):
+            raise ValueError(
+                f"position must be (y, x) inside the {shape[1:] if len(shape) == 3 else 'non-spatial'} "
+                f"grid of '{layer}'; got {position}. Omit it for fully connected layers."
+            )
 
     def project(
         self,
@@ -166,7 +180,7 @@ class DeconvNet:
                 return self._backward(self._keep(act, 1, top_k, position).unsqueeze(1), graph, rec)[:, 0]
             per, outs = max(1, chunk // images.shape[0]), []
             for i in range(0, len(chans), per):
-                idx = torch.tensor(chans[i:i + per], device=act.device)
+                idx = torch.tensor(chans[i : i + per], device=act.device)
                 sig = act.new_zeros(act.shape[0], len(idx), *shape)  # (B, k, *shape)
                 sig[:, torch.arange(len(idx), device=act.device), idx] = self._keep(act[:, idx], 2, top_k, position)
                 outs.append(self._backward(sig, graph, rec))
@@ -213,8 +227,12 @@ class DeconvNetMethod(Method):
         self.encoder, self.deconvnet, self.mapping = encoder, DeconvNet(encoder, guided=guided), mapping
         self.name = ("guided-backprop" if guided else "deconvnet") + ("" if mapping == "affine" else "+minmax")
         self.reads_target = mapping == "affine"
-        self.caveat = ("a per-image scale and offset are fitted to the true image (least squares), so its "
-                       "PSNR/SSIM are an optimistic bound" if self.reads_target else None)
+        self.caveat = (
+            "a per-image scale and offset are fitted to the true image (least squares), so its "
+            "PSNR/SSIM are an optimistic bound"
+            if self.reads_target
+            else None
+        )
 
     def reconstruct(self, batch: Batch, layer: str) -> Tensor:
         images = batch.images  # the projection needs the forward pass's max-pool switches

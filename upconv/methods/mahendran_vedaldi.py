@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from upconv.methods.base import Batch, Method, features_of
 from upconv.nets.encoder import Encoder
+from upconv.optim.engine import FeatureMatch, OptimResult, OptimSettings, optimize
 from upconv.optim.params import PixelParam
 from upconv.optim.regularizers import AlphaNorm, TotalVariation
-from upconv.optim.engine import FeatureMatch, OptimResult, OptimSettings, optimize
 
 MV_ALPHA = 6.0
 MV_BETA = 2.0
@@ -83,17 +83,30 @@ def noise_init(encoder: Encoder, batch: int, seed: int = 0) -> Tensor:
     return x.clamp(0, 1)
 
 
-def regularizers(encoder: Encoder, tv_weight: float, alpha_weight: float = MV_ALPHA_WEIGHT,
-                 alpha: float = MV_ALPHA, beta: float = MV_BETA) -> list:
+def regularizers(
+    encoder: Encoder,
+    tv_weight: float,
+    alpha_weight: float = MV_ALPHA_WEIGHT,
+    alpha: float = MV_ALPHA,
+    beta: float = MV_BETA,
+) -> list:
     """λ_TV/2 · TV^β and λ_α · R_α, both in units of B (their eq. 5 and 6, normalised as their code)."""
     b_norm = image_scale(encoder)
     # TV normalised by the image energy, as their code scales the data term (see module docstring).
-    return [TotalVariation(tv_weight / 2, beta=beta, bound=b_norm),
-            AlphaNorm(alpha_weight, alpha=alpha, center=encoder.mean, bound=b_norm)]
+    return [
+        TotalVariation(tv_weight / 2, beta=beta, bound=b_norm),
+        AlphaNorm(alpha_weight, alpha=alpha, center=encoder.mean, bound=b_norm),
+    ]
 
 
-def objective(encoder: Encoder, layer: str, target: Tensor, images: Tensor, tv_weight: Optional[float] = None,
-              alpha_weight: float = MV_ALPHA_WEIGHT) -> Tensor:
+def objective(
+    encoder: Encoder,
+    layer: str,
+    target: Tensor,
+    images: Tensor,
+    tv_weight: float | None = None,
+    alpha_weight: float = MV_ALPHA_WEIGHT,
+) -> Tensor:
     """The full per-image objective that ``invert`` minimises, (B,): feature loss plus both regularisers."""
     name = encoder.resolve([layer])[0]
     lam = default_tv_weight(encoder, name) if tv_weight is None else float(tv_weight)
@@ -119,9 +132,9 @@ class MVSettings:
 
     steps: int = 200
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: Optional[float] = None
+    lr: float | None = None
     momentum: float = 0.9
-    tv_weight: Optional[float] = None
+    tv_weight: float | None = None
     alpha_weight: float = MV_ALPHA_WEIGHT
     alpha: float = MV_ALPHA
     beta: float = MV_BETA
@@ -131,8 +144,9 @@ class MVSettings:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer '{self.optimizer}'; choose sgd (M&V's momentum) or adam")
         if self.tv_weight is not None and self.tv_weight < 0 or self.alpha_weight < 0:
-            raise ValueError(f"regulariser weights must be ≥ 0; got tv_weight={self.tv_weight}, "
-                             f"alpha_weight={self.alpha_weight}")
+            raise ValueError(
+                f"regulariser weights must be ≥ 0; got tv_weight={self.tv_weight}, alpha_weight={self.alpha_weight}"
+            )
 
     def engine_settings(self, encoder: Encoder) -> OptimSettings:
         """The engine's steps, optimiser and schedule; SGD's step is scaled to M&V's units."""
@@ -140,12 +154,19 @@ class MVSettings:
         if self.optimizer == "sgd":
             # M&V's step is lr · x0_σ² · ∇(normalised loss); x0_σ² = H·W·B² is the energy of a typical image.
             lr = lr * encoder.image_size[0] * encoder.image_size[1] * image_scale(encoder) ** 2
-        return OptimSettings(steps=self.steps, lr=lr, optimizer=self.optimizer, momentum=self.momentum,
-                             lr_steps=lr_steps(self.steps), lr_gamma=0.1)
+        return OptimSettings(
+            steps=self.steps,
+            lr=lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            lr_steps=lr_steps(self.steps),
+            lr_gamma=0.1,
+        )
 
 
-def invert(encoder: Encoder, layer: str, target: Tensor, settings: MVSettings = MVSettings(),
-           init: Optional[Tensor] = None) -> OptimResult:
+def invert(
+    encoder: Encoder, layer: str, target: Tensor, settings: MVSettings = MVSettings(), init: Tensor | None = None
+) -> OptimResult:
     """Reconstruct images from ``target`` = Φ_L(x), shape (B, *layer shape), by M&V optimisation with
     ``settings`` (``MVSettings``), from ``init`` (B, C, H, W) or their noise initialisation.
 
@@ -155,13 +176,20 @@ def invert(encoder: Encoder, layer: str, target: Tensor, settings: MVSettings = 
     name = encoder.resolve([layer])[0]
     want = encoder.layer(name).shape
     if target.dim() != len(want) + 1 or tuple(target.shape[1:]) != want:
-        raise ValueError(f"target features for layer {name} must have shape (B, {', '.join(map(str, want))}); "
-                         f"got {tuple(target.shape)}")
+        raise ValueError(
+            f"target features for layer {name} must have shape (B, {', '.join(map(str, want))}); "
+            f"got {tuple(target.shape)}"
+        )
     lam_tv = default_tv_weight(encoder, name) if settings.tv_weight is None else float(settings.tv_weight)
     x0 = noise_init(encoder, target.shape[0], settings.seed) if init is None else init.detach().to(encoder.mean)
     regs = regularizers(encoder, lam_tv, settings.alpha_weight, settings.alpha, settings.beta)
-    return optimize(encoder, FeatureMatch(name, target.to(encoder.mean)), PixelParam(x0),
-                    settings.engine_settings(encoder), regularizers=regs)
+    return optimize(
+        encoder,
+        FeatureMatch(name, target.to(encoder.mean)),
+        PixelParam(x0),
+        settings.engine_settings(encoder),
+        regularizers=regs,
+    )
 
 
 class MVInversionMethod(Method):
@@ -175,8 +203,15 @@ class MVInversionMethod(Method):
     name = "mahendran_vedaldi"
     reads_target = False  # sees only the features of the image it reconstructs
 
-    def __init__(self, encoder: Encoder, steps: int = EVAL_STEPS, optimizer: Literal["sgd", "adam"] = "sgd",
-                 lr: Optional[float] = None, tv_weight: Optional[float] = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        steps: int = EVAL_STEPS,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        lr: float | None = None,
+        tv_weight: float | None = None,
+        seed: int = 0,
+    ) -> None:
         if steps < 1 or not math.isfinite(steps):
             raise ValueError(f"steps must be a positive integer; got {steps}")
         self.encoder = encoder

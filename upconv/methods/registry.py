@@ -7,7 +7,8 @@ adds a user's method under a new name.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from upconv.methods.base import Method
 from upconv.methods.deconvnet import DeconvNetMethod

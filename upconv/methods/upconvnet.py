@@ -4,7 +4,8 @@ checkpoints, fed the features the evaluation already computed."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -18,7 +19,7 @@ class UpconvNetMethod(Method):
 
     name = "upconvnet"
 
-    def __init__(self, encoder: Encoder, checkpoints: Union[str, Sequence[str], None] = None) -> None:
+    def __init__(self, encoder: Encoder, checkpoints: str | Sequence[str] | None = None) -> None:
         paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints or [])
         if not paths:
             raise ValueError("method 'upconvnet' needs decoder checkpoints (checkpoints=[path.ckpt, ...])")
@@ -27,8 +28,10 @@ class UpconvNetMethod(Method):
             dec = load_decoders(path, encoder=encoder).to(encoder.device)
             for layer in dec.layers:
                 if layer in self.by_layer:
-                    raise ValueError(f"layer {layer} has decoders in both {self.by_layer[layer].path} and {path}; "
-                                     f"pass only one checkpoint per layer")
+                    raise ValueError(
+                        f"layer {layer} has decoders in both {self.by_layer[layer].path} and {path}; "
+                        f"pass only one checkpoint per layer"
+                    )
                 self.by_layer[layer] = dec
         self.encoder = encoder
         self.layers = [n for n in encoder.layers if n in self.by_layer]
@@ -38,6 +41,6 @@ class UpconvNetMethod(Method):
             raise ValueError(f"no UpconvNet decoder for layer {layer}; the checkpoints hold: {', '.join(self.layers)}")
         return self.by_layer[layer].decode(features_of(self.encoder, batch, layer), layer)  # (B, C, H, W) in [0, 1]
 
-    def health(self, layer: str) -> Optional[dict[str, Any]]:
+    def health(self, layer: str) -> dict[str, Any] | None:
         """The training-health record of ``layer``'s decoder (``upconv.training.health``), if recorded."""
         return self.by_layer[layer].health.get(layer) if layer in self.by_layer else None

@@ -8,8 +8,8 @@ names below are the names users type (``conv1``, ``relu22`` …).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -42,21 +42,23 @@ def alexnet_cifar(num_classes: int = 10, width: float = 1.0) -> nn.Sequential:
     the offline demo uses a narrow copy so it trains in seconds on a CPU.
     """
     c = [max(1, round(n * width)) for n in (64, 192, 384, 256, 256, 1024, 1024)]
-    return _init(nn.Sequential(
-        OrderedDict(
-            conv1=_conv_relu(3, c[0], 5),
-            pool1=nn.MaxPool2d(2),
-            conv2=_conv_relu(c[0], c[1], 5),
-            pool2=nn.MaxPool2d(2),
-            conv3=_conv_relu(c[1], c[2], 3),
-            conv4=_conv_relu(c[2], c[3], 3),
-            conv5=_conv_relu(c[3], c[4], 3),
-            pool5=nn.MaxPool2d(2),
-            fc6=nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(c[4] * 4 * 4, c[5]), nn.ReLU()),
-            fc7=nn.Sequential(nn.Dropout(0.5), nn.Linear(c[5], c[6]), nn.ReLU()),
-            fc8=nn.Linear(c[6], num_classes),
+    return _init(
+        nn.Sequential(
+            OrderedDict(
+                conv1=_conv_relu(3, c[0], 5),
+                pool1=nn.MaxPool2d(2),
+                conv2=_conv_relu(c[0], c[1], 5),
+                pool2=nn.MaxPool2d(2),
+                conv3=_conv_relu(c[1], c[2], 3),
+                conv4=_conv_relu(c[2], c[3], 3),
+                conv5=_conv_relu(c[3], c[4], 3),
+                pool5=nn.MaxPool2d(2),
+                fc6=nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(c[4] * 4 * 4, c[5]), nn.ReLU()),
+                fc7=nn.Sequential(nn.Dropout(0.5), nn.Linear(c[5], c[6]), nn.ReLU()),
+                fc8=nn.Linear(c[6], num_classes),
+            )
         )
-    ))
+    )
 
 
 def he2019_cifar(num_classes: int = 10) -> nn.Sequential:
@@ -96,12 +98,17 @@ def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Sequential:
         return nn.Sequential(BasicBlock(c_in, c_out, stride, down), BasicBlock(c_out, c_out))
 
     c = [width, 2 * width, 4 * width, 8 * width]
-    model = nn.Sequential(OrderedDict(
-        stem=nn.Sequential(nn.Conv2d(3, c[0], 3, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU()),
-        layer1=stage(c[0], c[0], 1), layer2=stage(c[0], c[1], 2), layer3=stage(c[1], c[2], 2),
-        layer4=stage(c[2], c[3], 2), pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        fc=nn.Linear(c[3], num_classes),
-    ))
+    model = nn.Sequential(
+        OrderedDict(
+            stem=nn.Sequential(nn.Conv2d(3, c[0], 3, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU()),
+            layer1=stage(c[0], c[0], 1),
+            layer2=stage(c[0], c[1], 2),
+            layer3=stage(c[1], c[2], 2),
+            layer4=stage(c[2], c[3], 2),
+            pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            fc=nn.Linear(c[3], num_classes),
+        )
+    )
     for m in model.modules():  # torchvision's ResNet initialisation
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -123,12 +130,15 @@ class ArchSpec:
 
 
 ARCHITECTURES = {
-    "alexnet_cifar": ArchSpec(alexnet_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                              split_points=("conv1", "pool2", "conv5", "fc6")),
-    "he2019_cifar": ArchSpec(he2019_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                             split_points=("conv11", "relu22", "relu32")),
-    "resnet18_cifar": ArchSpec(resnet18_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                               split_points=("layer1", "layer2", "layer3", "layer4")),
+    "alexnet_cifar": ArchSpec(
+        alexnet_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD, split_points=("conv1", "pool2", "conv5", "fc6")
+    ),
+    "he2019_cifar": ArchSpec(
+        he2019_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD, split_points=("conv11", "relu22", "relu32")
+    ),
+    "resnet18_cifar": ArchSpec(
+        resnet18_cifar, (32, 32), CIFAR_MEAN, CIFAR_STD, split_points=("layer1", "layer2", "layer3", "layer4")
+    ),
 }
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from upconv.nets.encoder import Encoder
-
-from upconv.nets.zoo import build_encoder
 from upconv.core.files import load_torch_file
+from upconv.nets.encoder import Encoder
 from upconv.nets.upconvnet import UpconvNet
+from upconv.nets.zoo import build_encoder
 
 CHECKPOINT_KEY = "upconv"
 
@@ -29,8 +29,9 @@ def check_identity(meta: dict[str, Any], encoder: Encoder, layers: Iterable[str]
         )
     missing = [n for n in layers if n not in meta["layers"]]
     if missing:
-        raise ValueError(f"{source} has no decoder for layer(s) {', '.join(missing)}; "
-                         f"it holds: {', '.join(meta['layers'])}")
+        raise ValueError(
+            f"{source} has no decoder for layer(s) {', '.join(missing)}; it holds: {', '.join(meta['layers'])}"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -39,8 +40,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     ckpt = load_torch_file(path, "decoder checkpoint")
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "encoder" not in meta or not isinstance(ckpt.get("state_dict"), dict):
-        raise ValueError(f"{path} is not an upconv decoder checkpoint (no '{CHECKPOINT_KEY}' record); pass a "
-                         f"checkpoint written by train.py with an InversionModule")
+        raise ValueError(
+            f"{path} is not an upconv decoder checkpoint (no '{CHECKPOINT_KEY}' record); pass a "
+            f"checkpoint written by train.py with an InversionModule"
+        )
     return ckpt, meta
 
 
@@ -69,12 +72,19 @@ def find_recorded_file(recorded: str, checkpoint: str | os.PathLike) -> str:
             return candidate
     raise FileNotFoundError(
         f"the encoder weights file {recorded} recorded in {checkpoint} was not found; tried: "
-        f"{', '.join(dict.fromkeys(tried))}. Pass encoder_weights=<path to that file>")
+        f"{', '.join(dict.fromkeys(tried))}. Pass encoder_weights=<path to that file>"
+    )
 
 
-def recorded_encoder(meta: dict[str, Any], checkpoint: str | os.PathLike, *, weights: Optional[str] = None,
-                     kwargs: Optional[dict[str, Any]] = None, pretrained: Optional[bool] = None,
-                     download: bool = False) -> Encoder:
+def recorded_encoder(
+    meta: dict[str, Any],
+    checkpoint: str | os.PathLike,
+    *,
+    weights: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    pretrained: bool | None = None,
+    download: bool = False,
+) -> Encoder:
     """The encoder a checkpoint's decoders were trained on, rebuilt from its record (``meta``).
 
     ``weights`` / ``kwargs`` / ``pretrained`` replace the recorded ones when given (the weights hash check
@@ -84,9 +94,13 @@ def recorded_encoder(meta: dict[str, Any], checkpoint: str | os.PathLike, *, wei
     spec = meta["encoder"]["spec"]
     if weights is None and spec.get("weights"):
         weights = find_recorded_file(spec["weights"], checkpoint)
-    return build_encoder(spec["name"], weights, download=download,
-                         pretrained=spec.get("pretrained", True) if pretrained is None else pretrained,
-                         kwargs=spec.get("kwargs") if kwargs is None else kwargs)
+    return build_encoder(
+        spec["name"],
+        weights,
+        download=download,
+        pretrained=spec.get("pretrained", True) if pretrained is None else pretrained,
+        kwargs=spec.get("kwargs") if kwargs is None else kwargs,
+    )
 
 
 @dataclass
@@ -103,7 +117,7 @@ class Decoders:
     def layers(self) -> list[str]:
         return list(self.decoders)
 
-    def to(self, device: torch.device | str) -> "Decoders":
+    def to(self, device: torch.device | str) -> Decoders:
         self.encoder.to(device)
         self.decoders.to(device)
         return self
@@ -122,8 +136,9 @@ class Decoders:
         return self.decoders[layer](features).float().clamp(0, 1)
 
 
-def load_decoders(path: str | os.PathLike, encoder: Optional[Encoder] = None,
-                  layers: Optional[Iterable[str]] = None, download: bool = False) -> Decoders:
+def load_decoders(
+    path: str | os.PathLike, encoder: Encoder | None = None, layers: Iterable[str] | None = None, download: bool = False
+) -> Decoders:
     """Decoders from an InversionModule checkpoint, loaded with ``weights_only=True``.
 
     Without ``encoder`` the checkpoint's recorded encoder is rebuilt (``recorded_encoder``: a relative
@@ -138,7 +153,7 @@ def load_decoders(path: str | os.PathLike, encoder: Optional[Encoder] = None,
     check_identity(meta, encoder, names, source=path)
     shape = tuple(meta["image_shape"])
     decoders = nn.ModuleDict({n: UpconvNet(encoder.layer(n).shape, shape, **meta["decoder"]) for n in names})
-    state = {k[len("decoders."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("decoders.")}
+    state = {k[len("decoders.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("decoders.")}
     state = {k: v for k, v in state.items() if k.split(".", 1)[0] in decoders}
     decoders.load_state_dict(state)
     health = {n: h for n, h in (meta.get("health") or {}).items() if n in decoders}

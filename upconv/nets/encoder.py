@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -60,8 +61,8 @@ class Encoder(nn.Module):
         layers: dict[str, str] | None = None,
         spec: dict[str, Any] | None = None,
         copy_model: bool = True,
-        extractor: Optional[Callable[..., fx.GraphModule]] = None,
-        adapter: Optional[Callable[[str, tuple[int, ...]], Optional[Callable[[Tensor], Tensor]]]] = None,
+        extractor: Callable[..., fx.GraphModule] | None = None,
+        adapter: Callable[[str, tuple[int, ...]], Callable[[Tensor], Tensor] | None] | None = None,
     ) -> None:
         """``layers`` maps friendly names to graph nodes (default: the top-level children). ``extractor``
         builds the FX feature extractor (``(model, return_nodes=…)``, torchvision's by default; timm models
@@ -92,9 +93,17 @@ class Encoder(nn.Module):
         self.eval()
 
     @classmethod
-    def from_model(cls, model: nn.Module, name: str, *, image_size: Optional[tuple[int, int]] = None,
-                   mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                   layers: Optional[dict[str, str]] = None, copy_model: bool = True) -> "Encoder":
+    def from_model(
+        cls,
+        model: nn.Module,
+        name: str,
+        *,
+        image_size: tuple[int, int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        layers: dict[str, str] | None = None,
+        copy_model: bool = True,
+    ) -> Encoder:
         """Wrap a model already in memory (a classifier just trained, a victim, a shadow).
 
         For a built-in architecture ``name`` (``upconv.nets.builtin.ARCHITECTURES``) the image size and
@@ -105,11 +114,13 @@ class Encoder(nn.Module):
         mean = mean or (arch.mean if arch else None)
         std = std or (arch.std if arch else None)
         if image_size is None or mean is None or std is None:
-            raise ValueError(f"{name} is not a built-in architecture ({', '.join(ARCHITECTURES)}): pass its "
-                             f"image_size, mean and std")
+            raise ValueError(
+                f"{name} is not a built-in architecture ({', '.join(ARCHITECTURES)}): pass its image_size, mean and std"
+            )
         spec = {"name": name, "weights": None, "pretrained": False, "kwargs": {}}
-        return cls(model, name=name, image_size=image_size, mean=mean, std=std, layers=layers, spec=spec,
-                   copy_model=copy_model)
+        return cls(
+            model, name=name, image_size=image_size, mean=mean, std=std, layers=layers, spec=spec, copy_model=copy_model
+        )
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +128,7 @@ class Encoder(nn.Module):
         return self.mean.device
 
     # ------------------------------------------------------------------ layer table
-    def _probe(self, layers: dict[str, str], adapter: Optional[Callable[..., Any]]) -> dict[str, LayerInfo]:
+    def _probe(self, layers: dict[str, str], adapter: Callable[..., Any] | None) -> dict[str, LayerInfo]:
         """Run one dummy image through every tapped node to learn each layer's output shape (after the
         reshape ``adapter`` chooses for it from its raw shape)."""
         self._order = list(layers.values())  # network order, used to sort requests
@@ -182,9 +193,7 @@ class Encoder(nn.Module):
         out = []
         for layer in layers:
             if str(layer).lower() not in lookup:
-                raise ValueError(
-                    f"unknown layer '{layer}' for {self.name}; choose one of: {', '.join(self.layers)}"
-                )
+                raise ValueError(f"unknown layer '{layer}' for {self.name}; choose one of: {', '.join(self.layers)}")
             out.append(lookup[str(layer).lower()])
         if not out:
             raise ValueError(f"no layers given for {self.name}; choose from: {', '.join(self.layers)}")
@@ -192,7 +201,7 @@ class Encoder(nn.Module):
         return sorted(set(out), key=order.index)
 
     # ------------------------------------------------------------------ forward
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         # Lightning calls .train() on every submodule each epoch; a frozen encoder must ignore it so
         # dropout in fc6/fc7 stays off.
         return super().train(False)

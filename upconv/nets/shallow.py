@@ -14,8 +14,7 @@ class ShallowInverseNet(nn.Module):
     convolution to the image channels. For ReLU22 of he2019_cifar: tconv 128→64 /2, ReLU, tconv 64→3.
     The kernel size is not given in the paper; 3×3 is an assumption."""
 
-    def __init__(self, feature_shape: tuple[int, ...], image_shape: tuple[int, int, int],
-                 widths: list[int]) -> None:
+    def __init__(self, feature_shape: tuple[int, ...], image_shape: tuple[int, int, int], widths: list[int]) -> None:
         super().__init__()
         if len(feature_shape) != 3:
             raise ValueError(f"the shallow inverse network needs spatial features (C, h, w); got {feature_shape}")

@@ -3,7 +3,8 @@ timm's own feature metadata.
 
 - Layers: the modules named in the model's ``feature_info`` (timm's stage names: ``act1, layer1 … layer4``
   for ResNets, ``stages_0 …`` for ConvNeXt's ``stages.0 …``, ``blocks_0 … blocks_11`` for a ViT's
-  ``blocks.0 …``; the dotted module name is accepted too), then ``logits`` (the head's output). Features come from timm's FX feature extractor, which knows the model's untraceable helpers.
+  ``blocks.0 …``; the dotted module name is accepted too), then ``logits`` (the head's output). Features come from
+  timm's FX feature extractor, which knows the model's untraceable helpers.
 - Token layers of a ViT, (N, D) per image with N = prefix tokens + h·w patches, are exposed as a (D, h, w)
   grid: the class/register tokens are dropped and the patch tokens laid out in their image positions, so
   UpconvNet decoders and the depth evaluation take them like any convolutional feature map. Channels-last
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +36,9 @@ def _timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise ValueError("timm encoders need the timm package: pip install timm (or pip install 'upconv[timm]')") \
-            from None
+        raise ValueError(
+            "timm encoders need the timm package: pip install timm (or pip install 'upconv[timm]')"
+        ) from None
     return timm
 
 
@@ -45,7 +47,7 @@ def tokens_to_grid(x: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:
     patch token at its patch position (timm's patch order is row-major, like ``flatten(2)``)."""
     B, N, D = x.shape
     h, w = grid
-    if N != prefix + h * w:
+    if prefix + h * w != N:
         raise ValueError(f"expected {prefix} prefix tokens + {h}×{w} patches = {prefix + h * w} tokens; got {N}")
     return x[:, prefix:].transpose(1, 2).reshape(B, D, h, w)  # (B, D, h, w)
 
@@ -55,7 +57,7 @@ def channels_first(x: Tensor) -> Tensor:
     return x.permute(0, 3, 1, 2)
 
 
-def _adapter(model: nn.Module, shape: tuple[int, ...], channels: int) -> Optional[Any]:
+def _adapter(model: nn.Module, shape: tuple[int, ...], channels: int) -> Any | None:
     """How to bring one stage's per-image ``shape`` to (D, h, w); None if it already is."""
     if len(shape) == 2 and shape[1] == channels and hasattr(model, "patch_embed"):
         grid = tuple(int(g) for g in model.patch_embed.grid_size)
@@ -65,7 +67,7 @@ def _adapter(model: nn.Module, shape: tuple[int, ...], channels: int) -> Optiona
     return None
 
 
-def _cached_weights(cfg: Any) -> Optional[str]:
+def _cached_weights(cfg: Any) -> str | None:
     """The local file of timm's default weights for ``cfg`` (Hugging Face hub cache, then torch hub), or None."""
     repo = getattr(cfg, "hf_hub_id", None)
     if repo:
@@ -93,8 +95,11 @@ def create(arch: str, pretrained: bool, download: bool, kwargs: dict[str, Any]) 
     timm = _timm()
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:12]
-        raise ValueError(f"timm has no model '{arch}'" + (f"; similar names: {', '.join(close)}" if close else "")
-                         + ". List them with timm.list_models('*pattern*').")
+        raise ValueError(
+            f"timm has no model '{arch}'"
+            + (f"; similar names: {', '.join(close)}" if close else "")
+            + ". List them with timm.list_models('*pattern*')."
+        )
     if not pretrained:
         return timm.create_model(arch, pretrained=False, **kwargs)
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -129,13 +134,14 @@ def adapter(model: nn.Module) -> Any:
     return lambda name, shape: _adapter(model, shape, channels[name]) if name in channels else None
 
 
-def build(name: str, weights: Optional[str], download: bool, pretrained: bool, kwargs: dict[str, Any],
-          spec: dict[str, Any]) -> Encoder:
+def build(
+    name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any], spec: dict[str, Any]
+) -> Encoder:
     """The frozen ``Encoder`` for ``timm:<arch>`` (module docstring). ``kwargs`` go to ``timm.create_model``
     except ``image_size``, ``mean`` and ``std``, which override the model's pretrained configuration."""
     from timm.models import create_feature_extractor
 
-    arch = name[len(PREFIX):]
+    arch = name[len(PREFIX) :]
     kwargs = dict(kwargs)
     size, mean, std = kwargs.pop("image_size", None), kwargs.pop("mean", None), kwargs.pop("std", None)
     model = create(arch, pretrained and not weights, download, kwargs)
@@ -145,6 +151,15 @@ def build(name: str, weights: Optional[str], download: bool, pretrained: bool, k
     size = size or kwargs.get("img_size") or cfg["input_size"][1:]
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     table = layer_table(model)
-    return Encoder(model.eval(), name=name, image_size=size, mean=mean or cfg["mean"], std=std or cfg["std"],
-                   layers=table, spec=spec, copy_model=False, extractor=create_feature_extractor,
-                   adapter=adapter(model))
+    return Encoder(
+        model.eval(),
+        name=name,
+        image_size=size,
+        mean=mean or cfg["mean"],
+        std=std or cfg["std"],
+        layers=table,
+        spec=spec,
+        copy_model=False,
+        extractor=create_feature_extractor,
+        adapter=adapter(model),
+    )

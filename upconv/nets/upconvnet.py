@@ -19,7 +19,6 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 NORMS = ("none", "batch", "group")
 
 
@@ -86,9 +85,12 @@ class UpconvNet(nn.Module):
         if len(feature_shape) == 1:
             c_feat = widths[0]
             self.fc = nn.Sequential(
-                nn.Linear(feature_shape[0], fc_width), _act(),
-                nn.Linear(fc_width, fc_width), _act(),
-                nn.Linear(fc_width, c_feat * h * h), _act(),
+                nn.Linear(feature_shape[0], fc_width),
+                _act(),
+                nn.Linear(fc_width, fc_width),
+                _act(),
+                nn.Linear(fc_width, c_feat * h * h),
+                _act(),
             )
             self._map = (c_feat, h, h)
         stages: list[nn.Module] = []
@@ -97,8 +99,14 @@ class UpconvNet(nn.Module):
             stages += [nn.Conv2d(c, widths[0], 3, padding=1), *_norm(norm, widths[0]), _act()]
             c = widths[0]
         for w in widths[1:]:
-            stages += [nn.ConvTranspose2d(c, w, 4, stride=2, padding=1), *_norm(norm, w), _act(),
-                       nn.Conv2d(w, w, 3, padding=1), *_norm(norm, w), _act()]
+            stages += [
+                nn.ConvTranspose2d(c, w, 4, stride=2, padding=1),
+                *_norm(norm, w),
+                _act(),
+                nn.Conv2d(w, w, 3, padding=1),
+                *_norm(norm, w),
+                _act(),
+            ]
             c = w
         stages.append(nn.Conv2d(c, c_img, 3, padding=1))
         self.body = nn.Sequential(*stages)

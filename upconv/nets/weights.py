@@ -22,12 +22,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     for prefix in ("model.", "encoder.model."):
         if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
 
 
-def apply_weights(model: nn.Module, path: str | os.PathLike, label: str,
-                  state: dict[str, Tensor] | None = None) -> None:
+def apply_weights(
+    model: nn.Module, path: str | os.PathLike, label: str, state: dict[str, Tensor] | None = None
+) -> None:
     """Load the weights in ``path`` (or ``state``, already read from it) into ``model``."""
     state = load_state_dict(path) if state is None else state
     try:
@@ -46,5 +47,7 @@ def _safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:  # the library raises its own error types for a truncated or foreign file
-        raise ValueError(f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}); "
-                         f"check the download or re-save the weights") from None
+        raise ValueError(
+            f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}); "
+            f"check the download or re-save the weights"
+        ) from None

@@ -91,8 +91,9 @@ def build_encoder(
         return _build(name, weights, download, pretrained, kwargs, spec)
 
 
-def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any],
-           spec: dict[str, Any]) -> Encoder:
+def _build(
+    name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any], spec: dict[str, Any]
+) -> Encoder:
     if name in ARCHITECTURES:
         state = load_state_dict(weights) if weights else None
         if state is not None and "num_classes" not in kwargs:
@@ -104,14 +105,23 @@ def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwa
         model = arch.build(**kwargs)
         if state is not None:
             apply_weights(model, weights, name, state)
-        return Encoder(model, name=name, image_size=arch.image_size, mean=arch.mean, std=arch.std,
-                       spec=spec, copy_model=False)
+        return Encoder(
+            model, name=name, image_size=arch.image_size, mean=arch.mean, std=arch.std, spec=spec, copy_model=False
+        )
     if name.startswith(timm_models.PREFIX):
         return timm_models.build(name, weights, download, pretrained, kwargs, spec)
     if name in TORCHVISION_MODELS:
         model = _torchvision_model(name, weights, download, pretrained)
-        return Encoder(model, name=name, image_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       layers=_torchvision_layers(name, model), spec=spec, copy_model=False)
+        return Encoder(
+            model,
+            name=name,
+            image_size=(224, 224),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            layers=_torchvision_layers(name, model),
+            spec=spec,
+            copy_model=False,
+        )
     if "." in name:
         module_path, _, cls_name = name.rpartition(".")
         try:
@@ -124,8 +134,7 @@ def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwa
         model = cls(**kwargs)
         if weights:
             apply_weights(model, weights, name)
-        return Encoder(model, name=name, image_size=image_size, mean=mean, std=std, spec=spec,
-                       copy_model=False)
+        return Encoder(model, name=name, image_size=image_size, mean=mean, std=std, spec=spec, copy_model=False)
     raise ValueError(
         f"unknown encoder '{name}'; choose one of: {', '.join([*ARCHITECTURES, *TORCHVISION_MODELS])}, "
         f"timm:<model_name> for a timm model, or an importable class path such as mypackage.models.MyNet"
@@ -134,5 +143,10 @@ def _build(name: str, weights: str | None, download: bool, pretrained: bool, kwa
 
 def encoder_from_spec(spec: dict[str, Any], download: bool = False) -> Encoder:
     """Rebuild the encoder a checkpoint recorded (see ``Encoder.identity``)."""
-    return build_encoder(spec["name"], spec.get("weights"), download=download,
-                         pretrained=spec.get("pretrained", True), kwargs=spec.get("kwargs"))
+    return build_encoder(
+        spec["name"],
+        spec.get("weights"),
+        download=download,
+        pretrained=spec.get("pretrained", True),
+        kwargs=spec.get("kwargs"),
+    )

@@ -14,8 +14,8 @@ An objective returns one score per image that the engine *maximises*; feature ma
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -37,10 +37,10 @@ class Objective:
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:  # -> (B,)
         raise NotImplementedError
 
-    def __add__(self, other: "Objective") -> "Objective":
+    def __add__(self, other: Objective) -> Objective:
         return Sum([self, other])
 
-    def __mul__(self, w: float) -> "Objective":
+    def __mul__(self, w: float) -> Objective:
         return Sum([self], [w])
 
     __rmul__ = __mul__
@@ -64,7 +64,7 @@ class ClassScore(Objective):
 
 
 class ClassContrast(ClassScore):
-    """"This class up, all others down": log p_c = S_c - logsumexp_k S_k (the softmax objective that
+    """ "This class up, all others down": log p_c = S_c - logsumexp_k S_k (the softmax objective that
     Simonyan et al. avoid for plain maximisation; used for prototypes and fooling images)."""
 
     def __call__(self, feats: dict[str, Tensor]) -> Tensor:

@@ -6,14 +6,15 @@ Objectives, the visualisations and the commands all index classes or channels; t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def check_indices(index: int | Sequence[int] | Tensor, size: int, what: str, where: str,
-                  batch: int | None = None) -> Tensor:
+def check_indices(
+    index: int | Sequence[int] | Tensor, size: int, what: str, where: str, batch: int | None = None
+) -> Tensor:
     """Indices into ``size`` units as a long tensor (on ``index``'s device when it is a tensor).
 
     With ``batch``: one index per image of a batch of ``batch``, a single index serving every image; without:
@@ -26,10 +27,13 @@ def check_indices(index: int | Sequence[int] | Tensor, size: int, what: str, whe
     if idx.numel() == 0 or (batch is not None and idx.numel() != batch):
         want = f"one {what} index for all images or one per image" if batch is not None else "at least one"
         found = f"a batch of {batch} images" if batch is not None else where
-        raise ValueError(f"got {idx.numel()} {what} indices for {found}; give {want} "
-                         f"(valid {what} indices for {where} are 0..{size - 1})")
+        raise ValueError(
+            f"got {idx.numel()} {what} indices for {found}; give {want} "
+            f"(valid {what} indices for {where} are 0..{size - 1})"
+        )
     bad = idx[(idx < 0) | (idx >= size)]
     if bad.numel():
-        raise ValueError(f"{what} index {sorted(set(bad.tolist()))} out of range for {where}: "
-                         f"valid {what} indices are 0..{size - 1}")
+        raise ValueError(
+            f"{what} index {sorted(set(bad.tolist()))} out of range for {where}: valid {what} indices are 0..{size - 1}"
+        )
     return idx

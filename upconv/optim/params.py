@@ -55,8 +55,16 @@ class FourierParam(Parameterization):
     """Decorrelated Fourier image (Olah et al. 2017): a half spectrum scaled by 1/frequency, then the
     colour transform above, then a sigmoid. Low frequencies get large steps, so images come out smooth."""
 
-    def __init__(self, batch: int, channels: int, size: tuple[int, int], sd: float = 0.01,
-                 decay: float = 1.0, decorrelate: bool = True, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        batch: int,
+        channels: int,
+        size: tuple[int, int],
+        sd: float = 0.01,
+        decay: float = 1.0,
+        decorrelate: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         h, w = size
         self.size = (h, w)
@@ -85,8 +93,15 @@ class DenseParam(Parameterization):
     """A dense layer fed a constant input whose weights reshape into the image; only this layer trains
     (the "dream network" parameterisation). Weights (B, C·H·W, n_in), constant input z = 1/√n_in."""
 
-    def __init__(self, batch: int, channels: int, size: tuple[int, int], n_in: int = 16, sd: float = 0.1,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        batch: int,
+        channels: int,
+        size: tuple[int, int],
+        n_in: int = 16,
+        sd: float = 0.1,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         self.shape = (channels, *size)
         self.weight = nn.Parameter(sd * torch.randn(batch, channels * size[0] * size[1], n_in, dtype=dtype))

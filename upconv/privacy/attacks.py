@@ -8,8 +8,9 @@ architecture is known: train a shadow encoder on the attacker's data, then attac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
-from upconv.training.health import clip_grad_norms
+from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.recipes import DecoderRecipe
 
 QUERIES = ("data", "noise")
@@ -70,7 +71,7 @@ class Inverters:
     health: dict[tuple[str, str], dict[str, Any]]
 
 
-def _check(images: Optional[Tensor], s: InverterSettings) -> dict[str, float]:
+def _check(images: Tensor | None, s: InverterSettings) -> dict[str, float]:
     """The per-kind learning rates, after the settings' one-line checks."""
     if s.queries not in QUERIES:
         raise ValueError(f"unknown query source '{s.queries}'; choose one of: {', '.join(QUERIES)}")
@@ -80,25 +81,28 @@ def _check(images: Optional[Tensor], s: InverterSettings) -> dict[str, float]:
         raise ValueError(f"noise queries need n_noise ≥ 1; got {s.n_noise}")
     rates = s.lr if isinstance(s.lr, dict) else {k: s.lr for k in s.kinds}
     if any(k not in rates for k in s.kinds) or any(r <= 0 for r in rates.values()):
-        raise ValueError(f"lr must be a positive rate, or one per inverse-network kind ({', '.join(s.kinds)}); "
-                         f"got {s.lr}")
+        raise ValueError(
+            f"lr must be a positive rate, or one per inverse-network kind ({', '.join(s.kinds)}); got {s.lr}"
+        )
     return rates
 
 
-def _queries(images: Optional[Tensor], s: InverterSettings, shape: tuple[int, ...], g: torch.Generator,
-             device: torch.device) -> Iterator[Tensor]:
+def _queries(
+    images: Tensor | None, s: InverterSettings, shape: tuple[int, ...], g: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
     """One epoch of query batches, [0, 1] floats (B, C, H, W): the images reshuffled, or fresh noise."""
     n = len(images) if s.queries == "data" else s.n_noise
     order = torch.randperm(n, generator=g)
     for i in range(max(1, n // s.batch_size)):
         if s.queries == "data":
-            yield to_unit(images[order[i * s.batch_size:(i + 1) * s.batch_size]]).to(device)
+            yield to_unit(images[order[i * s.batch_size : (i + 1) * s.batch_size]]).to(device)
         else:
             yield torch.rand(s.batch_size, *shape, generator=g).to(device)
 
 
-def train_inverters(encoder: Encoder, layers: list[str], images: Optional[Tensor],
-                    settings: InverterSettings = InverterSettings()) -> Inverters:
+def train_inverters(
+    encoder: Encoder, layers: list[str], images: Tensor | None, settings: InverterSettings = InverterSettings()
+) -> Inverters:
     """Train one inverse network per (kind, layer) on (query, encoder(query)) pairs, MSE to the query.
 
     ``images`` are the data queries (uint8 or [0, 1] float, (N, C, H, W)); None for noise queries. One encoder

@@ -4,7 +4,7 @@ fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from upconv.methods.mahendran_vedaldi import MV_STEPS
 from upconv.privacy.attacks import DECODERS
@@ -57,15 +57,15 @@ class PrivacyConfig:
     """
 
     encoder: str = "he2019_cifar"
-    encoder_weights: Optional[str] = None
-    encoder_kwargs: Optional[dict[str, Any]] = None
+    encoder_weights: str | None = None
+    encoder_kwargs: dict[str, Any] | None = None
     layers: list[str] = field(default_factory=lambda: ["conv11", "relu22", "relu32"])
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     decoders: list[str] = field(default_factory=lambda: list(DECODERS))
-    defenses: Optional[dict[str, list[float]]] = None
+    defenses: dict[str, list[float]] | None = None
     defense_attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
     data: Literal["folder", "cifar10", "embedded"] = "folder"
-    root: Optional[str] = None
+    root: str | None = None
     n_victim: int = 25000
     n_attacker: int = 25000
     n_eval: int = 1000
@@ -74,12 +74,12 @@ class PrivacyConfig:
     shadow_epochs: int = 30
     inverter_epochs: int = 20
     inverter_width: int = 64
-    inverter_lr: Union[float, dict[str, float]] = 1e-3
+    inverter_lr: float | dict[str, float] = 1e-3
     n_noise: int = 50000
     mv_steps: int = MV_STEPS
     mv_optimizer: Literal["sgd", "adam"] = "sgd"
-    mv_batch_size: Optional[int] = None
-    mv_tv_weight: Optional[float] = None
+    mv_batch_size: int | None = None
+    mv_tv_weight: float | None = None
     n_candidates: int = 10
     batch_size: int = 128
     lpips: bool = True
@@ -88,7 +88,7 @@ class PrivacyConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    out: Optional[str] = "runs/privacy"
+    out: str | None = "runs/privacy"
     overwrite: bool = False
     # No methods here: jsonargparse would offer a class's public methods as subcommands of `upconv privacy`.
 

@@ -14,7 +14,7 @@ Noise and dropout draw from a seeded generator, so a run is reproducible.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,15 +34,20 @@ def check_strength(kind: str, strength: float) -> None:
     if kind not in RANGES:
         raise ValueError(f"unknown defence '{kind}'; choose one of: {', '.join(RANGES)}")
     s = float(strength)
-    ok = math.isfinite(s) and {
-        "noise": s >= 0,
-        "quantize": s == int(s) and 1 <= s <= 16,
-        "dropout": 0 <= s < 1,
-        "topk": 0 < s <= 1,
-    }[kind]
+    ok = (
+        math.isfinite(s)
+        and {
+            "noise": s >= 0,
+            "quantize": s == int(s) and 1 <= s <= 16,
+            "dropout": 0 <= s < 1,
+            "topk": 0 < s <= 1,
+        }[kind]
+    )
     if not ok:
-        raise ValueError(f"defence strength {strength} is out of range for '{kind}': expected {RANGES[kind]}; "
-                         f"fix the sweep in the config")
+        raise ValueError(
+            f"defence strength {strength} is out of range for '{kind}': expected {RANGES[kind]}; "
+            f"fix the sweep in the config"
+        )
 
 
 def _noise(f: Tensor, s: float, g: torch.Generator) -> Tensor:
@@ -72,7 +77,10 @@ def _topk(f: Tensor, s: float, g: torch.Generator) -> Tensor:
 
 
 DEFENSES: dict[str, Callable[[Tensor, float, torch.Generator], Tensor]] = {
-    "noise": _noise, "quantize": _quantize, "dropout": _dropout, "topk": _topk,
+    "noise": _noise,
+    "quantize": _quantize,
+    "dropout": _dropout,
+    "topk": _topk,
 }
 
 
@@ -90,7 +98,9 @@ def tail(encoder: Encoder, layer: str) -> nn.Module:
     node = encoder.layer(name).node
     names = [n for n, _ in model.named_children()]
     if not isinstance(model, nn.Sequential) or node not in names:
-        raise ValueError(f"utility needs the rest of the network after {name}, which is only available for "
-                         f"sequential encoders whose layers are top-level stages (e.g. he2019_cifar); "
-                         f"{encoder.name} is not one")
-    return nn.Sequential(*[m for n, m in model.named_children()][names.index(node) + 1:])
+        raise ValueError(
+            f"utility needs the rest of the network after {name}, which is only available for "
+            f"sequential encoders whose layers are top-level stages (e.g. he2019_cifar); "
+            f"{encoder.name} is not one"
+        )
+    return nn.Sequential(*[m for n, m in model.named_children()][names.index(node) + 1 :])

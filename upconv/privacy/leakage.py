@@ -5,7 +5,7 @@ for the utility the rest of the network keeps on the same features. Every figure
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,7 @@ from upconv.privacy.defenses import defend, tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.stages import Clock, Trained
 
-Point = tuple[str, Optional[float], str]  # (defence, strength, layer)
+Point = tuple[str, float | None, str]  # (defence, strength, layer)
 
 
 def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
@@ -33,14 +33,20 @@ def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: 
         return torch.cat([t.nets[attack][(decoder, layer)](f) for f in feats.split(c.batch_size)]).clamp(0, 1)
 
 
-def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, Optional[float], str, str, str]]:
+def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, float | None, str, str, str]]:
     """(defence, strength, layer, attack, decoder) in run order: undefended first, then each defence point."""
     points = [("none", None)] + [(k, float(s)) for k, ss in (c.defenses or {}).items() for s in ss]
-    return [(kind, strength, L, attack, dec) for kind, strength in points for L in layers for attack in c.attacks
-            if kind == "none" or attack in c.defense_attacks for dec in c.decoders]
+    return [
+        (kind, strength, L, attack, dec)
+        for kind, strength in points
+        for L in layers
+        for attack in c.attacks
+        if kind == "none" or attack in c.defense_attacks
+        for dec in c.decoders
+    ]
 
 
-def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> Optional[nn.Module]:
+def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> nn.Module | None:
     """LPIPS when enabled and its weights are cached; otherwise None, with a note saying why."""
     model, note = M.load_lpips() if c.lpips else (None, "LPIPS skipped: disabled (lpips=False)")
     if note:
@@ -48,19 +54,24 @@ def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> Opt
     return model.to(device) if model is not None else None
 
 
-def score(c: PrivacyConfig, xh: Tensor, x: Tensor, lp: Optional[nn.Module], row: dict[str, Any]) -> dict[str, Any]:
+def score(c: PrivacyConfig, xh: Tensor, x: Tensor, lp: nn.Module | None, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with each leakage figure (mean, lo, hi) of reconstructions ``xh`` against originals ``x``."""
-    vals = {"psnr": M.psnr(xh, x), "ssim": M.ssim(xh, x),
-            "lpips": M.lpips_distance(lp, xh, x) if lp is not None else None,
-            "reid": reid_hits(xh, x, c.n_candidates, seed=c.seed)}
+    vals = {
+        "psnr": M.psnr(xh, x),
+        "ssim": M.ssim(xh, x),
+        "lpips": M.lpips_distance(lp, xh, x) if lp is not None else None,
+        "reid": reid_hits(xh, x, c.n_candidates, seed=c.seed),
+    }
     for k, v in vals.items():
-        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=c.n_boot, seed=c.seed) \
-            if v is not None else (None,) * 3
+        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = (
+            M.bootstrap_ci(v, n_boot=c.n_boot, seed=c.seed) if v is not None else (None,) * 3
+        )
     return row
 
 
-def attack_all(t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tensor, Tensor],
-               clock: Clock) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor], Optional[nn.Module]]:
+def attack_all(
+    t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tensor, Tensor], clock: Clock
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor], nn.Module | None]:
     """Rows of leakage and utility per (defence point, layer, attack, decoder), the undefended reconstructions
     for the grids, and the LPIPS model used (None when skipped). ``eval_data``: [0, 1] images and labels."""
     x, y = eval_data[0].to(t.device), eval_data[1].to(t.device)  # (N, C, H, W), (N,)
@@ -82,9 +93,14 @@ def attack_all(t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple
         xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, defended[point])
         xh = xh.detach().float().clamp(0, 1)
         if kind == "none":
-            grid[(attack, dec, L)] = xh[:c.grid_images].cpu()
-        row = score(c, xh, x, lp, {"attack": attack, "decoder": dec, "layer": L, "defense": kind,
-                                   "strength": strength, "n": len(x)})
+            grid[(attack, dec, L)] = xh[: c.grid_images].cpu()
+        row = score(
+            c,
+            xh,
+            x,
+            lp,
+            {"attack": attack, "decoder": dec, "layer": L, "defense": kind, "strength": strength, "n": len(x)},
+        )
         row["utility"], row["utility_lo"], row["utility_hi"] = utility[point]
         rows.append(row)
     return rows, grid, lp

@@ -17,18 +17,24 @@ METRIC = "pixel-space Euclidean (L2) distance, images in [0, 1]"
 def check_candidates(n_candidates: int, n_images: int) -> None:
     """A line-up needs the original plus at least one other, all drawn from the evaluated images."""
     if int(n_candidates) != n_candidates or n_candidates < 2:
-        raise ValueError(f"re-identification needs at least 2 candidates (the original and one other); "
-                         f"got n_candidates={n_candidates}")
+        raise ValueError(
+            f"re-identification needs at least 2 candidates (the original and one other); "
+            f"got n_candidates={n_candidates}"
+        )
     if n_candidates > n_images:
-        raise ValueError(f"re-identification with {n_candidates} candidates needs at least {n_candidates} evaluated "
-                         f"images; got {n_images}. Evaluate more images or lower n_candidates")
+        raise ValueError(
+            f"re-identification with {n_candidates} candidates needs at least {n_candidates} evaluated "
+            f"images; got {n_images}. Evaluate more images or lower n_candidates"
+        )
 
 
 def reid_hits(recon: Tensor, originals: Tensor, n_candidates: int, seed: int = 0) -> Tensor:
     """Per-image hit (1.0) or miss (0.0), shape (B,), for recon[i] against a line-up containing originals[i]."""
     if recon.shape != originals.shape or recon.dim() < 2:
-        raise ValueError(f"reconstructions and originals must be batches of the same shape; got "
-                         f"{tuple(recon.shape)} and {tuple(originals.shape)}")
+        raise ValueError(
+            f"reconstructions and originals must be batches of the same shape; got "
+            f"{tuple(recon.shape)} and {tuple(originals.shape)}"
+        )
     n = originals.shape[0]
     check_candidates(n_candidates, n)
     g = torch.Generator().manual_seed(seed)

@@ -1,6 +1,7 @@
 """Write a privacy run folder: report.md, metrics.csv, metrics.json, one leakage-against-utility plot per
 attack and one image grid per attack; every PSNR at or below a no-information floor is marked where it is
-shown (⚠ as in the depth report), and the floors are drawn beside the attacks. Written to a hidden sibling folder and renamed into place only when
+shown (⚠ as in the depth report), and the floors are drawn beside the attacks. Written to a hidden sibling folder and
+renamed into place only when
 complete (as ``upconv.evaluation.report``), so a failure leaves no half-written run folder."""
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ from upconv.core.floors import BELOW_CLASS, BELOW_FLOOR
 from upconv.core.metrics import SSIM_DEFINITION
 from upconv.privacy.result import PrivacyResult
 
-COLS = ["attack", "decoder", "layer", "defense", "strength", "n", "floor_verdict"] + [
-    c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")] + ["inverter_health"]
+COLS = (
+    ["attack", "decoder", "layer", "defense", "strength", "n", "floor_verdict"]
+    + [c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
+    + ["inverter_health"]
+)
 MARKS = {BELOW_FLOOR: "⚠", BELOW_CLASS: "≤class"}  # beside a PSNR at or below a floor, as in the depth report
-LEGEND = ("⚠ beside a PSNR: at or below the mean-image floor (the inverter recovered nothing of the image; not "
-          "evidence that the features are safe). ≤class: at or below the class-mean floor (no more than the class).")
-CLEAN_FEATURES = ("Attackers are trained on clean (undefended) features and do not adapt to the defence: the "
-                  "leakage under a defence is what a non-adaptive attacker recovers, not an upper bound.")
+LEGEND = (
+    "⚠ beside a PSNR: at or below the mean-image floor (the inverter recovered nothing of the image; not "
+    "evidence that the features are safe). ≤class: at or below the class-mean floor (no more than the class)."
+)
+CLEAN_FEATURES = (
+    "Attackers are trained on clean (undefended) features and do not adapt to the defence: the "
+    "leakage under a defence is what a non-adaptive attacker recovers, not an upper bound."
+)
 
 
 def _f(v: Any, digits: int) -> str:
@@ -46,8 +54,9 @@ def clean_table(result: PrivacyResult) -> str:
     by = {(r["attack"], r["decoder"], r["layer"]): r for r in result.rows if r["defense"] == "none"}
     for a in s["attacks"]:
         for d in s["decoders"]:
-            cells = [f"{_psnr(r)} / {_f(r['ssim'], 4)} / {_f(r['reid'], 3)}"
-                     for r in (by[(a, d, L)] for L in s["layers"])]
+            cells = [
+                f"{_psnr(r)} / {_f(r['ssim'], 4)} / {_f(r['reid'], 3)}" for r in (by[(a, d, L)] for L in s["layers"])
+            ]
             lines.append(f"| {a} | {d} | " + " | ".join(cells) + " |")
     for r in result.floor_rows:  # the same for every layer: the floor knows nothing of the features
         cell = f"{_f(r['psnr'], 2)} / {_f(r['ssim'], 4)} / {_f(r['reid'], 3)}"
@@ -61,9 +70,17 @@ def defense_table(result: PrivacyResult) -> str:
     for r in result.rows:
         if r["attack"] not in result.settings["defense_attacks"]:
             continue
-        cells = [r["attack"], r["decoder"], r["layer"], r["defense"], "—" if r["strength"] is None else f"{r['strength']:g}",
-                 f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
-                 _psnr(r, interval=True), _f(r["ssim"], 4), _f(r["reid"], 3)]
+        cells = [
+            r["attack"],
+            r["decoder"],
+            r["layer"],
+            r["defense"],
+            "—" if r["strength"] is None else f"{r['strength']:g}",
+            f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
+            _psnr(r, interval=True),
+            _f(r["ssim"], 4),
+            _f(r["reid"], 3),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -90,13 +107,20 @@ def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
     fig, axes = plt.subplots(1, len(s["layers"]), figsize=(4.2 * len(s["layers"]), 3.6), squeeze=False)
     for ax, L in zip(axes[0], s["layers"]):
         for d in s["decoders"]:
-            clean = [r for r in result.rows if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, "none")]
+            clean = [
+                r
+                for r in result.rows
+                if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, "none")
+            ]
             for kind in s["defenses"]:
-                rs = clean + [r for r in result.rows if (r["attack"], r["decoder"], r["layer"], r["defense"]) ==
-                              (attack, d, L, kind)]
+                rs = clean + [
+                    r
+                    for r in result.rows
+                    if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, kind)
+                ]
                 ax.plot([r["utility"] for r in rs], [r["psnr"] for r in rs], marker="o", ms=3, label=f"{d}: {kind}")
         for r, style in zip(result.floor_rows, ("--", ":")):
-            ax.axhline(r["psnr"], color="grey", ls=style, lw=1, label=r["attack"] if L == s["layers"][0] else None)
+            ax.axhline(r["psnr"], color="grey", ls=style, lw=1, label=r["attack"] if s["layers"][0] == L else None)
         ax.set_title(f"{attack} at {L}", fontsize=10)
         ax.set_xlabel("utility: accuracy of the rest of the network")
         ax.set_ylabel("leakage: PSNR dB")
@@ -110,8 +134,9 @@ def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
 def _plot_grid(result: PrivacyResult, attack: str, path: str) -> None:
     s = result.settings
     keys = [(attack, d, L) for d in s["decoders"] for L in s["layers"]]
-    verdicts = {(r["attack"], r["decoder"], r["layer"]): r.get("floor_verdict") for r in result.rows
-                if r["defense"] == "none"}
+    verdicts = {
+        (r["attack"], r["decoder"], r["layer"]): r.get("floor_verdict") for r in result.rows if r["defense"] == "none"
+    }
     rows = [result.originals] + [result.grid[k] for k in keys]
     labels = ["original"] + [("⚠ " if verdicts.get(k) == BELOW_FLOOR else "") + f"{k[1]}: {k[2]}" for k in keys]
     row_grid(rows, labels, f"{attack}: originals and reconstructions (no defence)", path)
@@ -119,38 +144,57 @@ def _plot_grid(result: PrivacyResult, attack: str, path: str) -> None:
 
 def _markdown(result: PrivacyResult) -> str:
     s = result.settings
-    parts = [f"# Privacy risk at split points: {s['encoder']} (weights {s['encoder_weights_hash']})", "",
-             "## Settings", "",
-             f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
-             f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
-             f"- inverse networks: {s['inverter_epochs']} epochs, the decoder recipe (AdamW, warm-up, cosine, "
-             f"health guard) at lr {s.get('inverter_lr')} "
-             f"(UpconvNet width {s['inverter_width']}); "
-             f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
-             f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}",
-             "- wall time (s): " + (", ".join(f"{k} {v:.1f}" for k, v in s.get("timings_s", {}).items()) or "—"), ""]
+    parts = [
+        f"# Privacy risk at split points: {s['encoder']} (weights {s['encoder_weights_hash']})",
+        "",
+        "## Settings",
+        "",
+        f"- split layers: {', '.join(s['layers'])}; n = {s['n_eval']} evaluated images",
+        f"- victim training images: {s['n_victim']}; attacker images: {s['n_attacker']}",
+        f"- inverse networks: {s['inverter_epochs']} epochs, the decoder recipe (AdamW, warm-up, cosine, "
+        f"health guard) at lr {s.get('inverter_lr')} "
+        f"(UpconvNet width {s['inverter_width']}); "
+        f"noise queries per epoch: {s['n_noise']}; optimisation inversion: {s['mv_steps']} steps ({s['mv_optimizer']})",
+        f"- seed {s['seed']}; device {s['device']}; torch {s['torch']}; LPIPS {s['lpips']}",
+        "- wall time (s): " + (", ".join(f"{k} {v:.1f}" for k, v in s.get("timings_s", {}).items()) or "—"),
+        "",
+    ]
     parts += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
     parts += ["## Attacks", ""] + [f"- **{a}**: paper = {p}; upconvnet = {u}" for a, (p, u) in s["roles"].items()]
     parts += ["", "## Leakage without defence", "", clean_table(result), "", LEGEND, ""]
     if s.get("floors_source"):
-        parts += [f"Floors: what a reconstruction scores that knows nothing of the image (the mean image) or only "
-                  f"its class (its class's mean image), from {s['floors_source']}.", ""]
+        parts += [
+            f"Floors: what a reconstruction scores that knows nothing of the image (the mean image) or only "
+            f"its class (its class's mean image), from {s['floors_source']}.",
+            "",
+        ]
     parts += ["## Inverse-network health", "", health_table(result), ""] if s.get("inverter_health") else []
     if s["defense_attacks"]:
         parts += ["## Defences", "", CLEAN_FEATURES, "", defense_table(result), ""]
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]
-    parts += ["## Definitions", "",
-              "- PSNR: per image 10·log10(1/MSE) on [0, 1] images (equal to PSNR on the 0–255 scale), capped at "
-              f"{s['psnr_cap_db']:g} dB; LPIPS v0.1 AlexNet.",
-              f"- SSIM: {SSIM_DEFINITION}.",
-              f"- re-id: share of reconstructions whose nearest neighbour ({s['reid_metric']}) among "
-              f"{s['n_candidates']} candidate originals (the true one and {s['n_candidates'] - 1} others drawn at "
-              f"random) is the true original; chance = {s['reid_chance']:.3f}.",
-              "- utility: accuracy of the rest of the network on the (defended) features, against the labels; "
-              "undefended, it is the victim's own accuracy"
-              + (f" ({s['victim_accuracy'][0]:.3f}; chance = {s['chance']:.3f})" if "victim_accuracy" in s else "") + ".",
-              f"- every figure is a per-image mean; the CSV/JSON give 95 % bootstrap intervals ({s['n_boot']} resamples).",
-              "", "## Images", ""] + [f"![{a}](grid_{a}.png)" for a in s["attacks"]] + [""]
+    parts += (
+        [
+            "## Definitions",
+            "",
+            "- PSNR: per image 10·log10(1/MSE) on [0, 1] images (equal to PSNR on the 0–255 scale), capped at "
+            f"{s['psnr_cap_db']:g} dB; LPIPS v0.1 AlexNet.",
+            f"- SSIM: {SSIM_DEFINITION}.",
+            f"- re-id: share of reconstructions whose nearest neighbour ({s['reid_metric']}) among "
+            f"{s['n_candidates']} candidate originals (the true one and {s['n_candidates'] - 1} others drawn at "
+            f"random) is the true original; chance = {s['reid_chance']:.3f}.",
+            "- utility: accuracy of the rest of the network on the (defended) features, against the labels; "
+            "undefended, it is the victim's own accuracy"
+            + (f" ({s['victim_accuracy'][0]:.3f}; chance = {s['chance']:.3f})" if "victim_accuracy" in s else "")
+            + ".",
+            f"- every figure is a per-image mean; the CSV/JSON give 95 % bootstrap intervals "
+            f"({s['n_boot']} resamples).",
+            "",
+            "## Images",
+            "",
+        ]
+        + [f"![{a}](grid_{a}.png)" for a in s["attacks"]]
+        + [""]
+    )
     return "\n".join(parts)
 
 
@@ -162,8 +206,16 @@ def write_privacy_report(result: PrivacyResult, out: str | os.PathLike, overwrit
             for r in [*result.rows, *result.floor_rows]:
                 w.writerow(["" if r.get(c) is None else r[c] for c in COLS])
         with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump({"settings": result.settings, "notes": result.notes, "rows": result.rows,
-                       "floor_rows": result.floor_rows}, f, indent=2)
+            json.dump(
+                {
+                    "settings": result.settings,
+                    "notes": result.notes,
+                    "rows": result.rows,
+                    "floor_rows": result.floor_rows,
+                },
+                f,
+                indent=2,
+            )
         if result.victim_state is not None:
             torch.save(result.victim_state, os.path.join(tmp, "victim.pt"))
         for a in result.settings["attacks"]:

@@ -4,7 +4,7 @@ report writer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor
 
@@ -12,15 +12,23 @@ ATTACKS = ("white_box", "black_box_train", "black_box_dist", "black_box_noise", 
 LEAKAGE = ("psnr", "ssim", "lpips", "reid")
 # What "paper" and "upconvnet" mean in each setting (shown in the report).
 ROLES = {
-    "white_box": ("optimisation inversion (rMLE / M&V) on the victim's weights",
-                  "UpconvNet trained through the victim on the attacker's same-distribution data"),
-    "black_box_train": ("He et al.'s shallow inverse net, queries = victim's training images",
-                        "UpconvNet, queries = victim's training images"),
-    "black_box_dist": ("He et al.'s shallow inverse net, queries = other images of the same distribution",
-                       "UpconvNet, same queries"),
+    "white_box": (
+        "optimisation inversion (rMLE / M&V) on the victim's weights",
+        "UpconvNet trained through the victim on the attacker's same-distribution data",
+    ),
+    "black_box_train": (
+        "He et al.'s shallow inverse net, queries = victim's training images",
+        "UpconvNet, queries = victim's training images",
+    ),
+    "black_box_dist": (
+        "He et al.'s shallow inverse net, queries = other images of the same distribution",
+        "UpconvNet, same queries",
+    ),
     "black_box_noise": ("He et al.'s shallow inverse net, queries = uniform-noise images", "UpconvNet, same queries"),
-    "query_free": ("optimisation inversion (rMLE / M&V) on a shadow encoder trained on the attacker's data",
-                   "UpconvNet trained on the shadow encoder"),
+    "query_free": (
+        "optimisation inversion (rMLE / M&V) on a shadow encoder trained on the attacker's data",
+        "UpconvNet trained on the shadow encoder",
+    ),
 }
 
 
@@ -35,6 +43,6 @@ class PrivacyResult:
     notes: list[str]
     originals: Tensor  # (N_grid, C, H, W)
     grid: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)  # (attack, decoder, layer) -> images
-    out: Optional[str] = None
-    victim_state: Optional[dict[str, Tensor]] = None  # weights of a victim trained by the run (saved as victim.pt)
+    out: str | None = None
+    victim_state: dict[str, Tensor] | None = None  # weights of a victim trained by the run (saved as victim.pt)
     floor_rows: list[dict[str, Any]] = field(default_factory=list)  # the no-information floors, scored alike

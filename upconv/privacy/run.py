@@ -14,7 +14,7 @@ that report 0–255 PSNR.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,13 +40,15 @@ __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_
 def run_from_config(config: PrivacyConfig) -> PrivacyResult:
     """Draw the victim / attacker / evaluated images from ``config.data`` (``load_splits``), then run."""
     c = config
-    victim, attacker, evaluation = load_splits(c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed,
-                                               num_workers=c.num_workers)
+    victim, attacker, evaluation = load_splits(
+        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
+    )
     return run_privacy(c, evaluation, victim, attacker)
 
 
-def _check_data(c: PrivacyConfig, victim: Optional[Encoder], victim_data: Optional[Data],
-                attacker_data: Optional[Data]) -> Trained:
+def _check_data(
+    c: PrivacyConfig, victim: Encoder | None, victim_data: Data | None, attacker_data: Data | None
+) -> Trained:
     """Everything that can fail before training, in the order the errors are reported."""
     dev = resolve_device(c.device)
     if uses_attacker_data(c) and attacker_data is None:
@@ -54,8 +56,13 @@ def _check_data(c: PrivacyConfig, victim: Optional[Encoder], victim_data: Option
     return Trained(victim=given_victim(c, victim, victim_data), device=dev)
 
 
-def run_privacy(config: PrivacyConfig, eval_data: Data, victim_data: Optional[Data] = None,
-                attacker_data: Optional[Data] = None, victim: Optional[Encoder] = None) -> PrivacyResult:
+def run_privacy(
+    config: PrivacyConfig,
+    eval_data: Data,
+    victim_data: Data | None = None,
+    attacker_data: Data | None = None,
+    victim: Encoder | None = None,
+) -> PrivacyResult:
     """Run the attacks and defences of ``config`` and, with ``config.out``, write the run folder (atomically).
 
     Images are uint8 or [0, 1] float tensors (N, C, H, W) with labels (N,); ``config``'s data fields (data,
@@ -85,35 +92,61 @@ def run_privacy(config: PrivacyConfig, eval_data: Data, victim_data: Optional[Da
     rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
     for r in rows:  # None where no network was trained (optimisation inversion)
         r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
-    floors, checks, warnings = judge(c, t.victim, (x.to(t.device), eval_data[1].to(t.device)),
-                                     (attacker_data, victim_data), rows, lp)
+    floors, checks, warnings = judge(
+        c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp
+    )
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
     settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in clock.timings.items()}
-    result = PrivacyResult(rows=rows, settings=settings, notes=warnings + t.notes, originals=x[:c.grid_images].cpu(),
-                           grid=grid, victim_state=t.victim_state, floor_rows=floors)
+    result = PrivacyResult(
+        rows=rows,
+        settings=settings,
+        notes=warnings + t.notes,
+        originals=x[: c.grid_images].cpu(),
+        grid=grid,
+        victim_state=t.victim_state,
+        floor_rows=floors,
+    )
     if c.out is not None:
         result.out = write_privacy_report(result, c.out, overwrite=c.overwrite)
     return result
 
 
-def summary(c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Optional[Data], ...],
-            lp: Optional[nn.Module]) -> dict[str, Any]:
+def summary(
+    c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Data | None, ...], lp: nn.Module | None
+) -> dict[str, Any]:
     """The run's settings as written to metrics.json and the report; ``data``: (evaluated, victim, attacker)."""
     n = [len(d[0]) if d is not None else None for d in data]
     return {
-        "encoder": t.victim.name, "encoder_weights_hash": t.victim.weights_hash, "layers": layers,
-        "attacks": list(c.attacks), "decoders": list(c.decoders), "roles": {a: ROLES[a] for a in c.attacks},
-        "defenses": dict(c.defenses or {}), "defense_attacks": list(c.defense_attacks) if c.defenses else [],
-        "n_eval": n[0], "n_victim": n[1], "n_attacker": n[2],
-        "victim_epochs": c.victim_epochs, "shadow_epochs": c.shadow_epochs, "inverter_epochs": c.inverter_epochs,
-        "inverter_width": c.inverter_width, "inverter_lr": c.inverter_lr, "n_noise": c.n_noise,
-        "mv_steps": c.mv_steps, "mv_optimizer": c.mv_optimizer, "mv_batch_size": c.mv_batch_size or c.batch_size,
+        "encoder": t.victim.name,
+        "encoder_weights_hash": t.victim.weights_hash,
+        "layers": layers,
+        "attacks": list(c.attacks),
+        "decoders": list(c.decoders),
+        "roles": {a: ROLES[a] for a in c.attacks},
+        "defenses": dict(c.defenses or {}),
+        "defense_attacks": list(c.defense_attacks) if c.defenses else [],
+        "n_eval": n[0],
+        "n_victim": n[1],
+        "n_attacker": n[2],
+        "victim_epochs": c.victim_epochs,
+        "shadow_epochs": c.shadow_epochs,
+        "inverter_epochs": c.inverter_epochs,
+        "inverter_width": c.inverter_width,
+        "inverter_lr": c.inverter_lr,
+        "n_noise": c.n_noise,
+        "mv_steps": c.mv_steps,
+        "mv_optimizer": c.mv_optimizer,
+        "mv_batch_size": c.mv_batch_size or c.batch_size,
         "mv_tv_weight": "M&V depth schedule" if c.mv_tv_weight is None else c.mv_tv_weight,
         "batch_size": c.batch_size,
-        "n_candidates": c.n_candidates, "reid_metric": METRIC, "reid_chance": 1.0 / c.n_candidates,
-        "psnr_cap_db": M.PSNR_CAP_DB, "n_boot": c.n_boot, "seed": c.seed, "device": t.device.type,
+        "n_candidates": c.n_candidates,
+        "reid_metric": METRIC,
+        "reid_chance": 1.0 / c.n_candidates,
+        "psnr_cap_db": M.PSNR_CAP_DB,
+        "n_boot": c.n_boot,
+        "seed": c.seed,
+        "device": t.device.type,
         "torch": torch.__version__,
         "lpips": "computed (v0.1, AlexNet trunk)" if lp is not None else "skipped",
     }
-

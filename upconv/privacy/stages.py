@@ -5,8 +5,9 @@ earlier ones left in ``Trained`` and adds its own; ``Clock`` records each stage'
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,16 +46,16 @@ class Trained:
     """The victim (None until a training stage makes it), the shadow, and the inverse networks per attack,
     keyed (kind, layer)."""
 
-    victim: Optional[Encoder]
+    victim: Encoder | None
     device: torch.device
-    shadow: Optional[Encoder] = None
+    shadow: Encoder | None = None
     nets: dict[str, dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
     health: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per attack, per net
-    victim_state: Optional[dict[str, Tensor]] = None  # weights of a victim trained here
+    victim_state: dict[str, Tensor] | None = None  # weights of a victim trained here
     notes: list[str] = field(default_factory=list)
 
 
-def given_victim(config: PrivacyConfig, encoder: Optional[Encoder], victim_data: Optional[Data]) -> Optional[Encoder]:
+def given_victim(config: PrivacyConfig, encoder: Encoder | None, victim_data: Data | None) -> Encoder | None:
     """The victim as given (a built Encoder, or ``encoder_weights``), or None when it is to be trained here."""
     c = config
     if encoder is not None:
@@ -64,8 +65,10 @@ def given_victim(config: PrivacyConfig, encoder: Optional[Encoder], victim_data:
     if c.encoder_weights:
         return build_encoder(c.encoder, c.encoder_weights, kwargs=c.encoder_kwargs)
     if c.encoder_kwargs:
-        raise ValueError(f"encoder_kwargs apply to a victim loaded from encoder_weights; a victim trained here "
-                         f"is {c.encoder} with its default arguments (got {c.encoder_kwargs})")
+        raise ValueError(
+            f"encoder_kwargs apply to a victim loaded from encoder_weights; a victim trained here "
+            f"is {c.encoder} with its default arguments (got {c.encoder_kwargs})"
+        )
     if victim_data is None:
         raise ValueError(f"no victim: pass encoder_weights for {c.encoder} or victim_data to train it on")
     return None
@@ -73,44 +76,61 @@ def given_victim(config: PrivacyConfig, encoder: Optional[Encoder], victim_data:
 
 def train_victim(t: Trained, config: PrivacyConfig, victim_data: Data) -> None:
     c = config
-    model = train_classifier(c.encoder, *victim_data, num_classes=c.num_classes, epochs=c.victim_epochs,
-                             seed=c.seed, device=t.device)
+    model = train_classifier(
+        c.encoder, *victim_data, num_classes=c.num_classes, epochs=c.victim_epochs, seed=c.seed, device=t.device
+    )
     t.victim = Encoder.from_model(model, c.encoder)
-    t.notes.append(f"victim {c.encoder} trained here on {len(victim_data[0])} images for {c.victim_epochs} epochs; "
-                   "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)")
+    t.notes.append(
+        f"victim {c.encoder} trained here on {len(victim_data[0])} images for {c.victim_epochs} epochs; "
+        "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)"
+    )
     t.victim_state = {k: v.detach().cpu().clone() for k, v in t.victim.model.state_dict().items()}
 
 
 def train_shadow(t: Trained, config: PrivacyConfig, attacker_data: Data) -> None:
     """Query-free: the victim's architecture trained on the attacker's own data."""
     name = t.victim.name
-    model = train_classifier(name, *attacker_data, num_classes=config.num_classes, epochs=config.shadow_epochs,
-                             seed=config.seed + 1, device=t.device)
+    model = train_classifier(
+        name,
+        *attacker_data,
+        num_classes=config.num_classes,
+        epochs=config.shadow_epochs,
+        seed=config.seed + 1,
+        device=t.device,
+    )
     t.shadow = Encoder.from_model(model, name).to(t.device)
 
 
-def train_attack(t: Trained, attack: str, layers: list[str], images: Optional[Tensor],
-                 settings: InverterSettings) -> None:
+def train_attack(t: Trained, attack: str, layers: list[str], images: Tensor | None, settings: InverterSettings) -> None:
     """Inverse networks of one setting, trained through the shadow (query_free) or the victim (the others)."""
     target = t.shadow if attack == "query_free" else t.victim.to(t.device)
     trained = train_inverters(target, layers, images, settings)
     t.nets[attack], t.health[attack] = trained.nets, trained.health
 
 
-def training_stages(c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Optional[Data],
-                    attacker_data: Optional[Data]) -> list[tuple[str, Callable[..., None], tuple]]:
+def training_stages(
+    c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Data | None, attacker_data: Data | None
+) -> list[tuple[str, Callable[..., None], tuple]]:
     """(stage name, function, arguments) in order; later stages use what earlier ones trained."""
-    s = InverterSettings(kinds=tuple(c.decoders), epochs=c.inverter_epochs, batch_size=c.batch_size,
-                         lr=c.inverter_lr, width=c.inverter_width, seed=c.seed)
+    s = InverterSettings(
+        kinds=tuple(c.decoders),
+        epochs=c.inverter_epochs,
+        batch_size=c.batch_size,
+        lr=c.inverter_lr,
+        width=c.inverter_width,
+        seed=c.seed,
+    )
     stages: list[tuple[str, Callable[..., None], tuple]] = []
     if t.victim is None:
         stages.append(("train victim", train_victim, (t, c, victim_data)))
     if "black_box_train" in c.attacks:
-        stages.append(("train inverters black_box_train", train_attack, (t, "black_box_train", layers,
-                                                                          victim_data[0], s)))
+        stages.append(
+            ("train inverters black_box_train", train_attack, (t, "black_box_train", layers, victim_data[0], s))
+        )
     if "black_box_dist" in c.attacks or white_box_upconvnet(c):
-        stages.append(("train inverters black_box_dist", train_attack, (t, "black_box_dist", layers,
-                                                                         attacker_data[0], s)))
+        stages.append(
+            ("train inverters black_box_dist", train_attack, (t, "black_box_dist", layers, attacker_data[0], s))
+        )
     if "black_box_noise" in c.attacks:
         noise = replace(s, queries="noise", n_noise=c.n_noise)
         stages.append(("train inverters black_box_noise", train_attack, (t, "black_box_noise", layers, None, noise)))
@@ -118,13 +138,15 @@ def training_stages(c: PrivacyConfig, t: Trained, layers: list[str], victim_data
         stages.append(("train shadow", train_shadow, (t, c, attacker_data)))
         if "upconvnet" in c.decoders:
             upconv = replace(s, kinds=("upconvnet",))
-            stages.append(("train inverters query_free", train_attack, (t, "query_free", layers, attacker_data[0],
-                                                                         upconv)))
+            stages.append(
+                ("train inverters query_free", train_attack, (t, "query_free", layers, attacker_data[0], upconv))
+            )
     return stages
 
 
-def run_training(c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Optional[Data], Optional[Data]],
-                 clock: Clock) -> None:
+def run_training(
+    c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Data | None, Data | None], clock: Clock
+) -> None:
     """Run every training stage ``c`` needs, timed, then share black_box_dist's UpconvNets with white_box."""
     stages = training_stages(c, t, layers, *data)
     for stage, fn, args in progress(stages, desc="privacy: training", total=len(stages), unit="stage"):
@@ -142,12 +164,16 @@ def health_notes(health: dict[str, dict[tuple[str, str], dict[str, Any]]]) -> li
     notes = []
     for attack, records in health.items():
         for (kind, layer), r in records.items():
-            events = "; ".join(f"step {e['step']}: {e['kind']}, {e['action']}" for e in r["events"]
-                               if e["kind"] != "skipped steps")
+            events = "; ".join(
+                f"step {e['step']}: {e['kind']}, {e['action']}" for e in r["events"] if e["kind"] != "skipped steps"
+            )
             if r["status"] == "failed":
-                notes.append(f"⚠ {attack} {kind} at {layer}: its inverse network diverged in training and was marked "
-                             f"failed ({events}); its figures are a lower bound on what leaks, not a measure of it")
+                notes.append(
+                    f"⚠ {attack} {kind} at {layer}: its inverse network diverged in training and was marked "
+                    f"failed ({events}); its figures are a lower bound on what leaks, not a measure of it"
+                )
             elif r["status"] == "recovered":
-                notes.append(f"{attack} {kind} at {layer}: its inverse network diverged in training and was "
-                             f"recovered ({events})")
+                notes.append(
+                    f"{attack} {kind} at {layer}: its inverse network diverged in training and was recovered ({events})"
+                )
     return notes

@@ -9,7 +9,7 @@ leakage figures say little about a deployed one.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,24 +24,34 @@ from upconv.privacy.leakage import score
 Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
 
 
-def prior_floors(attacker: Optional[Data], victim: Optional[Data], evaluated: Data, n_classes: int) -> Floors:
+def prior_floors(attacker: Data | None, victim: Data | None, evaluated: Data, n_classes: int) -> Floors:
     """Floors from the images an attacker could average: its own data, else the victim's training images,
     else (neither given) the evaluated images themselves, which makes the floor optimistic and says so."""
-    for data, source in ((attacker, "the attacker's images"), (victim, "the victim's training images"),
-                         (evaluated, "the evaluated images themselves (no training images were given)")):
+    for data, source in (
+        (attacker, "the attacker's images"),
+        (victim, "the victim's training images"),
+        (evaluated, "the evaluated images themselves (no training images were given)"),
+    ):
         if data is not None:
             return Floors.from_batches([(to_unit(data[0]), data[1])], f"{source}, {len(data[0])} images", n_classes)
     raise ValueError("no images to compute the no-information floors from")
 
 
-def floor_rows(c: PrivacyConfig, floors: Floors, eval_data: Data, lp: Optional[nn.Module]) -> list[dict[str, Any]]:
+def floor_rows(c: PrivacyConfig, floors: Floors, eval_data: Data, lp: nn.Module | None) -> list[dict[str, Any]]:
     """One row per floor, scored exactly as an attack's reconstructions of the evaluated images."""
     x, y = eval_data  # (N, C, H, W) in [0, 1], (N,)
     rows = []
     for method in FLOOR_METHODS:
         xh = floors.reconstruct(method, y).to(x.device)  # (N, C, H, W)
-        rows.append(score(c, xh, x, lp, {"attack": method, "decoder": None, "layer": None, "defense": "none",
-                                         "strength": None, "n": len(x)}))
+        rows.append(
+            score(
+                c,
+                xh,
+                x,
+                lp,
+                {"attack": method, "decoder": None, "layer": None, "defense": "none", "strength": None, "n": len(x)},
+            )
+        )
     return rows
 
 
@@ -53,20 +63,28 @@ def victim_accuracy(victim: Encoder, eval_data: Data, c: PrivacyConfig) -> tuple
     return M.bootstrap_ci(M.accuracy(logits, y), n_boot=c.n_boot, seed=c.seed), logits.shape[1]
 
 
-def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> Optional[str]:
+def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> str | None:
     """A warning when the accuracy's interval reaches chance (1 / classes); None otherwise."""
     chance = 1.0 / n_classes
     mean, lo, hi = accuracy
     if lo > chance:
         return None
-    return (f"⚠ the victim is not distinguishable from chance: its accuracy on the evaluated images is "
-            f"{mean:.3f} [{lo:.3f}, {hi:.3f}] and chance is 1/{n_classes} = {chance:.3f}. Its features are not "
-            f"those of a trained network, so these leakage figures say little about one: train it longer "
-            f"(victim_epochs) or on more images (n_victim), or pass trained encoder_weights")
+    return (
+        f"⚠ the victim is not distinguishable from chance: its accuracy on the evaluated images is "
+        f"{mean:.3f} [{lo:.3f}, {hi:.3f}] and chance is 1/{n_classes} = {chance:.3f}. Its features are not "
+        f"those of a trained network, so these leakage figures say little about one: train it longer "
+        f"(victim_epochs) or on more images (n_victim), or pass trained encoder_weights"
+    )
 
 
-def judge(c: PrivacyConfig, victim: Encoder, eval_data: Data, train_data: tuple[Optional[Data], Optional[Data]],
-          rows: list[dict[str, Any]], lp: Optional[nn.Module]) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+def judge(
+    c: PrivacyConfig,
+    victim: Encoder,
+    eval_data: Data,
+    train_data: tuple[Data | None, Data | None],
+    rows: list[dict[str, Any]],
+    lp: nn.Module | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """Floor rows, a ``floor_verdict`` on every row, the settings that record them and any warning notes.
     ``train_data``: (attacker, victim) images, either may be None."""
     accuracy, n_classes = victim_accuracy(victim, eval_data, c)
@@ -78,9 +96,15 @@ def judge(c: PrivacyConfig, victim: Encoder, eval_data: Data, train_data: tuple[
     notes = [n for n in [chance_note(accuracy, n_classes)] if n]
     below = sum(r["floor_verdict"] == BELOW_FLOOR for r in rows)
     if below:
-        notes.append(f"⚠ {below} of {len(rows)} rows are at or below the mean-image floor "
-                     f"({by_floor[MEAN_IMAGE]:.2f} dB): their inverter recovered nothing of the image, so their "
-                     f"figures are not evidence that the features are safe")
-    settings = {"victim_accuracy": list(accuracy), "n_classes": n_classes, "chance": 1.0 / n_classes,
-                "floors_source": floors.source}
+        notes.append(
+            f"⚠ {below} of {len(rows)} rows are at or below the mean-image floor "
+            f"({by_floor[MEAN_IMAGE]:.2f} dB): their inverter recovered nothing of the image, so their "
+            f"figures are not evidence that the features are safe"
+        )
+    settings = {
+        "victim_accuracy": list(accuracy),
+        "n_classes": n_classes,
+        "chance": 1.0 / n_classes,
+        "floors_source": floors.source,
+    }
     return floors_, settings, notes

@@ -1,14 +1,15 @@
 """ClassifierModule: train a built-in encoder architecture when no pretrained weights exist.
 
 Recipe: ``upconv.training.recipes.ClassifierRecipe`` (SGD with Nesterov momentum, one-cycle learning rate,
-label smoothing), random crop + flip on the device (see ``ImageData``), the architecture's own normalisation. Its checkpoints load directly as encoder weights
+label smoothing), random crop + flip on the device (see ``ImageData``), the architecture's own normalisation. Its
+checkpoints load directly as encoder weights
 (``build_encoder(name, weights=path)``), and ``on_fit_end`` also exports a plain state dict.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -22,21 +23,30 @@ from upconv.training.recipes import ClassifierRecipe, normalizer
 
 class ClassifierModule(L.LightningModule):
     """Args:
-        arch: a built-in architecture (``alexnet_cifar``, ``he2019_cifar``).
-        num_classes: output classes.
-        arch_kwargs: extra constructor arguments (e.g. ``{"width": 0.25}``).
-        lr, momentum, weight_decay, label_smoothing: the optimisation recipe.
-        export: where ``on_fit_end`` writes the trained weights as a plain state dict (None: skip).
+    arch: a built-in architecture (``alexnet_cifar``, ``he2019_cifar``).
+    num_classes: output classes.
+    arch_kwargs: extra constructor arguments (e.g. ``{"width": 0.25}``).
+    lr, momentum, weight_decay, label_smoothing: the optimisation recipe.
+    export: where ``on_fit_end`` writes the trained weights as a plain state dict (None: skip).
     """
 
-    def __init__(self, arch: str = "alexnet_cifar", num_classes: int = 10,
-                 arch_kwargs: Optional[dict[str, Any]] = None, lr: float = 0.05, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, label_smoothing: float = 0.1, export: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        arch: str = "alexnet_cifar",
+        num_classes: int = 10,
+        arch_kwargs: dict[str, Any] | None = None,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        label_smoothing: float = 0.1,
+        export: str | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_architecture(arch, num_classes=num_classes, **(arch_kwargs or {}))
-        self.recipe = ClassifierRecipe(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                       label_smoothing=label_smoothing)
+        self.recipe = ClassifierRecipe(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing
+        )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         # The Encoder's normalisation, made once; not saved, so checkpoints hold the model's weights alone.
         mean, std = normalizer(arch)

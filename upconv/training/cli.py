@@ -21,17 +21,16 @@ import sys
 import traceback
 import warnings
 from argparse import ArgumentError
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from upconv.training.datamodule import ImageData
-
-from upconv.data.batches import worker_message
 from upconv.core.files import UnreadableFileError, atomic_file, check_torch_file
+from upconv.data.batches import worker_message
+from upconv.training.datamodule import ImageData
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the upconv package
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
@@ -47,9 +46,13 @@ class UpconvCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
         parser.add_argument("--run_name", type=str, default="run", help="folder name for logs under runs_dir")
         parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders (logs) are written")
-        parser.add_argument("--checkpoints_dir", type=Optional[str], default=None,
-                            help="where checkpoints are written: replaces the dirpath of every ModelCheckpoint "
-                                 "callback and the folder of model.init_args.export (default: the config's)")
+        parser.add_argument(
+            "--checkpoints_dir",
+            type=str | None,
+            default=None,
+            help="where checkpoints are written: replaces the dirpath of every ModelCheckpoint "
+            "callback and the folder of model.init_args.export (default: the config's)",
+        )
         self.known_keys = getattr(self, "known_keys", set()) | set(parser.get_defaults().keys())
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - jsonargparse parser, LightningCLI's args
@@ -78,7 +81,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a hidden sibling file and renamed into place (``atomic_file``): a run killed
     while saving leaves the previous checkpoint whole, never a truncated one to resume from."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         with atomic_file(path) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -153,13 +156,21 @@ def default_loggers(name: str, save_dir: str = "runs") -> list[dict]:
             return loggers
         os.environ.setdefault("WANDB_MODE", "offline")  # never a login prompt, never the network by default
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
-                        "init_args": {"save_dir": save_dir, "project": "upconv", "name": name,
-                                      "offline": os.environ["WANDB_MODE"] == "offline"}})
+        loggers.append(
+            {
+                "class_path": "lightning.pytorch.loggers.WandbLogger",
+                "init_args": {
+                    "save_dir": save_dir,
+                    "project": "upconv",
+                    "name": name,
+                    "offline": os.environ["WANDB_MODE"] == "offline",
+                },
+            }
+        )
     return loggers
 
 
-def user_error(error: BaseException) -> Optional[BaseException]:
+def user_error(error: BaseException) -> BaseException | None:
     """The user's mistake behind ``error``, or None for a bug.
 
     jsonargparse re-raises a class's failed construction as "Does not validate against any of the Union
@@ -182,8 +193,10 @@ def user_error(error: BaseException) -> Optional[BaseException]:
 
 # Warnings about what the package does on purpose, silenced by message in this entry point only: the frozen
 # encoder stays in eval mode through training, and ``upconv demo`` hands LightningCLI its own ``args``.
-OWN_WARNINGS = (r"Found \d+ module\(s\) in eval mode at the start of training",
-                r"LightningCLI's args parameter is intended to run from within Python")
+OWN_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"LightningCLI's args parameter is intended to run from within Python",
+)
 
 
 def main(args: list[str] | None = None) -> UpconvCLI:
@@ -191,8 +204,13 @@ def main(args: list[str] | None = None) -> UpconvCLI:
         with warnings.catch_warnings():
             for message in OWN_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
-            return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True,
-                             save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+            return UpconvCLI(
+                datamodule_class=ImageData,
+                subclass_mode_model=True,
+                save_config_kwargs={"overwrite": True},
+                args=args,
+                auto_configure_optimizers=False,
+            )
     except Exception as e:  # noqa: BLE001 - sorted into the user's mistakes (one line) and bugs (re-raised)
         cause = user_error(e)
         if cause is None:

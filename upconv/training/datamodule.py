@@ -8,7 +8,8 @@ crop + horizontal flip) while training.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
@@ -43,24 +44,44 @@ class ImageData(L.LightningDataModule):
         seed: seeds the split, the subsets, the crops and the batch order.
     """
 
-    def __init__(self, source: Literal["embedded", "folder", "cifar10"] = "embedded", root: Optional[str] = None,
-                 image_size: int = 32, batch_size: int = 128, augment: bool = True,
-                 in_memory: Optional[bool] = None, val_fraction: float = 0.1, limit_train: Optional[int] = None,
-                 limit_val: Optional[int] = None, num_workers: int = 2, download: bool = False,
-                 embedded_per_class: int = 250, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: Literal["embedded", "folder", "cifar10"] = "embedded",
+        root: str | None = None,
+        image_size: int = 32,
+        batch_size: int = 128,
+        augment: bool = True,
+        in_memory: bool | None = None,
+        val_fraction: float = 0.1,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        num_workers: int = 2,
+        download: bool = False,
+        embedded_per_class: int = 250,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.source = ImageSource(source=source, root=root, image_size=image_size, in_memory=in_memory,
-                                  val_fraction=val_fraction, limit_train=limit_train, limit_val=limit_val,
-                                  num_workers=num_workers, download=download,
-                                  embedded_per_class=embedded_per_class, seed=seed)
+        self.source = ImageSource(
+            source=source,
+            root=root,
+            image_size=image_size,
+            in_memory=in_memory,
+            val_fraction=val_fraction,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            num_workers=num_workers,
+            download=download,
+            embedded_per_class=embedded_per_class,
+            seed=seed,
+        )
 
     # The source's answers, for evaluation and tools that take a data module.
     @property
     def class_names(self) -> list[str]:
         return self.source.class_names
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         self.source.setup()
 
     def split_size(self, split: Split = "val") -> int:
@@ -69,8 +90,9 @@ class ImageData(L.LightningDataModule):
     def describe(self, split: Split = "val") -> str:
         return self.source.describe(split)
 
-    def images(self, split: Split = "val", batch_size: Optional[int] = None,
-               device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    def images(
+        self, split: Split = "val", batch_size: int | None = None, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         return self.source.images(split, batch_size or self.hparams.batch_size, device)
 
     # ------------------------------------------------------------------ Lightning loaders
@@ -86,19 +108,39 @@ class ImageData(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if train and world > 1:
-            rank_zero_info(f"data parallel: global batch {world * hp.batch_size} = {hp.batch_size} per device × "
-                           f"{world} processes; model.lr is used as given: tuned for a k× smaller global batch, "
-                           f"scale it by √k (AdamW's square-root rule, docs/scale-out.md)")
+            rank_zero_info(
+                f"data parallel: global batch {world * hp.batch_size} = {hp.batch_size} per device × "
+                f"{world} processes; model.lr is used as given: tuned for a k× smaller global batch, "
+                f"scale it by √k (AdamW's square-root rule, docs/scale-out.md)"
+            )
         if isinstance(part, tuple):
             x, y = part
             dev = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            return DeviceBatches(x.to(dev), y.to(dev), hp.batch_size, shuffle=train, seed=hp.seed, drop_last=train,
-                                 rank=rank, world_size=world)
-        sampler = None if train or world == 1 else UnrepeatedDistributedSampler(part, num_replicas=world, rank=rank,
-                                                                               shuffle=False)
-        return DataLoader(part, batch_size=hp.batch_size, shuffle=train, sampler=sampler, num_workers=hp.num_workers,
-                          pin_memory=torch.cuda.is_available(), drop_last=train,
-                          persistent_workers=hp.num_workers > 0)
+            return DeviceBatches(
+                x.to(dev),
+                y.to(dev),
+                hp.batch_size,
+                shuffle=train,
+                seed=hp.seed,
+                drop_last=train,
+                rank=rank,
+                world_size=world,
+            )
+        sampler = (
+            None
+            if train or world == 1
+            else UnrepeatedDistributedSampler(part, num_replicas=world, rank=rank, shuffle=False)
+        )
+        return DataLoader(
+            part,
+            batch_size=hp.batch_size,
+            shuffle=train,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=train,
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def train_dataloader(self) -> Any:
         return self._loader("train", train=True)

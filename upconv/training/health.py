@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from upconv.training.decoder_state import restore_state, scale_lr, take_state
+
 log = logging.getLogger(__name__)
 
-LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # every learning-rate entry a scheduler may read back
 # Rows of the guard's (9, L) device statistics; SKIPPED … FIRST_BAD describe the steps since the last check.
 LEVEL, LATEST, STREAK, FROZEN, SKIPPED, NONFINITE, FIRST_OK, SEEN, FIRST_BAD = range(9)
 
@@ -34,19 +35,10 @@ class HealthEvent:
     step: int  # the check at which the guard acted
     layer: str
     kind: str  # "non-finite loss", "loss spike", "loss drift" or "skipped steps"
-    loss: Optional[float]  # latest loss at the check (None if it was not finite)
+    loss: float | None  # latest loss at the check (None if it was not finite)
     reference: float  # the layer's reference level
     action: str  # "restored …", "failed …" or "dropped the gradient of N steps"
-    since: Optional[int] = None  # the first step whose loss the guard rejected in that stretch
-
-
-def clip_grad_norms(decoders: nn.ModuleDict, max_norm: float) -> None:
-    """Clip each decoder's gradient norm to ``max_norm`` on its own (no host synchronisation): one decoder's
-    spike never rescales another's step, which a global norm over all decoders would do."""
-    for decoder in decoders.values():
-        grads = [p for p in decoder.parameters() if p.grad is not None]
-        if grads:
-            torch.nn.utils.clip_grad_norm_(grads, max_norm, foreach=True)
+    since: int | None = None  # the first step whose loss the guard rejected in that stretch
 
 
 class HealthGuard:
@@ -64,19 +56,35 @@ class HealthGuard:
         ema_beta: smoothing of the per-layer level (0.9: about the last 10 accepted steps).
     """
 
-    def __init__(self, decoders: nn.ModuleDict, skip_factor: float = 10.0, patience: int = 2,
-                 spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
-                 check_every: int = 4, ema_beta: float = 0.9) -> None:
-        if skip_factor <= 1 or spike_factor <= 1 or patience < 1 or check_every < 1 or max_recoveries < 0 \
-                or not 0 < lr_backoff <= 1:
-            raise ValueError(f"the health guard needs skip_factor, spike_factor > 1, patience, check_every ≥ 1, "
-                             f"max_recoveries ≥ 0 and 0 < lr_backoff ≤ 1; got {skip_factor}, {spike_factor}, "
-                             f"{patience}, {check_every}, {max_recoveries}, {lr_backoff}")
+    def __init__(
+        self,
+        decoders: nn.ModuleDict,
+        skip_factor: float = 10.0,
+        patience: int = 2,
+        spike_factor: float = 4.0,
+        lr_backoff: float = 0.5,
+        max_recoveries: int = 3,
+        check_every: int = 4,
+        ema_beta: float = 0.9,
+    ) -> None:
+        if (
+            skip_factor <= 1
+            or spike_factor <= 1
+            or patience < 1
+            or check_every < 1
+            or max_recoveries < 0
+            or not 0 < lr_backoff <= 1
+        ):
+            raise ValueError(
+                f"the health guard needs skip_factor, spike_factor > 1, patience, check_every ≥ 1, "
+                f"max_recoveries ≥ 0 and 0 < lr_backoff ≤ 1; got {skip_factor}, {spike_factor}, "
+                f"{patience}, {check_every}, {max_recoveries}, {lr_backoff}"
+            )
         self.decoders = decoders
         self.layers = list(decoders)
         self.skip_factor, self.patience, self.spike_factor = skip_factor, patience, spike_factor
-        self.lr_backoff, self.max_recoveries, self.check_every, self.ema_beta = (
-            lr_backoff, max_recoveries, check_every, ema_beta)
+        self.lr_backoff, self.max_recoveries = lr_backoff, max_recoveries
+        self.check_every, self.ema_beta = check_every, ema_beta
         self.failed: set[str] = set()
         self.recoveries, self.skipped = {n: 0 for n in self.layers}, {n: 0 for n in self.layers}
         self.lr_scale = {name: 1.0 for name in self.layers}
@@ -84,11 +92,11 @@ class HealthGuard:
         self.reference: dict[str, float] = {}
         self.smoothed: dict[str, float] = {}
         self.snapshot_step = {name: 0 for name in self.layers}
-        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self._good: dict[str, dict[str, Any]] = {}  # last confirmed good state per decoder
         self._pending: dict[str, dict[str, Any]] = {}  # state at the last check, confirmed by the next loss
-        self._stats: Optional[Tensor] = None  # (9, L) on the device, rows LEVEL … FIRST_BAD
+        self._stats: Tensor | None = None  # (9, L) on the device, rows LEVEL … FIRST_BAD
         self._window_start = 0  # the batch after the last check
         self.checked_step = -1  # the step of the last check
 
@@ -97,8 +105,10 @@ class HealthGuard:
         first snapshot of every decoder. Call it once training state is in place (after a resume's optimizer
         state is loaded), e.g. from Lightning's ``on_train_start``."""
         if len(optimizer.param_groups) != len(self.layers):
-            raise ValueError(f"the optimizer needs one parameter group per decoder ({len(self.layers)}); "
-                             f"got {len(optimizer.param_groups)}")
+            raise ValueError(
+                f"the optimizer needs one parameter group per decoder ({len(self.layers)}); "
+                f"got {len(optimizer.param_groups)}"
+            )
         self.optimizer, self.scheduler = optimizer, scheduler
         for name in self.layers:
             self._good[name] = self._take(name, self.snapshot_step[name])
@@ -123,8 +133,9 @@ class HealthGuard:
         level = s[LEVEL]
         finite = torch.isfinite(values)
         accept = finite & ((values <= self.skip_factor * level) | torch.isnan(level)) & (s[FROZEN] == 0)
-        s[LEVEL] = torch.where(accept, torch.where(torch.isnan(level), values,
-                                                   self.ema_beta * level + (1 - self.ema_beta) * values), level)
+        s[LEVEL] = torch.where(
+            accept, torch.where(torch.isnan(level), values, self.ema_beta * level + (1 - self.ema_beta) * values), level
+        )
         s[LATEST] = values
         s[STREAK] = torch.where(accept, 0.0, s[STREAK] + 1)
         s[SKIPPED] += (~accept).float()
@@ -173,10 +184,10 @@ class HealthGuard:
             else:
                 if skipped:
                     self.skipped[name] += int(skipped)
-                    new.append(HealthEvent(step, name, "skipped steps", _finite(latest), self.reference[name],
-                                           f"tamed the gradient of {int(skipped)} of {int(seen)} steps "
-                                           f"({int(nonfinite)} non-finite, dropped)",
-                                           self._window_start + int(first_bad)))
+                    n, bad = int(seen), int(nonfinite)
+                    action = f"tamed the gradient of {int(skipped)} of {n} steps ({bad} non-finite, dropped)"
+                    ref, first = self.reference[name], self._window_start + int(first_bad)
+                    new.append(HealthEvent(step, name, "skipped steps", _finite(latest), ref, action, first))
                 if streak == 0:  # accepted just now: the current state is the next candidate
                     self._pending[name] = self._take(name, step, into=self._pending.get(name))
                 else:
@@ -187,7 +198,7 @@ class HealthGuard:
         self.events += new
         return new
 
-    def _recover(self, i: int, name: str, step: int, kind: str, loss: float, since: Optional[int]) -> HealthEvent:
+    def _recover(self, i: int, name: str, step: int, kind: str, loss: float, since: int | None) -> HealthEvent:
         self._restore(name)
         ref = self.reference[name]
         self._stats[LEVEL, i] = self._stats[LATEST, i] = ref
@@ -198,32 +209,30 @@ class HealthGuard:
             self.failed.add(name)
             self._stats[FROZEN, i] = 1
             self._scale_lr(i, 0.0)
-            action = (f"failed after {self.recoveries[name]} recoveries: kept its last good weights "
-                      f"(step {self.snapshot_step[name]}) and stopped training it")
+            action = (
+                f"failed after {self.recoveries[name]} recoveries: kept its last good weights "
+                f"(step {self.snapshot_step[name]}) and stopped training it"
+            )
         else:
             self.recoveries[name] += 1
             self._scale_lr(i, self.lr_backoff)
-            action = (f"restored its state from step {self.snapshot_step[name]}, learning rate × "
-                      f"{self.lr_scale[name]:g} (recovery {self.recoveries[name]} of {self.max_recoveries})")
-        log.warning("decoder %s %s at step %d (loss %s, reference %.4g): %s", name, kind, step,
-                    f"{loss:.4g}" if math.isfinite(loss) else "non-finite", ref, action)
+            action = (
+                f"restored its state from step {self.snapshot_step[name]}, learning rate × "
+                f"{self.lr_scale[name]:g} (recovery {self.recoveries[name]} of {self.max_recoveries})"
+            )
+        log.warning(
+            "decoder %s %s at step %d (loss %s, reference %.4g): %s",
+            name,
+            kind,
+            step,
+            f"{loss:.4g}" if math.isfinite(loss) else "non-finite",
+            ref,
+            action,
+        )
         return HealthEvent(step, name, kind, _finite(loss), ref, action, since)
 
-    def _take(self, name: str, step: int, into: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Copy a decoder's weights and optimizer state (into ``into``'s buffers when they fit)."""
-        weights = self.decoders[name].state_dict()
-        if into is not None and into["weights"].keys() == weights.keys():
-            for k, v in weights.items():
-                into["weights"][k].copy_(v)
-        else:
-            into = {"weights": {k: v.detach().clone() for k, v in weights.items()}}
-        into["state"], into["step"] = {}, step
-        if self.optimizer is not None:
-            for j, p in enumerate(self.decoders[name].parameters()):
-                if self.optimizer.state.get(p):
-                    into["state"][j] = {k: v.detach().clone() if torch.is_tensor(v) else v
-                                        for k, v in self.optimizer.state[p].items()}
-        return into
+    def _take(self, name: str, step: int, into: dict[str, Any] | None = None) -> dict[str, Any]:
+        return take_state(self.decoders[name], self.optimizer, step, into)
 
     def _promote(self, name: str) -> None:
         pending = self._pending.pop(name, None)
@@ -233,32 +242,15 @@ class HealthGuard:
             self.reference[name] = min(self.reference[name], self.smoothed[name])
 
     def _restore(self, name: str) -> None:
-        snap = self._good[name]
         self._pending.pop(name, None)
-        with torch.no_grad():
-            self.decoders[name].load_state_dict(snap["weights"])
-        for j, p in enumerate(self.decoders[name].parameters()):
-            if self.optimizer is not None:
-                if j in snap["state"]:
-                    self.optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v
-                                               for k, v in snap["state"][j].items()}
-                else:
-                    self.optimizer.state.pop(p, None)  # re-initialised at the next step, as at the start
-            p.grad = None
+        restore_state(self.decoders[name], self.optimizer, self._good[name])
 
     def _scale_lr(self, i: int, factor: float, record: bool = True) -> None:
         name = self.layers[i]
         if record:
             self.lr_scale[name] *= factor
-        if self.optimizer is None or factor == 1.0:
-            return
-        group = self.optimizer.param_groups[i]
-        for key in LR_KEYS:
-            if key in group:
-                group[key] = group[key] * factor
-        base = getattr(self.scheduler, "base_lrs", None)
-        if base is not None:
-            base[i] *= factor
+        if self.optimizer is not None and factor != 1.0:
+            scale_lr(self.optimizer, self.scheduler, i, factor)
 
     def status(self, name: str) -> str:
         if name in self.failed:
@@ -272,9 +264,12 @@ class HealthGuard:
         out = {}
         for name in self.layers:
             out[name] = {
-                "status": self.status(name), "healthy": name not in self.failed,
-                "final_loss": self.smoothed.get(name), "recoveries": self.recoveries[name],
-                "skipped_steps": self.skipped[name], "lr_scale": self.lr_scale[name],
+                "status": self.status(name),
+                "healthy": name not in self.failed,
+                "final_loss": self.smoothed.get(name),
+                "recoveries": self.recoveries[name],
+                "skipped_steps": self.skipped[name],
+                "lr_scale": self.lr_scale[name],
                 "events": [asdict(e) for e in self.events if e.layer == name],
             }
         return out
@@ -296,5 +291,5 @@ class HealthGuard:
         self._stats = None  # rebuilt from the references at the next step
 
 
-def _finite(x: float) -> Optional[float]:
+def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None

@@ -17,39 +17,27 @@ are averaged over ranks, so every rank takes the same decision at the same step.
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, Optional, Union
+from dataclasses import fields
+from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from upconv.core import metrics as M
 from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
 from upconv.nets.encoder import Encoder
-from upconv.nets.zoo import build_encoder
 from upconv.nets.upconvnet import UpconvNet
-from upconv.training.health import HealthGuard, clip_grad_norms
+from upconv.nets.zoo import build_encoder
+from upconv.training.callbacks import log_reconstruction_grid
+from upconv.training.decoder_state import clip_grad_norms
+from upconv.training.health import HealthGuard
+from upconv.training.parallel import mean_over_ranks, silent
 from upconv.training.recipes import DecoderRecipe
 
 log = logging.getLogger(__name__)
-
-
-def mean_over_ranks(values: Tensor) -> Tensor:
-    """``values`` averaged over the processes of a data-parallel run (itself in a single process): the health
-    guard then sees the whole global batch's losses and every rank takes the same decision."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        values = values.clone()
-        torch.distributed.all_reduce(values)
-        return values / torch.distributed.get_world_size()
-    return values
-
-
-def silent(record: logging.LogRecord) -> bool:
-    """A logging filter that drops every record (the guard's warnings on ranks other than 0)."""
-    return False
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -83,35 +71,64 @@ class InversionModule(L.LightningModule):
         compile: ``torch.compile`` each decoder (worth it on a GPU for long runs; the first steps compile).
     """
 
-    def __init__(self, encoder: str = "alexnet_cifar", layers: Union[list[str], str] = "all",
-                 encoder_weights: Optional[str] = None, encoder_kwargs: Optional[dict[str, Any]] = None,
-                 pretrained: bool = True, download: bool = False, width: int = 64, n_convs: int = 2,
-                 fc_width: int = 1024, max_width: int = 512, norm: str = "batch", lr: float = 2e-3,
-                 weight_decay: float = 1e-4, warmup: float = 0.05, feature_loss_weight: float = 0.0, log_images: int = 8,
-                 channels_last: bool = False, grad_clip: Optional[float] = None, skip_factor: float = 10.0,
-                 patience: int = 2, spike_factor: float = 4.0, lr_backoff: float = 0.5, max_recoveries: int = 3,
-                 check_every: int = 4, compile: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: str = "alexnet_cifar",
+        layers: list[str] | str = "all",
+        encoder_weights: str | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+        pretrained: bool = True,
+        download: bool = False,
+        width: int = 64,
+        n_convs: int = 2,
+        fc_width: int = 1024,
+        max_width: int = 512,
+        norm: str = "batch",
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup: float = 0.05,
+        feature_loss_weight: float = 0.0,
+        log_images: int = 8,
+        channels_last: bool = False,
+        grad_clip: float | None = None,
+        skip_factor: float = 10.0,
+        patience: int = 2,
+        spike_factor: float = 4.0,
+        lr_backoff: float = 0.5,
+        max_recoveries: int = 3,
+        check_every: int = 4,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if grad_clip is not None and grad_clip < 0:
             raise ValueError(f"grad_clip must be a positive gradient norm, or 0/None for no clipping; got {grad_clip}")
-        self.recipe = DecoderRecipe(lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip or None,
-                                    skip_factor=skip_factor, patience=patience, spike_factor=spike_factor,
-                                    lr_backoff=lr_backoff, max_recoveries=max_recoveries, check_every=check_every)
-        self.encoder: Encoder = build_encoder(encoder, encoder_weights, download=download,
-                                              pretrained=pretrained, kwargs=encoder_kwargs)
+        recipe = {f.name: self.hparams[f.name] for f in fields(DecoderRecipe) if f.name in self.hparams}
+        self.recipe = DecoderRecipe(**{**recipe, "grad_clip": grad_clip or None})
+        self.encoder: Encoder = build_encoder(
+            encoder, encoder_weights, download=download, pretrained=pretrained, kwargs=encoder_kwargs
+        )
         all_layers = [layers] if isinstance(layers, str) else list(layers)
         self.layers = self.encoder.layers if all_layers == ["all"] else self.encoder.resolve(all_layers)
         image_shape = (self.encoder.channels, *self.encoder.image_size)
-        self.decoders = nn.ModuleDict({
-            name: UpconvNet(self.encoder.layer(name).shape, image_shape, width=width, n_convs=n_convs,
-                            fc_width=fc_width, max_width=max_width, norm=norm)
-            for name in self.layers
-        })
+        self.decoders = nn.ModuleDict(
+            {
+                name: UpconvNet(
+                    self.encoder.layer(name).shape,
+                    image_shape,
+                    width=width,
+                    n_convs=n_convs,
+                    fc_width=fc_width,
+                    max_width=max_width,
+                    norm=norm,
+                )
+                for name in self.layers
+            }
+        )
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
         self.health = self.recipe.guard(self.decoders)
-        self._val_sums: Optional[Tensor] = None  # (L, 4) per-layer sums of PSNR, SSIM, loss; image count
+        self._val_sums: Tensor | None = None  # (L, 4) per-layer sums of PSNR, SSIM, loss; image count
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -120,7 +137,7 @@ class InversionModule(L.LightningModule):
             feats = self.encoder(images, self.layers)
         return {name: self.decoders[name](feats[name]) for name in self.layers}
 
-    def _losses(self, images: Tensor, layers: Optional[list[str]] = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _losses(self, images: Tensor, layers: list[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         layers = self.layers if layers is None else layers
         with torch.no_grad():
             feats = self.encoder(images, layers)  # one encoder pass feeds every decoder
@@ -130,7 +147,9 @@ class InversionModule(L.LightningModule):
             loss = F.mse_loss(recon[name].float(), images)
             if self.hparams.feature_loss_weight > 0:
                 refeat = self.encoder(recon[name], [name])[name]
-                loss = loss + self.hparams.feature_loss_weight * feature_loss(refeat.float(), feats[name].float()).mean()
+                loss = (
+                    loss + self.hparams.feature_loss_weight * feature_loss(refeat.float(), feats[name].float()).mean()
+                )
             losses[name] = loss
         return losses, recon
 
@@ -160,10 +179,12 @@ class InversionModule(L.LightningModule):
         if self.trainer.global_rank != 0:
             logging.getLogger(HealthGuard.__module__).addFilter(silent)  # added once: a no-op after that
         if any(isinstance(m, nn.BatchNorm2d) for m in self.decoders.modules()):  # SyncBatchNorm is not one
-            rank_zero_warn("decoders with norm=batch normalise over each device's own batch, not the global one, "
-                           "and keep per-rank running statistics: pass --trainer.sync_batchnorm true (GPUs) to "
-                           "train as one process with the global batch would, or use norm=group "
-                           "(docs/scale-out.md)")
+            rank_zero_warn(
+                "decoders with norm=batch normalise over each device's own batch, not the global one, "
+                "and keep per-rank running statistics: pass --trainer.sync_batchnorm true (GPUs) to "
+                "train as one process with the global batch would, or use norm=group "
+                "(docs/scale-out.md)"
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         last = self.trainer.is_last_batch or 0 < self.trainer.max_steps <= self.global_step
@@ -186,8 +207,12 @@ class InversionModule(L.LightningModule):
         if not self.health.active:
             self.trainer.should_stop = True
 
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
-                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
         if gradient_clip_val:
             raise ValueError(
                 "trainer.gradient_clip_val clips all decoders' gradients together, so one decoder's spike would "
@@ -204,12 +229,15 @@ class InversionModule(L.LightningModule):
         for name in self.layers:
             x_hat = recon[name].float().clamp(0, 1)
             # The evaluation's definitions: mean of per-image PSNR (capped) and of per-image SSIM.
-            rows.append(torch.stack([M.psnr(x_hat, images).sum(), M.ssim(x_hat, images).float().sum(),
-                                     losses[name].float() * n, n]))
+            rows.append(
+                torch.stack(
+                    [M.psnr(x_hat, images).sum(), M.ssim(x_hat, images).float().sum(), losses[name].float() * n, n]
+                )
+            )
         sums = torch.stack(rows)  # (L, 4): sums of PSNR, SSIM and loss over the images, and their count
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
         if batch_idx == 0 and self.hparams.log_images > 0:
-            self._log_grid(images, recon)
+            log_reconstruction_grid(self, images, recon)
 
     def on_validation_epoch_end(self) -> None:
         """The whole held-out split's means: each process holds the sums of its own shard (no image twice,
@@ -226,24 +254,6 @@ class InversionModule(L.LightningModule):
             self.log(f"val/loss_{name}", loss, sync_dist=True)
             self.log(f"val/psnr_{name}", psnr, prog_bar=name == self.layers[-1], sync_dist=True)
             self.log(f"val/ssim_{name}", ssim, sync_dist=True)
-
-    def _log_grid(self, images: Tensor, recon: dict[str, Tensor]) -> None:
-        """Originals in the first row, then one row per layer; saved as PNG beside the logs."""
-        from torchvision.utils import make_grid, save_image
-
-        if self.trainer is None or self.trainer.sanity_checking:
-            return
-        log_dir = self.trainer.log_dir or "."  # a broadcast under DDP: every rank asks, rank 0 alone writes
-        if not self.trainer.is_global_zero:
-            return
-        n = min(self.hparams.log_images, len(images))
-        rows = [images[:n]] + [recon[name][:n].float().clamp(0, 1) for name in self.layers]
-        grid = make_grid(torch.cat(rows).cpu(), nrow=n, padding=1)
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):  # wandb
-                logger.log_image("val/reconstructions", [grid], caption=["originals, " + ", ".join(self.layers)])
-        os.makedirs(log_dir, exist_ok=True)
-        save_image(grid, os.path.join(log_dir, f"reconstructions_epoch{self.current_epoch:03d}.png"))
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +30,14 @@ class ClassifierRecipe:
     label_smoothing: float = 0.1
     pct_start: float = 0.15  # share of the one-cycle schedule spent warming up
 
-    def optimizer(self, params: object, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    def optimizer(
+        self, params: object, total_steps: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """SGD with Nesterov momentum and a one-cycle schedule over ``total_steps`` (stepped every batch)."""
-        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True,
-                              weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, pct_start=self.pct_start,
-                                                    total_steps=max(1, total_steps))
+        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.lr, pct_start=self.pct_start, total_steps=max(1, total_steps)
+        )
         return opt, sched
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
@@ -46,18 +47,30 @@ class ClassifierRecipe:
 def normalizer(arch: str, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """The architecture's input normalisation, (1, C, 1, 1) mean and std (what its ``Encoder`` applies)."""
     spec = ARCHITECTURES[arch]
-    return (torch.tensor(spec.mean, device=device).view(1, -1, 1, 1),
-            torch.tensor(spec.std, device=device).view(1, -1, 1, 1))
+    return (
+        torch.tensor(spec.mean, device=device).view(1, -1, 1, 1),
+        torch.tensor(spec.std, device=device).view(1, -1, 1, 1),
+    )
 
 
-def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: int = 10, epochs: int = 10,
-                     batch_size: int = 128, recipe: ClassifierRecipe = ClassifierRecipe(), seed: int = 0,
-                     device: str | torch.device = "cpu") -> nn.Module:
+def train_classifier(
+    arch: str,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int = 10,
+    epochs: int = 10,
+    batch_size: int = 128,
+    recipe: ClassifierRecipe = ClassifierRecipe(),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
     """Train a built-in architecture on in-memory images (uint8 or [0, 1] float, (N, C, H, W)) with
     ``recipe``, in a plain loop; returns the network on the CPU in eval mode."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"a classifier to train must be a built-in architecture ({', '.join(ARCHITECTURES)}); "
-                         f"got '{arch}'")
+        raise ValueError(
+            f"a classifier to train must be a built-in architecture ({', '.join(ARCHITECTURES)}); got '{arch}'"
+        )
     if len(images) < 2:
         raise ValueError(f"training a classifier needs at least 2 images; got {len(images)}")
     torch.manual_seed(seed)
@@ -69,7 +82,7 @@ def train_classifier(arch: str, images: Tensor, labels: Tensor, *, num_classes: 
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=g)
         for i in range(per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
+            idx = order[i * batch_size : (i + 1) * batch_size]
             x = random_crop_flip(to_unit(images[idx]).to(device), pad=4)  # (B, C, H, W)
             loss = recipe.loss(model((x - mean) / std), labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
@@ -108,7 +121,7 @@ class DecoderRecipe:
     weight_decay: float = 1e-4
     warmup: float = 0.05
     max_warmup: int = 500
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     skip_factor: float = 10.0
     patience: int = 2
     spike_factor: float = 4.0
@@ -119,17 +132,25 @@ class DecoderRecipe:
     def warmup_steps(self, total_steps: int) -> int:
         return min(self.max_warmup, max(1, round(self.warmup * total_steps)))
 
-    def optimizer(self, groups: list[dict], total_steps: int, device: torch.device | str = "cpu"
-                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    def optimizer(
+        self, groups: list[dict], total_steps: int, device: torch.device | str = "cpu"
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """AdamW over ``groups`` (one per decoder; fused on CUDA and CPU) and its warm-up + cosine schedule,
         stepped every batch."""
         fused = torch.device(device).type in ("cuda", "cpu")
-        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None,
-                                foreach=None if fused else True)
+        opt = torch.optim.AdamW(
+            groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None, foreach=None if fused else True
+        )
         shape = WarmupCosine(total_steps, self.warmup_steps(total_steps))
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, [shape] * len(groups))
 
     def guard(self, decoders: nn.ModuleDict) -> HealthGuard:
-        return HealthGuard(decoders, skip_factor=self.skip_factor, patience=self.patience,
-                           spike_factor=self.spike_factor, lr_backoff=self.lr_backoff,
-                           max_recoveries=self.max_recoveries, check_every=self.check_every)
+        return HealthGuard(
+            decoders,
+            skip_factor=self.skip_factor,
+            patience=self.patience,
+            spike_factor=self.spike_factor,
+            lr_backoff=self.lr_backoff,
+            max_recoveries=self.max_recoveries,
+            check_every=self.check_every,
+        )

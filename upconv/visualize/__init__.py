@@ -8,6 +8,18 @@ from upconv.visualize.recipe import Recipe
 from upconv.visualize.similar import FeatureIndex
 
 __all__ = [
-    "Recipe", "class_images", "channel_images", "neuron_images", "prototypes", "deep_dream", "grad_cam",
-    "guided_grad_cam", "guided_backprop", "saliency", "FeatureIndex", "fgsm", "pgd", "fooling_images",
+    "Recipe",
+    "class_images",
+    "channel_images",
+    "neuron_images",
+    "prototypes",
+    "deep_dream",
+    "grad_cam",
+    "guided_grad_cam",
+    "guided_backprop",
+    "saliency",
+    "FeatureIndex",
+    "fgsm",
+    "pgd",
+    "fooling_images",
 ]

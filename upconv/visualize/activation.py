@@ -3,8 +3,8 @@ Olah et al. 2017) and class prototypes ("this class up, all others down")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from torch import Tensor
 
@@ -21,7 +21,9 @@ class Visualization:
     labels: list[str]  # one caption per image
 
 
-def class_images(encoder: Encoder, classes: Sequence[int], starts: int = 1, recipe: Recipe | None = None) -> Visualization:
+def class_images(
+    encoder: Encoder, classes: Sequence[int], starts: int = 1, recipe: Recipe | None = None
+) -> Visualization:
     """Maximise the pre-softmax score S_c of each class from ``starts`` random starts (Simonyan et al. eq. 1).
     All len(classes)·starts images are optimised as one batch."""
     last = encoder.layers[-1]
@@ -42,7 +44,9 @@ def prototypes(encoder: Encoder, classes: Sequence[int] | None = None, recipe: R
     return Visualization(res.images, res.scores, [f"class {c} p={s.exp():.2f}" for c, s in zip(classes, res.scores)])
 
 
-def channel_images(encoder: Encoder, layer: str, channels: Sequence[int], recipe: Recipe | None = None) -> Visualization:
+def channel_images(
+    encoder: Encoder, layer: str, channels: Sequence[int], recipe: Recipe | None = None
+) -> Visualization:
     """Maximise the mean activation of each channel of ``layer`` (one image per channel)."""
     layer = encoder.resolve(layer)[0]
     channels = check_indices(channels, encoder.layer(layer).shape[0], "channel", f"layer {layer}").tolist()
@@ -50,8 +54,14 @@ def channel_images(encoder: Encoder, layer: str, channels: Sequence[int], recipe
     return Visualization(res.images, res.scores, [f"{layer}:{c}" for c in channels])
 
 
-def neuron_images(encoder: Encoder, layer: str, channels: Sequence[int], y: int | None = None, x: int | None = None,
-                  recipe: Recipe | None = None) -> Visualization:
+def neuron_images(
+    encoder: Encoder,
+    layer: str,
+    channels: Sequence[int],
+    y: int | None = None,
+    x: int | None = None,
+    recipe: Recipe | None = None,
+) -> Visualization:
     """Maximise one unit of each channel, at (y, x) of the layer's map (the centre by default)."""
     layer = encoder.resolve(layer)[0]
     shape = encoder.layer(layer).shape

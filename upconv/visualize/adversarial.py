@@ -10,17 +10,17 @@ Success is counted over the images an attack has to change (``AttackResult``), b
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from upconv.core.runtime import progress
 from upconv.nets.encoder import Encoder
 from upconv.optim.engine import ClassContrast
 from upconv.optim.indices import check_indices
-from upconv.core.runtime import progress
 from upconv.visualize.recipe import Recipe
 
 
@@ -84,8 +84,9 @@ def _clean_pred(encoder: Encoder, x0: Tensor) -> Tensor:
     return encoder.logits(x0).flatten(1).argmax(1)  # (B,)
 
 
-def fgsm(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
-         targeted: bool = False) -> AttackResult:
+def fgsm(
+    encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float, targeted: bool = False
+) -> AttackResult:
     """One signed-gradient step of size ε; ``labels`` are the true classes (or the targets if ``targeted``).
     See ``AttackResult`` for which images count towards the success rate."""
     _check_eps(epsilon)
@@ -97,8 +98,16 @@ def fgsm(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor,
     return _result(encoder, x0, x, y, targeted, _clean_pred(encoder, x0))
 
 
-def pgd(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor, epsilon: float,
-        steps: int = 10, alpha: float | None = None, random_start: bool = True, targeted: bool = False) -> AttackResult:
+def pgd(
+    encoder: Encoder,
+    images: Tensor,
+    labels: int | Sequence[int] | Tensor,
+    epsilon: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    random_start: bool = True,
+    targeted: bool = False,
+) -> AttackResult:
     """Madry et al. (2018) L∞ PGD: x ← Π_{‖x-x₀‖∞≤ε, [0,1]}(x ± α·sign(∇J)); α defaults to 2.5ε/steps.
     See ``AttackResult`` for which images count towards the success rate."""
     _check_eps(epsilon)
@@ -124,8 +133,13 @@ class FoolingResult:
     success: Tensor  # (B,) bool: confidence >= the requested level
 
 
-def fooling_images(encoder: Encoder, classes: Sequence[int], confidence: float = 0.99, max_steps: int = 500,
-                   recipe: Recipe | None = None) -> FoolingResult:
+def fooling_images(
+    encoder: Encoder,
+    classes: Sequence[int],
+    confidence: float = 0.99,
+    max_steps: int = 500,
+    recipe: Recipe | None = None,
+) -> FoolingResult:
     """Optimise uniform noise until the net gives each class ≥ ``confidence`` (log p_c is the objective;
     the run stops as soon as every image is there). The default recipe: raw pixels, Adam lr 0.01, no
     transforms or priors, so the images stay noise-like as in Nguyen et al."""
@@ -134,8 +148,9 @@ def fooling_images(encoder: Encoder, classes: Sequence[int], confidence: float =
     last = encoder.layers[-1]
     classes = check_indices(classes, encoder.layer(last).shape[0], "class", f"{encoder.name} ({last})").tolist()
     recipe = recipe or Recipe(param="pixel", lr=0.01, jitter=0, scale=0, rotate=0, init_sd=0.5)
-    res = replace(recipe, steps=max_steps).run(encoder, ClassContrast(classes, last), len(classes),
-                                               stop_at=math.log(confidence))
+    res = replace(recipe, steps=max_steps).run(
+        encoder, ClassContrast(classes, last), len(classes), stop_at=math.log(confidence)
+    )
     with torch.no_grad():
         p = encoder.logits(res.images).flatten(1).softmax(1)  # (B, K)
     conf = p[torch.arange(len(classes)), torch.as_tensor(classes, device=p.device)]

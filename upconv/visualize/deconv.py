@@ -9,19 +9,19 @@ Projections are shown with zero as mid-grey: ``0.5 + 0.5 * p / max|p|`` per proj
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from upconv.core.figures import signed_to_image
+from upconv.core.runtime import progress
+from upconv.data import folders
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.encoder import Encoder
-from upconv.data import folders
-from upconv.core.runtime import progress
 
 
-def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = None) -> torch.utils.data.Dataset:
+def image_folder(root: str, image_size: tuple[int, int], limit: int | None = None) -> torch.utils.data.Dataset:
     """``upconv.data.folders.image_folder`` as float images in [0, 1]; ``limit`` keeps that many images evenly
     spaced through the (class-sorted) file list, so every class is represented."""
     ds = folders.image_folder(root, image_size, "float")
@@ -30,8 +30,9 @@ def image_folder(root: str, image_size: tuple[int, int], limit: Optional[int] = 
     return ds
 
 
-def top_activating(encoder: Encoder, layer: str, dataset: Any, channels: list[int], top: int = 9,
-                   batch_size: int = 128) -> tuple[Tensor, Tensor]:
+def top_activating(
+    encoder: Encoder, layer: str, dataset: Any, channels: list[int], top: int = 9, batch_size: int = 128
+) -> tuple[Tensor, Tensor]:
     """Values and data-set indices (K, top) of the images whose strongest activation of each channel
     (maximum over positions) is largest, best first."""
     if not 1 <= top <= len(dataset):
@@ -54,18 +55,22 @@ def top_activating(encoder: Encoder, layer: str, dataset: Any, channels: list[in
     return best_v.cpu(), best_i.cpu()
 
 
-def channel_caption(encoder: str, layer: str, channel: int, n: int, searched: Optional[int] = None,
-                    guided: bool = False) -> str:
+def channel_caption(
+    encoder: str, layer: str, channel: int, n: int, searched: int | None = None, guided: bool = False
+) -> str:
     """What a channel figure shows: encoder, layer and channel, how its images were chosen, and each tile."""
     method = "guided backpropagation" if guided else "DeconvNet"
     among = f" of {searched}" if searched is not None else ""
-    return (f"{encoder} {layer}, channel {channel}: the top {n}{among} images by the channel's strongest activation "
-            f"(best first, rows of three); in each tile the {method} projection of that activation (left, zero "
-            f"= grey) beside the image's receptive-field crop around it (right)")
+    return (
+        f"{encoder} {layer}, channel {channel}: the top {n}{among} images by the channel's strongest activation "
+        f"(best first, rows of three); in each tile the {method} projection of that activation (left, zero "
+        f"= grey) beside the image's receptive-field crop around it (right)"
+    )
 
 
-def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: int,
-                   searched: Optional[int] = None) -> dict[str, Any]:
+def channel_figure(
+    deconvnet: DeconvNet, images: Tensor, layer: str, channel: int, searched: int | None = None
+) -> dict[str, Any]:
     """Tiles (N, C, h, 2w): for each image, the projection of ``channel``'s strongest activation beside the
     receptive-field crop of the image around it; ``grid`` puts them in rows of three and ``caption`` says so
     (``searched``: how many images the top N were chosen from)."""
@@ -82,11 +87,15 @@ def channel_figure(deconvnet: DeconvNet, images: Tensor, layer: str, channel: in
         y, x = divmod(int(act[n].flatten().argmax()), act.shape[-1]) if act.dim() == 3 else (0, 0)
         t, l, h, w = rf.window(y, x, enc.image_size)
         windows.append((t, l, h, w))
-        tiles.append(torch.cat([proj[n, :, t:t + h, l:l + w], images[n, :, t:t + h, l:l + w]], dim=-1))
+        tiles.append(torch.cat([proj[n, :, t : t + h, l : l + w], images[n, :, t : t + h, l : l + w]], dim=-1))
     tiles = torch.stack(tiles)  # (N, C, h, 2w)
     caption = channel_caption(enc.name, layer, channel, len(images), searched, deconvnet.guided)
-    return {"tiles": tiles, "windows": windows, "grid": make_grid(tiles, nrow=3, padding=2, pad_value=1.0),
-            "caption": caption}
+    return {
+        "tiles": tiles,
+        "windows": windows,
+        "grid": make_grid(tiles, nrow=3, padding=2, pad_value=1.0),
+        "caption": caption,
+    }
 
 
 def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 1) -> Tensor:

@@ -11,13 +11,22 @@ from __future__ import annotations
 from torch import Tensor
 
 from upconv.nets.encoder import Encoder
+from upconv.optim.engine import LayerNorm, OptimSettings, optimize
 from upconv.optim.params import OctaveParam
 from upconv.optim.regularizers import Jitter
-from upconv.optim.engine import LayerNorm, OptimSettings, optimize
 
 
-def deep_dream(encoder: Encoder, images: Tensor, layer: str, *, octaves: int = 3, octave_scale: float = 1.4,
-               steps: int = 10, lr: float = 0.01, jitter: int = 2) -> Tensor:
+def deep_dream(
+    encoder: Encoder,
+    images: Tensor,
+    layer: str,
+    *,
+    octaves: int = 3,
+    octave_scale: float = 1.4,
+    steps: int = 10,
+    lr: float = 0.01,
+    jitter: int = 2,
+) -> Tensor:
     """Dream on ``images`` (B, C, H, W) in [0, 1] at ``layer``; returns new images, the input untouched."""
     layer = encoder.resolve(layer)[0]
     encoder.check_images(images, finite=True)

@@ -5,8 +5,8 @@ class per image (the predicted class when None); scores are the pre-softmax clas
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ def class_score(encoder: Encoder, logits: Tensor, classes: int | Sequence[int] |
     return logits.flatten(1).gather(1, idx[:, None])[:, 0], idx
 
 
-def class_labels(indices: Sequence[int], class_names: Optional[Sequence[str]], n_classes: int) -> list[str]:
+def class_labels(indices: Sequence[int], class_names: Sequence[str] | None, n_classes: int) -> list[str]:
     """A name per class index, from ``class_names`` when there is one per class of the encoder (its ``n_classes``
     outputs, assumed in that order); the index itself otherwise."""
     named = class_names is not None and len(class_names) == n_classes
@@ -48,8 +48,15 @@ def saliency(encoder: Encoder, images: Tensor, classes: int | Sequence[int] | No
     return g.abs().amax(1)  # (B, H, W)
 
 
-def grad_cam(encoder: Encoder, images: Tensor, layer: str, classes: int | Sequence[int] | None = None, *,
-             upsample: bool = True, normalize: bool = True) -> Tensor:
+def grad_cam(
+    encoder: Encoder,
+    images: Tensor,
+    layer: str,
+    classes: int | Sequence[int] | None = None,
+    *,
+    upsample: bool = True,
+    normalize: bool = True,
+) -> Tensor:
     """Selvaraju et al. (2017) eqs. 1-2: α_k = mean_ij ∂y^c/∂A^k_ij, L = ReLU(Σ_k α_k A^k).
 
     Returns (B, H, W) at the image size (bilinear) or, with ``upsample=False``, at the layer's size;
@@ -58,8 +65,10 @@ def grad_cam(encoder: Encoder, images: Tensor, layer: str, classes: int | Sequen
     layer = encoder.resolve(layer)[0]
     if not encoder.layer(layer).spatial:
         spatial = [i.name for i in encoder.layer_table if i.spatial]
-        raise ValueError(f"Grad-CAM needs a spatial (C, H, W) layer; {layer} is {encoder.layer(layer).shape}. "
-                         f"Choose one of: {', '.join(spatial)}")
+        raise ValueError(
+            f"Grad-CAM needs a spatial (C, H, W) layer; {layer} is {encoder.layer(layer).shape}. "
+            f"Choose one of: {', '.join(spatial)}"
+        )
     x = _input(encoder, images)
     last = encoder.layers[-1]
     out = encoder(x, [layer, last])  # one forward pass gives both A and y
@@ -100,8 +109,7 @@ def guided_backprop(encoder: Encoder, images: Tensor, classes: int | Sequence[in
     return g  # (B, C, H, W)
 
 
-def guided_grad_cam(encoder: Encoder, images: Tensor, layer: str,
-                    classes: int | Sequence[int] | None = None) -> Tensor:
+def guided_grad_cam(encoder: Encoder, images: Tensor, layer: str, classes: int | Sequence[int] | None = None) -> Tensor:
     """Selvaraju et al. (2017) sec. 3.1: guided backprop × the upsampled Grad-CAM map, (B, C, H, W)."""
     encoder.check_images(images, finite=True)
     x = images.detach()

@@ -8,10 +8,18 @@ import torch
 from torch import Tensor
 
 from upconv.nets.encoder import Encoder
-from upconv.optim.params import DenseParam, FourierParam, Parameterization, PixelParam
-from upconv.optim.regularizers import (Blur, Jitter, L2Decay, RandomRotate, RandomScale, TotalVariation, ZeroSmallContribution,
-                             ZeroSmallNorm)
 from upconv.optim.engine import Objective, OptimResult, OptimSettings, optimize
+from upconv.optim.params import DenseParam, FourierParam, Parameterization, PixelParam
+from upconv.optim.regularizers import (
+    Blur,
+    Jitter,
+    L2Decay,
+    RandomRotate,
+    RandomScale,
+    TotalVariation,
+    ZeroSmallContribution,
+    ZeroSmallNorm,
+)
 
 PARAMS = ("fourier", "pixel", "dense")
 
@@ -75,8 +83,15 @@ class Recipe:
 
     def parts(self, encoder: Encoder) -> tuple[list, list]:
         center = encoder.mean  # (1, C, 1, 1): "zero" of the centred image
-        transforms = [t for t, on in ((Jitter(self.jitter), self.jitter > 0), (RandomScale(self.scale), self.scale > 0),
-                                      (RandomRotate(self.rotate), self.rotate > 0)) if on]
+        transforms = [
+            t
+            for t, on in (
+                (Jitter(self.jitter), self.jitter > 0),
+                (RandomScale(self.scale), self.scale > 0),
+                (RandomRotate(self.rotate), self.rotate > 0),
+            )
+            if on
+        ]
         regs: list = []
         if self.l2 > 0:
             regs.append(L2Decay(self.l2, center))
@@ -90,8 +105,14 @@ class Recipe:
             regs.append(ZeroSmallContribution(self.zero_contrib, center))
         return transforms, regs
 
-    def run(self, encoder: Encoder, objective: Objective, batch: int, init: Tensor | None = None,
-            stop_at: float | None = None) -> OptimResult:
+    def run(
+        self,
+        encoder: Encoder,
+        objective: Objective,
+        batch: int,
+        init: Tensor | None = None,
+        stop_at: float | None = None,
+    ) -> OptimResult:
         """Optimise ``batch`` images for ``objective`` with these settings (RNG state restored after)."""
         devices = [encoder.mean.device] if encoder.mean.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

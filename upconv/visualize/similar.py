@@ -16,14 +16,14 @@ uses the same path: for unit vectors, 1 − cos = ‖q̂ − f̂‖² / 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import Tensor
 
-from upconv.nets.encoder import Encoder
 from upconv.core.runtime import progress
+from upconv.nets.encoder import Encoder
 
 METRICS = ("cosine", "euclidean")
 _BLOCK_ELEMENTS = 1 << 24  # float64 elements of one index block (128 MB) converted at a time
@@ -53,7 +53,7 @@ def nearest(queries: Tensor, index: Tensor, k: int, exclude: Tensor | None = Non
     block = max(1, _BLOCK_ELEMENTS // max(1, index.shape[1]))
     best_d = best_i = None
     for start in range(0, len(index), block):
-        f = index[start:start + block].double()  # (b, D)
+        f = index[start : start + block].double()  # (b, D)
         d2 = q_sq + f.pow(2).sum(1)[None] - 2 * q @ f.T  # (Q, b): ranking only, float64 keeps it sound
         if exclude is not None:
             own = exclude - start
@@ -87,7 +87,7 @@ class FeatureIndex:
         f = self.encoder(images.to(self.encoder.mean.device), [self.layer])[self.layer].flatten(1).float()  # (B, D)
         return torch.nn.functional.normalize(f, dim=1) if self.metric == "cosine" else f
 
-    def add(self, data: Tensor | Iterable, batch_size: int = 256) -> "FeatureIndex":
+    def add(self, data: Tensor | Iterable, batch_size: int = 256) -> FeatureIndex:
         """Append images: a tensor (N, C, H, W) in [0, 1] or an iterable of batches (a DataLoader)."""
         if isinstance(data, Tensor):
             self.encoder.check_images(data, finite=True)  # up front, so errors give positions in ``data``
