@@ -9,14 +9,20 @@ Each stage's epochs are the preset's, unless a ``budget`` (seconds) is set for i
 size it first (epochs = min(preset, budget / measured epoch time)), and the table says what was run.
 The baseline (``plain_loop.py``) sees the same training and test images; at equal epochs and batch size it is
 the equal-budget comparison. Options override a preset: ``--set decoder_epochs=3 --set layers=conv1,fc8``.
+
+``--publish docs/measurements.md`` also writes the per-layer table into that page's block ``reproduce-<preset>``
+(see ``publish.py``); ``--render runs/reproduce-cpu/results.json`` runs nothing and re-renders a finished run's
+table.md (and, with ``--publish``, its block) from its results.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -29,7 +35,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plain_loop import interval, mean_image_floor, per_image_psnr, train_plain  # noqa: E402
+from publish import load_now, publish, record, require, rounded  # noqa: E402
 
+from upconv.core.files import atomic_file  # noqa: E402
 from upconv.training.classifier import ClassifierModule  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
 from upconv.training.module import InversionModule  # noqa: E402
@@ -328,8 +336,20 @@ def summarise(
     return rows
 
 
-def table(p: Preset, rows: list[dict], log: dict) -> str:
+SHOWN = ("layer", "psnr", "ssim", "baseline_psnr", "difference", "floor_psnr", "health", "events", "below_floor")
+
+
+def figures(p: Preset, rows: list[dict]) -> dict:
+    """What the per-layer table shows, as ``render`` reads it (and as a published block stores it)."""
+    keep = SHOWN + (("reference_psnr",) if p.reference else ())
+    return rounded({"reference": p.reference, "rows": [{k: r[k] for k in keep if k in r} for r in rows]})
+
+
+def render(figures: dict) -> str:
+    """The per-layer table: package vs plain loop, paired difference, floor and health (table.md's and the
+    measurements page's)."""
     ci = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
+    reference = figures["reference"]
     head = [
         "layer",
         "package PSNR",
@@ -338,20 +358,9 @@ def table(p: Preset, rows: list[dict], log: dict) -> str:
         "difference (paired)",
         "floor (mean image)",
         "health",
-    ] + (["reference", "Δ reference"] if p.reference else [])
-    lines = [
-        f"# Decoder recipe vs plain loop — {p.scale}",
-        "",
-        f"Device: {log['device']}. Decoders: {log['decoders']['epochs']} epochs at batch {p.batch_size}; "
-        f"plain loop: {log.get('baseline', {}).get('epochs', '—')} epochs per decoder at batch {p.batch_size}, "
-        f"same training images ({log['train_images']}), same {log['test_images']} test images, same PSNR code "
-        f"(mean of per-image PSNR; 95 % bootstrap intervals). Layers: {', '.join(p.layers)}; plain-loop "
-        f"decoder width {p.plain_width}.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for r in rows:
+    ] + (["reference", "Δ reference"] if reference else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in figures["rows"]:
         verdict = " ⚠ at or below the floor" if r["below_floor"] else ""
         health = r["health"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
         cells = [
@@ -363,10 +372,26 @@ def table(p: Preset, rows: list[dict], log: dict) -> str:
             ci(r["floor_psnr"]),
             health,
         ]
-        if p.reference:
+        if reference:
             ref = r.get("reference_psnr")
             cells += [f"{ref:.1f}" if ref else "—", f"{r['psnr'][0] - ref:+.2f}" if ref else "—"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table(p: Preset, rows: list[dict], log: dict) -> str:
+    """table.md: the scale, the per-layer table (``render``), stage times and the probes' step costs."""
+    lines = [
+        f"# Decoder recipe vs plain loop — {p.scale}",
+        "",
+        f"Device: {log['device']}. Decoders: {log['decoders']['epochs']} epochs at batch {p.batch_size}; "
+        f"plain loop: {log.get('baseline', {}).get('epochs', '—')} epochs per decoder at batch {p.batch_size}, "
+        f"same training images ({log['train_images']}), same {log['test_images']} test images, same PSNR code "
+        f"(mean of per-image PSNR; 95 % bootstrap intervals). Layers: {', '.join(p.layers)}; plain-loop "
+        f"decoder width {p.plain_width}.",
+        "",
+        render(figures(p, rows)),
+    ]
     lines += ["", "| stage | epochs | seconds | images/s |", "|---|---|---|---|"]
     for stage in ("data", "encoder", "decoders", "evaluation", "baseline"):
         s = log.get(stage)
@@ -399,15 +424,16 @@ def device_name() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def run(p: Preset, out: str, overwrite: bool = False) -> dict:
-    """Every stage into a temporary folder beside ``out``, renamed to ``out`` once complete."""
+def run(p: Preset, out: str, overwrite: bool = False, meta: dict | None = None) -> dict:
+    """Every stage into a temporary folder beside ``out``, renamed to ``out`` once complete. ``meta`` (the preset's
+    name, the command) is kept in results.json for publishing."""
     if os.path.exists(out) and not overwrite:
         raise SystemExit(f"reproduce: error: {out} exists; choose another --out or pass --overwrite")
     work = out.rstrip("/") + ".partial"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     try:
-        log = stages(p, work)
+        log = stages(p, work, meta or {})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
         raise
@@ -419,13 +445,20 @@ def run(p: Preset, out: str, overwrite: bool = False) -> dict:
     return log
 
 
-def stages(p: Preset, work: str) -> dict:
+def stages(p: Preset, work: str, meta: dict) -> dict:
     """Data → encoder → decoders → depth evaluation → baseline → table, all written into ``work``."""
     from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
 
     t_all = time.perf_counter()
-    log: dict[str, Any] = {"preset": asdict(p), "device": device_name(), "torch": torch.__version__}
+    log: dict[str, Any] = {
+        **meta,
+        "preset": asdict(p),
+        "device": device_name(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "load": load_now(),  # before the run: other jobs on the machine skew its times
+    }
     t0 = time.perf_counter()
     dm = ImageData(
         source=p.data,
@@ -466,6 +499,49 @@ def stages(p: Preset, work: str) -> dict:
     return log
 
 
+def from_results(path: str) -> tuple[Preset, dict]:
+    """The preset and log of a finished run, read back from its results.json (a run from before dates were
+    recorded takes the file's date)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"reproduce: error: no results file {path}; give a run folder's results.json")
+    with open(path) as f:
+        log = json.load(f)
+    if "rows" not in log or "preset" not in log:
+        raise SystemExit(f"reproduce: error: {path} holds no finished run (no 'rows'); re-run reproduce.py")
+    log.setdefault("date", datetime.date.fromtimestamp(os.path.getmtime(path)).isoformat())
+    known = {f.name for f in fields(Preset)}
+    return Preset(**{k: v for k, v in log["preset"].items() if k in known}), log
+
+
+def command_for(name: str, preset: dict) -> str:
+    """The reproduce.py command that runs ``preset`` (a results.json's): its preset's name plus a --set for
+    each field that differs (a data root is compared as a path)."""
+    base = asdict(PRESETS[name]) if name in PRESETS else {}
+    same = lambda k, v: (  # noqa: E731
+        os.path.normpath(v) == os.path.normpath(base[k]) if k == "root" and v and base.get(k) else v == base.get(k)
+    )
+    sets = [
+        f"--set {k}={','.join(v) if isinstance(v, list) else json.dumps(v)}"
+        for k, v in preset.items()
+        if k != "scale" and not same(k, v)
+    ]
+    return " ".join(["python benchmarks/reproduce.py --preset", name, *sets])
+
+
+def publish_run(page: str, block_name: str | None, p: Preset, log: dict) -> None:
+    """Write the run's per-layer table into ``page``'s block (default ``reproduce-<preset>``)."""
+    name = log.get("preset_name") or p.scale.split(":")[0]
+    data = record(
+        "reproduce",
+        figures(p, log["rows"]),
+        device=log["device"],
+        load=log.get("load"),
+        command=log.get("command") or command_for(name, log["preset"]),
+        date=log.get("date"),
+    )
+    publish(page, block_name or f"reproduce-{name}", render(data["figures"]), data)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
@@ -478,17 +554,45 @@ def main(argv: list[str] | None = None) -> None:
         metavar="FIELD=VALUE",
         help=f"override a preset field ({', '.join(f.name for f in fields(Preset))}); lists by commas",
     )
+    ap.add_argument(
+        "--render",
+        metavar="RESULTS_JSON",
+        help="run nothing: re-render table.md beside this results.json from it (and publish it with --publish)",
+    )
+    ap.add_argument(
+        "--publish",
+        metavar="PAGE",
+        help="also write the per-layer table into PAGE's marked block (e.g. docs/measurements.md)",
+    )
+    ap.add_argument("--block", help="the block's name in PAGE (default reproduce-<preset>)")
     args = ap.parse_args(argv)
-    p = PRESETS[args.preset]
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in {f.name for f in fields(Preset)}:
-            raise SystemExit(
-                f"reproduce: error: unknown field '{key}'; choose one of: {', '.join(f.name for f in fields(Preset))}"
-            )
-        current = getattr(p, key)
-        p = replace(p, **{key: value.split(",") if isinstance(current, list) else yaml.safe_load(value)})
-    run(p, args.out or f"runs/reproduce-{args.preset}", args.overwrite)
+    if args.render:
+        p, log = from_results(args.render)
+        text = table(p, log["rows"], log)
+        folder = os.path.dirname(os.path.abspath(args.render))
+        with atomic_file(os.path.join(folder, "table.md")) as tmp, open(tmp, "w") as f:
+            f.write(text)
+        print(text)
+    else:
+        p = PRESETS[args.preset]
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key not in {f.name for f in fields(Preset)}:
+                raise SystemExit(
+                    f"reproduce: error: unknown field '{key}'; "
+                    f"choose one of: {', '.join(f.name for f in fields(Preset))}"
+                )
+            current = getattr(p, key)
+            p = replace(p, **{key: value.split(",") if isinstance(current, list) else yaml.safe_load(value)})
+        if args.publish:  # before a long run, not after it
+            require(args.publish, args.block or f"reproduce-{args.preset}")
+        meta = {
+            "preset_name": args.preset,
+            "command": shlex.join(["python", "benchmarks/reproduce.py", *(sys.argv[1:] if argv is None else argv)]),
+        }
+        log = run(p, args.out or f"runs/reproduce-{args.preset}", args.overwrite, meta)
+    if args.publish:
+        publish_run(args.publish, args.block, p, log)
 
 
 if __name__ == "__main__":
