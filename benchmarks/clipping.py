@@ -7,20 +7,38 @@ with clipping off. Printed per setting and layer: the highest training loss, the
 steps, and the held-out loss at the end (lower is better), plus the guard's events.
 
     python benchmarks/clipping.py [--lr 1e-2] [--steps 60] [--data folder --root ../shared/data/cifar10]
+    python benchmarks/clipping.py --steps 30 --publish docs/measurements.md   # also into the page's block "clipping"
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import lightning.pytorch as L
 import torch
 
-from upconv.training.datamodule import ImageData
-from upconv.training.module import InversionModule
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from publish import load_now, publish, record, require, rounded  # noqa: E402
+
+from upconv.training.datamodule import ImageData  # noqa: E402
+from upconv.training.module import InversionModule  # noqa: E402
 
 OFF = dict(skip_factor=1e30, spike_factor=1e30)  # a guard that never acts
+HEAD = ["| setting | layer | highest loss | last 10 steps | held-out loss | guard |", "|---|---|---:|---:|---:|---|"]
+
+
+def row(r: dict) -> str:
+    """One setting and layer of the table."""
+    guard = r["status"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
+    return f"| {r['setting']} | {r['layer']} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |"
+
+
+def render(figures: dict) -> str:
+    """The table, as printed row by row and as published."""
+    return "\n".join([*HEAD, *map(row, figures["rows"])])
 
 
 class Curve(L.Callback):
@@ -70,7 +88,12 @@ def main() -> None:
     ap.add_argument("--root", default=None)
     ap.add_argument("--norm", default="none", help="decoder normalisation (the recipe's batch norm rarely blows up)")
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--publish", metavar="PAGE", help="also write the table into PAGE's marked block")
+    ap.add_argument("--block", default="clipping", help="the block's name in PAGE")
     args = ap.parse_args()
+    if args.publish:
+        require(args.publish, args.block)
+    load = load_now()
     data = ImageData(
         source=args.data,
         root=args.root,
@@ -89,17 +112,21 @@ def main() -> None:
         "guard + clip 1.0": dict(grad_clip=1.0),
     }
     print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}, decoders width {args.width}, norm {args.norm}")
-    print("| setting | layer | highest loss | last 10 steps | held-out loss | guard |")
-    print("|---|---|---:|---:|---:|---|")
+    print("\n".join(HEAD))
+    rows = []
     for name, kw in settings.items():
         t0 = time.perf_counter()
         shape = dict(norm=args.norm, width=args.width, fc_width=256, max_width=256)
         for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **shape, **kw).items():
-            guard = r["status"] + (f" ({', '.join(r['events'])})" if r["events"] else "")
-            print(
-                f"| {name} | {layer} | {r['max']:.3g} | {r['last10']:.4g} | {r['held_out']:.4g} | {guard} |", flush=True
-            )
+            rows.append(rounded({"setting": name, "layer": layer, **r}))
+            print(row(rows[-1]), flush=True)
         print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->", flush=True)
+    if args.publish:
+        figures = {"rows": rows}
+        device = (
+            torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+        )
+        publish(args.publish, args.block, render(figures), record("clipping", figures, device, load))
 
 
 if __name__ == "__main__":

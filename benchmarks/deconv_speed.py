@@ -3,6 +3,7 @@ projections one channel at a time through autograd (every ReLU's backward replac
 incoming signal, on a private copy of the model).
 
     python benchmarks/deconv_speed.py --layer conv5 --images 32 --channels 64 [--device cuda] [--weights W]
+    python benchmarks/deconv_speed.py --repeats 3 --publish docs/measurements.md   # also into the block "deconv-speed"
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import time
 
 import torch
 from torch import nn
 
-from upconv import build_encoder
-from upconv.methods.deconvnet import DeconvNet
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from publish import publish, record, require, rounded  # noqa: E402
+
+from upconv import build_encoder  # noqa: E402
+from upconv.methods.deconvnet import DeconvNet  # noqa: E402
 
 
 class _DeconvReLU(torch.autograd.Function):
@@ -72,6 +77,14 @@ def timed(fn, device: str, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times[1:]), out
 
 
+def render(figures: dict) -> str:
+    """Seconds per method and the ratio to the first (the batched projection), as printed and as published."""
+    first = figures["rows"][0]["seconds"]
+    lines = ["| method | seconds | × batched |", "|---|---:|---:|"]
+    lines += [f"| {r['method']} | {r['seconds']:.2f} | {r['seconds'] / first:.1f} |" for r in figures["rows"]]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="alexnet_cifar")
@@ -83,7 +96,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--publish", metavar="PAGE", help="also write the table into PAGE's marked block")
+    ap.add_argument("--block", default="deconv-speed", help="the block's name in PAGE")
     args = ap.parse_args()
+    if args.publish:
+        require(args.publish, args.block)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -111,14 +128,18 @@ def main() -> None:
         f"median of {args.repeats}, load average before {load:.1f}"
     )
     print(f"max |batched - autograd| / max |autograd| = {err:.1e}\n")
-    print("| method | seconds | × batched |")
-    print("|---|---:|---:|")
-    for name, t in [
-        ("DeconvNet.project, batched (one call)", t_batched),
-        ("autograd, forward + backward per channel", t_loop),
-        ("autograd, one forward, backward per channel", t_reuse),
-    ]:
-        print(f"| {name} | {t:.3f} | {t / t_batched:.1f} |")
+    figures = rounded(
+        {
+            "rows": [
+                {"method": "`DeconvNet.project`, batched (one call)", "seconds": t_batched},
+                {"method": "autograd, forward + backward per channel", "seconds": t_loop},
+                {"method": "autograd, one forward, then a backward per channel", "seconds": t_reuse},
+            ]
+        }
+    )
+    print(render(figures))
+    if args.publish:
+        publish(args.publish, args.block, render(figures), record("deconv_speed", figures, dev, round(load, 1)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ then merged into one table:
     python benchmarks/privacy_he2019.py --splits S.pt --set encoder_weights=victim.pt \
         --set "attacks=[black_box_noise, query_free]" --out runs/he2019_b                  # one part (any number)
     python benchmarks/privacy_he2019.py --merge runs/he2019_a runs/he2019_b              # one comparison table
+
+``--publish docs/measurements.md`` also writes the comparison table into that page's block (``privacy-he2019``,
+or ``privacy-he2019-reduced`` with ``--reduced``; ``--block`` names another).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from publish import load_now, publish, record, require, rounded  # noqa: E402
 
 # PSNR dB (0–255 scale; equal to our data-range-1 PSNR) / SSIM, at the splits of PAPER_LAYERS.
 PAPER_LAYERS = ("conv11", "relu22", "relu32")
@@ -55,11 +60,25 @@ REDUCED = dict(
 )
 
 
-def comparison(metrics: dict, label: str) -> str:
-    rows = {(r["attack"], r["decoder"], r["layer"]): r for r in metrics["rows"] if r["defense"] == "none"}
-    layers = metrics["settings"]["layers"]
+def comparison_figures(metrics: dict, label: str) -> dict:
+    """What the comparison table shows (``render``'s figures): the undefended rows of a run's metrics."""
+    keep = ("attack", "decoder", "layer", "psnr", "ssim")
+    return rounded(
+        {
+            "label": label,
+            "layers": metrics["settings"]["layers"],
+            "attacks": metrics["settings"]["attacks"],
+            "rows": [{k: r[k] for k in keep} for r in metrics["rows"] if r["defense"] == "none"],
+        }
+    )
+
+
+def render(figures: dict) -> str:
+    """Our PSNR / SSIM beside the paper's, per setting and split (as printed, written and published)."""
+    rows = {(r["attack"], r["decoder"], r["layer"]): r for r in figures["rows"]}
+    layers = figures["layers"]
     lines = [
-        f"PSNR dB / SSIM, {label}",
+        f"PSNR dB / SSIM, {figures['label']}",
         "",
         "| setting | "
         + " | ".join(f"{L}: paper | {L}: their attack (ours) | {L}: UpconvNet (ours)" for L in layers)
@@ -67,7 +86,7 @@ def comparison(metrics: dict, label: str) -> str:
         "|---|" + "---:|" * (3 * len(layers)),
     ]
     for attack, ref in PAPER.items():
-        if attack not in metrics["settings"]["attacks"]:
+        if attack not in figures["attacks"]:
             continue
         cells = []
         paper = dict(zip(PAPER_LAYERS, ref))
@@ -78,6 +97,20 @@ def comparison(metrics: dict, label: str) -> str:
                 cells.append("—" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def comparison(metrics: dict, label: str) -> str:
+    """The comparison table of a run's metrics."""
+    return render(comparison_figures(metrics, label))
+
+
+def show(figures: dict, args: argparse.Namespace, device: str, load: float) -> str:
+    """Print the table and, with ``--publish``, write it into the page's block; returns the table."""
+    table = render(figures)
+    print(table)
+    if args.publish:
+        publish(args.publish, args.block, table, record("privacy_he2019", figures, device, load))
+    return table
 
 
 SPLIT_KEYS = ("data", "root", "n_victim", "n_attacker", "n_eval", "seed", "num_workers")
@@ -194,10 +227,19 @@ def main() -> None:
     ap.add_argument("--decode-only", action="store_true", help="only decode the images into --splits")
     ap.add_argument("--train-victim", metavar="PATH", help="only train the victim and save its weights to PATH")
     ap.add_argument("--merge", nargs="+", metavar="RUN", help="only print one comparison table from these run folders")
+    ap.add_argument("--publish", metavar="PAGE", help="also write the comparison table into PAGE's marked block")
+    ap.add_argument("--block", help="the block's name in PAGE (default privacy-he2019, or privacy-he2019-reduced)")
     args = ap.parse_args()
+    args.block = args.block or ("privacy-he2019-reduced" if args.reduced else "privacy-he2019")
+    if args.publish:
+        require(args.publish, args.block)
+    load = load_now()
     if args.merge:
         metrics = merge(args.merge)
-        print(comparison(metrics, label_for(metrics, args.reduced) + f" (parts: {', '.join(args.merge)})"))
+        label = label_for(metrics, args.reduced) + f" (parts: {', '.join(args.merge)})"
+        show(
+            comparison_figures(metrics, label), args, metrics["settings"]["device"], None
+        )  # the parts' load is unknown
         return
     with open(args.config) as f:
         cfg = yaml.safe_load(f)
@@ -223,10 +265,11 @@ def main() -> None:
     run_privacy(PrivacyConfig(**{**cfg, "overwrite": args.overwrite}), evaluation, victim, attacker)
     with open(os.path.join(cfg["out"], "metrics.json")) as f:
         metrics = json.load(f)
-    table = comparison(metrics, label_for(metrics, args.reduced))
+    table = show(
+        comparison_figures(metrics, label_for(metrics, args.reduced)), args, metrics["settings"]["device"], load
+    )
     with open(os.path.join(cfg["out"], "comparison.md"), "w") as f:
         f.write(table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,44 @@ AdamW step), on the current device. Random weights (the cost does not depend on 
 
     python benchmarks/zoo_cost.py                      # default list, CPU threads as set by torch
     python benchmarks/zoo_cost.py --models timm:resnet18 resnet18_cifar --batch 16 --steps 5
+    python benchmarks/zoo_cost.py --publish docs/measurements.md   # also into the page's block "zoo-cost"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
 
-from upconv.nets.zoo import build_encoder
-from upconv.training.module import InversionModule
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from publish import load_now, publish, record, require  # noqa: E402
+
+from upconv.nets.zoo import build_encoder  # noqa: E402
+from upconv.training.module import InversionModule  # noqa: E402
+
+HEAD = [
+    "| encoder | input | layers | layer table (s) | one training step (s) | decoders trained |",
+    "|---|---|---:|---:|---:|---|",
+]
+
+
+def row(r: dict) -> str:
+    """One encoder of the table."""
+    return (
+        f"| `{r['encoder']}` | {r['input']} | {r['layers']} | {r['table_s']:.3g} | {r['step_s']:.3g} | "
+        f"{', '.join(r['decoders'])} |"
+    )
+
+
+def render(figures: dict) -> str:
+    """The table, as printed row by row and as published."""
+    return "\n".join([*HEAD, *map(row, figures["rows"])])
+
 
 DEFAULT = [
     "alexnet_cifar",
@@ -72,20 +97,24 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--publish", metavar="PAGE", help="also write the table into PAGE's marked block")
+    p.add_argument("--block", default="zoo-cost", help="the block's name in PAGE")
     a = p.parse_args()
+    if a.publish:
+        require(a.publish, a.block)
+    load = load_now()
     rows = []
-    print(f"device {a.device}, {torch.get_num_threads()} CPU threads, batch {a.batch}, median of {a.steps} steps")
-    print(f"{'encoder':28s} {'input':>8s} {'layers':>6s} {'table s':>8s} {'step s':>7s}  decoders")
+    device = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{device}, batch {a.batch}, median of {a.steps} steps")
+    print("\n".join(HEAD))
     for name in a.models:
-        r = measure(name, a.batch, a.steps, a.device)
-        rows.append(r)
-        print(
-            f"{r['encoder']:28s} {r['input']:>8s} {r['layers']:>6d} {r['table_s']:>8.3f} {r['step_s']:>7.3f}  "
-            f"{', '.join(r['decoders'])}"
-        )
+        rows.append(measure(name, a.batch, a.steps, a.device))
+        print(row(rows[-1]), flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if a.publish:
+        publish(a.publish, a.block, render({"rows": rows}), record("zoo_cost", {"rows": rows}, device, load))
 
 
 if __name__ == "__main__":
