@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import plain_loop  # noqa: E402
+import publish  # noqa: E402
 import reproduce  # noqa: E402
 
 
@@ -31,6 +32,15 @@ def test_the_smoke_preset_runs_every_stage_and_its_two_psnr_paths_agree(tmp_path
         assert lo <= mid <= hi and mid == pytest.approx(r["psnr"][0] - r["baseline_psnr"][0], abs=1e-4)
     table = open(out / "table.md").read()
     assert all(f"| {layer} |" in table for layer in reproduce.PRESETS["smoke"].layers)
+    # published from the run's results.json: the page's block is the table.md's per-layer table
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n<!-- begin: reproduce-smoke -->\n<!-- end: reproduce-smoke -->\n")
+    reproduce.main(["--render", str(out / "results.json"), "--publish", str(page)])
+    assert open(out / "table.md").read() == table  # re-rendered from results.json, unchanged
+    (block,) = publish.read_blocks(page.read_text())
+    assert block.table in table and block.data["load"] == log["load"]
+    assert block.data["command"].startswith("python benchmarks/reproduce.py")
+    os.remove(page)
     with pytest.raises(SystemExit, match="exists; choose another --out or pass --overwrite"):
         reproduce.run(reproduce.PRESETS["smoke"], str(out))
 
