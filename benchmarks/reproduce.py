@@ -72,6 +72,9 @@ class Preset:
     workers: int = 2
     n_boot: int = 1000
     reference: bool = False  # print the full-scale reference beside the table
+    seed: int = (
+        0  # decoder initialisation (package and plain loop) and the plain loop's batch order; data subsets stay fixed
+    )
 
 
 PRESETS = {
@@ -246,7 +249,7 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
     epochs, per_step = sized(
         p, "decoders", p.decoder_epochs, max(1, n // p.batch_size), lambda: fit_probe(p, make, dm, out)
     )
-    torch.manual_seed(0)
+    torch.manual_seed(p.seed)  # each decoder then draws from (seed, layer name): upconv.training.module.layer_seed
     module = make()
     t0 = time.perf_counter()
     trainer(p, epochs, out, "decoders").fit(module, dm)
@@ -286,7 +289,14 @@ def run_baseline(p: Preset, module: InversionModule, train: torch.Tensor, epochs
     out, t0 = {}, time.perf_counter()
     for layer in p.layers:
         decoder, info = train_plain(
-            enc, layer, train, epochs, p.batch_size, bf16=p.precision.startswith("bf16"), width=p.plain_width
+            enc,
+            layer,
+            train,
+            epochs,
+            p.batch_size,
+            seed=p.seed,
+            bf16=p.precision.startswith("bf16"),
+            width=p.plain_width,
         )
         out[layer] = (decoder, info)
     seconds = time.perf_counter() - t0

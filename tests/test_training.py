@@ -84,6 +84,25 @@ def _fit(module, tmp_path, **trainer_kw):
     return trainer
 
 
+def test_a_layers_decoder_does_not_depend_on_the_layers_trained_beside_it(tmp_path):
+    """pool2's decoder starts from the same weights and, trained through Lightning on the same batches, ends
+    with the same weights whether conv1 and fc6 train beside it or not; other layers start elsewhere."""
+    states = {}
+    for layers in (("conv1", "pool2", "fc6"), ("pool2",)):
+        L.seed_everything(3)
+        m = tiny_module(layers)
+        start = {k: v.clone() for k, v in m.decoders["pool2"].state_dict().items()}
+        _fit(m, tmp_path / "-".join(layers))
+        states[layers] = (start, m.decoders["pool2"].state_dict(), m)
+    (start_all, end_all, m_all), (start_one, end_one, _) = states.values()
+    assert all(torch.equal(start_all[k], start_one[k]) for k in start_all)
+    assert not all(torch.equal(start_all[k], end_all[k]) for k in start_all)  # it did train
+    for k in end_all:
+        torch.testing.assert_close(end_all[k], end_one[k], rtol=1e-5, atol=1e-6)
+    first = lambda name: next(iter(m_all.decoders[name].parameters())).flatten()[:8]  # noqa: E731
+    assert not torch.equal(first("conv1")[:4], first("pool2")[:4])  # not one seed for every layer
+
+
 def test_checkpoint_roundtrip_is_weights_only_and_checks_the_encoder(tmp_path):
     m = tiny_module()
     trainer = _fit(m, tmp_path)

@@ -17,6 +17,7 @@ are averaged over ranks, so every rank takes the same decision at the same step.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import fields
 from typing import Any
 
@@ -38,6 +39,11 @@ from upconv.training.parallel import mean_over_ranks, silent
 from upconv.training.recipes import DecoderRecipe
 
 log = logging.getLogger(__name__)
+
+
+def layer_seed(layer: str) -> int:
+    """The seed of ``layer``'s decoder initialisation: the run's seed (``seed_everything``) and the layer's name."""
+    return (torch.initial_seed() + zlib.crc32(layer.encode())) % 2**63
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -111,20 +117,13 @@ class InversionModule(L.LightningModule):
         all_layers = [layers] if isinstance(layers, str) else list(layers)
         self.layers = self.encoder.layers if all_layers == ["all"] else self.encoder.resolve(all_layers)
         image_shape = (self.encoder.channels, *self.encoder.image_size)
-        self.decoders = nn.ModuleDict(
-            {
-                name: UpconvNet(
-                    self.encoder.layer(name).shape,
-                    image_shape,
-                    width=width,
-                    n_convs=n_convs,
-                    fc_width=fc_width,
-                    max_width=max_width,
-                    norm=norm,
-                )
-                for name in self.layers
-            }
-        )
+        shape = dict(width=width, n_convs=n_convs, fc_width=fc_width, max_width=max_width, norm=norm)
+        decoders = {}
+        for name in self.layers:  # each from its own seed: a layer's decoder does not depend on the others trained
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(layer_seed(name))
+                decoders[name] = UpconvNet(self.encoder.layer(name).shape, image_shape, **shape)
+        self.decoders = nn.ModuleDict(decoders)
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
         self.health = self.recipe.guard(self.decoders)
