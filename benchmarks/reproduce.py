@@ -94,7 +94,20 @@ PRESETS = {
         workers=0,
     ),
     "cpu": Preset(
-        "cpu: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
+        "cpu: reduced — 800 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
+        "plain loop at the package's decoder width (64)",
+        train_images=800,
+        test_images=500,
+        encoder_epochs=4,
+        encoder_batch=64,
+        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        decoder_epochs=2,
+        batch_size=32,
+        plain_width=64,
+    ),
+    # The longer CPU budget of the equal-budget comparison: 2.5 × the cpu preset's images (124 decoder steps).
+    "medium": Preset(
+        "medium: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
         "plain loop at the package's decoder width (64)",
         train_images=2000,
         test_images=500,
