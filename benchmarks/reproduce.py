@@ -11,7 +11,7 @@ The baseline (``plain_loop.py``) sees the same training and test images; at equa
 the equal-budget comparison. Options override a preset: ``--set decoder_epochs=3 --set layers=conv1,fc8``.
 
 ``--publish docs/measurements.md`` also writes the per-layer table into that page's block ``reproduce-<preset>``
-(see ``publish.py``); ``--render runs/reproduce-cpu/results.json`` runs nothing and re-renders a finished run's
+(see ``publish.py``); ``--render runs/reproduce-medium/results.json`` runs nothing and re-renders a finished run's
 table.md (and, with ``--publish``, its block) from its results.json.
 """
 

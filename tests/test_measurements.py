@@ -34,7 +34,7 @@ def render(script: str, figures: dict) -> str:
 
 def test_the_page_has_script_written_blocks_and_each_name_once():
     names = [b.name for b in BLOCKS]
-    assert "reproduce-cpu" in names
+    assert "reproduce-medium" in names
     assert len(names) == len(set(names))
     # a begin marker without its end (or a typo in either) would silently drop a block from the checks
     assert len(re.findall(r"^<!-- begin: ", PAGE.read_text(), re.M)) == len(BLOCKS)
@@ -55,10 +55,10 @@ def test_every_block_is_its_scripts_rendering_of_its_data(block):
 
 def test_a_hand_edited_number_is_caught():
     text = PAGE.read_text()
-    (block,) = [b for b in BLOCKS if b.name == "reproduce-cpu"]
+    (block,) = [b for b in BLOCKS if b.name == "reproduce-medium"]
     assert "| conv1 | 25.93 [25.76, 26.09] |" in block.table
     edited = text.replace("| conv1 | 25.93 [25.76, 26.09] |", "| conv1 | 25.98 [25.76, 26.09] |", 1)
-    (changed,) = [b for b in publish.read_blocks(edited) if b.name == "reproduce-cpu"]
+    (changed,) = [b for b in publish.read_blocks(edited) if b.name == "reproduce-medium"]
     assert render("reproduce", changed.data["figures"]) != changed.table
 
 
