@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from upconv.core.runtime import progress
 from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.defenses import defend
@@ -41,7 +42,8 @@ def train_victims(t: Trained, c: PrivacyConfig, layers: list[str], victim_data: 
     """One retrained victim per trained-defence point (strength 0: the undefended victim itself)."""
     if victim_data is None:
         raise ValueError("trained defences retrain the victim: pass victim_data (its training images)")
-    for kind, s, L in points(c, layers):
+    todo = [p for p in points(c, layers) if p[0] in TRAINED]
+    for kind, s, L in progress(todo, desc="privacy: defended victims", total=len(todo), unit="victim"):
         if kind in TRAINED:
             v = train_defended(
                 t.victim, L, (kind, s), victim_data, c.victim_epochs, t.victim_state is not None, c.seed, t.device
@@ -59,7 +61,7 @@ def _queries(attack: str, data: tuple[Data | None, Data | None], s: InverterSett
 def train_adaptive(t: Trained, c: PrivacyConfig, layers: list[str], data: tuple[Data | None, Data | None]) -> None:
     """Inverse networks trained on each defended point's features, per adaptive attack."""
     base = inverter_settings(c)
-    for kind, s, L in points(c, layers):
+    for kind, s, L in progress(points(c, layers), desc="privacy: adaptive attackers", unit="point"):
         for attack in [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]:
             images, settings = _queries(attack, data, base, c)
             if kind in TRAINED:
