@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from upconv.core.files import atomic_folder, check_out
-from upconv.core.runtime import resolve_device
+from upconv.core.runtime import progress, resolve_device
 from upconv.data.augment import to_unit
 from upconv.privacy.attacks import train_inverters
 from upconv.privacy.config import PrivacyConfig, check_config
@@ -77,7 +77,7 @@ def _curve(c: BudgetConfig, t: Trained, layers: list[str], images: torch.Tensor,
     with torch.no_grad():
         feats = t.victim(x, layers)
     rows = []
-    for n in budgets:
+    for n in progress(budgets, desc="privacy-budget: attackers", unit="budget"):
         epochs = math.ceil(steps / max(1, n // c.batch_size))
         trained = train_inverters(t.victim, layers, images[order[:n]], replace(inverter_settings(c), epochs=epochs))
         t.nets["black_box_dist"] = trained.nets
