@@ -451,6 +451,8 @@ ENCODER_ARGS = ("encoder", "encoder_weights", "encoder_kwargs", "pretrained", "d
 PARTIAL = {
     "evaluate": ("encoder", "encoder_weights", "encoder_kwargs", "device"),
     "privacy": ("encoder", "encoder_weights", "device"),
+    "privacy-frontier": ("encoder", "encoder_weights", "device"),  # PrivacyConfig's fields, extended
+    "privacy-budget": ("encoder", "encoder_weights", "device"),
 }
 
 

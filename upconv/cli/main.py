@@ -15,12 +15,14 @@ from jsonargparse import CLI
 from upconv.cli.args import cli_encoder, shared_args
 from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.deconv import deconv
-from upconv.cli.privacy import privacy
+from upconv.cli.privacy import budget, frontier, privacy
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 from upconv.core.runtime import close_progress_bars
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.run import run_evaluate
+from upconv.privacy.budget import BudgetConfig
 from upconv.privacy.config import PrivacyConfig
+from upconv.privacy.frontier import FrontierConfig
 
 
 @shared_args()
@@ -61,13 +63,20 @@ def layers(
 
 
 # A subcommand declared as a config dataclass returns its instance; this says what runs it.
-RUNS: dict[type, Callable[[Any], None]] = {EvalConfig: run_evaluate, PrivacyConfig: privacy}
+RUNS: dict[type, Callable[[Any], None]] = {
+    EvalConfig: run_evaluate,
+    PrivacyConfig: privacy,
+    FrontierConfig: frontier,
+    BudgetConfig: budget,
+}
 
 COMMANDS = {
     "layers": layers,
     "evaluate": EvalConfig,
     "deconv": deconv,
     "privacy": PrivacyConfig,  # attacks and defences at split points
+    "privacy-frontier": FrontierConfig,  # utility against leakage over a defence's strength
+    "privacy-budget": BudgetConfig,  # leakage against the attacker's number of image–feature pairs
     "visualize": {**VISUALIZE_COMMANDS, **ATTRIBUTION_COMMANDS},  # nested: upconv visualize <method>
 }
 

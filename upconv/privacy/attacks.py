@@ -20,6 +20,7 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
+from upconv.privacy.defenses import defend
 from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.recipes import DecoderRecipe
 
@@ -47,7 +48,9 @@ class InverterSettings:
     of the package is trained with (``upconv.training.recipes.DecoderRecipe``: AdamW, warm-up, cosine, the
     health guard); ``lr`` replaces its rate, one for every network or one per kind (e.g.
     ``{"paper": 1e-2, "upconvnet": 1e-3}``: He et al.'s shallow network trains faster at a higher rate);
-    ``width`` is UpconvNet's.
+    ``width`` is UpconvNet's. ``defense`` (kind, strength) applies an inference-time defence to the features
+    the networks train on (an adaptive attacker: it learns to invert what the defended system sends), with a
+    fresh draw every step.
     """
 
     kinds: tuple[str, ...] = DECODERS
@@ -59,6 +62,7 @@ class InverterSettings:
     width: int = 64
     seed: int = 0
     recipe: DecoderRecipe = DecoderRecipe()
+    defense: tuple[str, float] | None = None
 
 
 @dataclass
@@ -129,6 +133,8 @@ def train_inverters(
         for x in _queries(images, s, shape, g, dev):  # (B, C, H, W)
             with torch.no_grad():
                 feats = encoder(x, layers)
+                if s.defense is not None:
+                    feats = {L: defend(f, *s.defense, seed=s.seed + 1 + step) for L, f in feats.items()}
             losses = torch.stack([F.mse_loss(net(feats[L]), x) for (_, L), net in nets.items()])  # (K,)
             weight = guard.gate(losses.detach())  # on the device, as in InversionModule
             opt.zero_grad(set_to_none=True)

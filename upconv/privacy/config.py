@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from upconv.methods.mahendran_vedaldi import MV_STEPS
 from upconv.privacy.attacks import DECODERS
-from upconv.privacy.defenses import check_strength
 from upconv.privacy.reid import check_candidates
 from upconv.privacy.result import ATTACKS
+from upconv.privacy.trained_defenses import check_sweep
 
 
 @dataclass
@@ -25,8 +25,12 @@ class PrivacyConfig:
         layers: split layers.
         attacks: white_box, black_box_train, black_box_dist, black_box_noise, query_free.
         decoders: paper (He et al.'s attack) and/or upconvnet.
-        defenses: defence -> strength sweep, e.g. {noise: [0.1, 0.5], quantize: [4, 2], dropout: [0.5], topk: [0.1]}.
+        defenses: defence -> strength sweep, e.g. {noise: [0.1, 0.5], quantize: [4, 2], dropout: [0.5], topk: [0.1]}
+            (applied to the features), or trained into the victim, which is retrained per strength and split
+            layer: {nopeek: [0.5], adversarial: [0.5]} (distance-correlation / inverse-network weight; 0: undefended).
         defense_attacks: attacks run against defended features.
+        attackers: who attacks a defended point: clean (inverse networks trained on the undefended features)
+            and/or adaptive (trained on the defended features: the realistic threat; query-trained attacks only).
         data: folder (ImageFolder tree with train/ and test/), cifar10 or embedded.
         root: data folder.
         n_victim: victim training images (first part of a seeded shuffle of the training split).
@@ -64,6 +68,7 @@ class PrivacyConfig:
     decoders: list[str] = field(default_factory=lambda: list(DECODERS))
     defenses: dict[str, list[float]] | None = None
     defense_attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
+    attackers: list[str] = field(default_factory=lambda: ["clean"])
     data: Literal["folder", "cifar10", "embedded"] = "folder"
     root: str | None = None
     n_victim: int = 25000
@@ -103,9 +108,7 @@ def check_config(config: PrivacyConfig, n_eval: int) -> None:
     for d in config.decoders:
         if d not in DECODERS:
             raise ValueError(f"unknown decoder '{d}'; choose from: {', '.join(DECODERS)}")
-    for kind, strengths in (config.defenses or {}).items():
-        for s in strengths:
-            check_strength(kind, s)
+    check_sweep(config.defenses, list(defense_attacks), list(config.attackers))
     check_candidates(config.n_candidates, n_eval)
     if config.mv_batch_size is not None and config.mv_batch_size < 1:
         raise ValueError(f"mv_batch_size must be a positive number of images; got {config.mv_batch_size}")

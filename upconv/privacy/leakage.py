@@ -14,7 +14,8 @@ from upconv.core import metrics as M
 from upconv.core.runtime import progress
 from upconv.methods.mahendran_vedaldi import MVSettings, invert
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defenses import defend, tail
+from upconv.privacy.defended import attackers_of, invert_adaptive, view
+from upconv.privacy.defenses import tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.stages import Clock, Trained
 
@@ -33,16 +34,18 @@ def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: 
         return torch.cat([t.nets[attack][(decoder, layer)](f) for f in feats.split(c.batch_size)]).clamp(0, 1)
 
 
-def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, float | None, str, str, str]]:
-    """(defence, strength, layer, attack, decoder) in run order: undefended first, then each defence point."""
+def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, float | None, str, str, str, str]]:
+    """(defence, strength, layer, attack, decoder, attacker) in run order: undefended first, then each defence
+    point, attacked by clean and/or adaptive attackers (``upconv.privacy.defended``)."""
     points = [("none", None)] + [(k, float(s)) for k, ss in (c.defenses or {}).items() for s in ss]
     return [
-        (kind, strength, L, attack, dec)
+        (kind, strength, L, attack, dec, who)
         for kind, strength in points
         for L in layers
         for attack in c.attacks
         if kind == "none" or attack in c.defense_attacks
         for dec in c.decoders
+        for who in attackers_of(c, kind, attack)
     ]
 
 
@@ -83,14 +86,17 @@ def attack_all(
     rows, grid = [], {}
     utility: dict[Point, tuple[float, float, float]] = {}
     defended: dict[Point, Tensor] = {}
-    for kind, strength, L, attack, dec in progress(plan, desc="privacy: attacks", total=len(plan), unit="attack"):
+    for kind, strength, L, attack, dec, who in progress(plan, desc="privacy: attacks", total=len(plan), unit="attack"):
         point = (kind, strength, L)
         if point not in defended:
-            f = clean[L] if kind == "none" else defend(clean[L], kind, strength, seed=c.seed)
+            f, logits = view(t, c, point, x, clean, tails)
             defended = {point: f}  # one defended point at a time: features can be large
-            with torch.no_grad():
-                utility[point] = M.bootstrap_ci(M.accuracy(tails[L](f), y), n_boot=c.n_boot, seed=c.seed)
-        xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, defended[point])
+            utility[point] = M.bootstrap_ci(M.accuracy(logits, y), n_boot=c.n_boot, seed=c.seed)
+        if who == "adaptive":
+            key = (*point, attack)
+            xh = clock.timed(f"reconstruct {attack} {dec} adaptive", invert_adaptive, t, c, key, dec, defended[point])
+        else:
+            xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, defended[point])
         xh = xh.detach().float().clamp(0, 1)
         if kind == "none":
             grid[(attack, dec, L)] = xh[: c.grid_images].cpu()
@@ -101,6 +107,9 @@ def attack_all(
             lp,
             {"attack": attack, "decoder": dec, "layer": L, "defense": kind, "strength": strength, "n": len(x)},
         )
+        row["attacker"] = who
+        if who == "adaptive":
+            row["inverter_health"] = t.health[f"{attack} adaptive {kind} {strength:g}"][(dec, L)]["status"]
         row["utility"], row["utility_lo"], row["utility_hi"] = utility[point]
         rows.append(row)
     return rows, grid, lp

@@ -20,7 +20,7 @@ from upconv.core.metrics import SSIM_DEFINITION
 from upconv.privacy.result import PrivacyResult
 
 COLS = (
-    ["attack", "decoder", "layer", "defense", "strength", "n", "floor_verdict"]
+    ["attack", "decoder", "layer", "defense", "strength", "attacker", "n", "floor_verdict"]
     + [c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
     + ["inverter_health"]
 )
@@ -32,6 +32,11 @@ LEGEND = (
 CLEAN_FEATURES = (
     "Attackers are trained on clean (undefended) features and do not adapt to the defence: the "
     "leakage under a defence is what a non-adaptive attacker recovers, not an upper bound."
+)
+BOTH_ATTACKERS = (
+    "attacker = clean: inverse networks trained on the undefended victim's clean features (they do not adapt); "
+    "attacker = adaptive: trained on the defended features (the defended victim's, or with the defence "
+    "applied), the realistic threat. Optimisation inversion and the shadow's attackers are clean only."
 )
 
 
@@ -65,8 +70,9 @@ def clean_table(result: PrivacyResult) -> str:
 
 
 def defense_table(result: PrivacyResult) -> str:
-    head = ["attack", "inverter", "layer", "defence", "strength", "utility (acc.)", "PSNR dB", "SSIM", "re-id"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    head = ["attack", "inverter", "layer", "defence", "strength", "attacker"]
+    head += ["utility (acc.)", "PSNR dB", "SSIM", "re-id"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for r in result.rows:
         if r["attack"] not in result.settings["defense_attacks"]:
             continue
@@ -76,6 +82,7 @@ def defense_table(result: PrivacyResult) -> str:
             r["layer"],
             r["defense"],
             "—" if r["strength"] is None else f"{r['strength']:g}",
+            r.get("attacker") or "clean",
             f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
             _psnr(r, interval=True),
             _f(r["ssim"], 4),
@@ -113,12 +120,16 @@ def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
                 if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, "none")
             ]
             for kind in s["defenses"]:
-                rs = clean + [
-                    r
-                    for r in result.rows
-                    if (r["attack"], r["decoder"], r["layer"], r["defense"]) == (attack, d, L, kind)
-                ]
-                ax.plot([r["utility"] for r in rs], [r["psnr"] for r in rs], marker="o", ms=3, label=f"{d}: {kind}")
+                for who in s.get("attackers", ["clean"]):
+                    rs = clean + [
+                        r
+                        for r in result.rows
+                        if (r["attack"], r["decoder"], r["layer"], r["defense"], r.get("attacker", "clean"))
+                        == (attack, d, L, kind, who)
+                    ]
+                    if len(rs) > len(clean):
+                        label = f"{d}: {kind}" + (f" ({who})" if len(s.get("attackers", [])) > 1 else "")
+                        ax.plot([r["utility"] for r in rs], [r["psnr"] for r in rs], marker="o", ms=3, label=label)
         for r, style in zip(result.floor_rows, ("--", ":")):
             ax.axhline(r["psnr"], color="grey", ls=style, lw=1, label=r["attack"] if s["layers"][0] == L else None)
         ax.set_title(f"{attack} at {L}", fontsize=10)
@@ -170,7 +181,8 @@ def _markdown(result: PrivacyResult) -> str:
         ]
     parts += ["## Inverse-network health", "", health_table(result), ""] if s.get("inverter_health") else []
     if s["defense_attacks"]:
-        parts += ["## Defences", "", CLEAN_FEATURES, "", defense_table(result), ""]
+        adaptive = "adaptive" in s.get("attackers", [])
+        parts += ["## Defences", "", BOTH_ATTACKERS if adaptive else CLEAN_FEATURES, "", defense_table(result), ""]
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]
     parts += (
         [

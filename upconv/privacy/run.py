@@ -26,6 +26,7 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
 from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
+from upconv.privacy.defended import train_defended_points
 from upconv.privacy.leakage import attack_all
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
@@ -89,8 +90,9 @@ def run_privacy(
         raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
     clock = Clock(t.device)
     run_training(c, t, layers, (victim_data, attacker_data), clock)
+    train_defended_points(c, t, layers, (victim_data, attacker_data), clock)
     rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
-    for r in rows:  # None where no network was trained (optimisation inversion)
+    for r in (r for r in rows if "inverter_health" not in r):  # None where no network was trained (M&V)
         r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
     floors, checks, warnings = judge(
         c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp
@@ -126,6 +128,7 @@ def summary(
         "roles": {a: ROLES[a] for a in c.attacks},
         "defenses": dict(c.defenses or {}),
         "defense_attacks": list(c.defense_attacks) if c.defenses else [],
+        "attackers": list(c.attackers),
         "n_eval": n[0],
         "n_victim": n[1],
         "n_attacker": n[2],

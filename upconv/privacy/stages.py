@@ -53,6 +53,8 @@ class Trained:
     health: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per attack, per net
     victim_state: dict[str, Tensor] | None = None  # weights of a victim trained here
     notes: list[str] = field(default_factory=list)
+    defended: dict[tuple[str, float, str], Encoder] = field(default_factory=dict)  # retrained per trained point
+    adaptive: dict[tuple[str, float, str, str], dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
 
 
 def given_victim(config: PrivacyConfig, encoder: Encoder | None, victim_data: Data | None) -> Encoder | None:
@@ -108,11 +110,9 @@ def train_attack(t: Trained, attack: str, layers: list[str], images: Tensor | No
     t.nets[attack], t.health[attack] = trained.nets, trained.health
 
 
-def training_stages(
-    c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Data | None, attacker_data: Data | None
-) -> list[tuple[str, Callable[..., None], tuple]]:
-    """(stage name, function, arguments) in order; later stages use what earlier ones trained."""
-    s = InverterSettings(
+def inverter_settings(c: PrivacyConfig) -> InverterSettings:
+    """How every inverse network of the run trains (the clean and the adaptive attackers alike)."""
+    return InverterSettings(
         kinds=tuple(c.decoders),
         epochs=c.inverter_epochs,
         batch_size=c.batch_size,
@@ -120,6 +120,13 @@ def training_stages(
         width=c.inverter_width,
         seed=c.seed,
     )
+
+
+def training_stages(
+    c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Data | None, attacker_data: Data | None
+) -> list[tuple[str, Callable[..., None], tuple]]:
+    """(stage name, function, arguments) in order; later stages use what earlier ones trained."""
+    s = inverter_settings(c)
     stages: list[tuple[str, Callable[..., None], tuple]] = []
     if t.victim is None:
         stages.append(("train victim", train_victim, (t, c, victim_data)))

@@ -8,7 +8,9 @@ random crop + flip on the device, the architecture's own input normalisation.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from upconv.data.augment import random_crop_flip, to_unit
 from upconv.nets.builtin import ARCHITECTURES, build_architecture
+from upconv.nets.encoder import Encoder
 from upconv.training.health import HealthGuard
 
 
@@ -53,8 +56,26 @@ def normalizer(arch: str, device: torch.device | str = "cpu") -> tuple[Tensor, T
     )
 
 
+# A classifier's forward pass with an extra loss term: (model, normalised images, [0, 1] images) -> (logits, term).
+# Trained defences (NoPeek's distance correlation, an adversarial inverse network's reward) come in here.
+ExtraLoss = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _model_to_train(arch: str | Encoder, num_classes: int, device: str | torch.device) -> tuple[nn.Module, str]:
+    """A fresh built-in architecture, or a trainable copy of an Encoder's model (a user's model, fine-tuned
+    from its weights); and the name that says which."""
+    if isinstance(arch, Encoder):
+        return copy.deepcopy(arch.model).requires_grad_(True).to(device).train(), arch.name
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"a classifier to train must be a built-in architecture ({', '.join(ARCHITECTURES)}) or an Encoder; "
+            f"got '{arch}'"
+        )
+    return build_architecture(arch, num_classes=num_classes).to(device).train(), arch
+
+
 def train_classifier(
-    arch: str,
+    arch: str | Encoder,
     images: Tensor,
     labels: Tensor,
     *,
@@ -64,19 +85,23 @@ def train_classifier(
     recipe: ClassifierRecipe = ClassifierRecipe(),
     seed: int = 0,
     device: str | torch.device = "cpu",
+    extra_loss: ExtraLoss | None = None,
 ) -> nn.Module:
     """Train a built-in architecture on in-memory images (uint8 or [0, 1] float, (N, C, H, W)) with
-    ``recipe``, in a plain loop; returns the network on the CPU in eval mode."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(
-            f"a classifier to train must be a built-in architecture ({', '.join(ARCHITECTURES)}); got '{arch}'"
-        )
+    ``recipe``, in a plain loop; returns the network on the CPU in eval mode.
+
+    ``arch`` may be an ``Encoder`` instead of a name: a copy of its model is fine-tuned from its weights with
+    its own normalisation (``num_classes`` is then the model's). ``extra_loss`` replaces the forward pass with
+    one that also returns a term added to the recipe's loss (a trained defence's penalty)."""
     if len(images) < 2:
         raise ValueError(f"training a classifier needs at least 2 images; got {len(images)}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = build_architecture(arch, num_classes=num_classes).to(device).train()
-    mean, std = normalizer(arch, device)
+    model, name = _model_to_train(arch, num_classes, device)
+    if isinstance(arch, Encoder):
+        mean, std = arch.mean.to(device), arch.std.to(device)
+    else:
+        mean, std = normalizer(name, device)
     per_epoch = max(1, len(images) // batch_size)
     opt, sched = recipe.optimizer(model.parameters(), epochs * per_epoch)
     for _ in range(epochs):
@@ -84,7 +109,11 @@ def train_classifier(
         for i in range(per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
             x = random_crop_flip(to_unit(images[idx]).to(device), pad=4)  # (B, C, H, W)
-            loss = recipe.loss(model((x - mean) / std), labels[idx].to(device))
+            if extra_loss is None:
+                loss = recipe.loss(model((x - mean) / std), labels[idx].to(device))
+            else:
+                logits, term = extra_loss(model, (x - mean) / std, x)
+                loss = recipe.loss(logits, labels[idx].to(device)) + term
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

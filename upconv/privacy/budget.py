@@ -1,0 +1,167 @@
+"""The attacker's budget (``upconv privacy-budget``): leakage against the number of image–feature pairs a
+black-box attacker holds (black_box_dist: its own images of the victim's distribution, sent through the
+victim), one curve per split layer and inverse network.
+
+Budgets are nested prefixes of one seeded shuffle of the attacker's images, so a larger budget holds every
+pair of a smaller one. Every budget trains for the same number of optimisation steps (``inverter_epochs``
+epochs of the largest budget), so a curve measures data, not training length: a small budget sees its pairs
+many times. The victim is trained (or loaded) once; the floors and verdicts are the privacy run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from upconv.core.files import atomic_folder, check_out
+from upconv.core.runtime import progress, resolve_device
+from upconv.data.augment import to_unit
+from upconv.privacy.attacks import train_inverters
+from upconv.privacy.config import PrivacyConfig, check_config
+from upconv.privacy.leakage import lpips_model, reconstruct, score
+from upconv.privacy.splits import load_splits
+from upconv.privacy.stages import Data, Trained, given_victim, inverter_settings, train_victim
+from upconv.privacy.sweep_files import plot_curves, write_csv
+from upconv.privacy.verdicts import judge
+
+COLS = ["n_pairs", "layer", "decoder", "epochs", "steps"]
+COLS += [c for k in ("psnr", "ssim", "lpips", "reid") for c in (k, f"{k}_lo", f"{k}_hi")]
+COLS += ["floor_verdict", "inverter_health"]
+
+
+@dataclass
+class BudgetConfig(PrivacyConfig):
+    """Leakage against the attacker's number of image–feature pairs (black_box_dist, undefended victim). The
+    options of ``upconv privacy`` that apply keep their meaning; these differ.
+
+    Args:
+        budgets: numbers of image–feature pairs (each ≤ n_attacker), e.g. [256, 1024, 4096, 16384].
+        attacks: black_box_dist (the attacker's own images through the victim), the only budgeted attack.
+        out: run folder, created only when complete (None: write nothing).
+    """
+
+    budgets: list[int] = field(default_factory=lambda: [256, 1024, 4096])
+    attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
+    out: str | None = "runs/privacy_budget"
+
+
+def check_budget(c: BudgetConfig, n_attacker: int, n_eval: int) -> list[int]:
+    """The budgets in increasing order, after one-line checks of everything a budget run reads."""
+    if list(c.attacks) != ["black_box_dist"]:
+        raise ValueError(
+            f"the attacker budget is black_box_dist's (pairs of the attacker's own images); got {c.attacks}"
+        )
+    if c.defenses:
+        raise ValueError("the attacker budget is measured on the undefended victim; use privacy-frontier for defences")
+    if not c.budgets or any(int(b) != b or b < 1 for b in c.budgets):
+        raise ValueError(f"budgets must be positive whole numbers of image–feature pairs; got {c.budgets}")
+    if max(c.budgets) > n_attacker:
+        raise ValueError(
+            f"budget {max(c.budgets)} is larger than the attacker's {n_attacker} images; lower it or raise n_attacker"
+        )
+    check_config(c, n_eval)
+    return sorted({int(b) for b in c.budgets})
+
+
+def _curve(c: BudgetConfig, t: Trained, layers: list[str], images: torch.Tensor, x: torch.Tensor) -> tuple[list, Any]:
+    """One trained set of inverse networks per budget, scored on the evaluated images ``x`` ([0, 1])."""
+    budgets = sorted({int(b) for b in c.budgets})
+    steps = c.inverter_epochs * max(1, max(budgets) // c.batch_size)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(c.seed))
+    lp = lpips_model(c, t.notes, t.device)
+    with torch.no_grad():
+        feats = t.victim(x, layers)
+    rows = []
+    for n in progress(budgets, desc="privacy-budget: attackers", unit="budget"):
+        epochs = math.ceil(steps / max(1, n // c.batch_size))
+        trained = train_inverters(t.victim, layers, images[order[:n]], replace(inverter_settings(c), epochs=epochs))
+        t.nets["black_box_dist"] = trained.nets
+        for (dec, L), record in trained.health.items():
+            xh = reconstruct(t, c, "black_box_dist", dec, L, feats[L]).float().clamp(0, 1)
+            row = {
+                "n_pairs": n,
+                "layer": L,
+                "decoder": dec,
+                "epochs": epochs,
+                "steps": epochs * max(1, n // c.batch_size),
+            }
+            rows.append({**score(c, xh, x, lp, row), "inverter_health": record["status"]})
+    return rows, lp
+
+
+def run_budget(
+    config: BudgetConfig, eval_data: Data, victim_data: Data | None, attacker_data: Data, victim: Any = None
+) -> dict[str, Any]:
+    """Train the victim once (unless given), then the attacker at every budget; returns {settings, notes,
+    rows, floor_rows} and, with ``config.out``, writes the run folder (atomically)."""
+    c = config
+    check_budget(c, len(attacker_data[0]), len(eval_data[0]))
+    if c.out is not None:
+        check_out(c.out, c.overwrite)
+    t = Trained(victim=given_victim(c, victim, victim_data), device=resolve_device(c.device))
+    if t.victim is None:
+        train_victim(t, c, victim_data)
+    t.victim = t.victim.to(t.device)
+    layers = t.victim.resolve(list(c.layers))
+    x = to_unit(eval_data[0]).to(t.device)  # (N, C, H, W)
+    t.victim.check_images(x, finite=True)
+    rows, lp = _curve(c, t, layers, attacker_data[0], x)
+    ev = (x, eval_data[1].to(t.device))
+    floors, checks, warnings = judge(c, t.victim, ev, (attacker_data, victim_data), rows, lp)
+    settings = {"encoder": t.victim.name, "encoder_weights_hash": t.victim.weights_hash, "layers": layers}
+    settings |= {"budgets": sorted({int(b) for b in c.budgets}), "decoders": list(c.decoders), "seed": c.seed}
+    settings |= {"n_eval": len(x), "n_attacker": len(attacker_data[0]), "reid_chance": 1.0 / c.n_candidates, **checks}
+    out = {"settings": settings, "notes": warnings + t.notes, "rows": rows, "floor_rows": floors}
+    if c.out is not None:
+        out["out"] = write_budget(out, t.victim_state, c.out, c.overwrite)
+    return out
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [f"# Attacker budget: {s['encoder']} (weights {s['encoder_weights_hash']})", ""]
+    lines += [f"- black_box_dist at {', '.join(s['layers'])}; budgets {s['budgets']}; n = {s['n_eval']} evaluated"]
+    lines += [f"- victim accuracy {s['victim_accuracy'][0]:.3f} (chance {s['chance']:.3f}); seed {s['seed']}", ""]
+    lines += [f"> {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
+    lines += ["| pairs | layer | inverter | steps | PSNR dB | SSIM | re-id | verdict | health |"]
+    lines += ["|---:|---|---|---:|---:|---:|---:|---|---|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['n_pairs']} | {r['layer']} | {r['decoder']} | {r['steps']} | {r['psnr']:.2f} "
+            f"[{r['psnr_lo']:.2f}, {r['psnr_hi']:.2f}] | {r['ssim']:.4f} | {r['reid']:.3f} | "
+            f"{r['floor_verdict'] or '—'} | {r['inverter_health']} |"
+        )
+    floors = "; ".join(f"{f['attack']}: PSNR {f['psnr']:.2f}" for f in result["floor_rows"])
+    return "\n".join(
+        [*lines, "", f"Floors: {floors}; re-id chance {s['reid_chance']:.3f}.", "", "![budget](budget.png)"]
+    )
+
+
+def write_budget(result: dict[str, Any], victim_state: Any, out: str, overwrite: bool = False) -> str:
+    with atomic_folder(out, overwrite) as tmp:
+        write_csv(os.path.join(tmp, "budget.csv"), COLS, result["rows"])
+        with open(os.path.join(tmp, "budget.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        s = result["settings"]
+        axis = ("n_pairs", "image–feature pairs the attacker holds", True)
+        points = [{**r, "panel": "black_box_dist"} for r in result["rows"]]  # every layer's curve in one panel
+        path = os.path.join(tmp, "budget.png")
+        plot_curves(points, result["floor_rows"], s["reid_chance"], axis, ("layer", "decoder"), path)
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(_markdown(result))
+        if victim_state is not None:
+            torch.save(victim_state, os.path.join(tmp, "victim.pt"))
+    return os.path.abspath(out)
+
+
+def budget_from_config(config: BudgetConfig) -> dict[str, Any]:
+    c = config
+    victim, attacker, evaluation = load_splits(
+        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
+    )
+    return run_budget(c, evaluation, victim, attacker)

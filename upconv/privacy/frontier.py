@@ -1,0 +1,145 @@
+"""The privacy–utility frontier (``upconv privacy-frontier``): sweep each defence's strength, and plot the
+utility the victim keeps (accuracy with its interval) against what each attack recovers (PSNR, SSIM, LPIPS when
+cached, re-identification), for clean and adaptive attackers, beside the no-information floors.
+
+It is a privacy run (``run_privacy``) whose points are regrouped into curves: one per (defence, layer, attack,
+inverse network, attacker), each starting from the undefended victim (strength "none"). The run folder holds
+``frontier.csv`` / ``frontier.json`` (the points and floors), ``frontier_<attack>.png``, ``report.md``, and the
+whole privacy run under ``privacy/`` (its report, grids, inverse-network health).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from upconv.core.files import atomic_folder, check_out
+from upconv.privacy.config import PrivacyConfig
+from upconv.privacy.report import write_privacy_report
+from upconv.privacy.result import LEAKAGE, PrivacyResult
+from upconv.privacy.run import run_privacy
+from upconv.privacy.splits import load_splits
+from upconv.privacy.stages import Data
+from upconv.privacy.sweep_files import plot_curves, write_csv
+
+KEYS = ("defense", "strength", "layer", "attack", "decoder", "attacker")
+FIGURES = [c for k in (*LEAKAGE, "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
+COLS = [*KEYS, *FIGURES, "utility_verdict", "floor_verdict", "inverter_health"]
+
+
+@dataclass
+class FrontierConfig(PrivacyConfig):
+    """The privacy–utility frontier: a privacy run whose ``defenses`` sweep is read as curves of utility against
+    leakage, attacked by clean and adaptive attackers. Every option of ``upconv privacy`` applies; these differ.
+
+    Args:
+        attacks: attacks run on the undefended victim (the frontier's attacks are defense_attacks).
+        attackers: clean and/or adaptive attackers of every defended point.
+        out: run folder, created only when complete (None: write nothing).
+    """
+
+    attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
+    attackers: list[str] = field(default_factory=lambda: ["clean", "adaptive"])
+    out: str | None = "runs/privacy_frontier"
+
+
+def frontier_points(result: PrivacyResult) -> list[dict[str, Any]]:
+    """Every defended row as a point, plus each curve's undefended anchor (strength None), ordered by curve."""
+    chance = result.settings.get("chance")
+    none = {(r["layer"], r["attack"], r["decoder"]): r for r in result.rows if r["defense"] == "none"}
+    points, anchored = [], set()
+    for r in result.rows:
+        if r["defense"] == "none":
+            continue
+        curve = (r["defense"], r["layer"], r["attack"], r["decoder"], r["attacker"])
+        if curve not in anchored:
+            anchored.add(curve)
+            anchor = none[(r["layer"], r["attack"], r["decoder"])]
+            points.append({**anchor, "defense": r["defense"], "strength": None, "attacker": r["attacker"]})
+        points.append(dict(r))
+    for p in points:
+        at_chance = chance is not None and p["utility_lo"] <= chance
+        p["utility_verdict"] = "at chance" if at_chance else "ok"
+    return [{c: p.get(c) for c in COLS} for p in points]
+
+
+def _markdown(result: PrivacyResult, points: list[dict[str, Any]]) -> str:
+    s = result.settings
+    lines = [
+        f"# Privacy–utility frontier: {s['encoder']} (weights {s['encoder_weights_hash']})",
+        "",
+        f"- defences: {s['defenses']}; layers {', '.join(s['layers'])}; attacks {', '.join(s['defense_attacks'])}; "
+        f"attackers {', '.join(s['attackers'])}; n = {s['n_eval']} evaluated images; seed {s['seed']}",
+        f"- undefended victim accuracy {s['victim_accuracy'][0]:.3f}; chance {s['chance']:.3f}",
+        "",
+    ]
+    lines += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
+    lines += [
+        "| defence | strength | layer | attack | inverter | attacker | utility | PSNR dB | SSIM | re-id | verdicts |",
+        "|---|---:|---|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        strength = "none" if p["strength"] is None else f"{p['strength']:g}"
+        verdicts = ", ".join(v for v in (p["floor_verdict"], p["utility_verdict"]) if v and v != "ok") or "—"
+        lines.append(
+            f"| {p['defense']} | {strength} | {p['layer']} | {p['attack']} | {p['decoder']} | {p['attacker']} | "
+            f"{p['utility']:.3f} [{p['utility_lo']:.3f}, {p['utility_hi']:.3f}] | {p['psnr']:.2f} | "
+            f"{p['ssim']:.4f} | {p['reid']:.3f} | {verdicts} |"
+        )
+    floors = "; ".join(f"{f['attack']}: PSNR {f['psnr']:.2f}, SSIM {f['ssim']:.4f}" for f in result.floor_rows)
+    lines += ["", f"Floors ({s.get('floors_source')}): {floors}; re-identification chance {s['reid_chance']:.3f}."]
+    lines += ["", *[f"![{a}](frontier_{a}.png)" for a in s["defense_attacks"]], ""]
+    lines += ["The whole privacy run (grids, inverse-network health, definitions): [privacy/](privacy/report.md)."]
+    return "\n".join(lines)
+
+
+def write_frontier(result: PrivacyResult, points: list[dict[str, Any]], out: str, overwrite: bool = False) -> str:
+    """The frontier's run folder, written to a hidden sibling and renamed into place only when complete."""
+    with atomic_folder(out, overwrite) as tmp:
+        write_csv(os.path.join(tmp, "frontier.csv"), COLS, points + result.floor_rows)
+        with open(os.path.join(tmp, "frontier.json"), "w") as f:
+            body = {"settings": result.settings, "notes": result.notes, "points": points}
+            json.dump({**body, "floor_rows": result.floor_rows}, f, indent=2)
+        for a in result.settings["defense_attacks"]:
+            curves = [p for p in points if p["attack"] == a]
+            path = os.path.join(tmp, f"frontier_{a}.png")
+            axis = ("utility", f"utility: victim accuracy ({a}'s curves)", False)
+            s = result.settings
+            plot_curves(curves, result.floor_rows, s["reid_chance"], axis, ("defense", "decoder", "attacker"), path)
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(_markdown(result, points))
+        write_privacy_report(result, os.path.join(tmp, "privacy"))
+    return os.path.abspath(out)
+
+
+def run_frontier(
+    config: FrontierConfig,
+    eval_data: Data,
+    victim_data: Data | None = None,
+    attacker_data: Data | None = None,
+    victim: Any = None,
+) -> tuple[PrivacyResult, list[dict[str, Any]]]:
+    """Run the sweep of ``config.defenses`` (as ``run_privacy``) and, with ``config.out``, write the frontier."""
+    c = config
+    if not c.defenses:
+        raise ValueError("the frontier sweeps a defence's strength: give defenses, e.g. {nopeek: [0, 0.5, 2]}")
+    if c.out is not None:
+        check_out(c.out, c.overwrite)
+    plain = PrivacyConfig(**{f.name: getattr(c, f.name) for f in fields(PrivacyConfig)})
+    plain.out = None
+    result = run_privacy(plain, eval_data, victim_data, attacker_data, victim)
+    points = frontier_points(result)
+    if c.out is not None:
+        result.out = write_frontier(result, points, c.out, c.overwrite)
+    return result, points
+
+
+def frontier_from_config(config: FrontierConfig) -> tuple[PrivacyResult, list[dict[str, Any]]]:
+    """Draw the splits from ``config.data`` (``load_splits``), then ``run_frontier``."""
+    c = config
+    victim, attacker, evaluation = load_splits(
+        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
+    )
+    return run_frontier(c, evaluation, victim, attacker)
