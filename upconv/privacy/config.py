@@ -68,7 +68,7 @@ class PrivacyConfig:
     decoders: list[str] = field(default_factory=lambda: list(DECODERS))
     defenses: dict[str, list[float]] | None = None
     defense_attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
-    attackers: list[str] = field(default_factory=lambda: ["clean"])
+    attackers: list[str] = field(default_factory=lambda: ["clean", "adaptive"])
     data: Literal["folder", "cifar10", "embedded"] = "folder"
     root: str | None = None
     n_victim: int = 25000

@@ -70,7 +70,8 @@ def train_adaptive(t: Trained, c: PrivacyConfig, layers: list[str], data: tuple[
                 target, settings = t.victim, replace(settings, defense=(kind, s))
             trained = train_inverters(target, [L], images, settings)
             t.adaptive[(kind, s, L, attack)] = trained.nets
-            t.health[f"{attack} adaptive {kind} {s:g}"] = trained.health
+            # one entry per (attack, defence, strength), holding every split layer's inverse networks
+            t.health.setdefault(f"{attack} adaptive {kind} {s:g}", {}).update(trained.health)
 
 
 def train_defended_points(
