@@ -1,4 +1,4 @@
-"""Training entry point: ``python train.py fit --config configs/<name>.yaml`` (see upconv/training_cli.py)."""
+"""Training entry point: ``python train.py fit --config configs/<name>.yaml`` (see upconv/training/cli.py)."""
 
 from upconv.training.cli import main
 

@@ -53,7 +53,9 @@ class Curve(L.Callback):
 
 def run(layers: list[str], lr: float, steps: int, data: ImageData, held_out: torch.Tensor, **kw) -> dict:
     torch.manual_seed(0)
-    m = InversionModule(layers=layers, lr=lr, encoder_kwargs={"width": 0.5}, **kw)  # a random-weight encoder
+    m = InversionModule(
+        layers=layers, lr=lr, encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.5}}, **kw
+    )  # a random-weight encoder
     curve = Curve()
     L.Trainer(
         max_steps=steps,

@@ -29,8 +29,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = dict(
-    encoder="alexnet_cifar",
-    encoder_kwargs={"width": 0.5},
+    encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.5}},
     layers=["conv2", "fc6"],
     width=16,
     fc_width=256,

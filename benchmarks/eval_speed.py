@@ -64,7 +64,8 @@ def main() -> None:
     sync()
     t0 = time.perf_counter()
     result = evaluate(
-        EvalConfig(checkpoints=[ckpt], batch_size=args.batch_size, n_boot=1000, lpips=True, device=str(dev)), data=data
+        EvalConfig(out=None, checkpoints=[ckpt], batch_size=args.batch_size, n_boot=1000, lpips=True, device=str(dev)),
+        data=data,
     )
     sync()
     t_eval = time.perf_counter() - t0

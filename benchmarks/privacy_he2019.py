@@ -12,7 +12,7 @@ The full run can be split into parallel parts that attack one victim (each part 
 then merged into one table:
 
     python benchmarks/privacy_he2019.py --splits S.pt --train-victim victim.pt          # decode once, train once
-    python benchmarks/privacy_he2019.py --splits S.pt --set encoder_weights=victim.pt \
+    python benchmarks/privacy_he2019.py --splits S.pt --set "encoder={name: he2019_cifar, weights: victim.pt}" \
         --set "attacks=[black_box_noise, query_free]" --out runs/he2019_b                  # one part (any number)
     python benchmarks/privacy_he2019.py --merge runs/he2019_a runs/he2019_b              # one comparison table
 
@@ -161,7 +161,7 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     dev = resolve_device(cfg.get("device", "auto"))
     t0 = time.perf_counter()
     model = train_classifier(
-        cfg["encoder"],
+        cfg["encoder"]["name"],
         xv,
         yv,
         num_classes=cfg.get("num_classes", 10),
@@ -170,7 +170,7 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
         device=dev,
     )
     seconds = time.perf_counter() - t0
-    enc = Encoder.from_model(model, cfg["encoder"])
+    enc = Encoder.from_model(model, cfg["encoder"]["name"])
     with torch.no_grad():
         logits = torch.cat([enc.model(enc.normalize(to_unit(x))) for x in xe.split(500)])
     acc = M.accuracy(logits, ye).mean().item()
@@ -178,7 +178,7 @@ def train_victim(cfg: dict, splits: tuple, path: str) -> None:
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)
     print(
-        f"victim {cfg['encoder']}: {len(xv)} images × {cfg['victim_epochs']} epochs in {seconds:.1f} s on "
+        f"victim {cfg['encoder']['name']}: {len(xv)} images × {cfg['victim_epochs']} epochs in {seconds:.1f} s on "
         f"{dev.type}; accuracy {acc:.4f} on the {len(xe)} evaluated test images; weights → {path}"
     )
 

@@ -241,7 +241,7 @@ def recipe(p: Preset) -> dict[str, Any]:
     """The shipped recipe's model arguments (configs/cifar10_alexnet_all.yaml) with the preset's overrides."""
     with open(RECIPE) as f:
         args = dict(yaml.safe_load(f)["model"]["init_args"])
-    for k in ("encoder", "encoder_weights", "layers"):
+    for k in ("encoder", "layers"):
         args.pop(k, None)
     return {**args, **p.model}
 
@@ -251,9 +251,7 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
         dm.hparams.augment = bool(yaml.safe_load(f)["data"].get("augment", False))
     dm.hparams.batch_size = p.batch_size
     make = lambda: InversionModule(
-        encoder="alexnet_cifar",
-        encoder_kwargs=p.encoder_kwargs or None,  # noqa: E731
-        encoder_weights=encoder_pt,
+        encoder={"name": "alexnet_cifar", "weights": encoder_pt, "kwargs": p.encoder_kwargs or None},
         layers=p.layers,
         **recipe(p),
     )

@@ -65,8 +65,7 @@ class StepTimer(L.Callback):
 def _module(layers: list[str], args: argparse.Namespace) -> InversionModule:
     torch.manual_seed(0)
     return InversionModule(
-        encoder="alexnet_cifar",
-        encoder_weights=args.encoder_weights,
+        encoder={"name": "alexnet_cifar", "weights": args.encoder_weights},
         layers=layers,
         width=args.width,
         channels_last=args.channels_last,

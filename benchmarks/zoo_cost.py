@@ -65,7 +65,7 @@ def measure(name: str, batch: int, steps: int, device: str) -> dict:
     enc = build_encoder(name, pretrained=False)
     table_s = time.perf_counter() - t
     layers = decoder_layers(enc.layers)
-    m = InversionModule(encoder=name, pretrained=False, layers=layers).to(device)
+    m = InversionModule(encoder={"name": name, "pretrained": False}, layers=layers).to(device)
     opt = torch.optim.AdamW(m.decoders.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, *enc.image_size, device=device)
     times = []

@@ -28,7 +28,7 @@ from torch import Tensor
 from upconv.training.datamodule import ImageData
 from upconv.training.module import InversionModule
 
-TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
+TINY = dict(encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}}, width=8, fc_width=32, max_width=32)
 
 
 def image_hashes(x: Tensor) -> list[str]:

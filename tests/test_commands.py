@@ -36,7 +36,7 @@ def test_evaluate_deconv_and_visualize_read_a_photo_as_the_same_tensor(tmp_path)
 
 
 # ---------------------------------------------------------------- output folders
-SMALL = ["--encoder_kwargs", '{"width": 0.25}', "--device", "cpu"]
+SMALL = ["--encoder.kwargs", '{"width": 0.25}', "--device", "cpu"]
 
 
 def _commands(data, out):

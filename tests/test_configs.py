@@ -35,8 +35,8 @@ def test_training_config_runs_one_step(path, tmp_path, monkeypatch):
         args += [f"--model.init_args.export={tmp_path}/enc.pt", "--model.init_args.num_classes=8"]
     else:
         args += [
-            "--model.init_args.encoder_weights=null",
-            "--model.init_args.pretrained=false",
+            "--model.init_args.encoder.weights=null",
+            "--model.init_args.encoder.pretrained=false",
             "--model.init_args.width=4",
             "--model.init_args.fc_width=16",
             "--model.init_args.max_width=16",
@@ -90,15 +90,15 @@ def _train(tmp_path, *extra):
     "extra, message",
     [
         (
-            ["--model.init_args.encoder_weights=null", "--model.init_args.layers=[conv9]"],
+            ["--model.init_args.encoder.weights=null", "--model.init_args.layers=[conv9]"],
             "unknown layer 'conv9' for alexnet_cifar; choose one of: conv1, ",
         ),
         (
-            ["--model.init_args.encoder_weights=nowhere/encoder.pt"],
+            ["--model.init_args.encoder.weights=nowhere/encoder.pt"],
             "encoder weights file not found: nowhere/encoder.pt",
         ),
         (
-            ["--model.init_args.encoder_weights=null", "--data.source=folder", "--data.root=nowhere/images"],
+            ["--model.init_args.encoder.weights=null", "--data.source=folder", "--data.root=nowhere/images"],
             "data folder not found: nowhere/images",
         ),
     ],
@@ -128,7 +128,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.setattr(ImageData, "setup", broken)
     with pytest.raises(KeyError, match="a bug"):
-        _train(tmp_path, "--model.init_args.encoder_weights=null")
+        _train(tmp_path, "--model.init_args.encoder.weights=null")
 
 
 # ---------------------------------------------------------------- resume, typos, where a run writes
@@ -142,7 +142,7 @@ def test_resuming_from_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch, c
     bad = tmp_path / "last.ckpt"  # what a kill during a save leaves
     bad.write_bytes(b"" if kind == "empty" else good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(SystemExit) as e:
-        _train(tmp_path, "--model.init_args.encoder_weights=null", f"--ckpt_path={bad}")
+        _train(tmp_path, "--model.init_args.encoder.weights=null", f"--ckpt_path={bad}")
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     want = "is empty (0 bytes)" if kind == "empty" else "is truncated or corrupt"
@@ -215,7 +215,7 @@ def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path
             "--trainer.accelerator=cpu",
             "--trainer.precision=32-true",
             "--trainer.enable_progress_bar=false",
-            "--model.init_args.encoder_weights=null",
+            "--model.init_args.encoder.weights=null",
             "--model.init_args.width=4",
             "--model.init_args.fc_width=16",
             "--model.init_args.max_width=16",
@@ -239,7 +239,7 @@ def test_the_warnings_the_package_causes_on_purpose_are_silenced_and_no_others(t
     monkeypatch.setenv("UPCONV_WANDB", "0")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _train(tmp_path, "--model.init_args.encoder_weights=null")
+        _train(tmp_path, "--model.init_args.encoder.weights=null")
         warnings.warn("a warning of someone else's", stacklevel=1)  # still shown: the filters are narrow and scoped
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if any(re.match(p, m) for p in OWN_WARNINGS)], messages

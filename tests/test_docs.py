@@ -107,7 +107,13 @@ def parse_error(argv: list[str]) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            parser(argv[0]).parse_args(argv[1:])
+            args = argv[1:]
+            if argv[0] == "upconv":  # the console script spells out its encoder shortcuts first, as main does
+                from upconv.cli.args import encoder_options
+                from upconv.cli.main import COMMANDS
+
+                args = encoder_options(args, COMMANDS)
+            parser(argv[0]).parse_args(args)
     except SystemExit as e:
         if e.code not in (0, None):
             message = err.getvalue()

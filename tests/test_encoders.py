@@ -254,7 +254,7 @@ def test_weights_hash_covers_batch_norm_buffers():
 def test_layers_command_lists_resnet18(capsys):
     from upconv.cli.main import main
 
-    main(["layers", "resnet18", "--pretrained", "false"])
+    main(["layers", "resnet18", "--encoder.pretrained", "false"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("resnet18  input 3×224×224  weights ") and len(out[0].split()[-1]) == 16
     rows = {line.split()[0]: line.split()[1:] for line in out[2:]}
@@ -272,9 +272,8 @@ def test_decoders_of_a_batch_norm_encoder_save_and_reload(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("bnnets", None)
     module = InversionModule(
-        encoder="bnnets.TinyBN",
+        encoder={"name": "bnnets.TinyBN", "kwargs": {"c": 4}},
         layers=["bn", "pool"],
-        encoder_kwargs={"c": 4},
         width=8,
         fc_width=16,
         max_width=16,

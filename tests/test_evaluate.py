@@ -28,7 +28,9 @@ def ckpt(tmp_path_factory):
     from upconv.training.module import InversionModule
 
     torch.manual_seed(0)
-    model = InversionModule(encoder="alexnet_cifar", encoder_kwargs=ENC_KWARGS, layers=LAYERS, width=8, fc_width=64)
+    model = InversionModule(
+        encoder={"name": "alexnet_cifar", "kwargs": ENC_KWARGS}, layers=LAYERS, width=8, fc_width=64
+    )
     state = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(state)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
@@ -151,7 +153,7 @@ def test_lpips_with_a_cached_trunk_is_the_lpips_package_on_each_image(ckpt, data
     from upconv.core import metrics as M
 
     _place_random_alexnet_trunk()
-    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    res = evaluate(EvalConfig(out=None, checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
     assert res.settings["lpips"] == "computed (v0.1, AlexNet trunk)" and not any("LPIPS" in n for n in res.notes)
     model, _ = M.load_lpips()
     assert isinstance(model, lpips.LPIPS)
@@ -167,7 +169,7 @@ def test_lpips_package_missing_is_one_clear_line_and_the_other_metrics_stay(ckpt
 
     _place_random_alexnet_trunk()  # the trunk is there: only the package is missing
     monkeypatch.setitem(sys.modules, "lpips", None)  # `import lpips` now raises ImportError
-    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
+    res = evaluate(EvalConfig(out=None, checkpoints=[ckpt], layers=["conv1"], n_boot=5), data=data)
     said = [n for n in res.notes if "LPIPS" in n]
     assert said == ["LPIPS skipped: the lpips package is not installed (pip install 'upconv[lpips]')"]
     assert res.rows[0]["lpips"] is None and res.settings["lpips"] == "skipped"
@@ -175,7 +177,7 @@ def test_lpips_package_missing_is_one_clear_line_and_the_other_metrics_stay(ckpt
 
 
 def test_figures_agree_with_metrics_computed_directly(ckpt, data, tmp_path):
-    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["pool2"], n_boot=10, lpips=False), data=data)
+    res = evaluate(EvalConfig(out=None, checkpoints=[ckpt], layers=["pool2"], n_boot=10, lpips=False), data=data)
     dec = load_decoders(ckpt)
     x = torch.cat([b for b, _ in data.images("val")])  # (9, 3, 32, 32)
     xh = dec(x, "pool2")
@@ -196,7 +198,9 @@ def test_same_seed_gives_byte_identical_csv(ckpt, data, tmp_path):
     b = evaluate(EvalConfig(checkpoints=[ckpt], out=str(tmp_path / "b"), n_boot=50, seed=1), data=data).out
     read = lambda p: open(os.path.join(p, "metrics.csv"), "rb").read()  # noqa: E731
     assert read(a) == read(b)
-    other = evaluate(EvalConfig(checkpoints=[ckpt], n_boot=50, seed=2, lpips=False), data=data).rows  # the seed
+    other = evaluate(
+        EvalConfig(out=None, checkpoints=[ckpt], n_boot=50, seed=2, lpips=False), data=data
+    ).rows  # the seed
     # drives the bootstrap
     assert [r["mse_lo"] for r in other] != [float(r["mse_lo"]) for r in _csv_rows(os.path.join(a, "metrics.csv"))]
 
@@ -386,9 +390,15 @@ def test_an_encoder_object_beside_an_encoder_name_is_refused(ckpt, data):
     from upconv.nets.zoo import build_encoder
 
     enc = build_encoder("alexnet_cifar", kwargs=ENC_KWARGS)
-    with pytest.raises(ValueError, match="two encoders: the config names 'alexnet_cifar' and an Encoder is passed"):
-        evaluate(EvalConfig(checkpoints=[ckpt], encoder="alexnet_cifar", n_boot=5, lpips=False), encoder=enc, data=data)
-    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), encoder=enc, data=data)
+    with pytest.raises(ValueError, match=r"two encoders: EncoderSpec\(name='alexnet_cifar'.* and an Encoder object"):
+        evaluate(
+            EvalConfig(out=None, checkpoints=[ckpt], encoder="alexnet_cifar", n_boot=5, lpips=False),
+            encoder=enc,
+            data=data,
+        )
+    res = evaluate(
+        EvalConfig(out=None, checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), encoder=enc, data=data
+    )
     assert res.settings["encoder_weights_hash"] == enc.weights_hash  # the object given is the one evaluated
 
 
@@ -491,7 +501,8 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
     same = tmp_path / "same.pt"  # the seeded weights the decoders were trained on, as a file
     torch.save(build_encoder("alexnet_cifar", kwargs=ENC_KWARGS).model.state_dict(), same)
     res = evaluate(
-        EvalConfig(checkpoints=[ckpt], encoder_weights=str(same), layers=["fc6"], n_boot=5, lpips=False), data=data
+        EvalConfig(out=None, checkpoints=[ckpt], encoder={"weights": str(same)}, layers=["fc6"], n_boot=5, lpips=False),
+        data=data,
     )
     assert res.settings["encoder_spec"]["weights"] == str(same)  # used, and it fits the decoders
     torch.manual_seed(5)
@@ -499,13 +510,17 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
     torch.save(ARCHITECTURES["alexnet_cifar"].build(**ENC_KWARGS).state_dict(), other)
     with pytest.raises(ValueError, match=r"trained for encoder alexnet_cifar \(weights [0-9a-f]+\), not alexnet_cifar"):
         evaluate(
-            EvalConfig(checkpoints=[ckpt], encoder_weights=str(other), layers=["fc6"], n_boot=5, lpips=False), data=data
+            EvalConfig(
+                out=None, checkpoints=[ckpt], encoder={"weights": str(other)}, layers=["fc6"], n_boot=5, lpips=False
+            ),
+            data=data,
         )
     with pytest.raises(ValueError, match="trained for encoder"):
         evaluate(
             EvalConfig(
+                out=None,
                 checkpoints=[ckpt],
-                encoder_kwargs={"width": 0.5, "num_classes": 8},
+                encoder={"kwargs": {"width": 0.5, "num_classes": 8}},
                 layers=["fc6"],
                 n_boot=5,
                 lpips=False,
@@ -514,7 +529,7 @@ def test_encoder_weights_or_kwargs_without_encoder_rebuild_the_recorded_encoder(
         )
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--encoder_weights", str(other), "--out", str(tmp_path / "r")])
+        main(["evaluate", "--checkpoints", f"[{ckpt}]", "--encoder.weights", str(other), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "trained for encoder" in err
     assert not (tmp_path / "r").exists()
@@ -673,6 +688,7 @@ def test_plain_folder_says_which_split_and_skips_accuracy_against_foreign_labels
     assert row["recon_accuracy"] == "" and row["class_agreement"] != ""
     res = evaluate(
         EvalConfig(
+            out=None,
             checkpoints=[ckpt],
             data="folder",
             root=str(tmp_path / "imgs"),
@@ -719,8 +735,7 @@ def test_grid_images_are_sampled_across_classes(tmp_path):
     _solid_folder(tmp_path / "imgs" / "train", 4, 2)
     _solid_folder(tmp_path / "imgs" / "test", 4, 5)  # class-ordered: the first 4 images are all class 0
     kw = dict(
-        encoder="alexnet_cifar",
-        encoder_kwargs={"width": 0.25, "num_classes": 4},
+        encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25, "num_classes": 4}},
         layers=["conv1"],
         n_boot=5,
         lpips=False,
@@ -728,10 +743,10 @@ def test_grid_images_are_sampled_across_classes(tmp_path):
     objects = dict(
         methods=[Oracle()], data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3, num_workers=0)
     )
-    res = evaluate(EvalConfig(batch_size=3, grid_images=4, **kw), **objects)
+    res = evaluate(EvalConfig(out=None, batch_size=3, grid_images=4, **kw), **objects)
     assert [_class_of(x) for x in res.originals] == [0, 1, 2, 3]  # one per class, in class order
     assert torch.equal(res.grid[("oracle", "conv1")], res.originals)  # each reconstruction beside its original
-    res8 = evaluate(EvalConfig(batch_size=7, grid_images=8, **kw), **objects)
+    res8 = evaluate(EvalConfig(out=None, batch_size=7, grid_images=8, **kw), **objects)
     assert sorted(_class_of(x) for x in res8.originals) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
@@ -767,14 +782,16 @@ def test_cli_vocabulary_is_shared_and_documented():
 
     from upconv.privacy.config import PrivacyConfig as privacy  # the dataclass `upconv privacy` is built from
 
-    shared = {"encoder", "encoder_weights", "encoder_kwargs", "data", "root", "device"}
+    shared = {"encoder", "data", "root", "out", "device"}
     for fn in (EvalConfig, privacy):  # EvalConfig's fields are the options of `upconv evaluate`
         params = inspect.signature(fn).parameters
         assert shared <= set(params), fn.__name__
         assert params["device"].default == "auto"
         documented = {p.arg_name: p.description for p in parse(fn.__doc__).params}
         assert [p for p in params if not documented.get(p)] == [], fn.__name__  # every argument has help text
-    assert {"pretrained", "download", "limit"} <= set(inspect.signature(EvalConfig).parameters)
+    assert EvalConfig().out == privacy().out.replace("privacy", "eval")  # the same kind of default folder
+    limit = next(p.description for p in parse(EvalConfig.__doc__).params if p.arg_name == "limit")
+    assert "seeded random subset" in limit  # limit means one thing; evenly spaced files are per_folder
 
 
 def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
@@ -825,7 +842,7 @@ def test_floors_are_the_training_mean_images_scored_like_any_method(ckpt, data):
     mean = x_tr.mean(0)  # the oracle: the floors by brute force
     class_mean = torch.stack([x_tr[y_tr == k].mean(0) for k in range(8)])
     res = evaluate(
-        EvalConfig(checkpoints=[ckpt], layers=["conv1"], n_boot=5, lpips=False), data=data, methods=[Oracle()]
+        EvalConfig(out=None, checkpoints=[ckpt], layers=["conv1"], n_boot=5, lpips=False), data=data, methods=[Oracle()]
     )
     floors = {r["method"]: r for r in res.floor_rows}
     from upconv.core import metrics as M
@@ -920,6 +937,7 @@ def test_methods_reuse_the_evaluations_features_instead_of_running_the_encoder_a
     monkeypatch.setattr(Encoder, "forward", counting)
     evaluate(
         EvalConfig(
+            out=None,
             checkpoints=[ckpt],
             methods=["upconvnet", "mahendran_vedaldi"],
             method_options={"mahendran_vedaldi": {"steps": 1}},

@@ -16,7 +16,7 @@ from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.health import HealthGuard
 from upconv.training.module import InversionModule
 
-TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
+TINY = dict(encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}}, width=8, fc_width=32, max_width=32)
 
 
 # ---------------------------------------------------------------------- the guard on a hand-computable toy
@@ -256,7 +256,12 @@ def _losses_on(module, images):
 def _ten_times_rate_run(layers, steps=30, **kw):
     torch.manual_seed(0)
     m = InversionModule(
-        encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, layers=layers, width=16, fc_width=512, lr=1e-2, **kw
+        encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}},
+        layers=layers,
+        width=16,
+        fc_width=512,
+        lr=1e-2,
+        **kw,
     )  # 10 × the paper's rate (1e-3), 5 × the recipe's
     data = ImageData(source="embedded", embedded_per_class=40, batch_size=16, seed=0)
     data.setup()
@@ -306,7 +311,7 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
         "--trainer.precision=32-true",
         "--trainer.enable_progress_bar=false",
         "--trainer.limit_val_batches=1",
-        "--model.init_args.encoder_weights=null",
+        "--model.init_args.encoder.weights=null",
         "--model.init_args.width=4",
         "--model.init_args.fc_width=16",
         "--model.init_args.max_width=16",

@@ -21,7 +21,9 @@ def ckpt(tmp_path_factory):
     from upconv.training.module import InversionModule
 
     torch.manual_seed(0)
-    model = InversionModule(encoder="alexnet_cifar", encoder_kwargs=ENC_KWARGS, layers=[LAYER], width=8, fc_width=64)
+    model = InversionModule(
+        encoder={"name": "alexnet_cifar", "kwargs": ENC_KWARGS}, layers=[LAYER], width=8, fc_width=64
+    )
     state = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(state)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"

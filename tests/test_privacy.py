@@ -401,7 +401,8 @@ def test_the_cli_options_are_the_config_fields_with_their_defaults(capsys):
     fields = dataclasses.fields(PrivacyConfig)
     defaults = PrivacyConfig()
     assert set(parsed) == {f.name for f in fields}
-    assert parsed == {f.name: getattr(defaults, f.name) for f in fields}
+    plain = {f.name: getattr(defaults, f.name) for f in fields}
+    assert parsed == {**plain, "encoder": dataclasses.asdict(defaults.encoder)}  # a group of options in YAML
     assert parsed["mv_steps"] == MV_STEPS == 2100
     documented = {p.arg_name: p.description for p in parse(PrivacyConfig.__doc__).params}
     assert [f.name for f in fields if not documented.get(f.name)] == []  # every option has help text
@@ -460,14 +461,16 @@ def test_encoder_kwargs_reach_the_victim_and_are_never_ignored(tmp_path):
     torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), weights)
     kw = dict(attacks=["white_box"], decoders=["paper"], mv_steps=1, n_candidates=2, n_boot=5, lpips=False)
     res = _run(
-        "alexnet_cifar", ["conv1"], _data(4, 2), encoder_weights=str(weights), encoder_kwargs={"width": 0.25}, **kw
+        {"name": "alexnet_cifar", "weights": str(weights), "kwargs": {"width": 0.25}}, ["conv1"], _data(4, 2), **kw
     )
     assert (
         res.settings["encoder_weights_hash"]
         == build_encoder("alexnet_cifar", str(weights), kwargs={"width": 0.25}).weights_hash
     )
-    with pytest.raises(ValueError, match="encoder_kwargs apply to a victim loaded from encoder_weights"):
-        _run("alexnet_cifar", ["conv1"], _data(4, 2), victim_data=_data(8, 0), encoder_kwargs={"width": 0.25}, **kw)
+    with pytest.raises(ValueError, match="encoder kwargs apply to a victim loaded from its weights"):
+        _run(
+            {"name": "alexnet_cifar", "kwargs": {"width": 0.25}}, ["conv1"], _data(4, 2), victim_data=_data(8, 0), **kw
+        )
 
 
 def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
@@ -493,7 +496,7 @@ def test_privacy_progress_goes_to_stderr_only(capfd, monkeypatch):
 
 
 def test_a_built_victim_is_attacked_as_the_same_weights_loaded_by_name(tmp_path):
-    """``victim=`` (a built Encoder) and ``encoder_weights`` (the same weights saved) are the same attack."""
+    """``victim=`` (a built Encoder) and the encoder's weights (the same weights saved) are the same attack."""
     from upconv.nets.builtin import ARCHITECTURES
     from upconv.nets.encoder import Encoder
 
@@ -511,13 +514,16 @@ def test_a_built_victim_is_attacked_as_the_same_weights_loaded_by_name(tmp_path)
         out=None,
     )
     built = run_privacy(config, _data(4, 2), victim=Encoder.from_model(model, "he2019_cifar"))
-    loaded = run_privacy(PrivacyConfig(**{**config.__dict__, "encoder_weights": str(tmp_path / "v.pt")}), _data(4, 2))
+    loaded = run_privacy(
+        PrivacyConfig(**{**config.__dict__, "encoder": {"name": "he2019_cifar", "weights": str(tmp_path / "v.pt")}}),
+        _data(4, 2),
+    )
     assert (
         built.rows == loaded.rows and built.settings["encoder_weights_hash"] == loaded.settings["encoder_weights_hash"]
     )
-    with pytest.raises(ValueError, match="this Encoder is already built"):
+    with pytest.raises(ValueError, match="two encoders"):
         run_privacy(
-            PrivacyConfig(**{**config.__dict__, "encoder_kwargs": {"width": 0.5}}),
+            PrivacyConfig(**{**config.__dict__, "encoder": {"name": "he2019_cifar", "kwargs": {"width": 0.5}}}),
             _data(4, 2),
             victim=Encoder.from_model(model, "he2019_cifar"),
         )

@@ -106,7 +106,7 @@ def test_unknown_model_and_missing_timm_are_clear(monkeypatch):
 def test_layers_command_prints_a_timm_table(capsys):
     from upconv.cli.main import main
 
-    main(["layers", "timm:test_vit", "--pretrained", "false", "--encoder_kwargs", '{"img_size": 32}'])
+    main(["layers", "timm:test_vit", "--encoder.pretrained", "false", "--encoder.kwargs", '{"img_size": 32}'])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("timm:test_vit  input 3×32×32  weights ")
     rows = {line.split()[0]: line.split()[1:] for line in out[2:]}
@@ -120,7 +120,7 @@ def test_layers_command_without_cached_weights_prints_the_table_for_random_ones(
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    main(["layers", "timm:resnet18", "--encoder_kwargs", '{"image_size": 64}'])
+    main(["layers", "timm:resnet18", "--encoder.kwargs", '{"image_size": 64}'])
     out = capsys.readouterr().out.splitlines()
     assert (
         "weights random (pretrained weights not loaded: timm's pretrained weights for resnet18 are not in "
@@ -136,7 +136,7 @@ def _decoders(spec):
     name, kwargs = spec
     layers = ["layer2", "logits"] if spec is CNN else ["blocks_1", "logits"]
     return InversionModule(
-        encoder=name, encoder_kwargs=kwargs, pretrained=False, layers=layers, width=8, fc_width=32, max_width=32
+        encoder={"name": name, "kwargs": kwargs, "pretrained": False}, layers=layers, width=8, fc_width=32, max_width=32
     ), layers
 
 

@@ -13,7 +13,7 @@ from upconv.training.classifier import ClassifierModule
 from upconv.training.datamodule import ImageData
 from upconv.training.module import InversionModule
 
-TINY = dict(encoder="alexnet_cifar", encoder_kwargs={"width": 0.25}, width=8, fc_width=32, max_width=32)
+TINY = dict(encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}}, width=8, fc_width=32, max_width=32)
 
 
 def tiny_module(layers=("conv1", "pool2", "fc6"), **kw):
@@ -182,7 +182,8 @@ def _checkpoint_with_relative_weights(project):
     torch.save(
         ARCHITECTURES["alexnet_cifar"].build(width=0.25).state_dict(), project / "checkpoints" / "enc" / "encoder.pt"
     )
-    m = tiny_module(("conv1", "fc6"), encoder_weights="checkpoints/enc/encoder.pt")  # relative to the cwd
+    spec = {**TINY["encoder"], "weights": "checkpoints/enc/encoder.pt"}  # relative to the cwd
+    m = tiny_module(("conv1", "fc6"), encoder=spec)
     state = {"state_dict": m.state_dict()}
     m.on_save_checkpoint(state)
     torch.save(state, project / "checkpoints" / "run" / "last.ckpt")
@@ -207,7 +208,7 @@ def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkey
     with torch.no_grad():
         torch.testing.assert_close(dec(x, "conv1"), m.eval()(x)["conv1"].clamp(0, 1))
     res = evaluate(
-        EvalConfig(checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
+        EvalConfig(out=None, checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
         data=ImageData(source="embedded", embedded_per_class=4),
     )
     assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash
@@ -221,7 +222,7 @@ def test_missing_recorded_weights_say_where_they_were_looked_for(tmp_path, monke
     with pytest.raises(FileNotFoundError) as e:
         load_decoders(ckpt)
     text = str(e.value)
-    assert len(text.splitlines()) == 1 and "Pass encoder_weights=" in text
+    assert len(text.splitlines()) == 1 and "--encoder.weights FILE" in text
     for tried in (
         tmp_path / "checkpoints" / "run" / "checkpoints/enc/encoder.pt",
         tmp_path / "checkpoints/enc/encoder.pt",

@@ -393,7 +393,7 @@ def test_every_index_is_checked_by_one_rule_with_one_message(tmp_path, capsys):
                 str(tmp_path),
                 "--channels",
                 "[999]",
-                "--encoder_kwargs",
+                "--encoder.kwargs",
                 '{"width": 0.25}',
                 "--device",
                 "cpu",
@@ -446,14 +446,10 @@ def test_long_loops_report_progress_on_stderr_only(capsys, monkeypatch):
 
 
 # ---------------------------------------------------------------- CLI: one vocabulary for encoders
-ENCODER_ARGS = ("encoder", "encoder_weights", "encoder_kwargs", "pretrained", "download", "device")
-# evaluate and privacy are checked only for the encoder arguments they take today.
+ENCODER_ARGS = ("encoder.name", "encoder.weights", "encoder.kwargs", "encoder.pretrained", "encoder.download", "device")
 PARTIAL = {
-    "evaluate": ("encoder", "encoder_weights", "encoder_kwargs", "device"),
-    "privacy": ("encoder", "encoder_weights", "device"),
-    "privacy-frontier": ("encoder", "encoder_weights", "device"),  # PrivacyConfig's fields, extended
-    "privacy-budget": ("encoder", "encoder_weights", "device"),
-}
+    c: ENCODER_ARGS for c in ("evaluate", "privacy", "privacy-frontier", "privacy-budget")
+}  # one EncoderSpec everywhere
 
 
 def _subcommands(parser, path=()):
@@ -480,7 +476,7 @@ def test_every_subcommand_speaks_the_same_encoder_vocabulary_with_help():
         names = PARTIAL.get(path[0], ENCODER_ARGS)
         assert set(names) <= set(actions), (path, sorted(set(names) - set(actions)))
         assert actions["device"].default == "auto", path
-        assert not {"weights"} & set(actions), path  # the old spelling is gone
+        assert not {"weights", "encoder_weights", "pretrained"} & set(actions), path  # the old spellings are gone
         for dest, action in actions.items():
             assert action.help and action.help.strip() and action.help != "==SUPPRESS==", (path, dest)
 
@@ -497,7 +493,7 @@ def test_corrupt_images_are_one_line_naming_the_file(tmp_path, capsys, monkeypat
     bad = tmp_path / "data" / "b" / "1.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)  # a JPEG header and nothing decodable
     (tmp_path / "q.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
-    small = ["--encoder_kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
+    small = ["--encoder.kwargs", '{"width": 0.25}', "--out", str(tmp_path / "out")]
     query = tmp_path / "q.png"
     for argv, culprit in (
         (["visualize", "saliency", "alexnet_cifar", f"[{data}]", *small], bad),
@@ -532,7 +528,7 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
             "fgsm",
             "--epsilon",
             "0.05",
-            "--encoder_kwargs",
+            "--encoder.kwargs",
             '{"width": 0.25}',
             "--out",
             str(tmp_path / "out"),
@@ -556,7 +552,7 @@ def test_adversarial_command_prints_clean_accuracy_and_success_over_correct_imag
     common = [
         "--method",
         "fgsm",
-        "--encoder_kwargs",
+        "--encoder.kwargs",
         '{"width": 0.25}',
         "--out",
         str(tmp_path / "out"),
@@ -588,8 +584,8 @@ def test_gradcam_titles_name_the_folders_classes_else_their_index(tmp_path, imag
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
     data = image_folder(tmp_path / "data", per_class=2, size=(40, 36), classes=("cat", "dog"), seed=3)
-    common = ["alexnet_cifar", f"[{data}]", "conv5", "--encoder_weights", "null", "--guided", "false"]
-    two = ["--encoder_kwargs", '{"width": 0.25, "num_classes": 2}']  # one output per folder
+    common = ["alexnet_cifar", f"[{data}]", "conv5", "--encoder.weights", "null", "--guided", "false"]
+    two = ["--encoder.kwargs", '{"width": 0.25, "num_classes": 2}']  # one output per folder
     main(["visualize", "gradcam", *common, *two, "--classes", "[1]", "--out", str(tmp_path / "given")])
     main(["visualize", "gradcam", *common, *two, "--out", str(tmp_path / "predicted")])
     main(
@@ -597,7 +593,7 @@ def test_gradcam_titles_name_the_folders_classes_else_their_index(tmp_path, imag
             "visualize",
             "gradcam",
             *common,
-            "--encoder_kwargs",
+            "--encoder.kwargs",
             '{"width": 0.25}',
             "--classes",
             "[1]",
@@ -616,7 +612,7 @@ def test_cli_writes_pngs_from_an_image_folder(tmp_path, capsys, image_folder):
     from upconv.cli.main import main
 
     data = image_folder(tmp_path / "data", per_class=3, size=(40, 36), seed=2)
-    common = ["--encoder_weights", "null", "--encoder_kwargs", '{"width": 0.25}']
+    common = ["--encoder.weights", "null", "--encoder.kwargs", '{"width": 0.25}']
     main(["visualize", "gradcam", "alexnet_cifar", f"[{data}]", "conv5", "--out", str(tmp_path / "gradcam"), *common])
     main(
         [

@@ -13,6 +13,7 @@ _PUBLIC = {
     "Encoder": "upconv.nets.encoder",
     "LayerInfo": "upconv.nets.encoder",
     "build_encoder": "upconv.nets.zoo",
+    "EncoderSpec": "upconv.nets.spec",
     "UpconvNet": "upconv.nets.upconvnet",
     "load_decoders": "upconv.nets.checkpoints",
     "ImageSource": "upconv.data.source",

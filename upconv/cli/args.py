@@ -12,22 +12,20 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from upconv.core.runtime import resolve_device
-from upconv.nets.encoder import Encoder
-from upconv.nets.zoo import build_encoder
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENCODER_ARGS = {
-    "encoder": "alexnet_cifar, he2019_cifar, a torchvision model name (alexnet, vgg11/13/16/19, resnet18/34/50) "
-    "or the class path of your own nn.Module (package.module.Class); see `upconv layers`.",
-    "encoder_weights": "state-dict or classifier checkpoint file for the encoder (default: torchvision's cached "
-    "ImageNet weights, or seeded random weights for the others).",
-    "encoder_kwargs": "keyword arguments for the encoder's constructor, e.g. {\"width\": 0.25} for the demo's "
-    "narrow alexnet_cifar.",
-    "pretrained": "torchvision models: load ImageNet weights from the local torch cache (false: random weights).",
-    "download": "torchvision models: allow fetching ImageNet weights that are not in the local torch cache.",
+    "encoder": "the encoder: a name alone (positional, or --encoder NAME), or --encoder.name NAME with "
+    "--encoder.weights FILE, --encoder.kwargs '{width: 0.25}', --encoder.pretrained, --encoder.download; "
+    "--encoder.help lists them.",
     "device": "auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
+}
+# Older spellings of the encoder's fields, still read on the command line (``encoder_options``).
+LEGACY_OPTIONS = {
+    "--encoder_weights": "--encoder.weights",
+    "--encoder_kwargs": "--encoder.kwargs",
+    "--pretrained": "--encoder.pretrained",
+    "--download": "--encoder.download",
 }
 
 
@@ -55,15 +53,31 @@ def shared_args(extra: Mapping[str, str] | None = None) -> Callable[[F], F]:
     return wrap
 
 
-def cli_encoder(
-    encoder: str,
-    encoder_weights: str | None,
-    encoder_kwargs: dict[str, Any] | None,
-    pretrained: bool,
-    download: bool,
-    device: str,
-) -> Encoder:
-    """The encoder a command's shared arguments describe, on the resolved device."""
-    return build_encoder(encoder, encoder_weights, download=download, pretrained=pretrained, kwargs=encoder_kwargs).to(
-        resolve_device(device)
-    )
+def encoder_options(argv: list[str], commands: Mapping[str, Any]) -> list[str]:
+    """``argv`` with the encoder shortcuts spelled out for jsonargparse, which reads an ``EncoderSpec`` as a group
+    of options: a name right after a command that takes one (``upconv layers alexnet_cifar``) or ``--encoder
+    NAME`` becomes ``--encoder.name NAME``, and the older ``--encoder_weights`` … ``--download`` their
+    ``--encoder.*`` names."""
+    out, i, command = [], 0, commands
+    while i < len(argv) and isinstance(command, Mapping) and argv[i] in command:  # the subcommand path
+        command = command[argv[i]]
+        out.append(argv[i])
+        i += 1
+    takes = inspect.isfunction(command) and "encoder" in inspect.signature(command).parameters
+    if takes and i < len(argv) and not argv[i].startswith("-"):
+        out.append("--encoder.name")
+    for arg in argv[i:]:
+        key, eq, value = arg.partition("=")
+        if key in LEGACY_OPTIONS:
+            arg = LEGACY_OPTIONS[key] + eq + value
+        elif key == "--encoder" and eq and _is_name(value):
+            arg = f"--encoder.name={value}"
+        elif out[-1:] == ["--encoder"] and _is_name(arg):
+            out[-1] = "--encoder.name"
+        out.append(arg)
+    return out
+
+
+def _is_name(value: str) -> bool:
+    """An encoder name, not the mapping or YAML/JSON file jsonargparse reads for a group."""
+    return not value.lstrip().startswith(("{", "-")) and not value.endswith((".yaml", ".yml", ".json"))

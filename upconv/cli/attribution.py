@@ -4,30 +4,24 @@ as in ``upconv.cli.visualize``, whose shared arguments and image loading these c
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from upconv.cli.args import cli_encoder
 from upconv.cli.visualize import image_args, write_grid
 from upconv.core.files import check_out
 from upconv.data.folders import folder_classes, load_images
+from upconv.nets.spec import EncoderSpec
 
 
 @image_args
 def gradcam(
-    encoder: str,
+    encoder: EncoderSpec,
     images: list[str],
     layer: str,
     classes: list[int] | None = None,
     guided: bool = True,
-    limit: int | None = 16,
-    out: str = "visualize",
+    per_folder: int | None = 16,
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """Grad-CAM overlays (Selvaraju et al. 2017), and guided Grad-CAM, for the predicted class or ``classes``.
@@ -43,9 +37,9 @@ def gradcam(
     from upconv.core.figures import overlay, signed_to_image
     from upconv.visualize.gradcam import class_labels, grad_cam, guided_grad_cam
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    x, _, names = load_images(images, enc.image_size, limit, enc.channels)
-    x = x.to(enc.mean.device)
+    enc = encoder.build(device)
+    x, _, names = load_images(images, enc.image_size, per_folder, enc.channels)
+    x = x.to(enc.device)
     with torch.no_grad():
         logits = enc.logits(x).flatten(1)  # (N, K)
     pred = logits.argmax(1) if classes is None else torch.as_tensor(classes).to(x.device).expand(len(x))
@@ -59,16 +53,12 @@ def gradcam(
 
 @image_args
 def saliency(
-    encoder: str,
+    encoder: EncoderSpec,
     images: list[str],
     classes: list[int] | None = None,
-    limit: int | None = 16,
-    out: str = "visualize",
+    per_folder: int | None = 16,
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """Simonyan et al. (2014) saliency maps for the predicted class, or ``classes``.
@@ -80,9 +70,9 @@ def saliency(
     from upconv.core.figures import overlay
     from upconv.visualize.gradcam import saliency as saliency_map
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    x, _, names = load_images(images, enc.image_size, limit, enc.channels)
-    m = saliency_map(enc, x.to(enc.mean.device), classes)
+    enc = encoder.build(device)
+    x, _, names = load_images(images, enc.image_size, per_folder, enc.channels)
+    m = saliency_map(enc, x.to(enc.device), classes)
     m = m / m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     gray = m[:, None].expand(-1, 3, -1, -1).cpu()
     write_grid(out, "saliency.png", torch.cat([x, gray, overlay(x, m)]), names * 3, len(names), overwrite=overwrite)
@@ -90,37 +80,33 @@ def saliency(
 
 @image_args
 def similar(
-    encoder: str,
-    data: str,
+    encoder: EncoderSpec,
+    root: str,
     images: list[str],
     layer: str,
     k: int = 5,
     metric: str = "cosine",
-    limit: int | None = None,
-    out: str = "visualize",
+    per_folder: int | None = None,
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
-    """Nearest training images: index ImageFolder ``data`` at ``layer``, then show each query with its top-k
+    """Nearest training images: index the ImageFolder tree ``root`` at ``layer``, then show each query with its top-k
     neighbours, their scores, and nn_ratio (≈1 typical, ≫1 unlike the data, 0 an exact copy).
 
     Args:
-        data: ImageFolder directory to index (the "training set").
+        root: the data folder, an ImageFolder tree to index (the "training set").
         images: query image files and/or ImageFolder directories.
         layer: layer whose features are compared.
         k: neighbours shown per query.
         metric: cosine or euclidean.
-        limit: images indexed from data, evenly spaced over its files (null: all).
+        per_folder: images indexed from root, evenly spaced over its files (null: all).
     """
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.similar import FeatureIndex
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    train, _, train_names = load_images([data], enc.image_size, limit, enc.channels)
+    enc = encoder.build(device)
+    train, _, train_names = load_images([root], enc.image_size, per_folder, enc.channels)
     q, _, names = load_images(images, enc.image_size, None, enc.channels)
     res = FeatureIndex(enc, layer, metric).add(train).search(q, k)
     grid, titles = [], []
@@ -140,20 +126,16 @@ def _rate(k: int, n: int) -> str:
 
 @image_args
 def adversarial(
-    encoder: str,
+    encoder: EncoderSpec,
     images: list[str],
     epsilon: float = 8 / 255,
     method: str = "pgd",
     steps: int = 10,
     labels: list[int] | None = None,
     targeted: bool = False,
-    limit: int | None = 16,
-    out: str = "visualize",
+    per_folder: int | None = 16,
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """FGSM or L∞ PGD. Prints the clean accuracy, the success rate and the perturbation norms.
@@ -176,9 +158,9 @@ def adversarial(
         raise ValueError(f"unknown method '{method}'; choose fgsm or pgd")
     if targeted and labels is None:
         raise ValueError("a targeted attack needs --labels: the target class, one for all images or one per image")
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    x, folder, names = load_images(images, enc.image_size, limit, enc.channels)
-    x = x.to(enc.mean.device)
+    enc = encoder.build(device)
+    x, folder, names = load_images(images, enc.image_size, per_folder, enc.channels)
+    x = x.to(enc.device)
     with torch.no_grad():
         clean = enc.logits(x).flatten(1).argmax(1).cpu()  # (N,)
     y = labels if labels is not None else folder if folder is not None else clean
@@ -207,16 +189,12 @@ def adversarial(
 
 @image_args
 def fooling(
-    encoder: str,
+    encoder: EncoderSpec,
     classes: list[int],
     confidence: float = 0.99,
     max_steps: int = 500,
-    out: str = "visualize",
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """Fooling images (Nguyen et al. 2015): optimise noise until each class gets ≥ ``confidence``.
@@ -228,7 +206,7 @@ def fooling(
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.adversarial import fooling_images
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
+    enc = encoder.build(device)
     r = fooling_images(enc, classes, confidence, max_steps)
     print(f"reached {confidence:.0%}: {int(r.success.sum())}/{len(classes)}")
     write_grid(

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from upconv.cli.args import cli_encoder, shared_args
+from upconv.cli.args import shared_args
 from upconv.core.figures import captioned_figure, save_figure
 from upconv.core.files import atomic_folder, check_out
 from upconv.core.runtime import progress
 from upconv.methods.deconvnet import DeconvNet
+from upconv.nets.spec import EncoderSpec
 from upconv.optim.indices import check_indices
 from upconv.visualize.deconv import channel_figure, image_figure, image_folder, top_activating
 
@@ -41,21 +42,17 @@ def _channel_figures(
 
 @shared_args()
 def deconv(
-    encoder: str,
+    encoder: EncoderSpec,
     layer: str,
-    data: str,
-    out: str = "deconv",
+    root: str,
+    out: str = "runs/deconv",
     overwrite: bool = False,
     channels: list[int] | None = None,
-    limit: int = 1000,
+    per_folder: int = 1000,
     top: int = 9,
     images: int = 8,
     top_k: int = 1,
     guided: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     batch_size: int = 128,
     zoom: int = 4,
     device: str = "auto",
@@ -68,11 +65,12 @@ def deconv(
 
     Args:
         layer: layer to project from (see ``upconv layers``).
-        data: ImageFolder directory (root/<class>/<image>), resized and centre-cropped to the encoder's size.
+        root: the data folder, an ImageFolder tree (root/<class>/<image>) searched whole; images are resized
+            and centre-cropped to the encoder's size.
         out: output directory for the PNGs, created only once every figure is written.
         overwrite: replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).
         channels: channels to draw (default: the first 16).
-        limit: number of images of the data set to search (evenly spaced over the file list).
+        per_folder: images of root searched, evenly spaced over its files.
         top: top activating images per channel.
         images: number of per-image figures (the first images of the searched subset).
         top_k: strongest activations of the layer projected in the per-image figures.
@@ -81,14 +79,14 @@ def deconv(
         zoom: nearest-neighbour upscaling of the saved PNGs.
     """
     check_out(out, overwrite)  # before any work
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
+    enc = encoder.build(device)
     net = DeconvNet(enc, guided=guided)
     name = enc.resolve(layer)[0]
     net.graph(name)  # refuse unsupported layers before reading any data
     n_channels = enc.layer(name).shape[0]
     channels = list(range(min(16, n_channels))) if channels is None else channels
     channels = check_indices(channels, n_channels, "channel", f"layer {name}").tolist()
-    ds = image_folder(data, enc.image_size, limit)
+    ds = image_folder(root, enc.image_size, per_folder)
     with atomic_folder(out, overwrite) as tmp:  # a corrupt image or a crash leaves no folder behind
         values, index = top_activating(enc, name, ds, channels, top, batch_size)
         _channel_figures(net, ds, name, channels, index, tmp, zoom)

@@ -63,7 +63,7 @@ def run(out: str = "runs/demo", checkpoints: str = "checkpoints/demo", quick: bo
     where = [f"--trainer.callbacks.init_args.dirpath={checkpoints}", f"--runs_dir={runs_dir}", *common]
     _fit("demo_encoder.yaml", f"--model.init_args.export={encoder_pt}", f"--run_name={name}_encoder", *where)
     t1 = time.time()
-    _fit("demo.yaml", f"--model.init_args.encoder_weights={encoder_pt}", f"--run_name={name}", *where)
+    _fit("demo.yaml", f"--model.init_args.encoder.weights={encoder_pt}", f"--run_name={name}", *where)
     t2 = time.time()
     decoders = os.path.join(checkpoints, "decoders.ckpt")
     # The held-out 10 % of the same crops the decoders were trained beside (same data seed as the configs).

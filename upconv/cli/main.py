@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 from jsonargparse import CLI
 
-from upconv.cli.args import cli_encoder, shared_args
+from upconv.cli.args import encoder_options, shared_args
 from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.deconv import deconv
 from upconv.cli.privacy import budget, frontier, privacy
@@ -20,6 +21,7 @@ from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
 from upconv.core.runtime import close_progress_bars
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.run import run_evaluate
+from upconv.nets.spec import EncoderSpec
 from upconv.privacy.budget import BudgetConfig
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.frontier import FrontierConfig
@@ -27,11 +29,7 @@ from upconv.privacy.frontier import FrontierConfig
 
 @shared_args()
 def layers(
-    encoder: str,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
+    encoder: EncoderSpec,
     device: str = "auto",
 ) -> None:
     """Print an encoder's layer table: name, graph node, output shape and feature count. One image is run
@@ -42,12 +40,12 @@ def layers(
     Args:
     """
     try:
-        enc, weights = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), None
+        enc, weights = encoder.build(device), None
     except FileNotFoundError as e:
-        if encoder_weights or not pretrained:
+        if encoder.weights or encoder.pretrained is False:
             raise
         # The table does not depend on the weights: show it for random ones, and say so where the hash goes.
-        enc = cli_encoder(encoder, None, encoder_kwargs, False, False, device)
+        enc = replace(encoder, pretrained=False, download=False).build(device)
         weights = f"random (pretrained weights not loaded: {e})"
     with torch.no_grad():
         enc(torch.zeros(1, enc.channels, *enc.image_size, device=enc.device), enc.layers)
@@ -83,7 +81,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        parsed = CLI(COMMANDS, args=argv, as_positional=True)
+        args = encoder_options(sys.argv[1:] if argv is None else list(argv), COMMANDS)
+        parsed = CLI(COMMANDS, args=args, as_positional=True)
         run = RUNS.get(type(parsed))
         if run is not None:
             run(parsed)

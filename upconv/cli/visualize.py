@@ -12,13 +12,13 @@ subcommand takes the shared encoder arguments of ``upconv.cli.args`` (help text 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 
-from upconv.cli.args import cli_encoder, shared_args
+from upconv.cli.args import shared_args
 from upconv.core.files import atomic_folder, check_out
 from upconv.data.folders import load_images
+from upconv.nets.spec import EncoderSpec
 from upconv.visualize.recipe import Recipe
 
 image_args = shared_args(
@@ -27,7 +27,7 @@ image_args = shared_args(
         "see upconv.visualize.Recipe.",
         "out": "output folder for the PNG grid.",
         "images": "image files and/or ImageFolder directories, resized and centre-cropped to the encoder's size.",
-        "limit": "images taken from each folder, evenly spaced over its files (null: all).",
+        "per_folder": "images taken from each folder, evenly spaced over its files (null: all).",
         "classes": "class indices.",
         "overwrite": "replace an existing non-empty out folder (otherwise it is refused, so two runs never mix).",
     }
@@ -47,16 +47,12 @@ def write_grid(
 
 @image_args
 def class_(
-    encoder: str,
+    encoder: EncoderSpec,
     classes: list[int],
     starts: int = 1,
     recipe: Recipe = Recipe(),
-    out: str = "visualize",
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """Class-score maximisation (Simonyan et al. 2014): one image per class and random start.
@@ -67,23 +63,19 @@ def class_(
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import class_images
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
+    enc = encoder.build(device)
     v = class_images(enc, classes, starts, recipe)
     write_grid(out, "class.png", v.images, [f"{l} s={s:.2f}" for l, s in zip(v.labels, v.scores)], overwrite=overwrite)
 
 
 @image_args
 def channel(
-    encoder: str,
+    encoder: EncoderSpec,
     layer: str,
     channels: list[int],
     recipe: Recipe = Recipe(),
-    out: str = "visualize",
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """What a channel responds to: maximise its mean activation, one image per channel.
@@ -95,26 +87,20 @@ def channel(
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import channel_images
 
-    v = channel_images(
-        cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), layer, channels, recipe
-    )
+    v = channel_images(encoder.build(device), layer, channels, recipe)
     write_grid(out, f"channel_{v.labels[0].split(':')[0]}.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
 def neuron(
-    encoder: str,
+    encoder: EncoderSpec,
     layer: str,
     channels: list[int],
     y: int | None = None,
     x: int | None = None,
     recipe: Recipe = Recipe(),
-    out: str = "visualize",
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """What one unit responds to: channel c at (y, x) of the layer's map (the centre by default).
@@ -129,7 +115,7 @@ def neuron(
     from upconv.visualize.activation import neuron_images
 
     v = neuron_images(
-        cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device),
+        encoder.build(device),
         layer,
         channels,
         y,
@@ -141,15 +127,11 @@ def neuron(
 
 @image_args
 def prototype(
-    encoder: str,
+    encoder: EncoderSpec,
     classes: list[int] | None = None,
     recipe: Recipe = Recipe(),
-    out: str = "visualize",
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """Class prototypes: per class, maximise log p_c (that class up, all others down).
@@ -160,13 +142,13 @@ def prototype(
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.activation import prototypes
 
-    v = prototypes(cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device), classes, recipe)
+    v = prototypes(encoder.build(device), classes, recipe)
     write_grid(out, "prototype.png", v.images, v.labels, overwrite=overwrite)
 
 
 @image_args
 def dream(
-    encoder: str,
+    encoder: EncoderSpec,
     images: list[str],
     layer: str,
     octaves: int = 3,
@@ -174,13 +156,9 @@ def dream(
     steps: int = 10,
     lr: float = 0.01,
     jitter: int = 2,
-    limit: int | None = 16,
-    out: str = "visualize",
+    per_folder: int | None = 16,
+    out: str = "runs/visualize",
     overwrite: bool = False,
-    encoder_weights: str | None = None,
-    encoder_kwargs: dict[str, Any] | None = None,
-    pretrained: bool = True,
-    download: bool = False,
     device: str = "auto",
 ) -> None:
     """DeepDream (Mordvintsev et al. 2015) on images; writes a row of inputs and a row of dreams.
@@ -196,10 +174,10 @@ def dream(
     check_out(out, overwrite)  # before any work: two runs' figures never mix in one folder
     from upconv.visualize.dream import deep_dream
 
-    enc = cli_encoder(encoder, encoder_weights, encoder_kwargs, pretrained, download, device)
-    x, _, names = load_images(images, enc.image_size, limit, enc.channels)
+    enc = encoder.build(device)
+    x, _, names = load_images(images, enc.image_size, per_folder, enc.channels)
     d = deep_dream(
-        enc, x.to(enc.mean.device), layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, jitter=jitter
+        enc, x.to(enc.device), layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, jitter=jitter
     )
     write_grid(
         out,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from upconv.nets.spec import EncoderSpec
+
 
 @dataclass
 class EvalConfig:
@@ -17,13 +19,9 @@ class EvalConfig:
     Args:
         checkpoints: UpconvNet decoder checkpoints, a list [a.ckpt, b.ckpt] or one path (their encoder is
             rebuilt from the record).
-        out: report folder, created only when the report is complete (the command's default: runs/eval;
-            from Python, None writes no folder).
-        encoder: encoder name (default: the one the checkpoints record).
-        encoder_weights: weights file for the encoder (named, or the recorded one); replaces the recorded path.
-        encoder_kwargs: constructor arguments for the encoder (named, or the recorded one).
-        pretrained: torchvision encoders: ImageNet weights from the local torch cache (default: as recorded, else true).
-        download: allow fetching torchvision weights that are not cached.
+        out: report folder, created only when the report is complete (None: write nothing).
+        encoder: the encoder (default: the one the checkpoints record; its weights / kwargs / pretrained given
+            here replace the recorded ones).
         layers: layer names in any order, or ["all"].
         methods: inversion methods side by side (upconvnet, deconvnet, deconvnet+minmax, guided-backprop,
             guided-backprop+minmax, mahendran_vedaldi).
@@ -43,12 +41,8 @@ class EvalConfig:
     """
 
     checkpoints: list[str] | str | None = None
-    out: str | None = None
-    encoder: str | None = None
-    encoder_weights: str | None = None
-    encoder_kwargs: dict[str, Any] | None = None
-    pretrained: bool | None = None
-    download: bool = False
+    out: str | None = "runs/eval"
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
     layers: list[str] = field(default_factory=lambda: ["all"])
     methods: list[str] = field(default_factory=lambda: ["upconvnet"])
     method_options: dict[str, dict[str, Any]] | None = None
@@ -64,3 +58,6 @@ class EvalConfig:
     lpips: bool = True
     device: str = "auto"
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.encoder = EncoderSpec.of(self.encoder)  # a name alone, from Python or an older YAML

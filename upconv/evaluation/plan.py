@@ -19,8 +19,9 @@ from upconv.core.runtime import progress, resolve_device
 from upconv.evaluation.config import EvalConfig
 from upconv.methods.base import Method, as_method
 from upconv.methods.registry import build_method
+from upconv.nets.checkpoints import choose_encoder
 from upconv.nets.encoder import Encoder
-from upconv.nets.zoo import build_encoder
+from upconv.nets.spec import EncoderSpec
 
 
 @dataclass
@@ -49,12 +50,10 @@ def prepare(
         check_out(config.out, config.overwrite)  # fail before any (long) computation
     if config.split == "all" and config.limit is not None:
         raise ValueError("limit takes a random subset of one split; use split val or train with it, or drop it")
-    if encoder is not None and config.encoder is not None:
-        raise ValueError(f"two encoders: the config names {config.encoder!r} and an Encoder is passed; give one")
     dev = resolve_device(config.device)
     c = config.checkpoints
     ckpts = [c] if isinstance(c, (str, os.PathLike)) else list(c or [])
-    enc = resolve_encoder(encoder if encoder is not None else config.encoder, config, ckpts).to(dev)
+    enc = choose_encoder(encoder, EncoderSpec.of(config.encoder), ckpts[0] if ckpts else None).to(dev)
     built = build_methods(enc, config.methods if methods is None else methods, config.method_options, ckpts)
     names = choose_layers(enc, config.layers, built)
     source = open_data(config.data if data is None else data, enc, config)
@@ -62,35 +61,6 @@ def prepare(
     lp_model, lp_note = lpips_model(config.lpips, enc, dev)
     floors = training_floors(source, config.split, config.batch_size)
     return Plan(enc, built, names, source, ckpts, dev, basis, acc_note, lp_model, lp_note, floors)
-
-
-def resolve_encoder(encoder: str | Encoder | None, config: EvalConfig, ckpts: list[str]) -> Encoder:
-    """The encoder to evaluate: an ``Encoder``, a name, or the first checkpoint's record (with the config's
-    weights / kwargs / pretrained replacing the recorded ones when given, never silently dropped)."""
-    weights, kwargs, pretrained = config.encoder_weights, config.encoder_kwargs, config.pretrained
-    if isinstance(encoder, Encoder):
-        if weights or kwargs:
-            raise ValueError(
-                "encoder_weights / encoder_kwargs apply to an encoder given by name; this Encoder "
-                "is already built: load its weights before passing it"
-            )
-        return encoder
-    if encoder is not None:
-        return build_encoder(
-            encoder,
-            weights,
-            download=config.download,
-            kwargs=kwargs,
-            pretrained=True if pretrained is None else pretrained,
-        )
-    if not ckpts:
-        raise ValueError("no encoder: pass encoder=<name> or decoder checkpoints that record one")
-    from upconv.nets.checkpoints import read_checkpoint, recorded_encoder
-
-    _, meta = read_checkpoint(ckpts[0])
-    return recorded_encoder(
-        meta, ckpts[0], weights=weights, kwargs=kwargs, pretrained=pretrained, download=config.download
-    )
 
 
 def build_methods(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -206,8 +205,7 @@ def settings_of(
 
 def run_evaluate(config: EvalConfig) -> None:
     """``upconv evaluate``: evaluate, then print the split evaluated and the report's path (stdout only)."""
-    if config.out is None:
-        config = replace(config, out="runs/eval")  # the command always writes a report folder
     result = evaluate(config)
     print(f"evaluated {result.settings['split_description']}")
-    print(os.path.join(result.out or config.out, "report.md"))
+    if result.out is not None:
+        print(os.path.join(result.out, "report.md"))

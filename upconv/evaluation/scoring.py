@@ -65,28 +65,37 @@ class Scores:
 
 
 def _units(
-    plan: Plan, scores: Scores, picks: GridPicks, split: str, batch_size: int, seen: tuple[list[Tensor], list[Tensor]]
-) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], list[int], Method, str]]:
-    """One unit of work per batch × method × layer (the progress bar counts these). Each batch's originals,
-    the encoder's accuracy on them, its floors and its grid candidates are recorded on the way."""
+    plan: Plan, split: str, batch_size: int
+) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor], bool, bool, Method, str]]:
+    """One unit of work per batch × method × layer (the progress bar counts these): the batch, its features
+    (one encoder pass), whether this unit opens and closes the batch, the method and the layer. It records
+    nothing; ``score_batches`` does."""
     enc, last = plan.encoder, plan.encoder.layers[-1]
-    originals, orig_acc = seen
+    work = [(m, L) for m in plan.methods for L in plan.layers]
     for x, y in plan.data.images(split, batch_size=batch_size, device=plan.device):  # (B, C, H, W) in [0, 1], (B,)
         enc.check_images(x, finite=True)  # a NaN pixel would otherwise surface as a NaN metric
         with torch.no_grad():
             feats = enc(x, [*plan.layers, last])
-        originals.append(x.cpu())
-        if plan.accuracy_basis is not None:
-            orig_acc.append(M.accuracy(feats[last], y).cpu())
-        positions = picks.admit(x, y)
-        for f in FLOOR_METHODS:  # the same reference for every layer: scored once per batch
-            xh = plan.floors.reconstruct(f, y).to(x)  # (B, C, H, W)
-            picks.store((f, FLOOR_LAYER), xh, positions)
-            scores.add((f, FLOOR_LAYER), xh, x, y, feats)
-        for m in plan.methods:
-            for L in plan.layers:
-                yield x, y, feats, positions, m, L
-        picks.end_batch()
+        for i, (m, L) in enumerate(work):
+            yield x, y, feats, i == 0, i == len(work) - 1, m, L
+
+
+def _open_batch(
+    plan: Plan, scores: Scores, picks: GridPicks, batch: tuple[Tensor, Tensor, dict[str, Tensor]], seen: tuple
+) -> list[int]:
+    """Record a batch's originals, the encoder's accuracy on them, its floors and its grid candidates; returns
+    the batch's grid positions."""
+    x, y, feats = batch
+    originals, orig_acc = seen
+    originals.append(x.cpu())
+    if plan.accuracy_basis is not None:
+        orig_acc.append(M.accuracy(feats[plan.encoder.layers[-1]], y).cpu())
+    positions = picks.admit(x, y)
+    for f in FLOOR_METHODS:  # the same reference for every layer: scored once per batch
+        xh = plan.floors.reconstruct(f, y).to(x)  # (B, C, H, W)
+        picks.store((f, FLOOR_LAYER), xh, positions)
+        scores.add((f, FLOOR_LAYER), xh, x, y, feats)
+    return positions
 
 
 def score_batches(
@@ -97,8 +106,10 @@ def score_batches(
     seen: tuple[list[Tensor], list[Tensor]] = ([], [])
     size = plan.data.split_size(split) if hasattr(plan.data, "split_size") else None
     total = -(-size // batch_size) * len(plan.methods) * len(plan.layers) if size is not None else None
-    units = _units(plan, scores, picks, split, batch_size, seen)
-    for x, y, feats, positions, m, L in progress(units, desc="evaluate", total=total, unit="step"):
+    units = _units(plan, split, batch_size)
+    for x, y, feats, opens, closes, m, L in progress(units, desc="evaluate", total=total, unit="step"):
+        if opens:
+            positions = _open_batch(plan, scores, picks, (x, y, feats), seen)
         xh = m.reconstruct(Batch(x, feats, y), L).detach().float().clamp(0, 1)  # (B, C, H, W)
         if xh.shape != x.shape:
             raise ValueError(
@@ -107,4 +118,6 @@ def score_batches(
             )
         picks.store((m.name, L), xh, positions)
         scores.add((m.name, L), xh, x, y, feats)
+        if closes:
+            picks.end_batch()
     return seen

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from upconv.core.files import load_torch_file
 from upconv.nets.encoder import Encoder
+from upconv.nets.spec import EncoderSpec
 from upconv.nets.upconvnet import UpconvNet
-from upconv.nets.zoo import build_encoder
 
 CHECKPOINT_KEY = "upconv"
 
@@ -72,35 +72,33 @@ def find_recorded_file(recorded: str, checkpoint: str | os.PathLike) -> str:
             return candidate
     raise FileNotFoundError(
         f"the encoder weights file {recorded} recorded in {checkpoint} was not found; tried: "
-        f"{', '.join(dict.fromkeys(tried))}. Pass encoder_weights=<path to that file>"
+        f"{', '.join(dict.fromkeys(tried))}. Pass that file as the encoder's weights (--encoder.weights FILE)"
     )
 
 
-def recorded_encoder(
-    meta: dict[str, Any],
-    checkpoint: str | os.PathLike,
-    *,
-    weights: str | None = None,
-    kwargs: dict[str, Any] | None = None,
-    pretrained: bool | None = None,
-    download: bool = False,
+def choose_encoder(
+    given: Encoder | None = None, spec: EncoderSpec | None = None, checkpoint: str | os.PathLike | None = None
 ) -> Encoder:
-    """The encoder a checkpoint's decoders were trained on, rebuilt from its record (``meta``).
-
-    ``weights`` / ``kwargs`` / ``pretrained`` replace the recorded ones when given (the weights hash check
-    that follows says whether they fit the decoders); a recorded relative weights path is found by
-    ``find_recorded_file``.
-    """
-    spec = meta["encoder"]["spec"]
-    if weights is None and spec.get("weights"):
-        weights = find_recorded_file(spec["weights"], checkpoint)
-    return build_encoder(
-        spec["name"],
-        weights,
-        download=download,
-        pretrained=spec.get("pretrained", True) if pretrained is None else pretrained,
-        kwargs=spec.get("kwargs") if kwargs is None else kwargs,
-    )
+    """The one rule for which encoder a run uses: an ``Encoder`` object as given; else ``spec`` when it names
+    one; else the identity ``checkpoint``'s decoders were trained on, with ``spec``'s given fields (weights,
+    kwargs, pretrained) in place of the recorded ones (the weights hash check that follows says whether they fit
+    the decoders). A recorded relative weights path is found by ``find_recorded_file``."""
+    spec = spec or EncoderSpec()
+    if given is not None:
+        if spec.given:
+            raise ValueError(
+                f"two encoders: {spec} and an Encoder object; the object is already built (load its weights "
+                f"before passing it), so give one or the other"
+            )
+        return given
+    if spec.name is not None:
+        return spec.build()
+    if checkpoint is None:
+        raise ValueError("no encoder: name one (encoder: {name: NAME}) or pass decoder checkpoints that record one")
+    record = read_checkpoint(checkpoint)[1]["encoder"]["spec"]
+    if spec.weights is None and record.get("weights"):
+        record = {**record, "weights": find_recorded_file(record["weights"], checkpoint)}
+    return spec.over(record).build()
 
 
 @dataclass
@@ -141,14 +139,14 @@ def load_decoders(
 ) -> Decoders:
     """Decoders from an InversionModule checkpoint, loaded with ``weights_only=True``.
 
-    Without ``encoder`` the checkpoint's recorded encoder is rebuilt (``recorded_encoder``: a relative
+    Without ``encoder`` the checkpoint's recorded encoder is rebuilt (``choose_encoder``: a relative
     weights path is looked for beside the checkpoint too); either way its weights hash must match the one
     the decoders were trained on.
     """
     path = str(path)
     ckpt, meta = read_checkpoint(path)
     if encoder is None:
-        encoder = recorded_encoder(meta, path, download=download)
+        encoder = choose_encoder(spec=EncoderSpec(download=download), checkpoint=path)
     names = meta["layers"] if layers is None else encoder.resolve(list(layers))
     check_identity(meta, encoder, names, source=path)
     shape = tuple(meta["image_shape"])

@@ -7,8 +7,8 @@ has its own objective term and its gradient depends only on itself (the batch lo
 of B images is B independent optimisations run in one forward pass per step.
 
 An objective returns one score per image that the engine *maximises*; feature matching therefore scores
-``-distance``. Penalties (``optim_regular.Penalty``) are subtracted from that score; projections
-(``optim_regular.Projection``) edit the image between steps.
+``-distance``. Penalties (``regularizers.Penalty``) are subtracted from that score; projections
+(``regularizers.Projection``) edit the image between steps.
 """
 
 from __future__ import annotations

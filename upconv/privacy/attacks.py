@@ -117,7 +117,7 @@ def train_inverters(
     s = settings
     rates = _check(images, s)
     layers = encoder.resolve(layers)
-    dev = encoder.mean.device
+    dev = encoder.device
     g = torch.Generator().manual_seed(s.seed)
     torch.manual_seed(s.seed)
     nets = {(k, L): build_inverter(k, encoder, L, s.width).to(dev) for k in s.kinds for L in layers}

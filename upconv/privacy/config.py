@@ -4,9 +4,10 @@ fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from upconv.methods.mahendran_vedaldi import MV_STEPS
+from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import DECODERS
 from upconv.privacy.reid import check_candidates
 from upconv.privacy.result import ATTACKS
@@ -19,9 +20,8 @@ class PrivacyConfig:
     at the split, and write a run folder with leakage (PSNR, SSIM, LPIPS, re-identification) against utility.
 
     Args:
-        encoder: victim architecture (a built-in one is trained on the victim split without encoder_weights).
-        encoder_weights: victim weights; the victim split is then taken to be its training data.
-        encoder_kwargs: constructor arguments of a victim loaded from encoder_weights (e.g. {width: 0.25}).
+        encoder: the victim: its architecture (a built-in one is trained on the victim split without weights), or
+            its weights (the victim split is then taken to be its training data) and constructor kwargs.
         layers: split layers.
         attacks: white_box, black_box_train, black_box_dist, black_box_noise, query_free.
         decoders: paper (He et al.'s attack) and/or upconvnet.
@@ -37,7 +37,7 @@ class PrivacyConfig:
         n_attacker: attacker images, disjoint from the victim's.
         n_eval: held-out images attacked.
         num_classes: classes of the victim and shadow classifiers.
-        victim_epochs: epochs to train the victim (without encoder_weights).
+        victim_epochs: epochs to train the victim (without encoder weights).
         shadow_epochs: epochs to train the query-free shadow encoder.
         inverter_epochs: epochs to train each inverse network.
         inverter_width: UpconvNet width.
@@ -60,9 +60,7 @@ class PrivacyConfig:
         overwrite: replace an existing run folder.
     """
 
-    encoder: str = "he2019_cifar"
-    encoder_weights: str | None = None
-    encoder_kwargs: dict[str, Any] | None = None
+    encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec("he2019_cifar"))
     layers: list[str] = field(default_factory=lambda: ["conv11", "relu22", "relu32"])
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     decoders: list[str] = field(default_factory=lambda: list(DECODERS))
@@ -95,7 +93,10 @@ class PrivacyConfig:
     num_workers: int = 0
     out: str | None = "runs/privacy"
     overwrite: bool = False
-    # No methods here: jsonargparse would offer a class's public methods as subcommands of `upconv privacy`.
+    # No public methods here: jsonargparse would offer them as subcommands of `upconv privacy`.
+
+    def __post_init__(self) -> None:
+        self.encoder = EncoderSpec.of(self.encoder)  # a name alone, from Python or an older YAML
 
 
 def check_config(config: PrivacyConfig, n_eval: int) -> None:

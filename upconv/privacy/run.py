@@ -68,7 +68,7 @@ def run_privacy(
 
     Images are uint8 or [0, 1] float tensors (N, C, H, W) with labels (N,); ``config``'s data fields (data,
     root, n_victim, n_attacker, n_eval, num_workers) are not read here. The victim is ``victim`` (a built
-    Encoder), else ``config.encoder`` with ``encoder_weights`` (and ``encoder_kwargs``), else that built-in
+    Encoder), else ``config.encoder`` when it gives weights (and kwargs), else that built-in
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
     own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
@@ -82,7 +82,7 @@ def run_privacy(
         check_out(c.out, c.overwrite)  # fail before any (long) computation
     t = _check_data(c, victim, victim_data, attacker_data)
     # Checked before any training: the untrained architecture has the same layer table and input size.
-    probe = t.victim if t.victim is not None else build_encoder(c.encoder)
+    probe = t.victim if t.victim is not None else build_encoder(c.encoder.name)
     layers = probe.resolve(list(c.layers))
     x = to_unit(eval_data[0])  # (N, C, H, W)
     probe.check_images(x, finite=True)

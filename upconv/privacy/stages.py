@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from upconv.core.runtime import progress
+from upconv.nets.checkpoints import choose_encoder
 from upconv.nets.encoder import Encoder
-from upconv.nets.zoo import build_encoder
+from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
 from upconv.training.recipes import train_classifier
@@ -58,33 +59,33 @@ class Trained:
 
 
 def given_victim(config: PrivacyConfig, encoder: Encoder | None, victim_data: Data | None) -> Encoder | None:
-    """The victim as given (a built Encoder, or ``encoder_weights``), or None when it is to be trained here."""
-    c = config
-    if encoder is not None:
-        if c.encoder_kwargs:
-            raise ValueError("encoder_kwargs apply to an encoder given by name; this Encoder is already built")
-        return encoder
-    if c.encoder_weights:
-        return build_encoder(c.encoder, c.encoder_weights, kwargs=c.encoder_kwargs)
-    if c.encoder_kwargs:
+    """The victim as given (a built Encoder, or the encoder's weights), or None when it is to be trained here."""
+    spec = config.encoder
+    if encoder is not None:  # the config's default name is no second encoder; its weights or kwargs would be
+        return choose_encoder(encoder, EncoderSpec(weights=spec.weights, kwargs=spec.kwargs))
+    if spec.weights:
+        return choose_encoder(spec=spec)
+    if spec.kwargs:
         raise ValueError(
-            f"encoder_kwargs apply to a victim loaded from encoder_weights; a victim trained here "
-            f"is {c.encoder} with its default arguments (got {c.encoder_kwargs})"
+            f"encoder kwargs apply to a victim loaded from its weights; a victim trained here "
+            f"is {spec.name} with its default arguments (got {spec.kwargs})"
         )
     if victim_data is None:
-        raise ValueError(f"no victim: pass encoder_weights for {c.encoder} or victim_data to train it on")
+        raise ValueError(
+            f"no victim: pass the weights of {spec.name} (--encoder.weights) or victim_data to train it on"
+        )
     return None
 
 
 def train_victim(t: Trained, config: PrivacyConfig, victim_data: Data) -> None:
     c = config
     model = train_classifier(
-        c.encoder, *victim_data, num_classes=c.num_classes, epochs=c.victim_epochs, seed=c.seed, device=t.device
+        c.encoder.name, *victim_data, num_classes=c.num_classes, epochs=c.victim_epochs, seed=c.seed, device=t.device
     )
-    t.victim = Encoder.from_model(model, c.encoder)
+    t.victim = Encoder.from_model(model, c.encoder.name)
     t.notes.append(
-        f"victim {c.encoder} trained here on {len(victim_data[0])} images for {c.victim_epochs} epochs; "
-        "its weights are saved as victim.pt (pass them as encoder_weights to attack the same victim again)"
+        f"victim {c.encoder.name} trained here on {len(victim_data[0])} images for {c.victim_epochs} epochs; "
+        "its weights are saved as victim.pt (pass them as --encoder.weights to attack the same victim again)"
     )
     t.victim_state = {k: v.detach().cpu().clone() for k, v in t.victim.model.state_dict().items()}
 

@@ -73,7 +73,7 @@ def chance_note(accuracy: tuple[float, float, float], n_classes: int) -> str | N
         f"⚠ the victim is not distinguishable from chance: its accuracy on the evaluated images is "
         f"{mean:.3f} [{lo:.3f}, {hi:.3f}] and chance is 1/{n_classes} = {chance:.3f}. Its features are not "
         f"those of a trained network, so these leakage figures say little about one: train it longer "
-        f"(victim_epochs) or on more images (n_victim), or pass trained encoder_weights"
+        f"(victim_epochs) or on more images (n_victim), or pass trained encoder weights (--encoder.weights)"
     )
 
 

@@ -28,10 +28,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from upconv.core import metrics as M
+from upconv.core.files import load_torch_file
 from upconv.nets.checkpoints import CHECKPOINT_KEY, check_identity
 from upconv.nets.encoder import Encoder
+from upconv.nets.spec import EncoderSpec
 from upconv.nets.upconvnet import UpconvNet
-from upconv.nets.zoo import build_encoder
 from upconv.training.callbacks import log_reconstruction_grid
 from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.health import HealthGuard
@@ -56,11 +57,8 @@ class InversionModule(L.LightningModule):
     """Train UpconvNet decoders for several layers of a frozen encoder in one run.
 
     Args:
-        encoder: encoder name (see ``upconv layers``) or class path.
+        encoder: the frozen encoder (``EncoderSpec``: name, weights, kwargs, pretrained, download).
         layers: layer names, or ``["all"]`` for every layer of the table.
-        encoder_weights: state-dict / classifier-checkpoint file for the encoder.
-        encoder_kwargs: keyword arguments for the encoder's constructor (e.g. ``{"width": 0.25}``).
-        pretrained / download: torchvision encoders: cached ImageNet weights; allow fetching them.
         width, n_convs, fc_width, max_width, norm: UpconvNet shape and normalisation (see ``UpconvNet``).
         lr, weight_decay, warmup: the decoder recipe (``upconv.training.recipes.DecoderRecipe``): AdamW,
             linear warm-up over ``warmup`` of the run (at most 500 steps), cosine decay to 0.
@@ -79,12 +77,8 @@ class InversionModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: str = "alexnet_cifar",
+        encoder: EncoderSpec = EncoderSpec("alexnet_cifar"),
         layers: list[str] | str = "all",
-        encoder_weights: str | None = None,
-        encoder_kwargs: dict[str, Any] | None = None,
-        pretrained: bool = True,
-        download: bool = False,
         width: int = 64,
         n_convs: int = 2,
         fc_width: int = 1024,
@@ -106,14 +100,14 @@ class InversionModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        spec = EncoderSpec.of(encoder)
+        encoder = spec.as_dict()  # noqa: F841 -- saved as plain fields: checkpoints load with weights_only=True
         self.save_hyperparameters()
         if grad_clip is not None and grad_clip < 0:
             raise ValueError(f"grad_clip must be a positive gradient norm, or 0/None for no clipping; got {grad_clip}")
         recipe = {f.name: self.hparams[f.name] for f in fields(DecoderRecipe) if f.name in self.hparams}
         self.recipe = DecoderRecipe(**{**recipe, "grad_clip": grad_clip or None})
-        self.encoder: Encoder = build_encoder(
-            encoder, encoder_weights, download=download, pretrained=pretrained, kwargs=encoder_kwargs
-        )
+        self.encoder: Encoder = spec.build()
         all_layers = [layers] if isinstance(layers, str) else list(layers)
         self.layers = self.encoder.layers if all_layers == ["all"] else self.encoder.resolve(all_layers)
         image_shape = (self.encoder.channels, *self.encoder.image_size)
@@ -128,6 +122,14 @@ class InversionModule(L.LightningModule):
             self.decoders.to(memory_format=torch.channels_last)
         self.health = self.recipe.guard(self.decoders)
         self._val_sums: Tensor | None = None  # (L, 4) per-layer sums of PSNR, SSIM, loss; image count
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> InversionModule:
+        """Lightning's, reading an older checkpoint's loose encoder fields (``encoder_weights`` …) as one spec."""
+        hparams = load_torch_file(checkpoint_path, "checkpoint").get("hyper_parameters", {})
+        if "encoder" not in kwargs and not isinstance(hparams.get("encoder"), dict):
+            kwargs["encoder"] = EncoderSpec.from_legacy(hparams)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -56,7 +56,7 @@ class AttackResult:
 def _labels(encoder: Encoder, images: Tensor, labels: int | Sequence[int] | Tensor) -> Tensor:
     k = encoder.layer(encoder.layers[-1]).shape[0]
     y = check_indices(labels, k, "class", encoder.name, batch=images.shape[0])  # (B,)
-    return y.to(encoder.mean.device)
+    return y.to(encoder.device)
 
 
 def _check_eps(epsilon: float, name: str = "epsilon") -> None:
@@ -91,7 +91,7 @@ def fgsm(
     See ``AttackResult`` for which images count towards the success rate."""
     _check_eps(epsilon)
     encoder.check_images(images, finite=True)
-    x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
+    x0 = images.detach().to(encoder.device)  # (B, C, H, W)
     y = _labels(encoder, x0, labels)
     g = _loss_grad(encoder, x0, y)
     x = (x0 + (-epsilon if targeted else epsilon) * g.sign()).clamp(0, 1)
@@ -116,7 +116,7 @@ def pgd(
     alpha = 2.5 * epsilon / steps if alpha is None else alpha
     _check_eps(alpha, "alpha")
     encoder.check_images(images, finite=True)
-    x0 = images.detach().to(encoder.mean.device)  # (B, C, H, W)
+    x0 = images.detach().to(encoder.device)  # (B, C, H, W)
     y = _labels(encoder, x0, labels)
     x = (x0 + torch.empty_like(x0).uniform_(-epsilon, epsilon)).clamp(0, 1) if random_start else x0.clone()
     sign = -1.0 if targeted else 1.0

@@ -34,7 +34,7 @@ def deep_dream(
         raise ValueError(f"need octaves >= 1 and octave_scale >= 1; got octaves={octaves}, octave_scale={octave_scale}")
     h, w = encoder.image_size
     settings = OptimSettings(steps=steps, lr=lr, optimizer="normalized")
-    current = images.detach().to(encoder.mean.device)  # (B, C, H, W); optimize never writes to it
+    current = images.detach().to(encoder.device)  # (B, C, H, W); optimize never writes to it
     for o in reversed(range(octaves)):  # o = octaves-1 is the coarsest
         f = octave_scale**o
         param = OctaveParam(current, (max(1, round(h / f)), max(1, round(w / f))))

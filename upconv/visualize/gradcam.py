@@ -19,7 +19,7 @@ from upconv.optim.indices import check_indices
 def _input(encoder: Encoder, images: Tensor) -> Tensor:
     encoder.check_images(images, finite=True)
     # A fresh leaf: the caller's tensor is never given requires_grad or a .grad.
-    return images.detach().to(encoder.mean.device).clone().requires_grad_(True)  # (B, C, H, W)
+    return images.detach().to(encoder.device).clone().requires_grad_(True)  # (B, C, H, W)
 
 
 def class_score(encoder: Encoder, logits: Tensor, classes: int | Sequence[int] | None) -> tuple[Tensor, Tensor]:
@@ -115,6 +115,6 @@ def guided_grad_cam(encoder: Encoder, images: Tensor, layer: str, classes: int |
     x = images.detach()
     if classes is None:  # fix the class once so both factors explain the same score
         with torch.no_grad():
-            classes = encoder.logits(x.to(encoder.mean.device)).flatten(1).argmax(1)
+            classes = encoder.logits(x.to(encoder.device)).flatten(1).argmax(1)
     cam = grad_cam(encoder, x, layer, classes, upsample=True, normalize=False)  # (B, H, W)
     return guided_backprop(encoder, x, classes) * cam[:, None]

@@ -64,7 +64,7 @@ class Recipe:
     seed: int | None = 0
 
     def make_param(self, encoder: Encoder, batch: int, init: Tensor | None = None) -> Parameterization:
-        dev, dtype = encoder.mean.device, encoder.mean.dtype
+        dev, dtype = encoder.device, encoder.mean.dtype
         c, size = encoder.channels, encoder.image_size
         if self.param == "pixel":
             if init is None:
@@ -114,7 +114,7 @@ class Recipe:
         stop_at: float | None = None,
     ) -> OptimResult:
         """Optimise ``batch`` images for ``objective`` with these settings (RNG state restored after)."""
-        devices = [encoder.mean.device] if encoder.mean.device.type == "cuda" else []
+        devices = [encoder.device] if encoder.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if self.seed is not None:
                 torch.manual_seed(self.seed)

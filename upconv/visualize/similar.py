@@ -77,14 +77,14 @@ class FeatureIndex:
         if metric not in METRICS:
             raise ValueError(f"unknown metric '{metric}'; choose one of: {', '.join(METRICS)}")
         self.encoder, self.layer, self.metric, self.reference = encoder, encoder.resolve(layer)[0], metric, reference
-        self.features = torch.empty(0, encoder.layer(self.layer).numel, device=encoder.mean.device)
+        self.features = torch.empty(0, encoder.layer(self.layer).numel, device=encoder.device)
         self._typical: Tensor | None = None
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """Features (B, D) of images (B, C, H, W) in [0, 1]; unit length for the cosine metric."""
         self.encoder.check_images(images, finite=True)
-        f = self.encoder(images.to(self.encoder.mean.device), [self.layer])[self.layer].flatten(1).float()  # (B, D)
+        f = self.encoder(images.to(self.encoder.device), [self.layer])[self.layer].flatten(1).float()  # (B, D)
         return torch.nn.functional.normalize(f, dim=1) if self.metric == "cosine" else f
 
     def add(self, data: Tensor | Iterable, batch_size: int = 256) -> FeatureIndex:
