@@ -284,3 +284,13 @@ def test_zoo_cost_publishes_what_it_measured(tmp_path, monkeypatch, capsys):
     (row,) = block.data["figures"]["rows"]
     assert row["encoder"] == "he2019_cifar" and row["step_s"] > 0
     assert block.data["command"] == f"python benchmarks/zoo_cost.py {' '.join(argv[1:])} --publish {page}"
+
+
+def test_the_reproduce_table_flags_an_encoder_at_chance():
+    """An encoder whose test accuracy is within two binomial standard errors of chance is flagged beside it."""
+    reproduce = importlib.import_module("reproduce")
+    se = (0.1 * 0.9 / 500) ** 0.5  # 0.0134
+    assert "⚠ not distinguishable from chance" in reproduce.encoder_line(0.092, 500)
+    assert "⚠" in reproduce.encoder_line(0.1 + 1.9 * se, 500)
+    assert "⚠" not in reproduce.encoder_line(0.1 + 2.1 * se, 500)
+    assert "⚠" not in reproduce.encoder_line(0.278, 500)

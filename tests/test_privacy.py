@@ -179,7 +179,12 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
     assert {f"grid_{a}.png" for a in ATTACKS} | {"tradeoff_white_box.png", "tradeoff_black_box_noise.png"} <= files
     assert [p for p in os.listdir(tmp_path) if "partial" in p] == []
     clean = [r for r in res.rows if r["defense"] == "none"]
-    assert len(clean) == len(ATTACKS) * 2 * 2 and len(res.rows) == len(clean) + 4 * 2 * 2 * 2
+    # defended: 4 defences × 2 layers × 2 attacks × 2 decoders by clean attackers, and black_box_noise's adaptive
+    # attackers (optimisation inversion has none) on the same 4 × 2 points with both decoders
+    adaptive = [r for r in res.rows if r["attacker"] == "adaptive"]
+    assert len(clean) == len(ATTACKS) * 2 * 2 and len(adaptive) == 4 * 2 * 2
+    assert len(res.rows) == len(clean) + 4 * 2 * 2 * 2 + len(adaptive)
+    assert {r["attack"] for r in adaptive} == {"black_box_noise"}
     assert {r["layer"] for r in res.rows} == {"conv11", "relu22"}
     with open(out / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == len(res.rows) + len(res.floor_rows)
@@ -207,6 +212,8 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
         {"train victim", "train shadow", "train inverters query_free"}
         | {f"train inverters {a}" for a in ("black_box_train", "black_box_dist", "black_box_noise")}
         | {f"reconstruct {a} {d}" for a in ATTACKS for d in ("paper", "upconvnet")}
+        | {"train adaptive inverters"}
+        | {f"reconstruct black_box_noise {d} adaptive" for d in ("paper", "upconvnet")}
     )
     assert set(res.settings["timings_s"]) == stages
 
@@ -603,7 +610,8 @@ def test_privacy_report_carries_floors_verdicts_and_what_the_attackers_saw(tmp_p
     for r in below:
         assert f"{r['psnr']:.2f} ⚠" in report or f"{r['psnr']:.2f} [{r['psnr_lo']:.2f}, {r['psnr_hi']:.2f}] ⚠" in report
     assert "| floor: mean image | — |" in report and "⚠ beside a PSNR" in report
-    assert "trained on clean (undefended) features and do not adapt to the defence" in report
+    assert "attacker = clean: inverse networks trained on the undefended victim's clean features" in report
+    assert "attacker = adaptive: trained on the defended features" in report  # both, by default
     with open(tmp_path / "run" / "metrics.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["attack"] for r in csv_rows[-2:]] == ["floor: mean image", "floor: class mean"]
