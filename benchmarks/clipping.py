@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from publish import load_now, publish, record, require, rounded  # noqa: E402
 
+from upconv.data.source import ImageSource  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
 from upconv.training.module import InversionModule  # noqa: E402
 
@@ -97,10 +98,12 @@ def main() -> None:
         require(args.publish, args.block)
     load = load_now()
     data = ImageData(
-        source=args.data,
-        root=args.root,
-        limit_train=2000 if args.root else None,
-        limit_val=200 if args.root else None,
+        images=ImageSource(
+            source=args.data,
+            root=args.root,
+            limit_train=2000 if args.root else None,
+            limit_val=200 if args.root else None,
+        ),
         batch_size=32,
         augment=False,
     )

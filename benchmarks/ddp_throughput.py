@@ -43,6 +43,7 @@ def train(devices: int, batch: int, epochs: int, n: int, threads: int, out: str)
     """One run (this process is one rank of it); rank 0 writes its timing and final weights to ``out``."""
     import lightning.pytorch as L
 
+    from upconv.data.source import ImageSource
     from upconv.training.datamodule import ImageData
     from upconv.training.module import InversionModule
 
@@ -58,7 +59,9 @@ def train(devices: int, batch: int, epochs: int, n: int, threads: int, out: str)
     torch.manual_seed(0)
     module = InversionModule(**MODEL)
     data = ImageData(
-        source="embedded", embedded_per_class=80, limit_train=n, limit_val=32, batch_size=batch, augment=False
+        images=ImageSource(source="embedded", embedded_per_class=80, limit_train=n, limit_val=32),
+        batch_size=batch,
+        augment=False,
     )
     clock = Clock()
     trainer = L.Trainer(

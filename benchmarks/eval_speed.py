@@ -31,6 +31,7 @@ def main() -> None:
 
     from upconv.core import metrics as M
     from upconv.core.runtime import resolve_device
+    from upconv.data.source import ImageSource
     from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.report import write_report
     from upconv.evaluation.run import evaluate
@@ -53,7 +54,9 @@ def main() -> None:
     torch.save(state, ckpt)
 
     t0 = time.perf_counter()
-    data = ImageData(source="folder", root=args.root, image_size=32, limit_val=args.images, augment=False)
+    data = ImageData(
+        images=ImageSource(source="folder", root=args.root, image_size=32, limit_val=args.images), augment=False
+    )
     data.setup()
     t_load = time.perf_counter() - t0
 

@@ -39,6 +39,7 @@ from plain_loop import interval, mean_image_floor, per_image_psnr, train_plain  
 from publish import load_now, publish, record, require, rounded  # noqa: E402
 
 from upconv.core.files import atomic_file  # noqa: E402
+from upconv.data.source import ImageSource  # noqa: E402
 from upconv.training.classifier import ClassifierModule  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
 from upconv.training.module import InversionModule  # noqa: E402
@@ -496,12 +497,14 @@ def stages(p: Preset, work: str, meta: dict) -> dict:
     }
     t0 = time.perf_counter()
     dm = ImageData(
-        source=p.data,
-        root=p.root,
-        limit_train=p.train_images,
-        limit_val=p.test_images,
-        embedded_per_class=p.embedded_per_class,
-        num_workers=p.workers,
+        images=ImageSource(
+            source=p.data,
+            root=p.root,
+            limit_train=p.train_images,
+            limit_val=p.test_images,
+            embedded_per_class=p.embedded_per_class,
+            num_workers=p.workers,
+        ),
         batch_size=p.batch_size,
     )
     dm.setup()

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from upconv.data.augment import random_crop_flip
+from upconv.data.source import ImageSource
 from upconv.training.datamodule import ImageData
 from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.health import HealthGuard
@@ -203,7 +204,9 @@ def main() -> None:
     args.precision = args.precision or ("bf16-mixed" if args.device == "gpu" else "32-true")
 
     source = dict(source="folder", root=args.data) if args.data else dict(source="embedded")
-    data = ImageData(**source, batch_size=args.batch, limit_train=args.limit, limit_val=args.batch, num_workers=2)
+    data = ImageData(
+        images=ImageSource(**source, limit_train=args.limit, limit_val=args.batch, num_workers=2), batch_size=args.batch
+    )
     data.setup()
     all_layers = InversionModule(encoder="alexnet_cifar", layers="all", width=8, fc_width=8).layers
     if args.profile:

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
+from upconv.data.source import ImageSource
 from upconv.training.datamodule import ImageData
 from upconv.training.module import InversionModule
 
@@ -78,7 +79,7 @@ class Probe(L.Callback):
 def build(s: dict[str, Any]) -> tuple[InversionModule, ImageData]:
     torch.manual_seed(s.get("seed", 0))
     module = InversionModule(layers=s.get("layers", ["conv1", "fc6"]), **{**TINY, **s.get("model", {})})
-    data = ImageData(augment=False, batch_size=s["batch_size"], seed=s.get("seed", 0), **s["data"])
+    data = ImageData(images=ImageSource(seed=s.get("seed", 0), **s["data"]), augment=False, batch_size=s["batch_size"])
     return module, data
 
 

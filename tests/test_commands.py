@@ -147,7 +147,9 @@ def test_the_readme_evaluates_the_demo_decoders_on_the_demo_s_data(monkeypatch):
     lines = [
         line for line in readme.splitlines() if re.match(r"upconv evaluate --checkpoints \[checkpoints/demo/", line)
     ]
-    demo = yaml.safe_load(open(os.path.join(here, "..", "configs", "demo.yaml")))["data"]["embedded_per_class"]
+    demo = yaml.safe_load(open(os.path.join(here, "..", "configs", "demo.yaml")))["data"]["images"][
+        "embedded_per_class"
+    ]
     seen = []
     monkeypatch.setitem(cli.RUNS, EvalConfig, seen.append)
     for line in lines:

@@ -22,9 +22,9 @@ def test_training_config_runs_one_step(path, tmp_path, monkeypatch):
         "fit",
         "--config",
         path,
-        "--data.source=embedded",
-        "--data.root=null",
-        "--data.embedded_per_class=2",
+        "--data.images.source=embedded",
+        "--data.images.root=null",
+        "--data.images.embedded_per_class=2",
         "--data.batch_size=4",
         "--trainer.fast_dev_run=1",
         "--trainer.accelerator=cpu",
@@ -42,7 +42,7 @@ def test_training_config_runs_one_step(path, tmp_path, monkeypatch):
             "--model.init_args.max_width=16",
         ]
     if "image_size: 224" in text:
-        args += ["--data.image_size=224"]
+        args += ["--data.images.image_size=224"]
     cli = main(args)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
@@ -69,7 +69,7 @@ def _train(tmp_path, *extra):
             "fit",
             "--config",
             DEMO,
-            "--data.embedded_per_class=2",
+            "--data.images.embedded_per_class=2",
             "--data.batch_size=4",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1",
@@ -98,7 +98,11 @@ def _train(tmp_path, *extra):
             "encoder weights file not found: nowhere/encoder.pt",
         ),
         (
-            ["--model.init_args.encoder.weights=null", "--data.source=folder", "--data.root=nowhere/images"],
+            [
+                "--model.init_args.encoder.weights=null",
+                "--data.images.source=folder",
+                "--data.images.root=nowhere/images",
+            ],
             "data folder not found: nowhere/images",
         ),
     ],
@@ -205,9 +209,9 @@ def test_checkpoints_dir_redirects_every_checkpoint_of_a_shipped_config(tmp_path
             "fit",
             "--config",
             config,
-            "--data.source=embedded",
-            "--data.root=null",
-            "--data.embedded_per_class=2",
+            "--data.images.source=embedded",
+            "--data.images.root=null",
+            "--data.images.embedded_per_class=2",
             "--data.batch_size=4",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1",

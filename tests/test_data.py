@@ -1,9 +1,12 @@
+import os
+
 import pytest
 import torch
 
 from upconv.data.augment import random_crop_flip
 from upconv.data.batches import DeviceBatches, ShardedOrder
 from upconv.data.embedded import embedded_images
+from upconv.data.source import ImageSource
 from upconv.training.datamodule import ImageData
 
 
@@ -95,7 +98,7 @@ def test_device_batches_take_the_epoch_lightning_sets():
 def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path, image_folder):
     image_folder(tmp_path / "train")
     image_folder(tmp_path / "test", per_class=2)
-    dm = ImageData(source="folder", root=str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    dm = ImageData(images=ImageSource(source="folder", root=str(tmp_path), image_size=16, num_workers=0), batch_size=4)
     batches = list(dm.images("val"))
     x = torch.cat([b for b, _ in batches])
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
@@ -104,12 +107,12 @@ def test_image_folder_resizes_splits_and_yields_unit_range_floats(tmp_path, imag
 
 def test_empty_or_missing_folders_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found"):
-        ImageData(source="folder", root=str(tmp_path / "nope"), num_workers=0).setup()
+        ImageData(images=ImageSource(source="folder", root=str(tmp_path / "nope"), num_workers=0)).setup()
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     with pytest.raises(ValueError, match="no images found under"):
-        ImageData(source="folder", root=str(tmp_path / "empty"), num_workers=0).setup()
+        ImageData(images=ImageSource(source="folder", root=str(tmp_path / "empty"), num_workers=0)).setup()
     with pytest.raises(ValueError, match="needs a root folder"):
-        ImageData(source="folder")
+        ImageData(images=ImageSource(source="folder"))
     with pytest.raises(ValueError, match="unknown split"):
         next(ImageData().images("test"))
 
@@ -122,11 +125,13 @@ def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers, imag
     image_folder(tmp_path / "test")
     bad = tmp_path / "test" / "b" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
-    dm = ImageData(source="folder", root=str(tmp_path), image_size=16, num_workers=num_workers)
+    dm = ImageData(images=ImageSource(source="folder", root=str(tmp_path), image_size=16, num_workers=num_workers))
     with pytest.raises(UnreadableFileError) as e:
         dm.setup()
     assert str(e.value).startswith(f"cannot decode image {bad} ") and len(str(e.value).splitlines()) == 1
-    streamed = ImageData(source="folder", root=str(tmp_path), image_size=16, in_memory=False, num_workers=num_workers)
+    streamed = ImageData(
+        images=ImageSource(source="folder", root=str(tmp_path), image_size=16, in_memory=False, num_workers=num_workers)
+    )
     with pytest.raises(UnreadableFileError) as e:
         list(streamed.images("val"))
     assert str(bad) in str(e.value) and len(str(e.value).splitlines()) == 1
@@ -134,7 +139,7 @@ def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path, num_workers, imag
 
 def test_split_descriptions_say_what_and_how_many(tmp_path, image_folder):
     image_folder(tmp_path / "plain", per_class=10)
-    plain = ImageData(source="folder", root=str(tmp_path / "plain"), image_size=16, num_workers=0)
+    plain = ImageData(images=ImageSource(source="folder", root=str(tmp_path / "plain"), image_size=16, num_workers=0))
     assert (
         plain.describe("val")
         == "split val = a seeded 10 % hold-out of a folder without train/ and test/: 2 of 20 images"
@@ -142,6 +147,35 @@ def test_split_descriptions_say_what_and_how_many(tmp_path, image_folder):
     assert plain.split_size("all") == 20 and len(torch.cat([x for x, _ in plain.images("all")])) == 20
     image_folder(tmp_path / "tree" / "train")
     image_folder(tmp_path / "tree" / "test", per_class=2)
-    tree = ImageData(source="folder", root=str(tmp_path / "tree"), image_size=16, num_workers=0, limit_val=3)
+    tree = ImageData(
+        images=ImageSource(source="folder", root=str(tmp_path / "tree"), image_size=16, num_workers=0, limit_val=3)
+    )
     assert tree.describe("val") == "split val = the folder's test/, a seeded random subset: 3 of 4 images"
     assert tree.describe("train") == "split train = the folder's train/: 6 images"
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_image_data_serves_its_image_sources_batches_and_the_cli_fills_the_source(tmp_path, monkeypatch):
+    """``ImageData(images=ImageSource(...))`` serves exactly the source's val batches (same images, same
+    order, same batch size), and ``--data.images.limit_train`` on train.py's command line reaches the source."""
+    params = dict(source="embedded", embedded_per_class=20, limit_val=11, seed=3)  # 16 val images
+    dm = ImageData(images=ImageSource(**params), batch_size=4)
+    dm.setup()
+    served = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    expected = list(ImageSource(**params).images("val", batch_size=4))
+    assert [len(x) for x, _ in served] == [4, 4, 3] == [len(x) for x, _ in expected]
+    for (x, y), (ex, ey) in zip(served, expected, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+    assert dm.hparams.images["seed"] == 3 and dm.hparams.batch_size == 4 and ImageData().source == ImageSource()
+
+    from upconv.training.cli import UpconvCLI
+
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml")
+    args = ["--config", config, "--data.images.limit_train", "7", "--data.images.embedded_per_class", "2"]
+    args += ["--model.init_args.encoder.weights=null", "--model.init_args.width=4", "--model.init_args.fc_width=16"]
+    cli = UpconvCLI(None, ImageData, subclass_mode_model=True, args=args, run=False, auto_configure_optimizers=False)
+    assert isinstance(cli.datamodule.source, ImageSource)
+    assert cli.datamodule.source.limit_train == 7 and cli.datamodule.source.embedded_per_class == 2
+    assert cli.datamodule.hparams.batch_size == 64  # configs/demo.yaml's

@@ -16,6 +16,7 @@ import torch
 from ddp_run import build, image_hashes, run
 
 from upconv.core import metrics as M
+from upconv.data.source import ImageSource
 from upconv.training.datamodule import ImageData
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +47,7 @@ def launch(tmp_path, **settings):
 
 
 def split_hashes(data: dict, split: str) -> list[str]:
-    dm = ImageData(augment=False, **data)
+    dm = ImageData(images=ImageSource(**data), augment=False)
     dm.setup()
     images = dm.source.tensors(split)[0]  # uint8 (N, C, H, W)
     return image_hashes(images.float() / 255)

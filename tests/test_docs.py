@@ -160,7 +160,7 @@ def test_a_nonexistent_option_or_subcommand_is_caught():
     cpu_path = section((REPO / "README.md").read_text(), CPU_PATH)
     train, *_ = [c for b in command_blocks(cpu_path) for c in commands(b)]
     assert parse_error(train) is None
-    assert "limit_trian" in parse_error([*train, "--data.limit_trian", "5"])
+    assert "limit_trian" in parse_error([*train, "--data.images.limit_trian", "5"])
     assert "bogus" in parse_error([*train, "--model.init_args.bogus", "5"])
     assert parse_error(["upconv", "evaluate", "--limit", "5"]) is None
     assert "bogus" in parse_error(["upconv", "evaluate", "--limit", "5", "--bogus", "1"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from upconv.data.source import ImageSource
 from upconv.evaluation import figures, tables
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.figures import MARK as FIG_MARK
@@ -40,7 +41,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data():
-    d = ImageData(source="embedded", embedded_per_class=12, batch_size=32, seed=0)  # 9 val images
+    d = ImageData(images=ImageSource(source="embedded", embedded_per_class=12, seed=0), batch_size=32)  # 9 val images
     d.setup()
     return d
 
@@ -256,7 +257,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(ckpt, tmp_path, case, match)
     elif case == "missing_layer":
         kwargs["layers"] = ["conv3"]
     elif case == "image_size":
-        data = ImageData(source="embedded", embedded_per_class=2, image_size=24)
+        data = ImageData(images=ImageSource(source="embedded", embedded_per_class=2, image_size=24))
     elif case == "empty_split":
         for split in ("train", "test"):
             (tmp_path / "imgs" / split).mkdir(parents=True)
@@ -741,7 +742,8 @@ def test_grid_images_are_sampled_across_classes(tmp_path):
         lpips=False,
     )
     objects = dict(
-        methods=[Oracle()], data=ImageData(source="folder", root=str(tmp_path / "imgs"), batch_size=3, num_workers=0)
+        methods=[Oracle()],
+        data=ImageData(images=ImageSource(source="folder", root=str(tmp_path / "imgs"), num_workers=0), batch_size=3),
     )
     res = evaluate(EvalConfig(out=None, batch_size=3, grid_images=4, **kw), **objects)
     assert [_class_of(x) for x in res.originals] == [0, 1, 2, 3]  # one per class, in class order

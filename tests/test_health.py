@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upconv.data.source import ImageSource
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
 from upconv.training.decoder_state import clip_grad_norms
@@ -185,7 +186,7 @@ class Sabotage(L.Callback):
 
 
 def _fit(module, tmp_path, steps=12, callbacks=(), **trainer_kw):
-    data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=12), batch_size=16)
     trainer = L.Trainer(
         max_steps=steps,
         limit_val_batches=0,
@@ -263,7 +264,7 @@ def _ten_times_rate_run(layers, steps=30, **kw):
         lr=1e-2,
         **kw,
     )  # 10 × the paper's rate (1e-3), 5 × the recipe's
-    data = ImageData(source="embedded", embedded_per_class=40, batch_size=16, seed=0)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=40, seed=0), batch_size=16)
     data.setup()
     held_out = data.source.tensors("val")[0][:64].float() / 255  # (64, 3, 32, 32)
     before = _losses_on(m, held_out)
@@ -303,9 +304,9 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
     args = [
         "--config",
         config,
-        "--data.source=embedded",
-        "--data.root=null",
-        "--data.embedded_per_class=2",
+        "--data.images.source=embedded",
+        "--data.images.root=null",
+        "--data.images.embedded_per_class=2",
         "--data.batch_size=4",
         "--trainer.accelerator=cpu",
         "--trainer.precision=32-true",
@@ -372,7 +373,7 @@ def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
 
     torch.manual_seed(0)
     m = InversionModule(layers=["conv1", "fc6"], **TINY)
-    data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=12), batch_size=16)
     from lightning.pytorch.loggers import CSVLogger
 
     trainer = L.Trainer(

@@ -174,6 +174,7 @@ def test_one_decoder_training_step_and_checkpoint_roundtrip(spec, tmp_path):
 
 @pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
 def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
+    from upconv.data.source import ImageSource
     from upconv.evaluation.config import EvalConfig
     from upconv.evaluation.run import evaluate
     from upconv.nets.checkpoints import load_decoders
@@ -181,7 +182,7 @@ def test_depth_evaluation_runs_on_timm_encoders(spec, tmp_path):
 
     m, layers = _decoders(spec)
     ckpt = _save(m, tmp_path / "d.ckpt")
-    data = ImageData(source="embedded", embedded_per_class=6, batch_size=16, seed=0)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=6, seed=0), batch_size=16)
     data.setup()
     res = evaluate(EvalConfig([ckpt], out=str(tmp_path / "run"), n_boot=20, lpips=False, grid_images=2), data=data)
     assert [(r["method"], r["layer"]) for r in res.rows] == [("upconvnet", n) for n in layers]

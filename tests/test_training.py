@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from upconv.core.files import UnreadableFileError
+from upconv.data.source import ImageSource
 from upconv.nets.checkpoints import load_decoders
 from upconv.nets.zoo import build_encoder
 from upconv.training.classifier import ClassifierModule
@@ -70,7 +71,7 @@ def test_loss_falls_and_feature_term_trains_decoders_only():
 
 
 def _fit(module, tmp_path, **trainer_kw):
-    data = ImageData(source="embedded", embedded_per_class=12, batch_size=16)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=12), batch_size=16)
     trainer = L.Trainer(
         max_steps=3,
         limit_val_batches=1,
@@ -209,7 +210,7 @@ def test_moved_project_still_finds_the_recorded_encoder_weights(tmp_path, monkey
         torch.testing.assert_close(dec(x, "conv1"), m.eval()(x)["conv1"].clamp(0, 1))
     res = evaluate(
         EvalConfig(out=None, checkpoints=[str(ckpt)], layers=["conv1"], n_boot=5, lpips=False),
-        data=ImageData(source="embedded", embedded_per_class=4),
+        data=ImageData(images=ImageSource(source="embedded", embedded_per_class=4)),
     )
     assert res.settings["encoder_weights_hash"] == m.encoder.weights_hash
 

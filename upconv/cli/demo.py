@@ -30,7 +30,7 @@ QUICK = [  # a seconds-long run for tests
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
     "--trainer.limit_val_batches=1",
-    "--data.embedded_per_class=20",
+    "--data.images.embedded_per_class=20",
     "--trainer.enable_progress_bar=false",
 ]
 

@@ -62,7 +62,7 @@ class ImageSource:
         if self.source not in ("embedded", "folder", "cifar10"):
             raise ValueError(f"unknown data source '{self.source}'; choose embedded, folder or cifar10")
         if self.source != "embedded" and not self.root:
-            raise ValueError(f"data source '{self.source}' needs a root folder (data.root)")
+            raise ValueError(f"data source '{self.source}' needs a root folder (root; data.images.root in training)")
         self.in_memory = self.image_size <= 64 if self.in_memory is None else self.in_memory
         self._parts: dict[str, Part] | None = None
         self._origin: dict[str, str] = {}  # split -> what it is, in words

@@ -9,6 +9,7 @@ crop + horizontal flip) while training.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -24,57 +25,23 @@ from upconv.data.source import ImageSource, Split
 
 
 class ImageData(L.LightningDataModule):
-    """Images for encoder and decoder training (the arguments are ``ImageSource``'s, plus these):
+    """Images for encoder and decoder training: an ``ImageSource`` (``upconv.data``; the same object and
+    parameters evaluation takes) served in training batches.
 
     Args:
-        source: ``embedded`` (scikit-image photographs, no download), ``folder`` (an ImageFolder tree at
-            ``root``: ``root/train`` and ``root/test`` if present, else a random split), or ``cifar10``
-            (torchvision's CIFAR-10 at ``root``; fetched only with ``download=True``).
-        root: the data folder.
-        image_size: side of the square images fed to the encoder (resize + centre crop).
+        images: where the images come from and how they are split (``ImageSource``'s parameters, e.g.
+            ``data.images.source``, ``data.images.root``, ``data.images.limit_train``); its seed also orders
+            the training batches. Default: ``ImageSource()`` (the embedded photographs).
         batch_size: images per training batch.
         augment: random crop (padding 4 px at 32 px, scaled with size) and horizontal flip for training.
-        in_memory: decode everything into one uint8 tensor kept on the training device (default: when
-            image_size ≤ 64).
-        val_fraction: the held-out share when the source has no split of its own.
-        limit_train / limit_val: use a seeded random subset of N images of each split.
-        num_workers: processes decoding image files.
-        download: let torchvision fetch CIFAR-10.
-        embedded_per_class: crops per photograph for ``embedded``.
-        seed: seeds the split, the subsets, the crops and the batch order.
     """
 
-    def __init__(
-        self,
-        source: Literal["embedded", "folder", "cifar10"] = "embedded",
-        root: str | None = None,
-        image_size: int = 32,
-        batch_size: int = 128,
-        augment: bool = True,
-        in_memory: bool | None = None,
-        val_fraction: float = 0.1,
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        num_workers: int = 2,
-        download: bool = False,
-        embedded_per_class: int = 250,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, images: ImageSource | None = None, batch_size: int = 128, augment: bool = True) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.source = ImageSource(
-            source=source,
-            root=root,
-            image_size=image_size,
-            in_memory=in_memory,
-            val_fraction=val_fraction,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            num_workers=num_workers,
-            download=download,
-            embedded_per_class=embedded_per_class,
-            seed=seed,
-        )
+        self.source = ImageSource() if images is None else images
+        # The source's parameters as plain values (never the object, which holds the decoded images).
+        params = {f.name: getattr(self.source, f.name) for f in fields(ImageSource) if f.init}
+        self.save_hyperparameters({"images": params, "batch_size": batch_size, "augment": augment})
 
     # The source's answers, for evaluation and tools that take a data module.
     @property
@@ -104,7 +71,7 @@ class ImageData(L.LightningDataModule):
         dropped. Streaming, training keeps Lightning's ``DistributedSampler``; validation gets an unpadded one,
         so every held-out image is scored exactly once and the sums reduced over processes are exact.
         """
-        hp, part = self.hparams, self.source.part(split)
+        hp, src, part = self.hparams, self.source, self.source.part(split)
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if train and world > 1:
@@ -121,7 +88,7 @@ class ImageData(L.LightningDataModule):
                 y.to(dev),
                 hp.batch_size,
                 shuffle=train,
-                seed=hp.seed,
+                seed=src.seed,
                 drop_last=train,
                 rank=rank,
                 world_size=world,
@@ -136,10 +103,10 @@ class ImageData(L.LightningDataModule):
             batch_size=hp.batch_size,
             shuffle=train,
             sampler=sampler,
-            num_workers=hp.num_workers,
+            num_workers=src.num_workers,
             pin_memory=torch.cuda.is_available(),
             drop_last=train,
-            persistent_workers=hp.num_workers > 0,
+            persistent_workers=src.num_workers > 0,
         )
 
     def train_dataloader(self) -> Any:
@@ -156,5 +123,5 @@ class ImageData(L.LightningDataModule):
         x = x.float().div_(255)  # (B, C, H, W) in [0, 1]
         trainer = getattr(self, "trainer", None)
         if self.hparams.augment and trainer is not None and trainer.training:
-            x = random_crop_flip(x, pad=max(1, self.hparams.image_size // 8))
+            x = random_crop_flip(x, pad=max(1, self.source.image_size // 8))
         return x, y
