@@ -35,8 +35,8 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The headline table end to end: encoder, decoders, depth evaluation and the plain-loop baseline
-# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (800 images, sized for ~15 min on two cores), medium (2,000
-# images, 37 min) or gpu (one GPU, sized for < 9 min; not yet run).
+# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (800 images, 13.5 min measured on two shared cores), medium
+# (2,000 images, 37 min) or gpu (one GPU, sized for < 9 min; not yet run).
 # With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
 # ARGS passes more options, e.g. ARGS="--set root=/data/cifar10"; ARGS="--publish docs/measurements.md" also writes
 # the table into that page's block reproduce-$(PRESET) (benchmarks/publish.py; checked by tests/test_measurements.py).
