@@ -79,6 +79,26 @@ class Preset:
     )
 
 
+SIX_LAYERS = ["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"]
+
+
+def reduced(name: str, images: int, encoder_epochs: int) -> Preset:
+    """A labelled CPU scale: ``images`` CIFAR-10 training images, 500 test images, six layers, 2 decoder epochs
+    at batch 32, the plain loop at the package's decoder width."""
+    return Preset(
+        f"{name}: reduced — {images:,} CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
+        "plain loop at the package's decoder width (64)",
+        train_images=images,
+        test_images=500,
+        encoder_epochs=encoder_epochs,
+        encoder_batch=64,
+        layers=list(SIX_LAYERS),
+        decoder_epochs=2,
+        batch_size=32,
+        plain_width=64,
+    )
+
+
 PRESETS = {
     "smoke": Preset(
         "smoke: embedded photographs, a narrow encoder, 3 layers, 2 epochs",
@@ -95,31 +115,9 @@ PRESETS = {
         n_boot=200,
         workers=0,
     ),
-    "cpu": Preset(
-        "cpu: reduced — 800 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
-        "plain loop at the package's decoder width (64)",
-        train_images=800,
-        test_images=500,
-        encoder_epochs=10,  # 4 left it at chance on 800 images
-        encoder_batch=64,
-        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
-        decoder_epochs=2,
-        batch_size=32,
-        plain_width=64,
-    ),
+    "cpu": reduced("cpu", 800, encoder_epochs=10),  # 4 encoder epochs left it at chance on 800 images
     # The longer CPU budget of the equal-budget comparison: 2.5 × the cpu preset's images (124 decoder steps).
-    "medium": Preset(
-        "medium: reduced — 2,000 CIFAR-10 training and 500 test images, 6 layers, 2 epochs at batch 32; "
-        "plain loop at the package's decoder width (64)",
-        train_images=2000,
-        test_images=500,
-        encoder_epochs=4,
-        encoder_batch=64,
-        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
-        decoder_epochs=2,
-        batch_size=32,
-        plain_width=64,
-    ),
+    "medium": reduced("medium", 2000, encoder_epochs=4),
     "gpu": Preset(
         "gpu: full — all 50,000 CIFAR-10 training and 10,000 test images, all 11 layers",
         encoder_epochs=30,
@@ -139,7 +137,7 @@ PRESETS = {
         train_images=640,
         test_images=500,
         encoder_epochs=8,
-        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        layers=list(SIX_LAYERS),
         decoder_epochs=2,
         batch_size=32,
     ),
@@ -148,7 +146,7 @@ PRESETS = {
         train_images=10000,
         test_images=1000,
         encoder_epochs=8,
-        layers=["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"],
+        layers=list(SIX_LAYERS),
         decoder_epochs=5,
         batch_size=32,
     ),

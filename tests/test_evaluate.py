@@ -577,48 +577,19 @@ def test_progress_goes_to_stderr_and_stdout_stays_clean(ckpt, tmp_path, capfd, m
     from upconv.cli.main import main
 
     monkeypatch.setenv("UPCONV_PROGRESS", "1")
-    main(
-        [
-            "evaluate",
-            "--checkpoints",
-            f"[{ckpt}]",
-            "--layers",
-            "[fc6]",
-            "--embedded_per_class",
-            "4",
-            "--n_boot",
-            "5",
-            "--lpips",
-            "false",
-            "--device",
-            "cpu",
-            "--out",
-            str(tmp_path / "run"),
-        ]
-    )
+
+    def evaluate(out: str) -> None:
+        main(
+            ["evaluate", "--checkpoints", f"[{ckpt}]", "--layers", "[fc6]", "--embedded_per_class", "4"]
+            + ["--n_boot", "5", "--lpips", "false", "--device", "cpu", "--out", str(tmp_path / out)]
+        )
+
+    evaluate("run")
     out, err = capfd.readouterr()
     assert "evaluate" in err and "step" in err  # the bar: batches × methods × layers
     assert out.splitlines()[-1] == str(tmp_path / "run" / "report.md") and len(out.splitlines()) == 2
     monkeypatch.setenv("UPCONV_PROGRESS", "0")
-    main(
-        [
-            "evaluate",
-            "--checkpoints",
-            f"[{ckpt}]",
-            "--layers",
-            "[fc6]",
-            "--embedded_per_class",
-            "4",
-            "--n_boot",
-            "5",
-            "--lpips",
-            "false",
-            "--device",
-            "cpu",
-            "--out",
-            str(tmp_path / "run2"),
-        ]
-    )
+    evaluate("run2")
     assert "evaluate" not in capfd.readouterr().err
 
 
