@@ -1,0 +1,162 @@
+"""Resumable units of a long job: the benchmark's (an encoder with a group of its layers) and the privacy sweeps'
+points. Each unit is a folder written atomically with the settings that produced it, so a killed job keeps
+every finished unit and leaves no half-written one; re-running reuses finished units, refuses a unit whose
+settings changed (naming what changed) unless told to overwrite, and ``shard`` splits the list of units for a
+SLURM job array over machines that share the folder.
+
+A unit folder is complete exactly when it exists: it is filled under a hidden temporary name and renamed into
+place with its ``unit.json`` (key, settings, and whatever the unit reports) already inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+RECORD = "unit.json"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work: ``key`` names its folder (``/`` nests), ``settings`` (plain JSON values) is
+    everything that determines its result."""
+
+    key: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists, numbers stay numbers), so settings compare alike
+    whether they come from a config or from a file."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def changed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two plain values (``a.b`` for nested mappings)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                out.append(name)
+            else:
+                out += changed(old[k], new[k], name)
+        return out
+    return [] if old == new else [prefix or "(the settings)"]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 ≤ i < n; None -> (0, 1)."""
+    if spec is None or spec == "":
+        return 0, 1
+    try:
+        i, n = (int(s) for s in str(spec).split("/"))
+    except ValueError:
+        raise ValueError(
+            f"--shard takes i/n with whole numbers (e.g. 0/4, the first of 4 shards); got {spec!r}"
+        ) from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard i/n needs 0 ≤ i < n (shards are numbered from 0, e.g. 0/4 … 3/4); got {spec!r}")
+    return i, n
+
+
+def shard(items: Sequence[T], spec: str | None) -> list[T]:
+    """The share of ``items`` that shard ``i/n`` runs: every n-th item from the i-th, so the shards of one list
+    are disjoint, cover it, and do not depend on which units are already finished."""
+    i, n = parse_shard(spec)
+    return list(items[i::n])
+
+
+class UnitStore:
+    """The finished units of one job, under ``root``.
+
+    ``overwrite`` replaces a unit whose settings changed (and lets ``writing`` replace a finished one);
+    without it a changed unit is refused with one line that names the changed settings.
+    """
+
+    def __init__(self, root: str | os.PathLike, overwrite: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        self.overwrite = overwrite
+
+    def folder(self, key: str) -> str:
+        if not key or key.startswith(("/", ".")) or ".." in key.split("/"):
+            raise ValueError(f"a unit key is a relative name without '..' (e.g. alexnet_cifar/conv1-fc8); got {key!r}")
+        return os.path.join(self.root, *key.split("/"))
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The finished unit's ``unit.json``, or None if the unit is not finished."""
+        path = os.path.join(self.folder(key), RECORD)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def done(self, unit: Unit) -> bool:
+        """True when ``unit`` is finished with the same settings; False when it is not finished, or when its
+        settings changed and ``overwrite`` lets it be redone. A changed unit without ``overwrite`` is an error."""
+        rec = self.record(unit.key)
+        if rec is None:
+            return False
+        diff = changed(rec.get("settings"), plain(unit.settings))
+        if not diff:
+            return True
+        if self.overwrite:
+            return False
+        raise ValueError(
+            f"unit {unit.key} in {self.root} was made with other settings (changed: {', '.join(diff)}); "
+            f"use another out folder, restore the settings, or pass --overwrite true to redo it"
+        )
+
+    def finished(self) -> list[dict[str, Any]]:
+        """Every finished unit's record under the root, in key order."""
+        out = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if RECORD in files:
+                with open(os.path.join(folder, RECORD)) as f:
+                    out.append(json.load(f))
+        return sorted(out, key=lambda r: r["key"])
+
+    @contextlib.contextmanager
+    def writing(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        """Fill a unit: yields ``{"folder": tmp, "results": {}}``; write files into ``folder`` and put what the
+        unit reports into ``results``. On success ``unit.json`` (key, settings, results) is written and the
+        folder renamed into place; on any error nothing is left. If another process (a shard) finished the same
+        unit with the same settings first, its folder is kept and this one dropped."""
+        final = self.folder(unit.key)
+        parent = os.path.dirname(final)
+        os.makedirs(parent, exist_ok=True)
+        tag = f".{os.path.basename(final)}.partial-{socket.gethostname()}-{os.getpid()}-"
+        tmp = tempfile.mkdtemp(prefix=tag, dir=parent)
+        state: dict[str, Any] = {"folder": tmp, "results": {}}
+        try:
+            yield state
+            record = {"key": unit.key, "settings": plain(unit.settings), "results": plain(state["results"])}
+            with open(os.path.join(tmp, RECORD), "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; a result folder is ordinary
+            self._place(tmp, final, unit)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _place(self, tmp: str, final: str, unit: Unit) -> None:
+        if os.path.exists(final):
+            rec = self.record(unit.key)
+            if rec is not None and not changed(rec.get("settings"), plain(unit.settings)) and not self.overwrite:
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent shard finished it first: keep theirs
+                return
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
+            os.rename(final, os.path.join(old, "previous"))
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
