@@ -9,7 +9,7 @@ own layer or above):
     2 optim       the input-optimisation engine
     3 methods     inversion methods behind one Method base and registry
     4 training, evaluation, visualize
-    5 privacy
+    5 privacy, benchmark
     6 cli
 """
 
@@ -31,6 +31,7 @@ LAYERS = {
     "evaluation": 4,
     "visualize": 4,
     "privacy": 5,
+    "benchmark": 5,
     "cli": 6,
 }
 LIGHTNING_MODULES = {
@@ -39,6 +40,7 @@ LIGHTNING_MODULES = {
     "upconv.training.datamodule",
     "upconv.training.cli",
     "upconv.training.callbacks",
+    "upconv.training.runs",
 }
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60

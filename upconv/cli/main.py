@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from jsonargparse import CLI
 
+from upconv.benchmark.config import BenchmarkConfig
+from upconv.benchmark.run import print_benchmark
 from upconv.cli.args import encoder_options, shared_args
 from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.deconv import deconv
@@ -63,6 +65,7 @@ def layers(
 # A subcommand declared as a config dataclass returns its instance; this says what runs it.
 RUNS: dict[type, Callable[[Any], None]] = {
     EvalConfig: run_evaluate,
+    BenchmarkConfig: print_benchmark,
     PrivacyConfig: privacy,
     FrontierConfig: frontier,
     BudgetConfig: budget,
@@ -71,6 +74,7 @@ RUNS: dict[type, Callable[[Any], None]] = {
 COMMANDS = {
     "layers": layers,
     "evaluate": EvalConfig,
+    "benchmark": BenchmarkConfig,  # many models, every depth: image and class information, resumable units
     "deconv": deconv,
     "privacy": PrivacyConfig,  # attacks and defences at split points
     "privacy-frontier": FrontierConfig,  # utility against leakage over a defence's strength

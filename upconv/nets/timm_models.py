@@ -139,7 +139,7 @@ def build(
 ) -> Encoder:
     """The frozen ``Encoder`` for ``timm:<arch>`` (module docstring). ``kwargs`` go to ``timm.create_model``
     except ``image_size``, ``mean`` and ``std``, which override the model's pretrained configuration."""
-    from timm.models import create_feature_extractor
+    create_feature_extractor = _timm().models.create_feature_extractor  # a missing timm is one clear line
 
     arch = name[len(PREFIX) :]
     kwargs = dict(kwargs)

@@ -150,3 +150,28 @@ def encoder_from_spec(spec: dict[str, Any], download: bool = False) -> Encoder:
         pretrained=spec.get("pretrained", True),
         kwargs=spec.get("kwargs"),
     )
+
+
+def classifier_model(
+    name: str, num_classes: int, kwargs: dict[str, Any] | None = None
+) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """A freshly initialised classifier to train from scratch, with its input mean and std: a built-in
+    architecture, or a timm model (``timm:<model>``, random weights, ``kwargs`` to ``timm.create_model``). Its
+    state dict loads back as ``build_encoder(name, weights=file, kwargs=kwargs)`` (timm: with ``num_classes``
+    in ``kwargs``)."""
+    kwargs = dict(kwargs or {})
+    if name in ARCHITECTURES:
+        arch = ARCHITECTURES[name]
+        return arch.build(num_classes=num_classes, **kwargs), tuple(arch.mean), tuple(arch.std)
+    if name.startswith(timm_models.PREFIX):
+        mean, std = kwargs.pop("mean", None), kwargs.pop("std", None)
+        kwargs.pop("image_size", None)
+        model = timm_models.create(
+            name[len(timm_models.PREFIX) :], False, False, {**kwargs, "num_classes": num_classes}
+        )
+        cfg = model.pretrained_cfg
+        return model, tuple(mean or cfg["mean"]), tuple(std or cfg["std"])
+    raise ValueError(
+        f"cannot train '{name}' from scratch: choose a built-in architecture ({', '.join(ARCHITECTURES)}) or "
+        f"timm:<model>; give other encoders weights (encoder.weights) or pretrained: true"
+    )

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from upconv.nets.builtin import build_architecture
-from upconv.training.recipes import ClassifierRecipe, normalizer
+from upconv.nets.zoo import classifier_model
+from upconv.training.recipes import ClassifierRecipe
 
 
 class ClassifierModule(L.LightningModule):
     """Args:
-    arch: a built-in architecture (``alexnet_cifar``, ``he2019_cifar``).
+    arch: a built-in architecture (``alexnet_cifar``, ``he2019_cifar``, ``resnet18_cifar``) or a timm model
+        trained from scratch (``timm:vit_tiny_patch16_224`` with ``arch_kwargs`` such as ``{img_size: 32}``).
     num_classes: output classes.
     arch_kwargs: extra constructor arguments (e.g. ``{"width": 0.25}``).
     lr, momentum, weight_decay, label_smoothing: the optimisation recipe.
@@ -43,15 +44,14 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_architecture(arch, num_classes=num_classes, **(arch_kwargs or {}))
+        self.model, mean, std = classifier_model(arch, num_classes, arch_kwargs)
         self.recipe = ClassifierRecipe(
             lr=lr, momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing
         )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         # The Encoder's normalisation, made once; not saved, so checkpoints hold the model's weights alone.
-        mean, std = normalizer(arch)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model((images - self.mean) / self.std)  # (B, num_classes)
