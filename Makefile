@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: install demo test test-fast lint format bench reproduce clean
+.PHONY: install demo test test-fast lint format bench reproduce baseline clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,15 +34,21 @@ format: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# The headline table end to end: encoder, decoders, depth evaluation and the plain-loop baseline
-# (benchmarks/reproduce.py). PRESET=smoke (seconds), cpu (800 images, 13.5 min measured on two shared cores), medium
-# (2,000 images, 37 min) or gpu (one GPU, sized for < 9 min; not yet run).
+# The headline product end to end: the layer-information benchmark (upconv benchmark) on a shipped config,
+# configs/benchmark/$(PRESET).yaml: PRESET=smoke (seconds, embedded photographs), cpu (three architectures trained
+# on 1,000 CIFAR-10 images; measured in docs/measurements.md), gpu (all of CIFAR-10, one GPU; not yet run) or
+# imagenet (pretrained ImageNet networks; give ARGS="--set root=/data/imagenet"). Finished units are reused:
+# run it again after a kill. ARGS="--publish docs/measurements.md --figures docs/images" also writes the table
+# into that page's block benchmark-$(PRESET) (benchmarks/publish.py; checked by tests/test_measurements.py).
 # With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
-# ARGS passes more options, e.g. ARGS="--set root=/data/cifar10"; ARGS="--publish docs/measurements.md" also writes
-# the table into that page's block reproduce-$(PRESET) (benchmarks/publish.py; checked by tests/test_measurements.py).
 PRESET ?= smoke
 ARGS ?=
 reproduce: $(if $(filter $(VENV)/bin/python,$(PY)),install)
+	$(PY) benchmarks/layer_benchmark.py --config configs/benchmark/$(PRESET).yaml $(ARGS)
+
+# The decoder recipe against a plain Dosovitskiy & Brox loop at equal budget (benchmarks/reproduce.py):
+# PRESET=smoke, cpu (800 images, 13.5 min measured on two shared cores), medium (2,000 images, 37 min) or gpu.
+baseline: $(if $(filter $(VENV)/bin/python,$(PY)),install)
 	$(PY) benchmarks/reproduce.py --preset $(PRESET) --out runs/reproduce-$(PRESET) --overwrite $(ARGS)
 
 bench: install

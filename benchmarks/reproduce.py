@@ -1,9 +1,9 @@
 """The package's headline table in one command: encoder → every decoder → depth evaluation → the plain-loop
 baseline on the same images, written as one table (table.md) and one JSON (results.json).
 
-    make reproduce PRESET=smoke   # seconds-scale, embedded photographs, run in CI
-    make reproduce PRESET=cpu     # a labelled reduced scale on CIFAR-10 (37 min on two cores, measured)
-    make reproduce PRESET=gpu     # all of CIFAR-10, all 11 layers, sized for one 10-minute GPU call (not yet run)
+    make baseline PRESET=smoke   # seconds-scale, embedded photographs, run in CI
+    make baseline PRESET=cpu     # 800 CIFAR-10 images: 13.5 min measured on two shared cores (medium: 2,000, 37 min)
+    make baseline PRESET=gpu     # all of CIFAR-10, all 11 layers, sized for one 10-minute GPU call (not yet run)
 
 Each stage's epochs are the preset's, unless a ``budget`` (seconds) is set for it: then a few timed steps
 size it first (epochs = min(preset, budget / measured epoch time)), and the table says what was run.

@@ -4,6 +4,7 @@ after a kill, shards, refused changes and one-line errors before any training.""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 
@@ -203,11 +204,18 @@ def test_a_changed_unit_is_refused_before_training_and_redone_under_overwrite(tm
     monkeypatch.setattr(bench_run, "run_unit", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match=r"changed: decoder_epochs\).*--overwrite true"):
         run_benchmark(changed)
+    report = run_benchmark(tiny(out, encoders=tiny(out).encoders[:1], decoder_epochs=2, report_only=True))
+    assert report.rows == []  # a unit of other settings is never reported as this config's
+    assert "made with other settings (1): units/alexnet_cifar/conv1-fc8" in open(out / "report.md").read()
     monkeypatch.undo()
-    redo = run_benchmark(tiny(out, encoders=tiny(out).encoders[:1], decoder_epochs=2, overwrite=True))
+    # Redone under overwrite, now also with optimisation inversion on two test images.
+    mv = dict(methods=["upconvnet", "mahendran_vedaldi"], inversion_images=2, inversion_steps=3)
+    redo = run_benchmark(tiny(out, encoders=tiny(out).encoders[:1], decoder_epochs=2, overwrite=True, **mv))
     assert redo.ran == ["units/alexnet_cifar/conv1-fc8"]
     rec = json.load(open(out / "units" / "alexnet_cifar" / "conv1-fc8" / "unit.json"))
     assert rec["settings"]["decoder_epochs"] == 2
+    inverted = [r for r in redo.rows if r["method"] == "mahendran_vedaldi" and r["metric"] == "psnr"]
+    assert [(r["layer"], r["n"]) for r in inverted] == [("conv1", 2), ("fc8", 2)]
 
 
 @pytest.mark.parametrize(
@@ -247,3 +255,80 @@ def test_a_timm_model_without_timm_is_one_line(tmp_path, capsys, monkeypatch):
         main(["benchmark", "--config", str(cfg), "--out", str(tmp_path / "out")])
     assert "pip install timm" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------- shipped configs
+CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "benchmark", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_shipped_benchmark_config_parses(path):
+    from jsonargparse import CLI
+
+    config = CLI(BenchmarkConfig, args=["--config", path])
+    assert config.encoders and all(e.encoder.name for e in config.encoders)
+    assert len({e.name for e in config.encoders}) == len(config.encoders)
+
+
+@pytest.mark.slow
+def test_the_smoke_config_runs_through_the_command(tmp_path, capsys):
+    smoke = next(p for p in CONFIGS if p.endswith("smoke.yaml"))
+    main(["benchmark", "--config", smoke, "--out", str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert "units: 2 run, 0 reused" in out
+    rows = table(tmp_path / "b")
+    assert {r["model"] for r in rows} == {"alexnet_cifar", "resnet18_cifar"}
+    assert {r["layer"] for r in rows if r["model"] == "resnet18_cifar"} == {"layer1", "layer3"}
+    main(["benchmark", "--config", smoke, "--out", str(tmp_path / "b")])
+    assert "units: 0 run, 2 reused" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_unit_trains_data_parallel_and_rank_zero_alone_writes_it(tmp_path):
+    """Two gloo ranks launched by Lightning's ddp strategy train the encoder and the decoders together; the
+    unit folders are complete (the encoder's weights included) and written once; the report is rank 0's."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path / "bench"
+    trainer = '{"accelerator": "cpu", "devices": 2, "strategy": "ddp"}'
+    cmd = [sys.executable, "-m", "upconv.cli.main", "benchmark", "--config", os.path.join(here, "ddp_benchmark.yaml")]
+    env = {**os.environ, "UPCONV_PROGRESS": "0", "PYTHONPATH": os.path.dirname(here)}
+    done = subprocess.run(
+        [*cmd, "--out", str(out), "--trainer", trainer],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MEMBER: 2/2" in done.stderr  # Lightning started the second rank
+    assert done.stdout.count("units: 1 run, 0 reused") == 1  # rank 0 reports; rank 1 prints nothing
+    assert (out / "encoders" / "alexnet_cifar" / "encoder.pt").is_file()
+    rows = table(out)
+    assert {r["layer"] for r in rows} == {"conv1", "fc6"}
+    assert [p for p in os.listdir(out / "units" / "alexnet_cifar") if p.startswith(".")] == []  # nothing half-written
+
+
+def test_a_time_budget_sizes_the_epochs_from_a_timed_probe(monkeypatch):
+    from upconv.data.source import ImageSource
+    from upconv.nets.spec import EncoderSpec
+    from upconv.training import runs
+    from upconv.training.datamodule import ImageData
+    from upconv.training.module import InversionModule
+
+    data = ImageData(ImageSource(embedded_per_class=4, num_workers=0), batch_size=4, augment=False)
+    data.setup()
+    spec = EncoderSpec("alexnet_cifar", kwargs={"width": 0.125}, pretrained=False)
+    make = lambda: InversionModule(encoder=spec, layers=["conv1"], width=4, log_images=0)  # noqa: E731
+    steps = data.split_size("train") // 4
+    assert runs.sized_epochs(runs.RunOptions(), 7, steps, make, data) == (7, None)  # no budget: the epochs given
+    timed = []
+    monkeypatch.setattr(runs.StepTimer, "on_train_batch_end", lambda self, *a: timed.append(1) or self.times.append(0))
+    monkeypatch.setattr(runs.StepTimer, "per_step", property(lambda self: 0.01))  # a machine-independent cost
+    assert runs.sized_epochs(runs.RunOptions(seconds=1e-6), 7, steps, make, data) == (1, 0.01)  # at least one
+    assert len(timed) == 25  # the probe ran its 25 steps
+    budget = 0.01 * steps * 3.5 * 1.05  # 3.5 epochs of the measured cost, 5 % kept for validation and logging
+    assert runs.sized_epochs(runs.RunOptions(seconds=budget), 7, steps, make, data) == (3, 0.01)

@@ -13,7 +13,7 @@ from typing import Any
 from upconv.benchmark.config import BenchmarkConfig
 from upconv.benchmark.unit import PROBE, EncoderPlan
 from upconv.core.files import atomic_file
-from upconv.core.units import UnitStore
+from upconv.core.units import UnitStore, changed, plain
 
 COLUMNS = (
     "model",
@@ -38,14 +38,14 @@ COLUMNS = (
 def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
     """The rows of every finished unit of the plan (with each layer's depth and geometry), the floors, each
     model's encoder accuracy and notes, and the keys of the units still missing."""
-    rows, floors, models, missing = [], [], {}, []
+    rows, floors, models, missing, stale = [], [], {}, [], []
     for plan in plans:
         name = plan.entry.name
-        info = models.setdefault(name, {"notes": [], "units": 0, "seconds": {}})
+        info = models.setdefault(name, {"notes": [], "units": 0, "seconds": {}, "probe_inputs": {}})
         for unit in plan.units:
             rec = store.record(unit.key)
-            if rec is None:
-                missing.append(unit.key)
+            if rec is None or changed(rec["settings"], plain(unit.settings)):
+                (missing if rec is None else stale).append(unit.key)  # never report a unit of other settings
                 continue
             res = rec["results"]
             info["units"] += 1
@@ -55,6 +55,8 @@ def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
                 info["seconds"][k] = info["seconds"].get(k, 0.0) + v
             floors = floors or res.get("floors", [])
             for r in res["rows"]:
+                if r.get("probe_input"):
+                    info["probe_inputs"][r["layer"]] = r["probe_input"]
                 lay = plan.layout[r["layer"]]
                 g = lay.geometry
                 rows.append(
@@ -68,7 +70,7 @@ def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
         if plan.encoder_unit is not None and (rec := store.record(plan.encoder_unit.key)):
             info["encoder_training"] = rec["results"]
     _mark_floors(rows, floors)
-    return {"rows": rows, "floors": floors, "models": models, "missing": missing}
+    return {"rows": rows, "floors": floors, "models": models, "missing": missing, "stale": stale}
 
 
 def _mark_floors(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> None:
@@ -144,11 +146,19 @@ def markdown(collected: dict[str, Any], config: BenchmarkConfig, shown: tuple[st
                 r = next((x for x in rs if x["method"] == m and x["metric"] == k), None)
                 cells.append("—" if r is None else _fmt(r) + mark(r))
             out.append("| " + " | ".join(cells) + " |")
-        out += ["", *[f"- {n}" for n in dict.fromkeys(info["notes"])], ""]
+        probe = "; ".join(f"{k} {v}" for k, v in info["probe_inputs"].items())
+        out += ["", *[f"- {n}" for n in dict.fromkeys(info["notes"])]]
+        out += [f"- probe input: {probe}" if probe else "- no linear probe", ""]
     out += ["## No-information floors", ""]
     out += [f"- {f['method']}: {f['metric']} {_fmt(f)}" for f in collected["floors"] if f["metric"] in shown]
     if collected["missing"]:
         out += ["", f"Units not finished yet ({len(collected['missing'])}): {', '.join(collected['missing'])}."]
+    if collected["stale"]:
+        out += [
+            "",
+            f"⚠ Units left out, made with other settings ({len(collected['stale'])}): "
+            f"{', '.join(collected['stale'])}; run them again with --overwrite true.",
+        ]
     return "\n".join(out) + "\n"
 
 

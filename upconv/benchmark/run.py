@@ -18,7 +18,7 @@ from upconv.benchmark.config import BenchmarkConfig
 from upconv.benchmark.figures import depth_figure, grid_figure
 from upconv.benchmark.plan import plan_benchmark
 from upconv.benchmark.report import collect, write_report
-from upconv.benchmark.unit import ensure_encoder, run_unit
+from upconv.benchmark.unit import ensure_encoder, rank, run_unit
 from upconv.core.runtime import progress
 from upconv.core.units import UnitStore, shard
 
@@ -59,6 +59,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
             run_unit(p, u, store, source, config)
             result.ran.append(u.key)
             result.seconds[u.key] = time.perf_counter() - t
+    if rank() != 0:  # a data-parallel rank: the units are written, rank 0 reports
+        return result
     t = time.perf_counter()
     collected = collect(plans, store)
     result.rows, result.missing = collected["rows"], collected["missing"]
@@ -74,6 +76,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
 def print_benchmark(config: BenchmarkConfig) -> None:
     """The command: run, then say what ran, what was reused and where the report is (stdout)."""
     r = run_benchmark(config)
+    if rank() != 0:
+        return
     print(
         f"units: {len(r.ran)} run, {len(r.reused)} reused"
         + (f", {len(r.missing)} not finished (other shards, or run again)" if r.missing else "")

@@ -48,6 +48,19 @@ class EncoderPlan:
     units: list[Unit]
 
 
+def rank() -> int:
+    """This process's rank when a unit trains data-parallel (Lightning's DDP), else 0. Every rank trains; only
+    rank 0 scores and writes the unit, the others wait for it at ``barrier``."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def options(config: BenchmarkConfig) -> RunOptions:
     return RunOptions(
         seed=config.seed, precision=config.precision, trainer=dict(config.trainer), seconds=config.decoder_seconds
@@ -72,6 +85,8 @@ def ensure_encoder(plan: EncoderPlan, store: UnitStore, source: ImageSource, con
         run = replace(options(config), seconds=None)
         data = train_data(source, entry.train_batch)
         w["results"].update(fit_classifier(str(entry.encoder.name), kwargs, k, data, entry.train_epochs, export, run))
+        w["keep"] = rank() == 0  # rank 0 alone writes the weights (ClassifierModule exports on global zero)
+    barrier()  # every rank reads the weights rank 0 placed
     return False
 
 
@@ -140,42 +155,56 @@ def probe_rows(config: BenchmarkConfig, encoder: Encoder, source: ImageSource, l
 
 def run_unit(plan: EncoderPlan, unit: Unit, store: UnitStore, source: ImageSource, config: BenchmarkConfig) -> None:
     """Train, score and probe one unit's layers; its folder appears only once all of it is done."""
-    layers = unit.settings["layers"]
     with store.writing(unit) as w:
-        folder, res, t0 = w["folder"], w["results"], time.perf_counter()
         data = train_data(source, config.decoder_batch)
-        module, res["decoders"] = fit_decoders(
-            plan.spec, layers, data, config.decoder_epochs, config.decoder, options(config), folder
+        module, w["results"]["decoders"] = fit_decoders(
+            plan.spec,
+            unit.settings["layers"],
+            data,
+            config.decoder_epochs,
+            config.decoder,
+            options(config),
+            w["folder"],
         )
-        ckpt = os.path.join(folder, "decoders.ckpt")
-        module.trainer.save_checkpoint(ckpt, weights_only=True)
-        encoder = module.encoder
-        t1 = time.perf_counter()
-        up = _scores(config, encoder, source, layers, checkpoints=[ckpt], methods=["upconvnet"])
-        rows = method_rows(up.rows, config.metrics)
-        grid = {f"upconvnet/{k[1]}": v for k, v in up.grid.items()}
-        notes = []
-        if "deconvnet" in config.methods:
-            supported = build_method("deconvnet", encoder).deconvnet.supported_layers
-            ok = [n for n in layers if n in supported]
-            if ok:
-                dn = _scores(config, encoder, source, ok, methods=["deconvnet"])
-                rows += method_rows(dn.rows, config.metrics)
-            if len(ok) < len(layers):
-                notes.append(f"deconvnet: no rule for the graph to {', '.join(n for n in layers if n not in ok)}")
-        if "mahendran_vedaldi" in config.methods:
-            few = replace(source, limit_val=config.inversion_images)
-            opts = {"mahendran_vedaldi": {"steps": config.inversion_steps}}
-            mv = _scores(config, encoder, few, layers, methods=["mahendran_vedaldi"], method_options=opts)
-            rows += method_rows(mv.rows, config.metrics)
-        t2 = time.perf_counter()
-        rows += probe_rows(config, encoder, source, layers) if config.probe else []
-        res.update(
-            rows=rows,
-            floors=method_rows(up.floor_rows, config.metrics),
-            encoder_accuracy=up.settings.get("encoder_accuracy_on_originals"),
-            classes=len(source.class_names),
-            notes=notes + list(up.notes),
-            seconds={"decoders": t1 - t0, "evaluation": t2 - t1, "probe": time.perf_counter() - t2},
-        )
-        torch.save({"originals": up.originals, **grid}, os.path.join(folder, "grid.pt"))
+        ckpt = os.path.join(w["folder"], "decoders.ckpt")
+        module.trainer.save_checkpoint(ckpt, weights_only=True)  # collective under DDP: every rank calls it
+        w["keep"] = rank() == 0
+        if w["keep"]:
+            score(config, source, module, w)
+            w["results"]["seconds"]["decoders"] = w["results"]["decoders"]["seconds"]
+    barrier()
+
+
+def score(config: BenchmarkConfig, source: ImageSource, module: Any, w: dict[str, Any]) -> None:
+    """Score a unit's trained decoders and the other methods on the test split, probe its layers, and put the
+    rows, floors, notes and grid into the unit being written (``w``)."""
+    encoder, layers, folder, t1 = module.encoder, list(module.layers), w["folder"], time.perf_counter()
+    ckpt = os.path.join(folder, "decoders.ckpt")
+    up = _scores(config, encoder, source, layers, checkpoints=[ckpt], methods=["upconvnet"])
+    rows, notes = method_rows(up.rows, config.metrics), []
+    if "deconvnet" in config.methods:
+        supported = build_method("deconvnet", encoder).deconvnet.supported_layers
+        ok = [n for n in layers if n in supported]
+        if ok:
+            rows += method_rows(_scores(config, encoder, source, ok, methods=["deconvnet"]).rows, config.metrics)
+        if len(ok) < len(layers):
+            notes.append(f"deconvnet: no rule for the graph to {', '.join(n for n in layers if n not in ok)}")
+    if "mahendran_vedaldi" in config.methods:
+        few = replace(source, limit_val=config.inversion_images)
+        opts = {"mahendran_vedaldi": {"steps": config.inversion_steps}}
+        mv = _scores(config, encoder, few, layers, methods=["mahendran_vedaldi"], method_options=opts)
+        rows += method_rows(mv.rows, config.metrics)
+    t2 = time.perf_counter()
+    rows += probe_rows(config, encoder, source, layers) if config.probe else []
+    w["results"].update(
+        rows=rows,
+        floors=method_rows(up.floor_rows, config.metrics),
+        encoder_accuracy=up.settings.get("encoder_accuracy_on_originals"),
+        classes=len(source.class_names),
+        notes=notes + list(up.notes),
+        seconds={"evaluation": t2 - t1, "probe": time.perf_counter() - t2},
+    )
+    torch.save(
+        {"originals": up.originals, **{f"upconvnet/{k[1]}": v for k, v in up.grid.items()}},
+        os.path.join(folder, "grid.pt"),
+    )

@@ -127,18 +127,22 @@ class UnitStore:
 
     @contextlib.contextmanager
     def writing(self, unit: Unit) -> Iterator[dict[str, Any]]:
-        """Fill a unit: yields ``{"folder": tmp, "results": {}}``; write files into ``folder`` and put what the
-        unit reports into ``results``. On success ``unit.json`` (key, settings, results) is written and the
-        folder renamed into place; on any error nothing is left. If another process (a shard) finished the same
-        unit with the same settings first, its folder is kept and this one dropped."""
+        """Fill a unit: yields ``{"folder": tmp, "results": {}, "keep": True}``; write files into ``folder`` and
+        put what the unit reports into ``results``. On success ``unit.json`` (key, settings, results) is written
+        and the folder renamed into place; on any error, or when ``keep`` was set to False (a data-parallel rank
+        other than the first), nothing is left. If another process (a shard) finished the same unit with the
+        same settings first, its folder is kept and this one dropped."""
         final = self.folder(unit.key)
         parent = os.path.dirname(final)
         os.makedirs(parent, exist_ok=True)
         tag = f".{os.path.basename(final)}.partial-{socket.gethostname()}-{os.getpid()}-"
         tmp = tempfile.mkdtemp(prefix=tag, dir=parent)
-        state: dict[str, Any] = {"folder": tmp, "results": {}}
+        state: dict[str, Any] = {"folder": tmp, "results": {}, "keep": True}
         try:
             yield state
+            if not state["keep"]:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             record = {"key": unit.key, "settings": plain(unit.settings), "results": plain(state["results"])}
             with open(os.path.join(tmp, RECORD), "w") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
