@@ -241,6 +241,38 @@ EXAMPLES = {  # script -> (figures, a line its table must hold); the lines are t
         },
         "| autograd, one forward, then a backward per channel | 2.39 | 0.7 |",
     ),
+    "layer_benchmark": (
+        {
+            "rows": [
+                {
+                    "model": "alexnet_cifar",
+                    "layer": "conv1",
+                    "relative_depth": 0.0218,
+                    "features": 65536,
+                    "resolution": "32×32",
+                    "method": "upconvnet",
+                    "metric": "psnr",
+                    "ci": [12.5, 12.3, 12.7],
+                    "verdict": "at or below the no-information floor (the mean training image)",
+                    "reads": False,
+                },
+                {
+                    "model": "alexnet_cifar",
+                    "layer": "conv1",
+                    "relative_depth": 0.0218,
+                    "features": 65536,
+                    "resolution": "32×32",
+                    "method": "linear probe",
+                    "metric": "accuracy",
+                    "ci": [0.31, 0.27, 0.35],
+                    "verdict": None,
+                    "reads": False,
+                },
+            ],
+            "models": {"alexnet_cifar": {"accuracy": [0.29, 0.25, 0.33], "seconds": {"encoder": 94.0}}},
+        },
+        "| alexnet_cifar | conv1 | 0.02 | 65536 (32×32) | 12.50 [12.30, 12.70] ⚠ floor | — | — | 0.310 [0.270, 0.350] |",
+    ),
     "privacy_he2019": (
         {
             "label": "t",
