@@ -73,3 +73,16 @@ def test_shards_are_disjoint_and_cover_the_list():
 def test_changed_names_nested_and_missing_settings():
     assert changed({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 0}) == ["b.c", "d"]
     assert changed({"a": [1, 2]}, {"a": [1, 2]}) == []
+
+
+def test_partial_folders_of_killed_processes_are_swept_and_live_ones_kept(tmp_path):
+    import socket
+
+    host = socket.gethostname()
+    dead = tmp_path / "units" / f".a.partial-{host}-999999999-x1"  # no such process
+    live = tmp_path / "units" / f".b.partial-{host}-{os.getpid()}-x2"
+    other = tmp_path / "units" / ".c.partial-elsewhere-1-x3"  # another machine's: it may still be writing
+    for d in (dead, live, other):
+        d.mkdir(parents=True)
+    assert UnitStore(tmp_path).sweep() == [str(dead)]
+    assert not dead.exists() and live.exists() and other.exists()

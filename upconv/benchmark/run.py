@@ -41,6 +41,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
     t0 = time.perf_counter()
     plans, source = plan_benchmark(config)
     store = UnitStore(config.out, overwrite=config.overwrite)
+    if rank() == 0:
+        store.sweep()  # what killed runs of this machine left half-written
     result = BenchmarkResult(out=os.path.abspath(config.out), seconds={"plan": time.perf_counter() - t0})
     work = shard([(p, u) for p in plans for u in p.units], config.shard)
     if not config.report_only:

@@ -75,6 +75,16 @@ def shard(items: Sequence[T], spec: str | None) -> list[T]:
     return list(items[i::n])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 class UnitStore:
     """The finished units of one job, under ``root``.
 
@@ -114,6 +124,22 @@ class UnitStore:
             f"unit {unit.key} in {self.root} was made with other settings (changed: {', '.join(diff)}); "
             f"use another out folder, restore the settings, or pass --overwrite true to redo it"
         )
+
+    def sweep(self) -> list[str]:
+        """Remove the hidden partial folders that processes of this machine left when they were killed (their
+        process no longer runs); a live process's, or another machine's, are left alone. Returns the paths."""
+        host, gone = socket.gethostname(), []
+        for folder, dirs, _ in os.walk(self.root):
+            for d in list(dirs):
+                tag = d.partition(".partial-")[2]
+                if not d.startswith(".") or not tag.startswith(f"{host}-"):
+                    continue
+                pid = tag[len(host) + 1 :].split("-")[0]
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(os.path.join(folder, d), ignore_errors=True)
+                    gone.append(os.path.join(folder, d))
+                dirs.remove(d)
+        return gone
 
     def finished(self) -> list[dict[str, Any]]:
         """Every finished unit's record under the root, in key order."""
