@@ -73,3 +73,16 @@ def test_shards_are_disjoint_and_cover_the_list():
 def test_changed_names_nested_and_missing_settings():
     assert changed({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 0}) == ["b.c", "d"]
     assert changed({"a": [1, 2]}, {"a": [1, 2]}) == []
+
+
+def test_a_fingerprint_names_the_data_exactly():
+    import torch
+
+    from upconv.core.units import fingerprint
+
+    a = torch.arange(12, dtype=torch.uint8).view(3, 4)
+    assert fingerprint(a) == fingerprint(a.clone()) == fingerprint(a.T.contiguous().T)  # values, not memory
+    b = a.clone()
+    b[2, 3] += 1
+    others = {fingerprint(b), fingerprint(a.float()), fingerprint(a.view(4, 3)), fingerprint(a, a[:1])}
+    assert fingerprint(a) not in others and len(others) == 4  # one value, the dtype, the shape, one more tensor

@@ -11,6 +11,7 @@ place with its ``unit.json`` (key, settings, and whatever the unit reports) alre
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,19 @@ def changed(old: Any, new: Any, prefix: str = "") -> list[str]:
                 out += changed(old[k], new[k], name)
         return out
     return [] if old == new else [prefix or "(the settings)"]
+
+
+def fingerprint(*tensors: Any) -> str:
+    """First 16 hex digits of a SHA-256 over the tensors' dtypes, shapes and bytes: a unit's settings name the
+    data it was computed on by this, so other images under the same options are a changed setting."""
+    import torch
+
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
