@@ -86,3 +86,20 @@ def test_a_fingerprint_names_the_data_exactly():
     b[2, 3] += 1
     others = {fingerprint(b), fingerprint(a.float()), fingerprint(a.view(4, 3)), fingerprint(a, a[:1])}
     assert fingerprint(a) not in others and len(others) == 4  # one value, the dtype, the shape, one more tensor
+
+
+def test_a_killed_process_s_partial_unit_is_cleared_when_the_unit_is_written(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".u.partial-{host}-{int(dead.stdout)}-abc"  # a killed writer of this machine
+    live = tmp_path / f".u.partial-{host}-{os.getpid()}-def"  # this process, still writing
+    other = tmp_path / ".u.partial-elsewhere-1-ghi"  # another machine's shard: not ours to judge
+    for p in (stale, live, other):
+        p.mkdir()
+    _fill(UnitStore(tmp_path), Unit("u"))
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (tmp_path / "u" / "unit.json").exists()

@@ -148,6 +148,7 @@ class UnitStore:
         final = self.folder(unit.key)
         parent = os.path.dirname(final)
         os.makedirs(parent, exist_ok=True)
+        _drop_stale(parent, f".{os.path.basename(final)}.partial-{socket.gethostname()}-")
         tag = f".{os.path.basename(final)}.partial-{socket.gethostname()}-{os.getpid()}-"
         tmp = tempfile.mkdtemp(prefix=tag, dir=parent)
         state: dict[str, Any] = {"folder": tmp, "results": {}}
@@ -174,3 +175,24 @@ class UnitStore:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+
+
+def _drop_stale(parent: str, prefix: str) -> None:
+    """Remove the partial folders of a unit that a killed process of this machine left (``prefix`` + its
+    pid): a process that no longer exists will never finish them. Other machines' partials are left alone."""
+    for name in os.listdir(parent):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
