@@ -1,7 +1,10 @@
-"""Print the markdown tables of docs/measurements.md's "Trained defences, frontiers and attacker budget" section
-from the run folders of ``upconv privacy-frontier`` and ``upconv privacy-budget``.
+"""Print the markdown tables of docs/measurements.md's "Trained defences, frontiers and attacker budget" and
+"The Fisher-information bound beside the noise frontier" sections from the run folders of
+``upconv privacy-frontier`` and ``upconv privacy-budget``.
 
     python benchmarks/privacy_sweeps.py --frontier runs/frontier_he runs/frontier_resnet --budget runs/budget_he
+    python benchmarks/privacy_sweeps.py --bounds runs/frontier_he46_fisher --load 8.0 --publish docs/measurements.md
+        # the bound's table, also into the page's block "privacy-bounds" (--load: the run's load average)
 """
 
 from __future__ import annotations
@@ -9,6 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from publish import publish, record, require, rounded  # noqa: E402
+
+from upconv.privacy.bounds import bound_table  # noqa: E402
+
+BOUND_KEYS = ["layer", "strength", "dfil", "dfil_lo", "dfil_hi", "mse_bound", "psnr_bound", "psnr_bound_lo"]
+BOUND_KEYS += ["psnr_bound_hi", "van_trees_mse", "van_trees_psnr", "best", "best_psnr", "gap_db", "seconds"]
+BOUND_KEYS += ["n_images", "n_probes"]
 
 
 def _load(folder: str, name: str) -> dict:
@@ -59,12 +72,39 @@ def budget_table(folder: str) -> str:
     return "\n".join(lines)
 
 
+def bound_figures(folder: str) -> dict:
+    """What the bound's table shows, from a frontier's run folder."""
+    run = _load(folder, "frontier.json")
+    s = run["settings"]
+    bounds = [{k: b[k] for k in BOUND_KEYS if k in b} for b in run["bounds"]]
+    return rounded({"encoder": s["encoder"], "probes": s["fisher_probes"], "n_eval": s["n_eval"], "bounds": bounds})
+
+
+def render(figures: dict) -> str:
+    """The Fisher-information bound per noise point beside its best attack, as printed and as published."""
+    head = f"**Fisher-information bound, {figures['encoder']}** ({figures['probes']} probes per image, "
+    return "\n".join([head + f"n = {figures['n_eval']})", "", bound_table(figures["bounds"])])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frontier", nargs="*", default=[])
     ap.add_argument("--budget", nargs="*", default=[])
+    ap.add_argument("--bounds", nargs="*", default=[], help="frontier folders whose Fisher-information bound to print")
+    ap.add_argument("--publish", metavar="PAGE", help="also write the (one) --bounds table into PAGE's marked block")
+    ap.add_argument("--block", default="privacy-bounds", help="the block's name in PAGE")
+    ap.add_argument("--device", default="CPU, 2 shared cores", help="where the run was made (for the block)")
+    ap.add_argument("--load", type=float, help="the run's load average (for the block)")
     a = ap.parse_args()
-    print("\n\n".join([*map(frontier_table, a.frontier), *map(budget_table, a.budget)]))
+    if a.publish:
+        require(a.publish, a.block)
+        if len(a.bounds) != 1:
+            raise SystemExit("privacy_sweeps: error: --publish writes one table: give exactly one --bounds folder")
+    bounds = [bound_figures(f) for f in a.bounds]
+    tables = [*map(frontier_table, a.frontier), *map(budget_table, a.budget), *map(render, bounds)]
+    print("\n\n".join(tables))
+    if a.publish:
+        publish(a.publish, a.block, render(bounds[0]), record("privacy_sweeps", bounds[0], a.device, a.load))
 
 
 if __name__ == "__main__":

@@ -72,3 +72,25 @@ def test_resolve_device_and_progress(monkeypatch, capsys):
     monkeypatch.setenv("UPCONV_PROGRESS", "0")
     assert list(progress(range(3), "silent")) == [0, 1, 2]
     assert "silent" not in capsys.readouterr().err
+
+
+def test_an_atomic_folder_keeps_the_entries_it_is_told_to_keep(tmp_path):
+    from upconv.core.files import atomic_folder, check_out
+
+    out = tmp_path / "run"
+    (out / "points" / "u").mkdir(parents=True)
+    (out / "points" / "u" / "unit.json").write_text("{}")
+    check_out(out, keep=("points",))  # a run folder holding only its units is not "not empty"
+    with atomic_folder(out, keep=("points",)) as tmp:
+        open(f"{tmp}/report.md", "w").write("first")
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        check_out(out, keep=("points",))
+    with atomic_folder(out, overwrite=True, keep=("points",)) as tmp:
+        open(f"{tmp}/report2.md", "w").write("second")
+    assert sorted(p.name for p in out.iterdir()) == ["points", "report2.md"]  # the old report went, units stayed
+    assert (out / "points" / "u" / "unit.json").read_text() == "{}"
+    with pytest.raises(RuntimeError), atomic_folder(out, overwrite=True, keep=("points",)) as tmp:
+        open(f"{tmp}/half.md", "w").write("x")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in out.iterdir()) == ["points", "report2.md"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

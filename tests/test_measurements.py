@@ -274,6 +274,34 @@ EXAMPLES = {  # script -> (figures, a line its table must hold); the lines are t
         "| alexnet_cifar | conv1 | 0.02 | 65536 (32×32) | 12.50 [12.30, 12.70] ⚠ floor | — | — "
         "| 0.310 [0.270, 0.350] |",
     ),
+    "privacy_sweeps": (
+        {
+            "encoder": "he2019_cifar",
+            "probes": 8,
+            "n_eval": 200,
+            "bounds": [
+                {
+                    "layer": "relu22",
+                    "strength": 2.0,
+                    "dfil": 18.69,
+                    "dfil_lo": 16.39,
+                    "dfil_hi": 20.72,
+                    "mse_bound": 0.0858,
+                    "psnr_bound": 11.48,
+                    "psnr_bound_lo": 11.04,
+                    "psnr_bound_hi": 11.84,
+                    "best": "black_box_dist paper (adaptive)",
+                    "best_psnr": 10.03,
+                    "gap_db": 1.45,
+                    "seconds": 26.4,
+                    "n_images": 200,
+                    "n_probes": 8,
+                }
+            ],
+        },
+        "| relu22 | 2 | 18.69 [16.39, 20.72] | 0.0858 | 11.48 [11.04, 11.84] | black_box_dist paper (adaptive) "
+        "| 10.03 | +1.45 | 26.4 s, 200 images × 8 probes |",
+    ),
     "privacy_he2019": (
         {
             "label": "t",

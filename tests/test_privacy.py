@@ -214,6 +214,7 @@ def test_every_attack_and_defence_end_to_end(tmp_path):
         | {f"reconstruct {a} {d}" for a in ATTACKS for d in ("paper", "upconvnet")}
         | {"train adaptive inverters"}
         | {f"reconstruct black_box_noise {d} adaptive" for d in ("paper", "upconvnet")}
+        | {"estimate Fisher information"}  # the bound beside the attacks at the noise point
     )
     assert set(res.settings["timings_s"]) == stages
 

@@ -86,3 +86,33 @@ def test_partial_folders_of_killed_processes_are_swept_and_live_ones_kept(tmp_pa
         d.mkdir(parents=True)
     assert UnitStore(tmp_path).sweep() == [str(dead)]
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_a_fingerprint_names_the_data_exactly():
+    import torch
+
+    from upconv.core.units import fingerprint
+
+    a = torch.arange(12, dtype=torch.uint8).view(3, 4)
+    assert fingerprint(a) == fingerprint(a.clone()) == fingerprint(a.T.contiguous().T)  # values, not memory
+    b = a.clone()
+    b[2, 3] += 1
+    others = {fingerprint(b), fingerprint(a.float()), fingerprint(a.view(4, 3)), fingerprint(a, a[:1])}
+    assert fingerprint(a) not in others and len(others) == 4  # one value, the dtype, the shape, one more tensor
+
+
+def test_a_killed_process_s_partial_unit_is_cleared_when_the_unit_is_written(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".u.partial-{host}-{int(dead.stdout)}-abc"  # a killed writer of this machine
+    live = tmp_path / f".u.partial-{host}-{os.getpid()}-def"  # this process, still writing
+    other = tmp_path / ".u.partial-elsewhere-1-ghi"  # another machine's shard: not ours to judge
+    for p in (stale, live, other):
+        p.mkdir()
+    _fill(UnitStore(tmp_path), Unit("u"))
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (tmp_path / "u" / "unit.json").exists()

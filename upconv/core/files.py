@@ -109,9 +109,12 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> Any:
         raise UnreadableFileError(f"cannot decode image {os.fspath(path)} ({e}); remove or replace the file") from None
 
 
-def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts."""
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+def check_out(out: str | os.PathLike, overwrite: bool = False, keep: tuple[str, ...] = ()) -> None:
+    """Refuse an existing non-empty run folder unless ``overwrite``; called before any work starts. Entries
+    named in ``keep`` (a resumable run's finished units) do not count."""
+    if not os.path.exists(out) or overwrite:
+        return
+    if not os.path.isdir(out) or set(os.listdir(out)) - set(keep):
         raise ValueError(
             f"output folder {out} already exists and is not empty; choose another folder, or pass "
             f"--overwrite true (overwrite=True in Python) to replace it"
@@ -119,26 +122,44 @@ def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+def atomic_folder(out: str | os.PathLike, overwrite: bool = False, keep: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield a temporary sibling of ``out`` to write into; it becomes ``out`` only if the block succeeds.
 
     An existing non-empty ``out`` is an error unless ``overwrite``; on any exception nothing is left behind.
+    Entries of an existing ``out`` named in ``keep`` (a resumable run's finished units, written before its
+    report) stay where they are: the other entries are swapped for the new ones, one rename each.
     """
     out = os.path.abspath(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, keep)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report folder is ordinary
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+        if not os.path.exists(out):
+            os.rename(tmp, out)
+            return
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+        if any(os.path.exists(os.path.join(out, k)) for k in keep):
+            _swap_entries(tmp, out, old, keep)
+        else:
             os.rename(out, os.path.join(old, "previous"))
             os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_entries(new: str, out: str, old: str, keep: tuple[str, ...]) -> None:
+    """Move ``out``'s entries but ``keep`` into ``old``, then ``new``'s entries into ``out``."""
+    clash = set(os.listdir(new)) & set(keep)
+    if clash:
+        raise ValueError(f"a report may not write {', '.join(sorted(clash))}: the run keeps its units there")
+    for name in os.listdir(out):
+        if name not in keep:
+            os.rename(os.path.join(out, name), os.path.join(old, name))
+    for name in os.listdir(new):
+        os.rename(os.path.join(new, name), os.path.join(out, name))
+    os.rmdir(new)

@@ -11,6 +11,7 @@ place with its ``unit.json`` (key, settings, and whatever the unit reports) alre
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +54,19 @@ def changed(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(the settings)"]
 
 
+def fingerprint(*tensors: Any) -> str:
+    """First 16 hex digits of a SHA-256 over the tensors' dtypes, shapes and bytes: a unit's settings name the
+    data it was computed on by this, so other images under the same options are a changed setting."""
+    import torch
+
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def parse_shard(spec: str | None) -> tuple[int, int]:
     """``"i/n"`` -> (i, n) with 0 ≤ i < n; None -> (0, 1)."""
     if spec is None or spec == "":
@@ -73,16 +87,6 @@ def shard(items: Sequence[T], spec: str | None) -> list[T]:
     are disjoint, cover it, and do not depend on which units are already finished."""
     i, n = parse_shard(spec)
     return list(items[i::n])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it runs, as another user
-        return True
-    return True
 
 
 class UnitStore:
@@ -128,17 +132,10 @@ class UnitStore:
     def sweep(self) -> list[str]:
         """Remove the hidden partial folders that processes of this machine left when they were killed (their
         process no longer runs); a live process's, or another machine's, are left alone. Returns the paths."""
-        host, gone = socket.gethostname(), []
+        gone = []
         for folder, dirs, _ in os.walk(self.root):
-            for d in list(dirs):
-                tag = d.partition(".partial-")[2]
-                if not d.startswith(".") or not tag.startswith(f"{host}-"):
-                    continue
-                pid = tag[len(host) + 1 :].split("-")[0]
-                if pid.isdigit() and not _alive(int(pid)):
-                    shutil.rmtree(os.path.join(folder, d), ignore_errors=True)
-                    gone.append(os.path.join(folder, d))
-                dirs.remove(d)
+            gone += _drop_stale(folder, [d for d in dirs if d.startswith(".")])
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
         return gone
 
     def finished(self) -> list[dict[str, Any]]:
@@ -161,6 +158,7 @@ class UnitStore:
         final = self.folder(unit.key)
         parent = os.path.dirname(final)
         os.makedirs(parent, exist_ok=True)
+        _drop_stale(parent, [n for n in os.listdir(parent) if n.startswith(f".{os.path.basename(final)}.partial-")])
         tag = f".{os.path.basename(final)}.partial-{socket.gethostname()}-{os.getpid()}-"
         tmp = tempfile.mkdtemp(prefix=tag, dir=parent)
         state: dict[str, Any] = {"folder": tmp, "results": {}, "keep": True}
@@ -190,3 +188,26 @@ class UnitStore:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+
+
+def _drop_stale(parent: str, names: list[str]) -> list[str]:
+    """Remove those of ``names`` (in ``parent``) that are partial folders a killed process of this machine left
+    (``.<unit>.partial-<host>-<pid>-…`` whose process no longer exists: it will never finish them); other
+    machines' partials, and live processes', are left alone. Returns the removed paths."""
+    mark, gone = f".partial-{socket.gethostname()}-", []
+    for name in names:
+        pid = name.partition(mark)[2].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            gone.append(os.path.join(parent, name))
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -18,14 +18,17 @@ from typing import Any
 
 import torch
 
-from upconv.core.files import atomic_folder, check_out
+from upconv.core.files import atomic_folder
 from upconv.core.runtime import progress, resolve_device
+from upconv.core.units import Unit, fingerprint
 from upconv.data.augment import to_unit
 from upconv.privacy.attacks import train_inverters
 from upconv.privacy.config import PrivacyConfig, check_config
 from upconv.privacy.leakage import lpips_model, reconstruct, score
+from upconv.privacy.resume import POINTS, Resume, open_store
+from upconv.privacy.saved import save_nets
 from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Data, Trained, given_victim, inverter_settings, train_victim
+from upconv.privacy.stages import Clock, Data, Trained, given_victim, inverter_record, inverter_settings, train_victim
 from upconv.privacy.sweep_files import plot_curves, write_csv
 from upconv.privacy.verdicts import judge
 
@@ -42,7 +45,8 @@ class BudgetConfig(PrivacyConfig):
     Args:
         budgets: numbers of image–feature pairs (each ≤ n_attacker), e.g. [256, 1024, 4096, 16384].
         attacks: black_box_dist (the attacker's own images through the victim), the only budgeted attack.
-        out: run folder, created only when complete (None: write nothing).
+        out: run folder (None: write nothing); the victim and each finished budget are kept under out/points and
+            reused when the same command runs again.
     """
 
     budgets: list[int] = field(default_factory=lambda: [256, 1024, 4096])
@@ -68,29 +72,45 @@ def check_budget(c: BudgetConfig, n_attacker: int, n_eval: int) -> list[int]:
     return sorted({int(b) for b in c.budgets})
 
 
-def _curve(c: BudgetConfig, t: Trained, layers: list[str], images: torch.Tensor, x: torch.Tensor) -> tuple[list, Any]:
-    """One trained set of inverse networks per budget, scored on the evaluated images ``x`` ([0, 1])."""
+def _budget_unit(c: BudgetConfig, t: Trained, n: int, queries: torch.Tensor, eval_id: str, s: Any) -> Unit:
+    scoring = {"n_candidates": c.n_candidates, "n_boot": c.n_boot, "lpips": c.lpips, "batch_size": c.batch_size}
+    settings = {"victim": t.victim.weights_hash, "n_pairs": n, "queries": fingerprint(queries), "eval": eval_id}
+    return Unit(f"budgets/{n}", settings | {"inverters": inverter_record(s), "scoring": scoring})
+
+
+def _curve(
+    c: BudgetConfig, t: Trained, layers: list[str], images: torch.Tensor, x: torch.Tensor, resume: Resume
+) -> tuple[list, Any]:
+    """One trained set of inverse networks per budget (unit ``budgets/<n>``), scored on the evaluated images
+    ``x`` ([0, 1])."""
     budgets = sorted({int(b) for b in c.budgets})
     steps = c.inverter_epochs * max(1, max(budgets) // c.batch_size)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(c.seed))
     lp = lpips_model(c, t.notes, t.device)
     with torch.no_grad():
         feats = t.victim(x, layers)
-    rows = []
+    eval_id, rows = fingerprint(x), []
     for n in progress(budgets, desc="privacy-budget: attackers", unit="budget"):
         epochs = math.ceil(steps / max(1, n // c.batch_size))
-        trained = train_inverters(t.victim, layers, images[order[:n]], replace(inverter_settings(c), epochs=epochs))
-        t.nets["black_box_dist"] = trained.nets
-        for (dec, L), record in trained.health.items():
-            xh = reconstruct(t, c, "black_box_dist", dec, L, feats[L]).float().clamp(0, 1)
-            row = {
-                "n_pairs": n,
-                "layer": L,
-                "decoder": dec,
-                "epochs": epochs,
-                "steps": epochs * max(1, n // c.batch_size),
-            }
-            rows.append({**score(c, xh, x, lp, row), "inverter_health": record["status"]})
+        s = replace(inverter_settings(c), epochs=epochs)
+
+        def compute(n: int = n, epochs: int = epochs, s: Any = s) -> tuple[list, Any]:
+            trained = train_inverters(t.victim, layers, images[order[:n]], s)
+            t.nets["black_box_dist"] = trained.nets
+            out = []
+            for (dec, L), record in trained.health.items():
+                xh = reconstruct(t, c, "black_box_dist", dec, L, feats[L]).float().clamp(0, 1)
+                row = {"n_pairs": n, "layer": L, "decoder": dec, "epochs": epochs}
+                row["steps"] = epochs * max(1, n // c.batch_size)
+                out.append({**score(c, xh, x, lp, row), "inverter_health": record["status"]})
+            return out, trained.nets
+
+        def save(value: tuple[list, Any], folder: str) -> dict[str, Any]:
+            save_nets(value[1], folder)
+            return {"rows": value[0]}
+
+        unit = _budget_unit(c, t, n, images[order[:n]], eval_id, s)
+        rows += resume.run(unit, "train and score attackers", compute, save, lambda f, r: r["rows"])
     return rows, lp
 
 
@@ -98,19 +118,20 @@ def run_budget(
     config: BudgetConfig, eval_data: Data, victim_data: Data | None, attacker_data: Data, victim: Any = None
 ) -> dict[str, Any]:
     """Train the victim once (unless given), then the attacker at every budget; returns {settings, notes,
-    rows, floor_rows} and, with ``config.out``, writes the run folder (atomically)."""
+    rows, floor_rows, units} and, with ``config.out``, writes the run folder. The victim and every budget are
+    units of ``<out>/points`` (``upconv.privacy.resume``): a finished one is reused, a changed one refused."""
     c = config
     check_budget(c, len(attacker_data[0]), len(eval_data[0]))
-    if c.out is not None:
-        check_out(c.out, c.overwrite)
+    store = open_store(c.out, c.overwrite)
     t = Trained(victim=given_victim(c, victim, victim_data), device=resolve_device(c.device))
+    resume = Resume(store, Clock(t.device))
     if t.victim is None:
-        train_victim(t, c, victim_data)
+        train_victim(t, c, victim_data, resume)
     t.victim = t.victim.to(t.device)
     layers = t.victim.resolve(list(c.layers))
     x = to_unit(eval_data[0]).to(t.device)  # (N, C, H, W)
     t.victim.check_images(x, finite=True)
-    rows, lp = _curve(c, t, layers, attacker_data[0], x)
+    rows, lp = _curve(c, t, layers, attacker_data[0], x, resume)
     ev = (x, eval_data[1].to(t.device))
     floors, checks, warnings = judge(c, t.victim, ev, (attacker_data, victim_data), rows, lp)
     settings = {"encoder": t.victim.name, "encoder_weights_hash": t.victim.weights_hash, "layers": layers}
@@ -118,8 +139,8 @@ def run_budget(
     settings |= {"n_eval": len(x), "n_attacker": len(attacker_data[0]), "reid_chance": 1.0 / c.n_candidates, **checks}
     out = {"settings": settings, "notes": warnings + t.notes, "rows": rows, "floor_rows": floors}
     if c.out is not None:
-        out["out"] = write_budget(out, t.victim_state, c.out, c.overwrite)
-    return out
+        out["out"] = write_budget(out, t.victim_state, c.out, overwrite=True)  # checked by open_store
+    return out | {"units": resume.summary()}
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -143,7 +164,8 @@ def _markdown(result: dict[str, Any]) -> str:
 
 
 def write_budget(result: dict[str, Any], victim_state: Any, out: str, overwrite: bool = False) -> str:
-    with atomic_folder(out, overwrite) as tmp:
+    """The budget's files in ``out``, moved in together when complete; the run's units (``points/``) stay."""
+    with atomic_folder(out, overwrite, keep=(POINTS,)) as tmp:
         write_csv(os.path.join(tmp, "budget.csv"), COLS, result["rows"])
         with open(os.path.join(tmp, "budget.json"), "w") as f:
             json.dump(result, f, indent=2)

@@ -3,6 +3,7 @@ fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,10 @@ class PrivacyConfig:
         mv_optimizer: sgd (M&V's momentum) or adam.
         mv_batch_size: images inverted together by optimisation (default: batch_size).
         mv_tv_weight: total-variation weight of optimisation inversion (default: M&V's schedule by depth).
+        fisher_probes: Hutchinson probes per evaluated image for the Fisher-information bound beside the attacks
+            at every noise point (0: no bound).
+        fisher_prior: the image prior's Fisher information per pixel, tr J(π)/d, for van Trees' bound on biased
+            attackers (an assumption about the data; None: that bound is not given).
         n_candidates: re-identification line-up size (≥ 2, ≤ n_eval).
         batch_size: images per batch.
         lpips: compute LPIPS when its weights are cached.
@@ -56,8 +61,10 @@ class PrivacyConfig:
         seed: seeds data splits, training, noise and bootstrap.
         device: auto (the GPU when there is one), cpu, cuda or cuda:N.
         num_workers: processes decoding the image files.
-        out: run folder, created only when complete (None: write nothing).
-        overwrite: replace an existing run folder.
+        out: run folder (None: write nothing); each finished unit (victim, attackers, point) is kept under
+            out/points, and running the same command again reuses them.
+        overwrite: redo units whose settings changed (without it they are refused), or replace a folder that
+            is not a run folder.
     """
 
     encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec("he2019_cifar"))
@@ -83,6 +90,8 @@ class PrivacyConfig:
     mv_optimizer: Literal["sgd", "adam"] = "sgd"
     mv_batch_size: int | None = None
     mv_tv_weight: float | None = None
+    fisher_probes: int = 8
+    fisher_prior: float | None = None
     n_candidates: int = 10
     batch_size: int = 128
     lpips: bool = True
@@ -115,6 +124,11 @@ def check_config(config: PrivacyConfig, n_eval: int) -> None:
         raise ValueError(f"mv_batch_size must be a positive number of images; got {config.mv_batch_size}")
     if config.mv_tv_weight is not None and config.mv_tv_weight < 0:
         raise ValueError(f"mv_tv_weight must be ≥ 0 (or None for M&V's schedule); got {config.mv_tv_weight}")
+    if config.fisher_probes < 0:
+        raise ValueError(f"fisher_probes must be ≥ 0 (0: no Fisher-information bound); got {config.fisher_probes}")
+    prior = config.fisher_prior
+    if prior is not None and not (math.isfinite(prior) and prior >= 0):
+        raise ValueError(f"fisher_prior (tr J(π)/d) must be a finite number ≥ 0, or None; got {prior}")
 
 
 def uses_attacker_data(config: PrivacyConfig) -> bool:

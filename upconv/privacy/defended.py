@@ -1,7 +1,7 @@
 """Defended points of a sweep beside the undefended victim: the victims retrained with a trained defence
-(``upconv.privacy.trained_defenses``), the adaptive attackers (inverse networks trained on the defended
-features, the realistic threat), and, per point, the features an attacker sees and the logits utility is
-scored on.
+(``upconv.privacy.trained_defenses``; each one a unit of the run folder), the adaptive attackers (inverse
+networks trained on the defended features, the realistic threat), and, per point, the features an attacker
+sees and the logits utility is scored on.
 
 A **clean** attacker is the one trained on the undefended victim's clean features (``Trained.nets``); an
 **adaptive** attacker queries the defended system: for an inference-time defence, the victim's features with
@@ -10,24 +10,30 @@ the defence applied (a fresh draw each step); for a trained defence, the retrain
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from upconv.core.runtime import progress
+from upconv.core.units import Unit, fingerprint
+from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.defenses import defend
-from upconv.privacy.stages import Clock, Data, Trained, health_notes, inverter_settings
-from upconv.privacy.trained_defenses import ADAPTIVE_ATTACKS, TRAINED, train_defended
+from upconv.privacy.resume import Resume
+from upconv.privacy.saved import cpu_state, load_state, with_state
+from upconv.privacy.stages import Data, Trained, inverter_record, inverter_settings
+from upconv.privacy.trained_defenses import ADAPTIVE_ATTACKS, TRAINED, defended_encoder, train_defended
 
 Point = tuple[str, float | None, str]  # (defence, strength, layer)
 
 
 def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
-    return [(k, float(s), L) for k, ss in (c.defenses or {}).items() for s in ss for L in layers]
+    """Every point of the run in order: the undefended one per layer, then each defence's strengths per layer."""
+    defended = [(k, float(s), L) for k, ss in (c.defenses or {}).items() for s in ss for L in layers]
+    return [("none", None, L) for L in layers] + defended
 
 
 def attackers_of(c: PrivacyConfig, kind: str, attack: str) -> list[str]:
@@ -38,52 +44,82 @@ def attackers_of(c: PrivacyConfig, kind: str, attack: str) -> list[str]:
     return [a for a in c.attackers if a == "clean" or attack in ADAPTIVE_ATTACKS]
 
 
-def train_victims(t: Trained, c: PrivacyConfig, layers: list[str], victim_data: Data | None) -> None:
-    """One retrained victim per trained-defence point (strength 0: the undefended victim itself)."""
-    if victim_data is None:
-        raise ValueError("trained defences retrain the victim: pass victim_data (its training images)")
-    todo = [p for p in points(c, layers) if p[0] in TRAINED]
-    for kind, s, L in progress(todo, desc="privacy: defended victims", total=len(todo), unit="victim"):
-        if kind in TRAINED:
-            v = train_defended(
-                t.victim, L, (kind, s), victim_data, c.victim_epochs, t.victim_state is not None, c.seed, t.device
-            )
-            t.defended[(kind, s, L)] = v.to(t.device)
+def defended_unit(c: PrivacyConfig, t: Trained, point: Point, victim_data: Data) -> Unit:
+    """The victim retrained with the trained defence of ``point`` (defence, strength > 0, layer)."""
+    kind, s, L = point
+    settings = {"victim": t.victim.weights_hash, "defense": [kind, s], "layer": L, "victim_epochs": c.victim_epochs}
+    settings |= {"victim_data": fingerprint(*victim_data), "from_scratch": t.victim_state is not None, "seed": c.seed}
+    return Unit(f"defended/{kind}-{s:g}-{L}", settings)
 
 
-def _queries(attack: str, data: tuple[Data | None, Data | None], s: InverterSettings, c: PrivacyConfig) -> Any:
+def defended_victim(t: Trained, c: PrivacyConfig, point: Point, victim_data: Data, resume: Resume) -> None:
+    """The victim retrained with a trained defence at ``point`` (unit ``defended/...``; strength 0: the
+    undefended victim itself), into ``t.defended``."""
+    kind, s, L = point
+    if s == 0:
+        t.defended[point] = t.victim
+        return
+
+    def compute() -> dict[str, Tensor]:
+        scratch = t.victim_state is not None
+        v = train_defended(t.victim, L, (kind, s), victim_data, c.victim_epochs, scratch, c.seed, t.device)
+        return cpu_state(v.model)
+
+    def save(state: dict[str, Tensor], folder: str) -> dict[str, Any]:
+        torch.save(state, os.path.join(folder, "victim.pt"))
+        return {}
+
+    def load(folder: str, results: dict[str, Any]) -> Encoder:
+        return defended_encoder(t.victim, with_state(t.victim.model, load_state(folder, "victim.pt")))
+
+    unit = defended_unit(c, t, point, victim_data)
+    t.defended[point] = resume.run(unit, "train defended victims", compute, save, load).to(t.device)
+
+
+def queries(attack: str, data: tuple[Data | None, Data | None], s: InverterSettings, c: PrivacyConfig) -> Any:
+    """(query images or None, inverter settings) of an attack's adaptive attackers."""
     victim_data, attacker_data = data
     if attack == "black_box_noise":
         return None, replace(s, queries="noise", n_noise=c.n_noise)
     return (victim_data if attack == "black_box_train" else attacker_data)[0], s
 
 
-def train_adaptive(t: Trained, c: PrivacyConfig, layers: list[str], data: tuple[Data | None, Data | None]) -> None:
-    """Inverse networks trained on each defended point's features, per adaptive attack."""
-    base = inverter_settings(c)
-    for kind, s, L in progress(points(c, layers), desc="privacy: adaptive attackers", unit="point"):
-        for attack in [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]:
-            images, settings = _queries(attack, data, base, c)
-            if kind in TRAINED:
-                target = t.defended[(kind, s, L)]
-            else:
-                target, settings = t.victim, replace(settings, defense=(kind, s))
-            trained = train_inverters(target, [L], images, settings)
-            t.adaptive[(kind, s, L, attack)] = trained.nets
-            # one entry per (attack, defence, strength), holding every split layer's inverse networks
-            t.health.setdefault(f"{attack} adaptive {kind} {s:g}", {}).update(trained.health)
+def adaptive_attacks(c: PrivacyConfig, kind: str) -> list[str]:
+    """The attacks whose adaptive attackers attack a defended point of ``kind``."""
+    if kind == "none" or "adaptive" not in c.attackers:
+        return []
+    return [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]
 
 
-def train_defended_points(
-    c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Data | None, Data | None], clock: Clock
-) -> None:
-    """The stages a sweep adds after the undefended ones: retrained victims, then adaptive attackers."""
-    if any(k in TRAINED for k in c.defenses or {}):
-        clock.timed("train defended victims", train_victims, t, c, layers, data[0])
-    if "adaptive" in c.attackers and c.defenses:
-        before = set(t.health)
-        clock.timed("train adaptive inverters", train_adaptive, t, c, layers, data)
-        t.notes += health_notes({k: v for k, v in t.health.items() if k not in before})
+def adaptive_record(c: PrivacyConfig, point: Point, data: tuple[Data | None, Data | None]) -> dict[str, Any]:
+    """What the adaptive attackers of ``point`` are trained on and how (part of the point's settings)."""
+    out = {}
+    for attack in adaptive_attacks(c, point[0]):
+        images, settings = queries(attack, data, inverter_settings(c), c)
+        out[attack] = {
+            "inverters": inverter_record(settings),
+            "queries": fingerprint(images) if images is not None else "noise",
+        }
+    return out
+
+
+def train_adaptive(t: Trained, c: PrivacyConfig, point: Point, data: tuple[Data | None, Data | None]) -> dict:
+    """Inverse networks trained on the features of ``point``, per adaptive attack, into ``t.adaptive``; returns
+    their training health per attack, keyed "kind layer"."""
+    kind, s, L = point
+    health = {}
+    for attack in adaptive_attacks(c, kind):
+        images, settings = queries(attack, data, inverter_settings(c), c)
+        if kind in TRAINED:
+            target = t.defended[point]
+        else:
+            target, settings = t.victim, replace(settings, defense=(kind, s))
+        trained = train_inverters(target, [L], images, settings)
+        t.adaptive[(kind, s, L, attack)] = trained.nets
+        # one entry per (attack, defence, strength), holding every split layer's inverse networks
+        t.health.setdefault(f"{attack} adaptive {kind} {s:g}", {}).update(trained.health)
+        health[attack] = {f"{k} {layer}": r for (k, layer), r in trained.health.items()}
+    return health
 
 
 def view(t: Trained, c: PrivacyConfig, point: Point, x: Tensor, clean: dict[str, Tensor], tails: dict) -> Any:

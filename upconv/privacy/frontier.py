@@ -15,10 +15,12 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from upconv.core.files import atomic_folder, check_out
+from upconv.core.files import atomic_folder
+from upconv.privacy.bounds import bound_table
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.report import write_privacy_report
+from upconv.privacy.report import bound_notes, write_privacy_report
 from upconv.privacy.result import LEAKAGE, PrivacyResult
+from upconv.privacy.resume import POINTS, open_store
 from upconv.privacy.run import run_privacy
 from upconv.privacy.splits import load_splits
 from upconv.privacy.stages import Data
@@ -26,7 +28,7 @@ from upconv.privacy.sweep_files import plot_curves, write_csv
 
 KEYS = ("defense", "strength", "layer", "attack", "decoder", "attacker")
 FIGURES = [c for k in (*LEAKAGE, "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
-COLS = [*KEYS, *FIGURES, "utility_verdict", "floor_verdict", "inverter_health"]
+COLS = [*KEYS, *FIGURES, "psnr_bound", "bound_verdict", "utility_verdict", "floor_verdict", "inverter_health"]
 
 
 @dataclass
@@ -37,7 +39,8 @@ class FrontierConfig(PrivacyConfig):
     Args:
         attacks: attacks run on the undefended victim (the frontier's attacks are defense_attacks).
         attackers: clean and/or adaptive attackers of every defended point.
-        out: run folder, created only when complete (None: write nothing).
+        out: run folder (None: write nothing); each finished unit is kept under out/points and reused when the
+            same command runs again.
     """
 
     attacks: list[str] = field(default_factory=lambda: ["black_box_dist"])
@@ -77,33 +80,51 @@ def _markdown(result: PrivacyResult, points: list[dict[str, Any]]) -> str:
     ]
     lines += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
     lines += [
-        "| defence | strength | layer | attack | inverter | attacker | utility | PSNR dB | SSIM | re-id | verdicts |",
-        "|---|---:|---|---|---|---|---:|---:|---:|---:|---|",
+        "| defence | strength | layer | attack | inverter | attacker | utility | PSNR dB | PSNR ≤ (unbiased) | SSIM "
+        "| re-id | verdicts |",
+        "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for p in points:
         strength = "none" if p["strength"] is None else f"{p['strength']:g}"
-        verdicts = ", ".join(v for v in (p["floor_verdict"], p["utility_verdict"]) if v and v != "ok") or "—"
+        verdicts = [p["floor_verdict"], p["utility_verdict"], p["bound_verdict"]]
+        verdicts = ", ".join(v for v in verdicts if v and v != "ok") or "—"
+        bound = "—" if p["psnr_bound"] is None else f"{p['psnr_bound']:.2f}"
         lines.append(
             f"| {p['defense']} | {strength} | {p['layer']} | {p['attack']} | {p['decoder']} | {p['attacker']} | "
-            f"{p['utility']:.3f} [{p['utility_lo']:.3f}, {p['utility_hi']:.3f}] | {p['psnr']:.2f} | "
+            f"{p['utility']:.3f} [{p['utility_lo']:.3f}, {p['utility_hi']:.3f}] | {p['psnr']:.2f} | {bound} | "
             f"{p['ssim']:.4f} | {p['reid']:.3f} | {verdicts} |"
         )
     floors = "; ".join(f"{f['attack']}: PSNR {f['psnr']:.2f}, SSIM {f['ssim']:.4f}" for f in result.floor_rows)
     lines += ["", f"Floors ({s.get('floors_source')}): {floors}; re-identification chance {s['reid_chance']:.3f}."]
+    if result.bounds:
+        lines += ["", "## Fisher-information bound", "", bound_table(result.bounds), "", *bound_notes(result)]
     lines += ["", *[f"![{a}](frontier_{a}.png)" for a in s["defense_attacks"]], ""]
     lines += ["The whole privacy run (grids, inverse-network health, definitions): [privacy/](privacy/report.md)."]
     return "\n".join(lines)
 
 
+def bound_points(result: PrivacyResult, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The unbiased PSNR bound as a curve per layer of the noise defence, at each point's utility (for plots)."""
+    utility = {(p["layer"], p["strength"]): p for p in points if p["defense"] == "noise"}
+    out = []
+    for b in result.bounds:
+        u = utility[(b["layer"], b["strength"])]
+        point = {k: u[k] for k in ("utility", "utility_lo", "utility_hi", "layer")}
+        point |= {"defense": "noise", "decoder": "unbiased bound", "attacker": "(dFIL)", "psnr": b["psnr_bound"]}
+        out.append(point | {"psnr_lo": b["psnr_bound_lo"], "psnr_hi": b["psnr_bound_hi"]})
+    return out
+
+
 def write_frontier(result: PrivacyResult, points: list[dict[str, Any]], out: str, overwrite: bool = False) -> str:
-    """The frontier's run folder, written to a hidden sibling and renamed into place only when complete."""
-    with atomic_folder(out, overwrite) as tmp:
+    """The frontier's files in ``out``, written to a hidden sibling and moved in together when complete; the
+    run's units (``points/``) stay."""
+    with atomic_folder(out, overwrite, keep=(POINTS,)) as tmp:
         write_csv(os.path.join(tmp, "frontier.csv"), COLS, points + result.floor_rows)
         with open(os.path.join(tmp, "frontier.json"), "w") as f:
             body = {"settings": result.settings, "notes": result.notes, "points": points}
-            json.dump({**body, "floor_rows": result.floor_rows}, f, indent=2)
+            json.dump({**body, "floor_rows": result.floor_rows, "bounds": result.bounds}, f, indent=2)
         for a in result.settings["defense_attacks"]:
-            curves = [p for p in points if p["attack"] == a]
+            curves = [p for p in points if p["attack"] == a] + bound_points(result, points)
             path = os.path.join(tmp, f"frontier_{a}.png")
             axis = ("utility", f"utility: victim accuracy ({a}'s curves)", False)
             s = result.settings
@@ -125,14 +146,13 @@ def run_frontier(
     c = config
     if not c.defenses:
         raise ValueError("the frontier sweeps a defence's strength: give defenses, e.g. {nopeek: [0, 0.5, 2]}")
-    if c.out is not None:
-        check_out(c.out, c.overwrite)
+    store = open_store(c.out, c.overwrite)  # its units: the frontier's points are the privacy run's
     plain = PrivacyConfig(**{f.name: getattr(c, f.name) for f in fields(PrivacyConfig)})
     plain.out = None
-    result = run_privacy(plain, eval_data, victim_data, attacker_data, victim)
+    result = run_privacy(plain, eval_data, victim_data, attacker_data, victim, store=store)
     points = frontier_points(result)
     if c.out is not None:
-        result.out = write_frontier(result, points, c.out, c.overwrite)
+        result.out = write_frontier(result, points, c.out, overwrite=True)  # checked by open_store
     return result, points
 
 

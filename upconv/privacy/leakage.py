@@ -5,13 +5,13 @@ for the utility the rest of the network keeps on the same features. Every figure
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from upconv.core import metrics as M
-from upconv.core.runtime import progress
 from upconv.methods.mahendran_vedaldi import MVSettings, invert
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.defended import attackers_of, invert_adaptive, view
@@ -34,14 +34,12 @@ def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: 
         return torch.cat([t.nets[attack][(decoder, layer)](f) for f in feats.split(c.batch_size)]).clamp(0, 1)
 
 
-def attack_plan(c: PrivacyConfig, layers: list[str]) -> list[tuple[str, float | None, str, str, str, str]]:
-    """(defence, strength, layer, attack, decoder, attacker) in run order: undefended first, then each defence
-    point, attacked by clean and/or adaptive attackers (``upconv.privacy.defended``)."""
-    points = [("none", None)] + [(k, float(s)) for k, ss in (c.defenses or {}).items() for s in ss]
+def attack_plan(c: PrivacyConfig, point: Point) -> list[tuple[str, str, str]]:
+    """(attack, decoder, attacker) at ``point``, in run order: every attack on the undefended point, the
+    defence attacks on a defended one, by clean and/or adaptive attackers (``upconv.privacy.defended``)."""
+    kind = point[0]
     return [
-        (kind, strength, L, attack, dec, who)
-        for kind, strength in points
-        for L in layers
+        (attack, dec, who)
         for attack in c.attacks
         if kind == "none" or attack in c.defense_attacks
         for dec in c.decoders
@@ -60,6 +58,7 @@ def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> nn.
 def score(c: PrivacyConfig, xh: Tensor, x: Tensor, lp: nn.Module | None, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with each leakage figure (mean, lo, hi) of reconstructions ``xh`` against originals ``x``."""
     vals = {
+        "mse": (xh.float() - x.float()).pow(2).flatten(1).mean(1),
         "psnr": M.psnr(xh, x),
         "ssim": M.ssim(xh, x),
         "lpips": M.lpips_distance(lp, xh, x) if lp is not None else None,
@@ -72,44 +71,49 @@ def score(c: PrivacyConfig, xh: Tensor, x: Tensor, lp: nn.Module | None, row: di
     return row
 
 
-def attack_all(
-    t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tensor, Tensor], clock: Clock
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor], nn.Module | None]:
-    """Rows of leakage and utility per (defence point, layer, attack, decoder), the undefended reconstructions
-    for the grids, and the LPIPS model used (None when skipped). ``eval_data``: [0, 1] images and labels."""
-    x, y = eval_data[0].to(t.device), eval_data[1].to(t.device)  # (N, C, H, W), (N,)
+@dataclass
+class Scene:
+    """What every point's attacks share: the evaluated [0, 1] images and labels on the device, the clean
+    features per layer, the rest of the network after each layer, and LPIPS (None when skipped)."""
+
+    x: Tensor  # (N, C, H, W)
+    y: Tensor  # (N,)
+    clean: dict[str, Tensor]
+    tails: dict[str, nn.Module]
+    lp: nn.Module | None
+
+
+def scene(t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tensor, Tensor]) -> Scene:
+    x, y = eval_data[0].to(t.device), eval_data[1].to(t.device)
     tails = {L: tail(t.victim, L) for L in layers}
     with torch.no_grad():
         clean = t.victim(x, layers)
-    lp = lpips_model(c, t.notes, t.device)
-    plan = attack_plan(c, layers)
+    return Scene(x, y, clean, tails, lpips_model(c, t.notes, t.device))
+
+
+def attack_point(
+    t: Trained, c: PrivacyConfig, point: Point, s: Scene, clock: Clock
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor]]:
+    """Rows of leakage and utility of every attack of ``attack_plan`` on ``point`` and, undefended, the
+    reconstructions for the grids."""
+    kind, strength, L = point
+    f, logits = view(t, c, point, s.x, s.clean, s.tails)
+    utility = M.bootstrap_ci(M.accuracy(logits, s.y), n_boot=c.n_boot, seed=c.seed)
     rows, grid = [], {}
-    utility: dict[Point, tuple[float, float, float]] = {}
-    defended: dict[Point, Tensor] = {}
-    for kind, strength, L, attack, dec, who in progress(plan, desc="privacy: attacks", total=len(plan), unit="attack"):
-        point = (kind, strength, L)
-        if point not in defended:
-            f, logits = view(t, c, point, x, clean, tails)
-            defended = {point: f}  # one defended point at a time: features can be large
-            utility[point] = M.bootstrap_ci(M.accuracy(logits, y), n_boot=c.n_boot, seed=c.seed)
+    for attack, dec, who in attack_plan(c, point):
         if who == "adaptive":
             key = (*point, attack)
-            xh = clock.timed(f"reconstruct {attack} {dec} adaptive", invert_adaptive, t, c, key, dec, defended[point])
+            xh = clock.timed(f"reconstruct {attack} {dec} adaptive", invert_adaptive, t, c, key, dec, f)
         else:
-            xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, defended[point])
+            xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, f)
         xh = xh.detach().float().clamp(0, 1)
         if kind == "none":
             grid[(attack, dec, L)] = xh[: c.grid_images].cpu()
-        row = score(
-            c,
-            xh,
-            x,
-            lp,
-            {"attack": attack, "decoder": dec, "layer": L, "defense": kind, "strength": strength, "n": len(x)},
-        )
+        row = {"attack": attack, "decoder": dec, "layer": L, "defense": kind, "strength": strength, "n": len(s.x)}
+        row = score(c, xh, s.x, s.lp, row)
         row["attacker"] = who
         if who == "adaptive":
             row["inverter_health"] = t.health[f"{attack} adaptive {kind} {strength:g}"][(dec, L)]["status"]
-        row["utility"], row["utility_lo"], row["utility_hi"] = utility[point]
+        row["utility"], row["utility_lo"], row["utility_hi"] = utility
         rows.append(row)
-    return rows, grid, lp
+    return rows, grid

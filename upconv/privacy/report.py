@@ -17,12 +17,14 @@ from upconv.core.figures import row_grid
 from upconv.core.files import atomic_folder
 from upconv.core.floors import BELOW_CLASS, BELOW_FLOOR
 from upconv.core.metrics import SSIM_DEFINITION
+from upconv.privacy.bounds import ASSUMPTIONS, bound_table
 from upconv.privacy.result import PrivacyResult
+from upconv.privacy.resume import POINTS
 
 COLS = (
     ["attack", "decoder", "layer", "defense", "strength", "attacker", "n", "floor_verdict"]
     + [c for k in ("psnr", "ssim", "lpips", "reid", "utility") for c in (k, f"{k}_lo", f"{k}_hi")]
-    + ["inverter_health"]
+    + ["psnr_bound", "bound_verdict", "inverter_health"]
 )
 MARKS = {BELOW_FLOOR: "⚠", BELOW_CLASS: "≤class"}  # beside a PSNR at or below a floor, as in the depth report
 LEGEND = (
@@ -71,8 +73,8 @@ def clean_table(result: PrivacyResult) -> str:
 
 def defense_table(result: PrivacyResult) -> str:
     head = ["attack", "inverter", "layer", "defence", "strength", "attacker"]
-    head += ["utility (acc.)", "PSNR dB", "SSIM", "re-id"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
+    head += ["utility (acc.)", "PSNR dB", "unbiased bound: PSNR ≤", "SSIM", "re-id"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in result.rows:
         if r["attack"] not in result.settings["defense_attacks"]:
             continue
@@ -85,6 +87,7 @@ def defense_table(result: PrivacyResult) -> str:
             r.get("attacker") or "clean",
             f"{r['utility']:.3f} [{r['utility_lo']:.3f}, {r['utility_hi']:.3f}]",
             _psnr(r, interval=True),
+            _f(r.get("psnr_bound"), 2) + (" (attack above: biased)" if r.get("bound_verdict") else ""),
             _f(r["ssim"], 4),
             _f(r["reid"], 3),
         ]
@@ -184,6 +187,8 @@ def _markdown(result: PrivacyResult) -> str:
         adaptive = "adaptive" in s.get("attackers", [])
         parts += ["## Defences", "", BOTH_ATTACKERS if adaptive else CLEAN_FEATURES, "", defense_table(result), ""]
         parts += [f"![leakage against utility: {a}](tradeoff_{a}.png)" for a in s["defense_attacks"]] + [""]
+    if result.bounds:
+        parts += ["## Fisher-information bound", "", bound_table(result.bounds), "", *bound_notes(result), ""]
     parts += (
         [
             "## Definitions",
@@ -210,8 +215,21 @@ def _markdown(result: PrivacyResult) -> str:
     return "\n".join(parts)
 
 
+def bound_notes(result: PrivacyResult) -> list[str]:
+    """What the bound assumes, and what an attack above it means."""
+    above = [r for r in result.rows if r.get("bound_verdict")]
+    notes = [ASSUMPTIONS, ""]
+    if above:
+        notes.append(
+            f"{len(above)} attack rows are above the unbiased bound: those attackers are biased (they use a prior "
+            "over images), which the Cramér–Rao bound does not cover; the bound did not fail."
+        )
+    return notes
+
+
 def write_privacy_report(result: PrivacyResult, out: str | os.PathLike, overwrite: bool = False) -> str:
-    with atomic_folder(out, overwrite) as tmp:
+    """The report files in ``out``, replaced together; a resumable run's units (``points/``) stay."""
+    with atomic_folder(out, overwrite, keep=(POINTS,)) as tmp:
         with open(os.path.join(tmp, "metrics.csv"), "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(COLS)
@@ -224,6 +242,7 @@ def write_privacy_report(result: PrivacyResult, out: str | os.PathLike, overwrit
                     "notes": result.notes,
                     "rows": result.rows,
                     "floor_rows": result.floor_rows,
+                    "bounds": result.bounds,
                 },
                 f,
                 indent=2,

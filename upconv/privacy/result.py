@@ -46,3 +46,5 @@ class PrivacyResult:
     out: str | None = None
     victim_state: dict[str, Tensor] | None = None  # weights of a victim trained by the run (saved as victim.pt)
     floor_rows: list[dict[str, Any]] = field(default_factory=list)  # the no-information floors, scored alike
+    bounds: list[dict[str, Any]] = field(default_factory=list)  # the Fisher-information bound per noise point
+    units: dict[str, list[str]] = field(default_factory=dict)  # the run folder's units: reused, computed

@@ -20,19 +20,20 @@ import torch
 from torch import nn
 
 from upconv.core import metrics as M
-from upconv.core.files import check_out
 from upconv.core.runtime import resolve_device
+from upconv.core.units import UnitStore
 from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
 from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
-from upconv.privacy.defended import train_defended_points
-from upconv.privacy.leakage import attack_all
+from upconv.privacy.points import PointRunner
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
 from upconv.privacy.result import ATTACKS, ROLES, PrivacyResult
+from upconv.privacy.resume import Resume, open_store
 from upconv.privacy.splits import load_splits
 from upconv.privacy.stages import Clock, Data, Trained, given_victim, run_training
+from upconv.privacy.trained_defenses import TRAINED
 from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]
@@ -63,8 +64,9 @@ def run_privacy(
     victim_data: Data | None = None,
     attacker_data: Data | None = None,
     victim: Encoder | None = None,
+    store: UnitStore | None = None,
 ) -> PrivacyResult:
-    """Run the attacks and defences of ``config`` and, with ``config.out``, write the run folder (atomically).
+    """Run the attacks and defences of ``config`` and, with ``config.out``, write the run folder.
 
     Images are uint8 or [0, 1] float tensors (N, C, H, W) with labels (N,); ``config``'s data fields (data,
     root, n_victim, n_attacker, n_eval, num_workers) are not read here. The victim is ``victim`` (a built
@@ -72,14 +74,16 @@ def run_privacy(
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
     own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
-    applied to the victim's features for ``defense_attacks`` (inverters trained on clean features: the
-    attacker does not adapt). The wall time of each training stage and of each attack's reconstructions is in
-    ``settings["timings_s"]``; progress bars on stderr follow the training stages and the attacks.
+    applied to the victim's features for ``defense_attacks``. The wall time of each training stage and of each
+    attack's reconstructions is in ``settings["timings_s"]``; progress bars on stderr follow the stages.
+
+    Every trained part and every point is a unit (``upconv.privacy.resume``) of ``store``, by default
+    ``<config.out>/points``: a finished one is reused, a changed one refused (redone with ``overwrite``);
+    ``result.units`` says which were reused and which computed.
     """
     c = config
     check_config(c, len(eval_data[0]))
-    if c.out is not None:
-        check_out(c.out, c.overwrite)  # fail before any (long) computation
+    store = store if store is not None else open_store(c.out, c.overwrite)  # fail before any (long) computation
     t = _check_data(c, victim, victim_data, attacker_data)
     # Checked before any training: the untrained architecture has the same layer table and input size.
     probe = t.victim if t.victim is not None else build_encoder(c.encoder.name)
@@ -88,10 +92,13 @@ def run_privacy(
     probe.check_images(x, finite=True)
     if "black_box_train" in c.attacks and victim_data is None:
         raise ValueError("black_box_train queries with the victim's training images: pass victim_data")
-    clock = Clock(t.device)
-    run_training(c, t, layers, (victim_data, attacker_data), clock)
-    train_defended_points(c, t, layers, (victim_data, attacker_data), clock)
-    rows, grid, lp = attack_all(t, c, layers, (x, eval_data[1]), clock)
+    if any(k in TRAINED for k in c.defenses or {}) and victim_data is None:
+        raise ValueError("trained defences retrain the victim: pass victim_data (its training images)")
+    resume = Resume(store, Clock(t.device))
+    run_training(c, t, layers, (victim_data, attacker_data), resume)
+    runner = PointRunner(c, t, (victim_data, attacker_data), resume)
+    lp = runner.run(layers, (x, eval_data[1])).lp
+    rows = runner.rows
     for r in (r for r in rows if "inverter_health" not in r):  # None where no network was trained (M&V)
         r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
     floors, checks, warnings = judge(
@@ -99,18 +106,20 @@ def run_privacy(
     )
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
     settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
-    settings["timings_s"] = {k: round(v, 2) for k, v in clock.timings.items()}
+    settings["timings_s"] = {k: round(v, 2) for k, v in resume.timings.items()}
     result = PrivacyResult(
         rows=rows,
         settings=settings,
         notes=warnings + t.notes,
         originals=x[: c.grid_images].cpu(),
-        grid=grid,
+        grid=runner.grid,
         victim_state=t.victim_state,
         floor_rows=floors,
+        bounds=runner.bounds,
+        units=resume.summary(),
     )
     if c.out is not None:
-        result.out = write_privacy_report(result, c.out, overwrite=c.overwrite)
+        result.out = write_privacy_report(result, c.out, overwrite=True)  # checked above; the units stay
     return result
 
 
@@ -147,6 +156,8 @@ def summary(
         "reid_metric": METRIC,
         "reid_chance": 1.0 / c.n_candidates,
         "psnr_cap_db": M.PSNR_CAP_DB,
+        "fisher_probes": c.fisher_probes,
+        "fisher_prior": c.fisher_prior,
         "n_boot": c.n_boot,
         "seed": c.seed,
         "device": t.device.type,

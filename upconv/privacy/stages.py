@@ -1,9 +1,11 @@
 """The training stages of a privacy run, in order: the victim (unless given), the query-based inverse
 networks of each black-box setting, the query-free shadow encoder and its UpconvNets. Each stage reads what
-earlier ones left in ``Trained`` and adds its own; ``Clock`` records each stage's wall time."""
+earlier ones left in ``Trained`` and adds its own; ``Clock`` records each stage's wall time. Every stage is a
+unit of the run folder (``upconv.privacy.resume``): a finished one is loaded, not trained again."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -13,11 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from upconv.core.runtime import progress
+from upconv.core.units import Unit, fingerprint
+from upconv.nets.builtin import build_architecture
 from upconv.nets.checkpoints import choose_encoder
 from upconv.nets.encoder import Encoder
 from upconv.nets.spec import EncoderSpec
-from upconv.privacy.attacks import InverterSettings, train_inverters
+from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
+from upconv.privacy.resume import Resume
+from upconv.privacy.saved import cpu_state, load_nets, load_state, save_nets, with_state
 from upconv.training.recipes import train_classifier
 
 Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
@@ -56,6 +62,7 @@ class Trained:
     notes: list[str] = field(default_factory=list)
     defended: dict[tuple[str, float, str], Encoder] = field(default_factory=dict)  # retrained per trained point
     adaptive: dict[tuple[str, float, str, str], dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
+    trained_with: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack: its clean unit's settings
 
 
 def given_victim(config: PrivacyConfig, encoder: Encoder | None, victim_data: Data | None) -> Encoder | None:
@@ -77,21 +84,104 @@ def given_victim(config: PrivacyConfig, encoder: Encoder | None, victim_data: Da
     return None
 
 
-def train_victim(t: Trained, config: PrivacyConfig, victim_data: Data) -> None:
+def inverter_record(s: InverterSettings) -> dict[str, Any]:
+    """What determines a set of inverse networks besides its encoder and queries (a unit's settings)."""
+    return {
+        "kinds": list(s.kinds),
+        "queries": s.queries,
+        "n_noise": s.n_noise,
+        "epochs": s.epochs,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "width": s.width,
+        "seed": s.seed,
+        "defense": s.defense,
+    }
+
+
+def train_victim(t: Trained, config: PrivacyConfig, victim_data: Data, resume: Resume) -> None:
+    """The victim trained here (unit ``victim``), or as a finished run folder holds it."""
     c = config
-    model = train_classifier(
-        c.encoder.name, *victim_data, num_classes=c.num_classes, epochs=c.victim_epochs, seed=c.seed, device=t.device
+    unit = Unit("victim", {"encoder": c.encoder.name, "victim_data": fingerprint(*victim_data)})
+    unit.settings.update(victim_epochs=c.victim_epochs, num_classes=c.num_classes, seed=c.seed)
+
+    def compute() -> dict[str, Tensor]:
+        kw = dict(num_classes=c.num_classes, epochs=c.victim_epochs, seed=c.seed, device=t.device)
+        return cpu_state(train_classifier(c.encoder.name, *victim_data, **kw))
+
+    state = resume.run(
+        unit, "train victim", compute, lambda st, f: _save(st, f, "victim.pt"), lambda f, r: load_state(f, "victim.pt")
     )
+    model = with_state(build_architecture(c.encoder.name, num_classes=c.num_classes), state)
     t.victim = Encoder.from_model(model, c.encoder.name)
     t.notes.append(
         f"victim {c.encoder.name} trained here on {len(victim_data[0])} images for {c.victim_epochs} epochs; "
         "its weights are saved as victim.pt (pass them as --encoder.weights to attack the same victim again)"
     )
-    t.victim_state = {k: v.detach().cpu().clone() for k, v in t.victim.model.state_dict().items()}
+    t.victim_state = state
 
 
-def train_shadow(t: Trained, config: PrivacyConfig, attacker_data: Data) -> None:
-    """Query-free: the victim's architecture trained on the attacker's own data."""
+def _save(state: dict[str, Tensor], folder: str, name: str) -> dict[str, Any]:
+    torch.save(state, os.path.join(folder, name))
+    return {}
+
+
+def attackers_unit(
+    c: PrivacyConfig, t: Trained, attack: str, layers: list[str], queries: str, s: InverterSettings
+) -> Unit:
+    """The clean inverse networks of one attack (query_free: with its shadow encoder); ``queries`` names the
+    images they are trained on (a fingerprint, or "noise")."""
+    settings = {"victim": t.victim.weights_hash, "layers": layers, "inverters": inverter_record(s), "queries": queries}
+    if attack == "query_free":
+        settings["shadow"] = {"epochs": c.shadow_epochs, "num_classes": c.num_classes, "seed": c.seed + 1}
+    return Unit(f"attackers/{attack}", settings)
+
+
+def train_attack(
+    t: Trained, c: PrivacyConfig, attack: str, layers: list[str], data: tuple[Data | None, Data | None], resume: Resume
+) -> None:
+    """Inverse networks of one setting (unit ``attackers/<attack>``), trained through the shadow (query_free)
+    or the victim (the others)."""
+    s, images = _attack_settings(c, attack, data)
+    shadow_data = data[1]
+
+    def compute() -> tuple[dict[str, Tensor] | None, Inverters | None]:
+        if attack != "query_free":
+            return None, train_inverters(t.victim, layers, images, s)
+        shadow = resume.clock.timed("train shadow", train_shadow, t, c, shadow_data)
+        if not s.kinds:
+            return cpu_state(shadow.model), None
+        trained = resume.clock.timed("train inverters query_free", train_inverters, shadow, layers, images, s)
+        return cpu_state(shadow.model), trained
+
+    def save(value: tuple[Any, Any], folder: str) -> dict[str, Any]:
+        shadow, trained = value
+        if shadow is not None:
+            torch.save(shadow, os.path.join(folder, "shadow.pt"))
+        save_nets(trained.nets if trained else {}, folder)
+        health = trained.health if trained else {}
+        return {"health": {f"{k} {L}": r for (k, L), r in health.items()}}
+
+    def load(folder: str, results: dict[str, Any]) -> None:
+        target = t.victim
+        if attack == "query_free":
+            arch = build_architecture(t.victim.name, num_classes=c.num_classes)
+            t.shadow = target = Encoder.from_model(with_state(arch, load_state(folder, "shadow.pt")), t.victim.name)
+            t.shadow.to(t.device)
+        t.nets[attack] = load_nets(target, folder, c.inverter_width)
+        t.health[attack] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
+
+    stage = None if attack == "query_free" else f"train inverters {attack}"
+    queries = (
+        fingerprint(*shadow_data) if attack == "query_free" else fingerprint(images) if images is not None else "noise"
+    )
+    unit = attackers_unit(c, t, attack, layers, queries, s)
+    resume.run(unit, stage, compute, save, load)
+    t.trained_with[attack] = unit.settings
+
+
+def train_shadow(t: Trained, config: PrivacyConfig, attacker_data: Data) -> Encoder:
+    """Query-free: the victim's architecture trained on the attacker's data."""
     name = t.victim.name
     model = train_classifier(
         name,
@@ -101,14 +191,7 @@ def train_shadow(t: Trained, config: PrivacyConfig, attacker_data: Data) -> None
         seed=config.seed + 1,
         device=t.device,
     )
-    t.shadow = Encoder.from_model(model, name).to(t.device)
-
-
-def train_attack(t: Trained, attack: str, layers: list[str], images: Tensor | None, settings: InverterSettings) -> None:
-    """Inverse networks of one setting, trained through the shadow (query_free) or the victim (the others)."""
-    target = t.shadow if attack == "query_free" else t.victim.to(t.device)
-    trained = train_inverters(target, layers, images, settings)
-    t.nets[attack], t.health[attack] = trained.nets, trained.health
+    return Encoder.from_model(model, name).to(t.device)
 
 
 def inverter_settings(c: PrivacyConfig) -> InverterSettings:
@@ -123,46 +206,43 @@ def inverter_settings(c: PrivacyConfig) -> InverterSettings:
     )
 
 
-def training_stages(
-    c: PrivacyConfig, t: Trained, layers: list[str], victim_data: Data | None, attacker_data: Data | None
-) -> list[tuple[str, Callable[..., None], tuple]]:
-    """(stage name, function, arguments) in order; later stages use what earlier ones trained."""
+def _attack_settings(
+    c: PrivacyConfig, attack: str, data: tuple[Data | None, Data | None]
+) -> tuple[InverterSettings, Tensor | None]:
+    """The inverse networks' settings and queries of one attack's clean attackers."""
     s = inverter_settings(c)
-    stages: list[tuple[str, Callable[..., None], tuple]] = []
-    if t.victim is None:
-        stages.append(("train victim", train_victim, (t, c, victim_data)))
-    if "black_box_train" in c.attacks:
-        stages.append(
-            ("train inverters black_box_train", train_attack, (t, "black_box_train", layers, victim_data[0], s))
-        )
-    if "black_box_dist" in c.attacks or white_box_upconvnet(c):
-        stages.append(
-            ("train inverters black_box_dist", train_attack, (t, "black_box_dist", layers, attacker_data[0], s))
-        )
-    if "black_box_noise" in c.attacks:
-        noise = replace(s, queries="noise", n_noise=c.n_noise)
-        stages.append(("train inverters black_box_noise", train_attack, (t, "black_box_noise", layers, None, noise)))
-    if "query_free" in c.attacks:
-        stages.append(("train shadow", train_shadow, (t, c, attacker_data)))
-        if "upconvnet" in c.decoders:
-            upconv = replace(s, kinds=("upconvnet",))
-            stages.append(
-                ("train inverters query_free", train_attack, (t, "query_free", layers, attacker_data[0], upconv))
-            )
-    return stages
+    victim_data, attacker_data = data
+    if attack == "black_box_noise":
+        return replace(s, queries="noise", n_noise=c.n_noise), None
+    if attack == "query_free":
+        return replace(s, kinds=("upconvnet",) if "upconvnet" in c.decoders else ()), attacker_data[0]
+    return s, (victim_data if attack == "black_box_train" else attacker_data)[0]
+
+
+def trained_attacks(c: PrivacyConfig) -> list[str]:
+    """Attacks with clean inverse networks (or a shadow) to train, in training order."""
+    shared = {"black_box_dist"} if white_box_upconvnet(c) else set()  # white_box's UpconvNet is black_box_dist's
+    order = ("black_box_train", "black_box_dist", "black_box_noise", "query_free")
+    return [a for a in order if a in c.attacks or a in shared]
 
 
 def run_training(
-    c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Data | None, Data | None], clock: Clock
+    c: PrivacyConfig, t: Trained, layers: list[str], data: tuple[Data | None, Data | None], resume: Resume
 ) -> None:
-    """Run every training stage ``c`` needs, timed, then share black_box_dist's UpconvNets with white_box."""
-    stages = training_stages(c, t, layers, *data)
-    for stage, fn, args in progress(stages, desc="privacy: training", total=len(stages), unit="stage"):
-        clock.timed(stage, fn, *args)
+    """Train (or reuse) the victim and every clean attacker ``c`` needs, then share black_box_dist's UpconvNets
+    with white_box."""
+    stages = (["victim"] if t.victim is None else []) + trained_attacks(c)
+    for stage in progress(stages, desc="privacy: training", total=len(stages), unit="stage"):
+        if stage == "victim":
+            train_victim(t, c, data[0], resume)
+            continue
+        t.victim = t.victim.to(t.device)
+        train_attack(t, c, stage, layers, data, resume)
     t.victim = t.victim.to(t.device)
     if white_box_upconvnet(c):
         t.nets["white_box"] = {k: v for k, v in t.nets["black_box_dist"].items() if k[0] == "upconvnet"}
         t.health["white_box"] = {k: v for k, v in t.health["black_box_dist"].items() if k[0] == "upconvnet"}
+        t.trained_with["white_box"] = t.trained_with["black_box_dist"]
     t.notes += health_notes(t.health)
 
 

@@ -25,6 +25,9 @@ def _panel(ax: Any, points: list[dict[str, Any]], metric: str, x: str, group: tu
     for p in points:
         curves.setdefault(tuple(p[g] for g in group), []).append(p)
     for key, ps in curves.items():
+        ps = [p for p in ps if p.get(metric) is not None]  # the bound has a PSNR only
+        if not ps:
+            continue
         xs, ys = [p[x] for p in ps], [p[metric] for p in ps]
         xerr = [[p[x] - p[f"{x}_lo"] for p in ps], [p[f"{x}_hi"] - p[x] for p in ps]] if f"{x}_lo" in ps[0] else None
         yerr = [[p[metric] - p[f"{metric}_lo"] for p in ps], [p[f"{metric}_hi"] - p[metric] for p in ps]]

@@ -137,6 +137,12 @@ def train_defended(
     model = train_classifier(
         arch, *data, num_classes=n_classes, epochs=epochs, seed=seed, device=device, extra_loss=term
     )
+    return defended_encoder(victim, model)
+
+
+def defended_encoder(victim: Encoder, model: nn.Module) -> Encoder:
+    """``model`` (the victim's architecture, retrained) wrapped as the victim is: its layers, image size and
+    normalisation."""
     layers = {info.name: info.node for info in victim.layer_table}
     return Encoder.from_model(
         model,
