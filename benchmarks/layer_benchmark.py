@@ -51,15 +51,10 @@ def _cell(r: dict | None) -> str:
         return "—"
     m, lo, hi = r["ci"]
     d = 3 if r["metric"] != "psnr" else 2
-    tags = [
-        t
-        for t, on in (
-            ("⚠ floor", "mean training image" in (r["verdict"] or "")),
-            ("⚠ chance", r["verdict"] == "at chance"),
-            ("†", r["reads"]),
-        )
-        if on
-    ]
+    v = r["verdict"] or ""
+    marks = (("⚠ floor", "mean training image" in v), ("≤ class floor", "class-mean" in v))
+    marks += (("⚠ chance", v == "at chance"), ("†", bool(r["reads"])))
+    tags = [t for t, on in marks if on]
     return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" + (" " + " ".join(tags) if tags else "")
 
 
@@ -102,6 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="an upconv benchmark option")
     ap.add_argument("--publish", metavar="PAGE", help="write the table into PAGE's block benchmark-<name>")
     ap.add_argument("--figures", metavar="DIR", help="with --publish: copy depth.png and grid.png here")
+    ap.add_argument(
+        "--load",
+        type=float,
+        help="with --publish: the load average while the units ran (default: the highest its units recorded)",
+    )
     args = ap.parse_args(argv)
     name = os.path.splitext(os.path.basename(args.config))[0]
     if args.publish:
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             collected = json.load(f)
         figs = figures(collected["rows"], collected["models"])
         command = shlex.join(["python", "benchmarks/layer_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+        loads = [u for m in collected["models"].values() for u in m.get("loads", []) if u is not None]
+        load = args.load if args.load is not None else (max(loads) if loads else load if result.ran else None)
         data = record("layer_benchmark", figs, device=device_name(), load=load, command=command)
         publish(args.publish, f"benchmark-{name}", render(data["figures"]), data)
         if args.figures:

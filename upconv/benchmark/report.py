@@ -49,6 +49,7 @@ def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
                 continue
             res = rec["results"]
             info["units"] += 1
+            info.setdefault("loads", []).append(res.get("load"))
             info["encoder_accuracy"], info["classes"] = res.get("encoder_accuracy"), res.get("classes")
             info["notes"] += res.get("notes", [])
             for k, v in res.get("seconds", {}).items():
@@ -69,6 +70,7 @@ def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
                 )
         if plan.encoder_unit is not None and (rec := store.record(plan.encoder_unit.key)):
             info["encoder_training"] = rec["results"]
+            info.setdefault("loads", []).append(rec["results"].get("load"))
     _mark_floors(rows, floors)
     return {"rows": rows, "floors": floors, "models": models, "missing": missing, "stale": stale}
 

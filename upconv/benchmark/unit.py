@@ -80,6 +80,7 @@ def ensure_encoder(plan: EncoderPlan, store: UnitStore, source: ImageSource, con
         return True
     with store.writing(unit) as w:
         export = os.path.join(w["folder"], "encoder.pt")
+        w["results"]["load"] = os.getloadavg()[0]
         kwargs = dict(plan.spec.kwargs or {})
         k = kwargs.pop("num_classes")
         run = replace(options(config), seconds=None)
@@ -156,6 +157,7 @@ def probe_rows(config: BenchmarkConfig, encoder: Encoder, source: ImageSource, l
 def run_unit(plan: EncoderPlan, unit: Unit, store: UnitStore, source: ImageSource, config: BenchmarkConfig) -> None:
     """Train, score and probe one unit's layers; its folder appears only once all of it is done."""
     with store.writing(unit) as w:
+        w["results"]["load"] = os.getloadavg()[0]  # other jobs on the machine stretch its times
         data = train_data(source, config.decoder_batch)
         module, w["results"]["decoders"] = fit_decoders(
             plan.spec,
