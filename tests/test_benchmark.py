@@ -332,3 +332,22 @@ def test_a_time_budget_sizes_the_epochs_from_a_timed_probe(monkeypatch):
     assert len(timed) == 25  # the probe ran its 25 steps
     budget = 0.01 * steps * 3.5 * 1.05  # 3.5 epochs of the measured cost, 5 % kept for validation and logging
     assert runs.sized_epochs(runs.RunOptions(seconds=budget), 7, steps, make, data) == (3, 0.01)
+
+
+def test_other_images_under_the_same_options_are_a_changed_setting(tmp_path, image_folder):
+    for split in ("train", "test"):
+        image_folder(tmp_path / "data" / split, per_class=4, size=(32, 32), classes=("a", "b"), seed=len(split))
+    cfg = lambda: tiny(  # noqa: E731
+        tmp_path / "bench",
+        encoders=[
+            {"encoder": {"name": "alexnet_cifar", "kwargs": {"width": 0.125}}, "train_epochs": 1, "layers": ["conv1"]}
+        ],
+        data="folder",
+        root=str(tmp_path / "data"),
+        methods=["upconvnet"],
+        probe=False,
+    )
+    run_benchmark(cfg())
+    image_folder(tmp_path / "data" / "test", per_class=4, size=(32, 32), classes=("a", "b"), seed=99)  # new pixels
+    with pytest.raises(ValueError, match=r"changed: data\.images"):
+        run_benchmark(cfg())

@@ -13,7 +13,7 @@ from typing import Any
 from upconv.benchmark.config import BenchEncoder, BenchmarkConfig
 from upconv.benchmark.depth import geometry, relative_depths, spread
 from upconv.benchmark.unit import EncoderPlan, Layout
-from upconv.core.units import Unit
+from upconv.core.units import Unit, fingerprint
 from upconv.data.source import ImageSource
 from upconv.nets.builtin import ARCHITECTURES
 from upconv.nets.encoder import Encoder
@@ -38,11 +38,12 @@ DECODER_SETTINGS = (
 )
 
 
-def data_source(config: BenchmarkConfig, image_size: int = 32) -> ImageSource:
+def data_source(config: BenchmarkConfig, image_size: int = 32, in_memory: bool | None = None) -> ImageSource:
     return ImageSource(
         source=config.data,
         root=config.root,
         image_size=image_size,
+        in_memory=in_memory,
         limit_train=config.limit_train,
         limit_val=config.limit,
         embedded_per_class=config.embedded_per_class,
@@ -51,9 +52,18 @@ def data_source(config: BenchmarkConfig, image_size: int = 32) -> ImageSource:
     )
 
 
-def data_settings(config: BenchmarkConfig) -> dict[str, Any]:
+def data_settings(config: BenchmarkConfig, source: ImageSource) -> dict[str, Any]:
+    """The data a unit was computed on: the options, and (for images held in memory) a fingerprint of the
+    images and labels themselves, so other images under the same options are a changed setting."""
     root = os.path.abspath(config.root) if config.root else None
-    return {"data": config.data, "root": root, "limit_train": config.limit_train, "limit": config.limit}
+    images = fingerprint(*source.tensors("train"), *source.tensors("val")) if source.in_memory else None
+    return {
+        "data": config.data,
+        "root": root,
+        "limit_train": config.limit_train,
+        "limit": config.limit,
+        "images": images,
+    }
 
 
 def _safe(label: str) -> str:
@@ -93,16 +103,23 @@ def choose(entry: BenchEncoder, enc: Encoder, depths: dict[str, float]) -> list[
     return enc.resolve([entry.layers] if isinstance(entry.layers, str) else list(entry.layers))
 
 
-def plan_encoder(entry: BenchEncoder, config: BenchmarkConfig, n_classes: int) -> tuple[EncoderPlan, Encoder]:
+def build_planned(entry: BenchEncoder, n_classes: int) -> tuple[EncoderSpec, Encoder]:
+    """The planned spec and its encoder (random weights where the benchmark will train it)."""
     spec = planned_spec(entry, n_classes)
     try:
-        enc = spec.build()
+        return spec, spec.build()
     except TypeError as e:  # a constructor argument the model does not take
         raise ValueError(f"{entry.name}: cannot build {spec.name} with kwargs {spec.kwargs}: {e}") from None
+
+
+def plan_encoder(
+    entry: BenchEncoder, spec: EncoderSpec, enc: Encoder, config: BenchmarkConfig, data: dict[str, Any]
+) -> EncoderPlan:
+    """An encoder's layers, their depth and geometry, and its units with the settings that produce them."""
     depths = relative_depths(enc)
     layers = choose(entry, enc, depths)
     layout = {n: Layout(depths[n], geometry(enc, n)) for n in enc.layers}
-    common = {k: getattr(config, k) for k in ("seed", "precision", "trainer")} | {"data": data_settings(config)}
+    common = {k: getattr(config, k) for k in ("seed", "precision", "trainer")} | {"data": data}
     enc_unit = None
     if entry.train_epochs is not None:
         key = f"encoders/{_safe(entry.name)}"
@@ -118,24 +135,21 @@ def plan_encoder(entry: BenchEncoder, config: BenchmarkConfig, n_classes: int) -
         group = layers[i : i + size]
         settings = {"encoder": identity, "layers": group, **{k: getattr(config, k) for k in DECODER_SETTINGS}}
         units.append(Unit(f"units/{_safe(entry.name)}/{group[0]}-{group[-1]}", {**settings, **common}))
-    return EncoderPlan(entry, spec, layers, layout, enc_unit, units), enc
+    return EncoderPlan(entry, spec, layers, layout, enc_unit, units)
 
 
 def plan_benchmark(config: BenchmarkConfig) -> tuple[list[EncoderPlan], ImageSource]:
-    """Every encoder's plan and the one image source they share (all encoders must take one image size)."""
-    source = data_source(config).setup()
-    n_classes = max(len(source.class_names), 2)
-    plans, sizes = [], {}
-    for entry in config.encoders:
-        plan, enc = plan_encoder(entry, config, n_classes)
-        plans.append(plan)
-        sizes[entry.name] = enc.image_size
+    """Every encoder's plan and the one image source they share (all encoders must take one image size). The
+    class count comes from a listing of the data (nothing decoded); the images are read once, at the
+    encoders' size."""
+    n_classes = max(len(data_source(config, in_memory=False).setup().class_names), 2)
+    built = [(entry, *build_planned(entry, n_classes)) for entry in config.encoders]
+    sizes = {entry.name: enc.image_size for entry, _, enc in built}
     if len(set(sizes.values())) > 1:
         raise ValueError(
             f"the encoders take different image sizes ({', '.join(f'{k} {v[0]}×{v[1]}' for k, v in sizes.items())}); "
             f"a benchmark compares them on the same images: run one benchmark per image size"
         )
-    size = next(iter(sizes.values()), (32, 32))
-    if size[0] != source.image_size:
-        source = data_source(config, size[0]).setup()
-    return plans, source
+    source = data_source(config, next(iter(sizes.values()), (32, 32))[0]).setup()
+    data = data_settings(config, source)
+    return [plan_encoder(entry, spec, enc, config, data) for entry, spec, enc in built], source
