@@ -105,12 +105,34 @@ def _train(tmp_path, *extra):
             ],
             "data folder not found: nowhere/images",
         ),
+        (  # a shipped config reused for another encoder, its weights left in place
+            ["--model.init_args.encoder.name=he2019_cifar", "--model.init_args.encoder.weights=alex.pt"],
+            "he2019_cifar cannot be built with kwargs {'width': 0.25",
+        ),
+        (
+            [
+                "--model.init_args.encoder.name=he2019_cifar",
+                "--model.init_args.encoder.weights=alex.pt",
+                "--model.init_args.encoder.kwargs={}",
+            ],
+            "the weights in alex.pt do not fit he2019_cifar: 16 of its 16 tensors are not in the file",
+        ),
+        (
+            ["--model.init_args.encoder.weights=null", "--ckpt_path=weights_only.ckpt"],
+            "weights_only.ckpt holds weights only (no optimizer, schedule or loop state), so a run cannot resume",
+        ),
     ],
-    ids=["layer typo", "missing weights", "missing data folder"],
+    ids=["layer typo", "missing weights", "missing data folder", "other kwargs", "other weights", "weights only"],
 )
 def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypatch, capsys, extra, message):
+    import torch
+
+    from upconv.nets.builtin import ARCHITECTURES
+
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
+    torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25, num_classes=8).state_dict(), "alex.pt")
+    torch.save({"state_dict": {"decoders.conv1.w": torch.zeros(2)}, "epoch": 1}, "weights_only.ckpt")
     earlier = tmp_path / "runs" / "demo" / "version_0"  # an earlier run's results are kept
     earlier.mkdir(parents=True)
     (earlier / "metrics.csv").write_text("step\n")
