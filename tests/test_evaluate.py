@@ -774,9 +774,26 @@ def test_cli_vocabulary_is_shared_and_documented():
         assert params["device"].default == "auto"
         documented = {p.arg_name: p.description for p in parse(fn.__doc__).params}
         assert [p for p in params if not documented.get(p)] == [], fn.__name__  # every argument has help text
-    assert EvalConfig().out == privacy().out.replace("privacy", "eval")  # the same kind of default folder
+    from upconv.cli.main import DEFAULTS
+
+    assert DEFAULTS["evaluate.out"] == privacy().out.replace("privacy", "eval")  # the same kind of default folder
     limit = next(p.description for p in parse(EvalConfig.__doc__).params if p.arg_name == "limit")
     assert "seeded random subset" in limit  # limit means one thing; evenly spaced files are per_folder
+
+
+def test_from_python_the_default_writes_nothing_and_the_command_writes_runs_eval(ckpt, data, tmp_path, monkeypatch):
+    """The README's Python example after step 3: runs/eval/ exists, and ``EvalConfig(...)`` without ``out`` must
+    neither refuse it nor write there; ``upconv evaluate`` without ``--out`` still writes runs/eval."""
+    from jsonargparse import capture_parser
+
+    from upconv.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "eval" / "cifar10_cpu").mkdir(parents=True)  # what step 3 left
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), data=data)
+    assert res.out is None and os.listdir(tmp_path / "runs" / "eval") == ["cifar10_cpu"]
+    parsed = capture_parser(lambda: main([])).parse_args(["evaluate"])
+    assert parsed.evaluate.out == "runs/eval"
 
 
 def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
