@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import lightning.pytorch as L
 import torch
@@ -13,23 +14,56 @@ from upconv.core.files import atomic_file
 
 class LastState(L.Callback):
     """The full training state (decoders, optimizer, schedule, health guard) as ``<dirpath>/<filename>.ckpt``
-    every ``every_n_epochs`` epochs **and when training ends**, so every run, however short, can be resumed
-    with ``--ckpt_path`` (Lightning's ``ModelCheckpoint(every_n_epochs=5)`` leaves nothing for a 4-epoch run).
+    every ``every_n_epochs`` epochs, every ``every_n_minutes`` of training within an epoch, **and when training
+    ends**, so a killed run loses minutes, not the run, however long its epochs (Lightning's
+    ``ModelCheckpoint(every_n_epochs=5)`` left nothing to resume before epoch 5).
+
+    A run resumed from a state saved within an epoch continues that epoch at the batch after the last one
+    trained, in the same order, when its training batches live in memory (``DeviceBatches`` saves its position);
+    a streaming loader starts the epoch's data again (Lightning warns).
 
     Written through ``core.files.atomic_file`` (a hidden sibling renamed into place): a kill during a save leaves
     the previous state intact, never a truncated file. Under DDP every rank takes part in the save and rank 0
-    alone writes and renames.
+    alone writes and renames; the clock is rank 0's, read every ``check_every`` steps and broadcast.
     """
 
-    def __init__(self, dirpath: str, filename: str = "last", every_n_epochs: int = 5) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        filename: str = "last",
+        every_n_epochs: int = 1,
+        every_n_minutes: float | None = 10.0,
+        check_every: int = 10,
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be ≥ 1; got {every_n_epochs}")
+        if every_n_minutes is not None and every_n_minutes < 0:
+            raise ValueError(f"every_n_minutes must be ≥ 0 (or null: only at epoch ends); got {every_n_minutes}")
         self.dirpath, self.filename, self.every_n_epochs = dirpath, filename, every_n_epochs
-        self._saved_step = -1
+        self.every_n_minutes, self.check_every = every_n_minutes, max(1, check_every)
+        self._saved_step, self._saved_at = -1, time.monotonic()
 
     @property
     def path(self) -> str:
         return os.path.join(self.dirpath, f"{self.filename}.ckpt")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The clock starts; after a resume from within an epoch, in-memory batches continue after the last one
+        trained. (Lightning saves the loader's position, but it reads the loader for the schedule's length,
+        ``estimated_stepping_batches``, before it restores the loops, and never hands the position back.)"""
+        self._saved_at = time.monotonic()
+        loader, done = trainer.train_dataloader, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if trainer.fit_loop.restarted_mid_epoch and hasattr(loader, "load_state_dict") and 0 < done < len(loader):
+            loader.load_state_dict({"epoch": trainer.current_epoch, "batches": done})
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if self.every_n_minutes is None or trainer.global_step % self.check_every or trainer.is_last_batch:
+            return  # the epoch's end has its own save
+        due = time.monotonic() - self._saved_at >= 60 * self.every_n_minutes
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due, src=0)  # every rank saves, or none
+        if due and trainer.global_step != self._saved_step:
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -46,7 +80,7 @@ class LastState(L.Callback):
         else:
             trainer.save_checkpoint(self.path)  # a collective call: the strategy writes on rank 0 only
         trainer.strategy.barrier("LastState")
-        self._saved_step = trainer.global_step
+        self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
 
 
 def log_reconstruction_grid(module: L.LightningModule, images: Tensor, recon: dict[str, Tensor]) -> None:
