@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -10,6 +11,9 @@ import torch
 from torch import Tensor
 
 from upconv.core.files import atomic_file
+from upconv.nets.checkpoints import CHECKPOINT_KEY
+
+log = logging.getLogger(__name__)
 
 
 class LastState(L.Callback):
@@ -81,6 +85,68 @@ class LastState(L.Callback):
             trainer.save_checkpoint(self.path)  # a collective call: the strategy writes on rank 0 only
         trainer.strategy.barrier("LastState")
         self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
+
+
+class KeepOtherEncodersDecoders(L.Callback):
+    """Refuse, before the first step, a decoder run whose checkpoint files would replace decoders trained for
+    another encoder (a shipped config reused with ``--model.init_args.encoder.name …`` writes to the same
+    ``checkpoints/<run>/decoders.ckpt``): one line saying which file, whose decoders it holds and what to do.
+    Decoders of the same architecture with other weights (the encoder retrained) are replaced with a warning.
+    A resumed run's own file (``--ckpt_path``) is its own: the resume checks it."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        encoder = getattr(pl_module, "encoder", None)
+        if stage != "fit" or not hasattr(encoder, "identity"):
+            return
+        for path in checkpoint_files(trainer):
+            if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(trainer.ckpt_path or ""):
+                check_owner(path, encoder.identity)
+
+
+def checkpoint_files(trainer: L.Trainer) -> list[str]:
+    """The files the run's checkpoint callbacks will replace: ``LastState``'s, a ``ModelCheckpoint``'s ``save_last``
+    file and its file of a fixed name (no ``{…}`` fields) unless it versions names (``decoders-v1.ckpt``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    files = []
+    for cb in trainer.callbacks:
+        if isinstance(cb, LastState):
+            files.append(cb.path)
+        elif isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            if cb.filename and "{" not in cb.filename and not getattr(cb, "_enable_version_counter", False):
+                files.append(os.path.join(cb.dirpath, cb.filename + cb.FILE_EXTENSION))
+            if cb.save_last:
+                files.append(os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION))
+    return files
+
+
+def check_owner(path: str, identity: dict) -> None:
+    """Raise if ``path`` holds decoders of another encoder than ``identity`` (name and constructor arguments);
+    warn if of the same one with other weights. A file that is no decoder checkpoint is left to the writer."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable or foreign: nothing of ours to protect
+        return
+    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):
+        return
+    old = meta["encoder"]
+    kwargs = lambda i: (i.get("spec") or {}).get("kwargs") or {}  # noqa: E731
+    if old.get("name") != identity["name"] or kwargs(old) != kwargs(identity):
+        raise ValueError(
+            f"{path} holds decoders trained for encoder {old.get('name')} {kwargs(old) or ''}(weights "
+            f"{old.get('weights_hash')}), and this run trains decoders for {identity['name']} "
+            f"{kwargs(identity) or ''}— it would replace them. Write this run's checkpoints elsewhere "
+            f"(--checkpoints_dir DIR) or move that file away"
+        )
+    if old.get("weights_hash") != identity["weights_hash"]:
+        log.warning(
+            "replacing %s: it holds decoders for %s weights %s; this run's encoder has weights %s",
+            path,
+            identity["name"],
+            old.get("weights_hash"),
+            identity["weights_hash"],
+        )
 
 
 def log_reconstruction_grid(module: L.LightningModule, images: Tensor, recon: dict[str, Tensor]) -> None:

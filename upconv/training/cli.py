@@ -71,7 +71,11 @@ class UpconvCLI(LightningCLI):
         callbacks = cfg.trainer.get("callbacks") or []
         if cfg.get("checkpoints_dir"):
             redirect_checkpoints(cfg, callbacks, cfg.checkpoints_dir)
-        cfg.trainer.callbacks = [*callbacks, {"class_path": f"{__name__}.RemoveEmptyRunFolders"}]
+        cfg.trainer.callbacks = [
+            *callbacks,
+            {"class_path": f"{__name__}.RemoveEmptyRunFolders"},
+            {"class_path": "upconv.training.callbacks.KeepOtherEncodersDecoders"},
+        ]
         cfg.trainer.plugins = cfg.trainer.get("plugins") or [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
 
 
