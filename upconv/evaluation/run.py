@@ -97,7 +97,8 @@ def summarise(
             own_rows += [scores.summary((r["method"], L), r, **boot) for r in own]
             row["own_floors"] = {r["floor_kind"]: {"psnr": r["psnr"], "margin": r["margin"]} for r in own} or None
             margins = {r["floor_kind"]: r["margin"][1] for r in own}
-            row["floor_verdict"] = verdict(row["psnr"], floor_psnr, margins)
+            half = (row["psnr_hi"] - row["psnr_lo"]) / 2  # a gain below the figure's own uncertainty is not one
+            row["floor_verdict"] = verdict(row["psnr"], floor_psnr, margins, half)
             health = m.health(L)
             row["decoder_health"] = health.get("status") if health else None
             rows.append(row)

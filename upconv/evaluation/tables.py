@@ -179,7 +179,8 @@ OWN_FLOORS_TEXT = (
     "the same method on the same image with the features replaced by nothing — a **constant signal** (all ones) "
     "or a **shuffled signal** (another image's features), projected through this image's own switches — and, "
     "for a fit to the true image, the **fitted constant** (a flat image at the image's mean). A row is above "
-    "them only when the 95 % interval of its paired per-image PSNR difference to each lies above 0."
+    "them only when the low end of the 95 % interval of its paired per-image PSNR difference to each (Δ) exceeds "
+    "the half-width of its own PSNR interval: a gain smaller than the figure's own uncertainty is not read off it."
 )
 
 
