@@ -625,3 +625,25 @@ def test_a_victim_at_chance_is_flagged_before_any_leakage_figure(tmp_path):
     assert res.notes[0].startswith("⚠ the victim is not distinguishable from chance")
     assert "chance is 1/10 = 0.100" in res.notes[0]
     assert report.index("not distinguishable from chance") < report.index("## Leakage without defence")
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--inverter_epochs", "0", "inverter_epochs must be at least 1 (it trains each inverse network); got 0"),
+        ("--victim_epochs", "0", "victim_epochs must be at least 1 (it trains the victim"),
+        ("--shadow_epochs", "-1", "shadow_epochs must be at least 1 (it trains the query-free attack's shadow"),
+    ],
+)
+def test_a_budget_of_no_epochs_is_refused_in_one_line(option, value, message, tmp_path, capsys, monkeypatch):
+    """`--inverter_epochs 0` reported untrained inverse networks as leakage; it is refused before any image is
+    decoded, in one line."""
+    from upconv.cli.main import main
+    from upconv.privacy import run
+
+    monkeypatch.setattr(run, "load_splits", lambda *a, **k: pytest.fail("images decoded before the check"))
+    with pytest.raises(SystemExit) as e:
+        main(["privacy", "--data", "embedded", option, value, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"upconv: error: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

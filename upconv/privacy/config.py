@@ -102,6 +102,7 @@ class PrivacyConfig:
 def check_config(config: PrivacyConfig, n_eval: int) -> None:
     """Raise a one-line ValueError for an unknown attack, decoder or defence, a defence strength out of
     range, a line-up that ``n_eval`` evaluated images cannot fill, or a bad optimisation setting."""
+    check_epochs(config)
     defense_attacks = config.defense_attacks if config.defenses else ()
     for a in [*config.attacks, *defense_attacks]:
         if a not in ATTACKS:
@@ -115,6 +116,22 @@ def check_config(config: PrivacyConfig, n_eval: int) -> None:
         raise ValueError(f"mv_batch_size must be a positive number of images; got {config.mv_batch_size}")
     if config.mv_tv_weight is not None and config.mv_tv_weight < 0:
         raise ValueError(f"mv_tv_weight must be ≥ 0 (or None for M&V's schedule); got {config.mv_tv_weight}")
+
+
+def check_epochs(config: PrivacyConfig) -> None:
+    """Refuse a training budget of no epochs: an untrained inverse network (or victim, or shadow) would be
+    reported as a measure of leakage (or utility) while it measures nothing."""
+    budgets = {"inverter_epochs": (config.inverter_epochs, "each inverse network")}
+    if not config.encoder.weights:
+        budgets["victim_epochs"] = (config.victim_epochs, "the victim, trained here without encoder weights")
+    if "query_free" in config.attacks:
+        budgets["shadow_epochs"] = (config.shadow_epochs, "the query-free attack's shadow encoder")
+    for name, (epochs, what) in budgets.items():
+        if epochs < 1:
+            raise ValueError(
+                f"{name} must be at least 1 (it trains {what}); got {epochs}: an untrained network's figures "
+                f"would be reported as leakage and utility while they measure nothing"
+            )
 
 
 def uses_attacker_data(config: PrivacyConfig) -> bool:

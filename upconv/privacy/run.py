@@ -25,7 +25,7 @@ from upconv.core.runtime import resolve_device
 from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
-from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
+from upconv.privacy.config import PrivacyConfig, check_config, check_epochs, uses_attacker_data
 from upconv.privacy.defended import train_defended_points
 from upconv.privacy.leakage import attack_all
 from upconv.privacy.reid import METRIC
@@ -41,6 +41,7 @@ __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_
 def run_from_config(config: PrivacyConfig) -> PrivacyResult:
     """Draw the victim / attacker / evaluated images from ``config.data`` (``load_splits``), then run."""
     c = config
+    check_epochs(c)  # before the images are decoded
     victim, attacker, evaluation = load_splits(
         c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
     )
@@ -72,8 +73,9 @@ def run_privacy(
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
     own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
-    applied to the victim's features for ``defense_attacks`` (inverters trained on clean features: the
-    attacker does not adapt). The wall time of each training stage and of each attack's reconstructions is in
+    applied to the victim's features for ``defense_attacks``, attacked by each of ``config.attackers``: clean
+    (inverters trained on undefended features) and adaptive (trained on the defended features). The wall
+    time of each training stage and of each attack's reconstructions is in
     ``settings["timings_s"]``; progress bars on stderr follow the training stages and the attacks.
     """
     c = config
