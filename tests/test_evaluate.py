@@ -438,11 +438,19 @@ class Figures:
                 if t.get_text() and t.get_window_extent().x0 < 0
             ]  # drawn left of the figure's edge
             marked = {ax.get_title(): any(line.get_marker() == "x" for line in ax.get_lines()) for ax in fig.axes}
+            marks = {
+                ax.get_title(): {ln.get_marker() for ln in ax.get_lines() if ln.get_linestyle() == "None"}
+                for ax in fig.axes
+            }
+            boxes = [leg.get_window_extent() for leg in legends]
+            covers = any(b.overlaps(ax.get_window_extent()) for b in boxes for ax in fig.axes if ax.axison)
             self.saved[os.path.basename(str(path))] = {
                 "legend": texts,
                 "yticks": ticks,
                 "clipped": clipped,
                 "marked": marked,
+                "marks": marks,
+                "legend_covers_a_panel": covers,
             }
             return real(fig, path, *args, **kwargs)
 
@@ -954,6 +962,43 @@ def test_a_method_that_reads_the_image_is_judged_against_its_own_floors(ckpt, da
     )
     assert figures.saved["depth.png"]["marked"]["PSNR dB ↑"]  # its × on the PSNR panel
     assert "⚠ switches† (optimistic bound): conv1" in figures.saved["grid.png"]["yticks"]
+
+
+class ClassMeanImage(Method):
+    """Reconstructs every image as the class-mean training image of its label: exactly the class-mean floor."""
+
+    name = "class mean"
+
+    def __init__(self, class_means):
+        self.class_means = class_means
+
+    def reconstruct(self, batch, layer):
+        return self.class_means[batch.labels.cpu()].to(batch.images)
+
+
+def test_each_verdict_has_its_own_mark_and_the_legend_covers_no_panel(ckpt, data, tmp_path, monkeypatch):
+    """depth.png drew one red × for two verdicts (below the mean image, below the class mean) and for a failed
+    decoder, and its legend sat over the first panel's lines."""
+    from upconv.core.floors import Floors
+    from upconv.evaluation.figures import MARKS
+
+    figures = Figures(monkeypatch)
+    floors = Floors.from_batches(data.images("train", batch_size=250), "train", n_classes=8)
+    state = torch.load(ckpt, weights_only=True)
+    record = {"status": "ok", "healthy": True, "final_loss": 0.1, "recoveries": 0, "lr_scale": 1.0, "events": []}
+    state["upconv"]["health"] = {L: dict(record, status="failed" if L == "fc6" else "ok") for L in LAYERS}
+    torch.save(state, tmp_path / "health.ckpt")
+    blank = Constant("blank", torch.zeros(3, 32, 32))
+    evaluate(
+        EvalConfig(checkpoints=[str(tmp_path / "health.ckpt")], out=str(tmp_path / "run"), n_boot=5, lpips=False),
+        data=data,
+        methods=["upconvnet", blank, ClassMeanImage(floors.class_means)],
+    )
+    saved = figures.saved["depth.png"]
+    assert {"x", "v", "s"} <= saved["marks"]["PSNR dB ↑"]  # below the mean image, the class mean, failed decoder
+    assert saved["marks"]["SSIM ↑"] == {"s"}  # the floor verdicts are by PSNR; a failed decoder on every panel
+    assert {MARKS["floor"][2], MARKS["class"][2], MARKS["health"][2]} <= set(saved["legend"])
+    assert not saved["legend_covers_a_panel"]
 
 
 def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data, tmp_path):

@@ -94,6 +94,18 @@ def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: st
     plt.close(fig)
 
 
+def legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], ncol: int = 2, fontsize: float = 8) -> None:
+    """One legend for the entries of every panel (each label once), below the panels, so it covers no data:
+    the figure grows by the legend's height and the panels are laid out above it. Call it last, before saving."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        entries.update({label: h for h, label in zip(*ax.get_legend_handles_labels()) if not label.startswith("_")})
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+    legend_in = fontsize / 72 * 1.6 * -(-len(entries) // ncol) + 0.15  # inches of legend rows and margin
+    fig.set_figheight(fig.get_figheight() + legend_in)
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+
+
 def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float = 8) -> plt.Figure:
     """An image (C, H, W) in [0, 1], ``zoom`` screen pixels per pixel (at 100 dpi), under its caption wrapped
     to the figure's width. The caller saves and closes it."""

@@ -3,7 +3,7 @@ reconstructions (grid.png). Flagged rows are marked in both, never a silent poin
 
 from __future__ import annotations
 
-from upconv.core.figures import row_grid
+from upconv.core.figures import legend_below, row_grid
 from upconv.core.floors import uninformative
 from upconv.evaluation.result import METRICS, EvalResult
 from upconv.evaluation.tables import LABELS, method_label
@@ -71,20 +71,12 @@ def depth_plot(result: EvalResult, path: str) -> None:
         _panel(ax, result, k)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    legend = {}  # one legend for every panel's entries: a mark may be on the PSNR panel alone
-    for ax in axes.flat:
-        legend.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
-    ncol = 2
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    legend_in = 0.2 * -(-len(legend) // ncol) + 0.2  # inches below the panels, added to the figure
-    fig.set_figheight(3.2 * rows + legend_in)
-    below = legend_in / fig.get_figheight()
     fig.suptitle(
         f"{result.settings['encoder']}: reconstruction fidelity by layer "
         f"(n = {result.settings['n_images']}, 95 % bootstrap CI shaded)",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, below, 1, 1))
+    legend_below(fig, list(axes.flat))  # a mark may be on the PSNR panel alone
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 

@@ -150,9 +150,12 @@ def check_owner(path: str, identity: dict) -> None:
 
 
 def log_reconstruction_grid(module: L.LightningModule, images: Tensor, recon: dict[str, Tensor]) -> None:
-    """The validation grid of an ``InversionModule``: originals in the first row, then one row per layer; saved as
-    PNG beside the logs and sent to wandb when it logs."""
-    from torchvision.utils import make_grid, save_image
+    """The validation grid of an ``InversionModule``: originals in the first row, then one row per layer, each row
+    labelled and the figure captioned (``core.figures.row_grid``); saved as PNG beside the logs and sent to wandb
+    when it logs."""
+    from torchvision.utils import make_grid
+
+    from upconv.core.figures import row_grid
 
     trainer = module.trainer
     if trainer is None or trainer.sanity_checking:
@@ -161,10 +164,15 @@ def log_reconstruction_grid(module: L.LightningModule, images: Tensor, recon: di
     if not trainer.is_global_zero:
         return
     n = min(module.hparams.log_images, len(images))
-    rows = [images[:n]] + [recon[name][:n].float().clamp(0, 1) for name in module.layers]
-    grid = make_grid(torch.cat(rows).cpu(), nrow=n, padding=1)
+    rows = [images[:n].float().cpu()] + [recon[name][:n].float().clamp(0, 1).cpu() for name in module.layers]
+    caption = (
+        f"epoch {module.current_epoch}: {n} validation images (top row) and their reconstruction from each "
+        f"layer of {module.encoder.name} by its decoder"
+    )
     for logger in module.loggers:
         if hasattr(logger, "log_image"):  # wandb
-            logger.log_image("val/reconstructions", [grid], caption=["originals, " + ", ".join(module.layers)])
+            grid = make_grid(torch.cat(rows), nrow=n, padding=1)
+            logger.log_image("val/reconstructions", [grid], caption=[caption + ": " + ", ".join(module.layers)])
     os.makedirs(log_dir, exist_ok=True)
-    save_image(grid, os.path.join(log_dir, f"reconstructions_epoch{module.current_epoch:03d}.png"))
+    path = os.path.join(log_dir, f"reconstructions_epoch{module.current_epoch:03d}.png")
+    row_grid(rows, ["originals", *module.layers], caption, path)
