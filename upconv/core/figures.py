@@ -83,7 +83,7 @@ def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: st
     heading = fig.suptitle(title, fontsize=9)
     fig.canvas.draw()
     inches = lambda t: t.get_window_extent().width / fig.dpi  # noqa: E731 - width of a drawn text
-    label_in = max((inches(t) for t in ax.get_yticklabels()), default=0) + 0.15  # text and tick marks
+    label_in = max((inches(t) for t in ax.get_yticklabels()), default=0) + 0.25  # text, tick marks, a margin
     pad, top = 0.1, 0.35
     width = max(label_in + img_w + 2 * pad, inches(heading) + 2 * pad)
     height = img_h + top + pad
