@@ -74,9 +74,9 @@ class Preset:
     workers: int = 2
     n_boot: int = 1000
     reference: bool = False  # print the full-scale reference beside the table
-    seed: int = (
-        0  # decoder initialisation (package and plain loop) and the plain loop's batch order; data subsets stay fixed
-    )
+    # Every stage's initialisation and augmentation, and the plain loop's batch order; the data subsets and the
+    # package's batch order come from the data's own seed (ImageSource), so they stay fixed.
+    seed: int = 0
 
 
 SIX_LAYERS = ["conv1", "pool2", "conv3", "conv5", "fc6", "fc8"]
@@ -222,6 +222,7 @@ def train_encoder(p: Preset, dm: ImageData, out: str, log: dict) -> str:
     epochs, per_step = sized(
         p, "encoder", p.encoder_epochs, max(1, n // p.encoder_batch), lambda: fit_probe(p, make, dm, out)
     )
+    L.seed_everything(p.seed, workers=True, verbose=False)  # initialisation and augmentation, after the probe
     t0 = time.perf_counter()
     tr = trainer(p, epochs, out, "encoder")
     tr.fit(make(), dm)
@@ -260,7 +261,9 @@ def train_decoders(p: Preset, dm: ImageData, encoder_pt: str, out: str, log: dic
     epochs, per_step = sized(
         p, "decoders", p.decoder_epochs, max(1, n // p.batch_size), lambda: fit_probe(p, make, dm, out)
     )
-    torch.manual_seed(p.seed)  # each decoder then draws from (seed, layer name): upconv.training.module.layer_seed
+    # Each decoder then draws from (seed, layer name) (upconv.training.module.layer_seed); the rest of the stage
+    # (augmentation, if the recipe has it) from the seed too.
+    L.seed_everything(p.seed, workers=True, verbose=False)
     module = make()
     t0 = time.perf_counter()
     trainer(p, epochs, out, "decoders").fit(module, dm)

@@ -155,3 +155,45 @@ def test_the_readme_evaluates_the_demo_decoders_on_the_demo_s_data(monkeypatch):
     for line in lines:
         cli.main(shlex.split(line.split("#")[0])[1:])
     assert lines and [c.embedded_per_class for c in seen] == [demo] * len(lines)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--lmit", "5"], "unknown config key lmit; did you mean limit?"),
+        (["evaluate", "--config", "TYPO"], "unknown config key lmit; did you mean limit?"),
+        (["privacy", "--n_evl", "3"], "unknown config key n_evl; did you mean n_eval?"),
+        (["evaluate", "--encoder.nme", "x"], "unknown config key encoder.nme; did you mean encoder.name?"),
+        (
+            ["layers", "timm:test_resnet", "--encoder.pretrained", "false", "--encoder.kwargs", "{drop_rat: 0.1}"],
+            "timm:test_resnet cannot be built with kwargs {'drop_rat': 0.1}: ",
+        ),
+        (
+            ["layers", "resnet18", "--encoder.pretrained", "false", "--encoder.kwargs", "{num_clases: 10}"],
+            "resnet18 cannot be built with kwargs {'num_clases': 10}: ",
+        ),
+    ],
+    ids=["option typo", "config typo", "privacy typo", "encoder field typo", "timm kwargs typo", "torchvision typo"],
+)
+def test_a_mistake_on_the_command_line_or_in_a_config_is_one_line(argv, message, tmp_path, capsys):
+    """Not the parser's 19–31 lines of usage, not a constructor's traceback: one line, exit status 2."""
+    from upconv.cli.main import main
+
+    pytest.importorskip("timm")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("lmit: 5\n")
+    with pytest.raises(SystemExit) as e:
+        main([str(typo) if a == "TYPO" else a for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"upconv: error: {message}")
+
+
+def test_torchvision_encoders_are_built_with_their_kwargs(capsys):
+    from upconv.cli.main import main
+    from upconv.nets.zoo import build_encoder
+
+    enc = build_encoder("resnet18", pretrained=False, kwargs={"num_classes": 10})
+    assert enc.layer(enc.layers[-1]).shape == (10,) and enc.spec["kwargs"] == {"num_classes": 10}
+    main(["layers", "vgg11", "--encoder.pretrained", "false", "--encoder.kwargs", "{num_classes: 7}"])
+    assert capsys.readouterr().out.splitlines()[-1].split()[-2:] == ["7", "7"]  # fc8: 7 class scores

@@ -105,12 +105,34 @@ def _train(tmp_path, *extra):
             ],
             "data folder not found: nowhere/images",
         ),
+        (  # a shipped config reused for another encoder, its weights left in place
+            ["--model.init_args.encoder.name=he2019_cifar", "--model.init_args.encoder.weights=alex.pt"],
+            "he2019_cifar cannot be built with kwargs {'width': 0.25",
+        ),
+        (
+            [
+                "--model.init_args.encoder.name=he2019_cifar",
+                "--model.init_args.encoder.weights=alex.pt",
+                "--model.init_args.encoder.kwargs={}",
+            ],
+            "the weights in alex.pt do not fit he2019_cifar: 16 of its 16 tensors are not in the file",
+        ),
+        (
+            ["--model.init_args.encoder.weights=null", "--ckpt_path=weights_only.ckpt"],
+            "weights_only.ckpt holds weights only (no optimizer, schedule or loop state), so a run cannot resume",
+        ),
     ],
-    ids=["layer typo", "missing weights", "missing data folder"],
+    ids=["layer typo", "missing weights", "missing data folder", "other kwargs", "other weights", "weights only"],
 )
 def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypatch, capsys, extra, message):
+    import torch
+
+    from upconv.nets.builtin import ARCHITECTURES
+
     monkeypatch.setenv("UPCONV_WANDB", "0")
     monkeypatch.chdir(tmp_path)
+    torch.save(ARCHITECTURES["alexnet_cifar"].build(width=0.25, num_classes=8).state_dict(), "alex.pt")
+    torch.save({"state_dict": {"decoders.conv1.w": torch.zeros(2)}, "epoch": 1}, "weights_only.ckpt")
     earlier = tmp_path / "runs" / "demo" / "version_0"  # an earlier run's results are kept
     earlier.mkdir(parents=True)
     (earlier / "metrics.csv").write_text("step\n")
@@ -121,6 +143,43 @@ def test_config_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, monkeypa
     lines = [line for line in err.splitlines() if line.startswith("train.py: error:")]
     assert len(lines) == 1 and lines[0].startswith("train.py: error: " + message)
     assert os.listdir(tmp_path / "runs" / "demo") == ["version_0"]  # no empty version_1
+
+
+def _decoders_of(path, name, weights_hash, kwargs=None):
+    """A decoders.ckpt as training writes it, recording encoder ``name``."""
+    import torch
+
+    record = {"name": name, "weights_hash": weights_hash, "spec": {"name": name, "kwargs": kwargs}}
+    torch.save({"state_dict": {}, "upconv": {"encoder": record, "layers": ["conv1"]}}, path)
+    return path.read_bytes()
+
+
+def test_decoders_of_another_encoder_are_never_replaced_without_a_word(tmp_path, monkeypatch, capsys, caplog):
+    """A shipped config reused for another encoder wrote over checkpoints/alexnet_cifar_all/decoders.ckpt. Now
+    the run stops before its first step, in one line, and the file is untouched; decoders of the same
+    encoder with other weights (the encoder retrained) are replaced with a warning."""
+    monkeypatch.setenv("UPCONV_WANDB", "0")
+    (tmp_path / "ck").mkdir()
+    target = tmp_path / "ck" / "decoders.ckpt"
+    before = _decoders_of(target, "he2019_cifar", "0123abcd")
+    with pytest.raises(SystemExit) as e:
+        _train(
+            tmp_path,
+            "--model.init_args.encoder.weights=null",
+            "--trainer.callbacks.init_args.enable_version_counter=false",
+        )
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"train.py: error: {target} holds decoders trained for encoder he2019_cifar")
+    assert "--checkpoints_dir" in err and target.read_bytes() == before
+    _decoders_of(target, "alexnet_cifar", "0123abcd", {"width": 0.25})  # this architecture, other weights
+    _train(
+        tmp_path, "--model.init_args.encoder.weights=null", "--trainer.callbacks.init_args.enable_version_counter=false"
+    )
+    assert any("replacing" in r.getMessage() and "0123abcd" in r.getMessage() for r in caplog.records)
+    import torch
+
+    assert torch.load(target, weights_only=True)["upconv"]["encoder"]["weights_hash"] != "0123abcd"
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from conftest import hook_count, write_image_folder
 from torch import nn
 
 from upconv import Encoder, build_encoder
+from upconv.methods.base import Batch
 from upconv.methods.deconvnet import DeconvNet, DeconvNetMethod, to_unit_range
 from upconv.visualize.deconv import channel_figure, image_folder, top_activating
 
@@ -502,6 +503,31 @@ def test_deconvnet_method_projects_all_activations():
     assert DeconvNetMethod(enc, mapping="minmax").name == "deconvnet+minmax"
 
 
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("mapping", ["affine", "minmax"])
+def test_own_floors_project_nothing_through_the_true_images_switches(guided, mapping):
+    """DeconvNet's own floors against the float64 oracle: a constant signal and another image's activations,
+    carried down through THIS image's switches (and, guided, its ReLU masks); the fitted constant is a flat
+    image at the image's mean. Every variant reads the true image, so every variant says so."""
+    enc = small_encoder()
+    images = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    method = DeconvNetMethod(enc, guided=guided, mapping=mapping)
+    assert method.reads_target and "switches" in method.describe_caveat()
+    recon, floors = method.reconstruct_with_floors(Batch(images), "fc2")
+    target = images if mapping == "affine" else None
+    assert torch.allclose(recon, method(images, "fc2"))
+    assert list(floors) == list(method.floor_kinds)
+    for kind, select in (("constant signal", torch.ones_like), ("shuffled signal", lambda a: a.roll(1, 0))):
+        want = to_unit_range(oracle(enc, images, "fc2", select, guided), target, mapping)
+        assert torch.allclose(floors[kind], want, atol=1e-10), kind
+    assert not torch.allclose(floors["shuffled signal"], recon)  # another image's features, not its own
+    if mapping == "affine":
+        flat = images.mean((1, 2, 3), keepdim=True).expand_as(images)
+        assert torch.allclose(floors["fitted constant"], flat)
+    else:
+        assert "fitted constant" not in floors  # min-max fits nothing to the target
+
+
 # ---------------------------------------------------------------------- figures and CLI
 @pytest.fixture()
 def folder(tmp_path):
@@ -565,7 +591,8 @@ def test_cli_writes_pngs(folder, tmp_path, capsys):
     ]
     from PIL import Image
 
-    assert Image.open(out / "pool2_image0000.png").size == (2 * 64, 32 * 2)
+    width, height = Image.open(out / "pool2_image0000.png").size
+    assert width >= 2 * 64 and height > 32 * 2  # the tile at zoom 2, under its caption
     assert "2 channel figures" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["deconv", "he2019_cifar", "fc2", str(folder), "--out", str(out), "--overwrite", "true"])
@@ -615,7 +642,10 @@ def test_cli_runs_on_a_fully_connected_layer_with_progress_on_stderr(folder, tmp
         "fc6_image0000.png",
         "fc6_image0001.png",
     ]
-    assert sorted(titles) == ["fc6_channel0000.png", "fc6_channel0005.png"]
+    assert sorted(titles) == ["fc6_channel0000.png", "fc6_channel0005.png", "fc6_image0000.png", "fc6_image0001.png"]
+    for i in (0, 1):  # every figure says what it shows
+        text = " ".join(titles[f"fc6_image{i:04d}.png"].split())
+        assert text.startswith(f"alexnet_cifar fc6, image {i}: the image (left) beside the DeconvNet projection")
     for c in (0, 5):
         text = " ".join(titles[f"fc6_channel{c:04d}.png"].split())  # as wrapped onto lines
         assert text.startswith(f"alexnet_cifar fc6, channel {c}: the top 3 of 6 images"), text

@@ -31,11 +31,14 @@ def test_quick_demo_trains_both_stages_and_writes_the_report(tmp_path, monkeypat
     assert [r["layer"] for r in rows if r["method"] == "upconvnet"] == layers
     assert {r["method"]: r["reads_target"] for r in rows} == {
         "upconvnet": "False",
-        "deconvnet": "True",
-        "deconvnet+minmax": "False",
+        "deconvnet": "True",  # both variants replay the true image's switches
+        "deconvnet+minmax": "True",
         "floor: mean image": "False",
         "floor: class mean": "False",
+        **{f"floor: deconvnet, {k}": "True" for k in ("constant signal", "shuffled signal", "fitted constant")},
+        **{f"floor: deconvnet+minmax, {k}": "True" for k in ("constant signal", "shuffled signal")},
     }
+    assert [r["layer"] for r in rows if r["method"] == "floor: deconvnet, constant signal"] == layers
     assert os.path.isdir(tmp_path / "runs" / "demo_encoder") and os.path.isdir(tmp_path / "runs" / "demo")
 
 

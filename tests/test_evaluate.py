@@ -15,6 +15,7 @@ from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.figures import MARK as FIG_MARK
 from upconv.evaluation.result import METRICS
 from upconv.evaluation.run import evaluate
+from upconv.methods.base import Method
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
 
@@ -426,7 +427,8 @@ class Figures:
         real = matplotlib.figure.Figure.savefig
 
         def savefig(fig, path, *args, **kwargs):
-            texts = [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
+            legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+            texts = [t.get_text() for leg in legends for t in leg.get_texts()]
             ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
             fig.canvas.draw()
             clipped = [
@@ -436,18 +438,26 @@ class Figures:
                 if t.get_text() and t.get_window_extent().x0 < 0
             ]  # drawn left of the figure's edge
             marked = {ax.get_title(): any(line.get_marker() == "x" for line in ax.get_lines()) for ax in fig.axes}
+            marks = {
+                ax.get_title(): {ln.get_marker() for ln in ax.get_lines() if ln.get_linestyle() == "None"}
+                for ax in fig.axes
+            }
+            boxes = [leg.get_window_extent() for leg in legends]
+            covers = any(b.overlaps(ax.get_window_extent()) for b in boxes for ax in fig.axes if ax.axison)
             self.saved[os.path.basename(str(path))] = {
                 "legend": texts,
                 "yticks": ticks,
                 "clipped": clipped,
                 "marked": marked,
+                "marks": marks,
+                "legend_covers_a_panel": covers,
             }
             return real(fig, path, *args, **kwargs)
 
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
 
 
-def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt, data, tmp_path, monkeypatch):
+def test_a_method_that_reads_the_true_image_is_labelled_an_optimistic_bound(ckpt, data, tmp_path, monkeypatch):
     figures = Figures(monkeypatch)
     out = tmp_path / "run"
     res = evaluate(
@@ -461,27 +471,37 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
         ),
         data=data,
     )
+    # Both DeconvNet variants replay the true image's switches; min-max scaling reads no pixel of it, but that
+    # does not make it blind to the image.
     assert {r["method"]: r["reads_target"] for r in res.rows} == {
         "upconvnet": False,
         "deconvnet": True,
-        "deconvnet+minmax": False,
+        "deconvnet+minmax": True,
     }
-    assert list(res.settings["method_caveats"]) == ["deconvnet"]
-    assert {r["method"]: r["reads_target"] for r in _csv_rows(out / "metrics.csv")} == {
+    assert list(res.settings["method_caveats"]) == ["deconvnet", "deconvnet+minmax"]
+    assert {r["method"]: r["reads_target"] for r in _csv_rows(out / "metrics.csv", floors=True)} == {
         "upconvnet": "False",
         "deconvnet": "True",
-        "deconvnet+minmax": "False",
+        "deconvnet+minmax": "True",
+        "floor: mean image": "False",
+        "floor: class mean": "False",
+        **{f"floor: deconvnet, {k}": "True" for k in ("constant signal", "shuffled signal", "fitted constant")},
+        **{f"floor: deconvnet+minmax, {k}": "True" for k in ("constant signal", "shuffled signal")},
     }
     assert (
         json.loads((out / "metrics.json").read_text())["settings"]["method_caveats"] == res.settings["method_caveats"]
     )
     md = (out / "report.md").read_text()
     for _head, body in _md_tables(md.split("## Results")[1].split("### No-information floors")[0]):
-        assert [c[0] for c in body] == ["upconvnet", "deconvnet†", "deconvnet+minmax"]  # † beside its numbers
+        assert [c[0] for c in body] == ["upconvnet", "deconvnet†", "deconvnet+minmax†"]  # † beside its numbers
     note = [line for line in md.splitlines() if line.startswith("† **deconvnet**")]
     assert len(note) == 1 and "fitted to the true image" in note[0] and "optimistic bound" in note[0]
-    methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("×", "floor: "))]
-    assert methods == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax"]
+    assert "switches" in note[0]
+    note = [line for line in md.splitlines() if line.startswith("† **deconvnet+minmax**")]
+    assert len(note) == 1 and "switches" in note[0]
+    methods = [t for t in figures.saved["depth.png"]["legend"] if not t.startswith(("×", "▾", "□", "floor: "))]
+    methods = [t for t in methods if "own floor" not in t]
+    assert methods == ["upconvnet", "deconvnet† (optimistic bound)", "deconvnet+minmax† (optimistic bound)"]
     assert figures.saved["grid.png"]["clipped"] == []  # the long labels fit: none is cut at the left edge
     ticks = [t.removeprefix("⚠ ") for t in figures.saved["grid.png"]["yticks"]]
     assert ticks == [
@@ -490,7 +510,7 @@ def test_a_method_fitted_to_the_true_image_is_labelled_an_optimistic_bound(ckpt,
         "floor: class mean",
         "upconvnet: conv1",
         "deconvnet† (optimistic bound): conv1",
-        "deconvnet+minmax: conv1",
+        "deconvnet+minmax† (optimistic bound): conv1",
     ]
 
 
@@ -762,9 +782,26 @@ def test_cli_vocabulary_is_shared_and_documented():
         assert params["device"].default == "auto"
         documented = {p.arg_name: p.description for p in parse(fn.__doc__).params}
         assert [p for p in params if not documented.get(p)] == [], fn.__name__  # every argument has help text
-    assert EvalConfig().out == privacy().out.replace("privacy", "eval")  # the same kind of default folder
+    from upconv.cli.main import DEFAULTS
+
+    assert DEFAULTS["evaluate.out"] == privacy().out.replace("privacy", "eval")  # the same kind of default folder
     limit = next(p.description for p in parse(EvalConfig.__doc__).params if p.arg_name == "limit")
     assert "seeded random subset" in limit  # limit means one thing; evenly spaced files are per_folder
+
+
+def test_from_python_the_default_writes_nothing_and_the_command_writes_runs_eval(ckpt, data, tmp_path, monkeypatch):
+    """The README's Python example after step 3: runs/eval/ exists, and ``EvalConfig(...)`` without ``out`` must
+    neither refuse it nor write there; ``upconv evaluate`` without ``--out`` still writes runs/eval."""
+    from jsonargparse import capture_parser
+
+    from upconv.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "eval" / "cifar10_cpu").mkdir(parents=True)  # what step 3 left
+    res = evaluate(EvalConfig(checkpoints=[ckpt], layers=["fc6"], n_boot=5, lpips=False), data=data)
+    assert res.out is None and os.listdir(tmp_path / "runs" / "eval") == ["cifar10_cpu"]
+    parsed = capture_parser(lambda: main([])).parse_args(["evaluate"])
+    assert parsed.evaluate.out == "runs/eval"
 
 
 def test_a_corrupt_image_in_the_data_folder_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
@@ -866,6 +903,102 @@ def test_a_row_at_or_below_a_floor_is_flagged_in_every_output(ckpt, data, tmp_pa
         "⚠ blank: conv1" in figures.saved["grid.png"]["yticks"]
         and "oracle: conv1" in figures.saved["grid.png"]["yticks"]
     )
+
+
+class SwitchReader(Method):
+    """Reads the true image beyond its features (as DeconvNet's switches do) and nothing of the features: a
+    blurred copy of the image, far above the mean-image floors. Its own floor is itself."""
+
+    name, reads_target, floor_kinds = "switches", True, ("constant signal", "slightly off")
+
+    def reconstruct(self, batch, layer):
+        return torch.nn.functional.avg_pool2d(batch.images, 3, 1, 1, count_include_pad=False)
+
+    def reconstruct_with_floors(self, batch, layer):
+        xh = self.reconstruct(batch, layer)
+        return xh, {"constant signal": xh.clone(), "slightly off": 0.97 * xh + 0.015}  # a touch worse, always
+
+
+def test_a_method_that_reads_the_image_is_judged_against_its_own_floors(ckpt, data, tmp_path, monkeypatch):
+    """A figure that clears the mean-image floors only by what it reads of the true image (DeconvNet at fc8
+    scored as well from an all-ones signal) is flagged beside its number in report.md, metrics.csv and
+    metrics.json, and its own floors are reported."""
+    figures = Figures(monkeypatch)
+    out = tmp_path / "run"
+    res = evaluate(
+        EvalConfig(checkpoints=[ckpt], out=str(out), layers=["conv1"], n_boot=50, lpips=False),
+        data=data,
+        methods=[SwitchReader(), Oracle()],
+    )
+    rows = {r["method"]: r for r in res.rows}
+    floor = {r["method"]: r["psnr"] for r in res.floor_rows}
+    assert rows["switches"]["psnr"] > floor["floor: mean image"] + 3  # the mean-image floors see nothing wrong
+    verdict = "not above its own no-information floor (constant signal, slightly off)"
+    assert rows["switches"]["floor_verdict"] == verdict
+    assert rows["switches"]["own_floors"]["constant signal"]["margin"] == [0.0, 0.0, 0.0]  # paired: same images
+    # Above that floor beyond doubt, but by less than the figure's own uncertainty: not above it (fc8's 0.03 dB).
+    low = rows["switches"]["own_floors"]["slightly off"]["margin"][1]
+    assert 0 < low < (rows["switches"]["psnr_hi"] - rows["switches"]["psnr_lo"]) / 2
+    assert rows["oracle"]["floor_verdict"] is None and rows["oracle"]["own_floors"] is None
+    own = res.own_floor_rows[0]
+    assert (own["method"], own["layer"], own["psnr"]) == (
+        "floor: switches, constant signal",
+        "conv1",
+        rows["switches"]["psnr"],
+    )
+    csv_rows = {r["method"]: r for r in _csv_rows(out / "metrics.csv", floors=True)}
+    assert csv_rows["switches"]["floor_verdict"] == rows["switches"]["floor_verdict"]
+    assert "floor: switches, constant signal" in csv_rows
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["rows"][0]["floor_verdict"] == rows["switches"]["floor_verdict"]
+    assert saved["own_floor_rows"] == res.own_floor_rows
+    md = (out / "report.md").read_text()
+    main = _main_table(md)
+    assert main[("switches†", "conv1")]["floor verdict"] == "⚠ not above its own floor (constant signal, slightly off)"
+    assert main[("oracle", "conv1")]["floor verdict"] == "above the floors"
+    assert "### Own floors" in md
+    assert any(
+        line.startswith("> ⚠ switches at conv1: PSNR") and "paired difference" in line for line in md.splitlines()
+    )
+    assert figures.saved["depth.png"]["marked"]["PSNR dB ↑"]  # its × on the PSNR panel
+    assert "⚠ switches† (optimistic bound): conv1" in figures.saved["grid.png"]["yticks"]
+
+
+class ClassMeanImage(Method):
+    """Reconstructs every image as the class-mean training image of its label: exactly the class-mean floor."""
+
+    name = "class mean"
+
+    def __init__(self, class_means):
+        self.class_means = class_means
+
+    def reconstruct(self, batch, layer):
+        return self.class_means[batch.labels.cpu()].to(batch.images)
+
+
+def test_each_verdict_has_its_own_mark_and_the_legend_covers_no_panel(ckpt, data, tmp_path, monkeypatch):
+    """depth.png drew one red × for two verdicts (below the mean image, below the class mean) and for a failed
+    decoder, and its legend sat over the first panel's lines."""
+    from upconv.core.floors import Floors
+    from upconv.evaluation.figures import MARKS
+
+    figures = Figures(monkeypatch)
+    floors = Floors.from_batches(data.images("train", batch_size=250), "train", n_classes=8)
+    state = torch.load(ckpt, weights_only=True)
+    record = {"status": "ok", "healthy": True, "final_loss": 0.1, "recoveries": 0, "lr_scale": 1.0, "events": []}
+    state["upconv"]["health"] = {L: dict(record, status="failed" if L == "fc6" else "ok") for L in LAYERS}
+    torch.save(state, tmp_path / "health.ckpt")
+    blank = Constant("blank", torch.zeros(3, 32, 32))
+    evaluate(
+        EvalConfig(checkpoints=[str(tmp_path / "health.ckpt")], out=str(tmp_path / "run"), n_boot=5, lpips=False),
+        data=data,
+        methods=["upconvnet", blank, ClassMeanImage(floors.class_means)],
+    )
+    saved = figures.saved["depth.png"]
+    assert {"x", "v", "s"} <= saved["marks"]["PSNR dB ↑"]  # below the mean image, the class mean, failed decoder
+    assert saved["marks"]["SSIM ↑"] == {"s"}  # the floor verdicts are by PSNR; a failed decoder on every panel
+    assert {MARKS["floor"][2], MARKS["class"][2], MARKS["health"][2]} <= set(saved["legend"])
+    assert not saved["legend_covers_a_panel"]
 
 
 def test_a_decoder_that_failed_in_training_is_named_beside_its_number(ckpt, data, tmp_path):

@@ -395,3 +395,65 @@ def test_a_short_run_leaves_its_full_state_and_its_training_losses(tmp_path):
     logged = [r for r in rows if r.get("train/loss_conv1_epoch")]
     assert len(logged) == 2 and trainer.log_every_n_steps > trainer.global_step  # one row per epoch
     assert all(r["train/skipped_steps_epoch"] != "" for r in logged)  # the counters are written, not just headed
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KillAt(L.Callback):
+    """Kills the run right after step ``step`` (and after the callbacks before it, LastState's save included)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise _Killed(f"killed at step {self.step}")
+
+
+class _Batches(L.Callback):
+    """Records (step, a fingerprint of the batch's images) of every training step."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.seen.append((trainer.global_step, round(float(batch[0].double().sum()), 6)))
+
+
+def test_a_run_killed_within_an_epoch_resumes_where_it_stopped(tmp_path):
+    """LastState saves within an epoch by the clock (every_n_minutes=0: at every check), so a kill loses
+    minutes, not the run; the resumed run takes exactly the rest of that epoch's batches, in the same order, and
+    ends at the uninterrupted run's step."""
+    from upconv.training.callbacks import LastState
+
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=12), batch_size=16, augment=False)
+
+    def fit(folder, *extra, resume=None):
+        torch.manual_seed(0)
+        m = InversionModule(layers=["conv1"], **TINY)
+        batches = _Batches()
+        trainer = L.Trainer(
+            max_epochs=2,
+            limit_val_batches=0,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[LastState(str(folder), every_n_minutes=0, check_every=1), *extra, batches],
+        )
+        trainer.fit(m, data, ckpt_path=resume)
+        return trainer, batches.seen
+
+    t_whole, whole = fit(tmp_path / "whole")
+    per_epoch = t_whole.global_step // 2
+    assert per_epoch >= 4
+    kill = per_epoch + 2  # in the second epoch, two batches in
+    with pytest.raises(_Killed):
+        fit(tmp_path / "killed", _KillAt(kill))
+    saved = torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == kill  # the state of the last step, not of the last epoch's end
+    t_resumed, resumed = fit(tmp_path / "killed", resume=str(tmp_path / "killed" / "last.ckpt"))
+    assert t_resumed.global_step == t_whole.global_step  # the rest of the epoch, not the whole epoch again
+    assert resumed == whole[kill:]  # the same batches at the same steps

@@ -626,3 +626,65 @@ def test_a_victim_at_chance_is_flagged_before_any_leakage_figure(tmp_path):
     assert res.notes[0].startswith("⚠ the victim is not distinguishable from chance")
     assert "chance is 1/10 = 0.100" in res.notes[0]
     assert report.index("not distinguishable from chance") < report.index("## Leakage without defence")
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--inverter_epochs", "0", "inverter_epochs must be at least 1 (it trains each inverse network); got 0"),
+        ("--victim_epochs", "0", "victim_epochs must be at least 1 (it trains the victim"),
+        ("--shadow_epochs", "-1", "shadow_epochs must be at least 1 (it trains the query-free attack's shadow"),
+    ],
+)
+def test_a_budget_of_no_epochs_is_refused_in_one_line(option, value, message, tmp_path, capsys, monkeypatch):
+    """`--inverter_epochs 0` reported untrained inverse networks as leakage; it is refused before any image is
+    decoded, in one line."""
+    from upconv.cli.main import main
+    from upconv.privacy import run
+
+    monkeypatch.setattr(run, "load_splits", lambda *a, **k: pytest.fail("images decoded before the check"))
+    with pytest.raises(SystemExit) as e:
+        main(["privacy", "--data", "embedded", option, value, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"upconv: error: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_tradeoff_legend_hides_no_line(tmp_path, monkeypatch):
+    """The leakage–utility figure had its legend inside the first panel, over the curves; it sits below them."""
+    from types import SimpleNamespace
+
+    import matplotlib.figure
+
+    from upconv.privacy import report
+
+    seen, real = {}, matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):
+        fig.canvas.draw()
+        boxes = [leg.get_window_extent() for leg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if leg]
+        seen["legends"] = len(boxes)
+        seen["overlap"] = any(b.overlaps(ax.get_window_extent()) for b in boxes for ax in fig.axes)
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    defenses = {"noise": [0.5, 2.0], "quantize": [4, 2]}
+    rows = []
+    for d in ("paper", "upconvnet"):
+        rows.append(dict(attack="black_box_dist", decoder=d, layer="relu22", defense="none", attacker="clean"))
+        for kind, strengths in defenses.items():
+            for who in ("clean", "adaptive"):
+                rows += [
+                    dict(attack="black_box_dist", decoder=d, layer="relu22", defense=kind, attacker=who, strength=s)
+                    for s in strengths
+                ]
+    for i, r in enumerate(rows):
+        r.update(utility=0.4 - 0.01 * i, psnr=18.0 - 0.2 * i)
+    settings = {"layers": ["relu22"], "decoders": ["paper", "upconvnet"], "defenses": defenses}
+    result = SimpleNamespace(
+        settings={**settings, "attackers": ["clean", "adaptive"]},
+        rows=rows,
+        floor_rows=[{"attack": "floor: mean image", "psnr": 12.0}, {"attack": "floor: class mean", "psnr": 13.0}],
+    )
+    report._plot_tradeoff(result, "black_box_dist", str(tmp_path / "tradeoff.png"))
+    assert seen == {"legends": 1, "overlap": False}

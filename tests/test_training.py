@@ -243,3 +243,35 @@ def test_classifier_export_loads_as_encoder_weights(tmp_path):
     ckpt = tmp_path / "clf.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in clf.model.state_dict().items()}}, ckpt)
     assert build_encoder("alexnet_cifar", str(ckpt), kwargs={"width": 0.25}).weights_hash == enc.weights_hash
+
+
+def test_the_validation_reconstruction_png_is_captioned_and_its_rows_labelled(tmp_path, monkeypatch):
+    import matplotlib.figure
+    from lightning.pytorch.loggers import CSVLogger
+
+    saved, real = {}, matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):  # the caption and row labels, read off the figure itself
+        ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+        saved[os.path.basename(str(path))] = (fig._suptitle.get_text() if fig._suptitle else "", ticks)
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    torch.manual_seed(0)
+    m = InversionModule(layers=["conv1", "fc6"], log_images=4, **TINY)
+    data = ImageData(images=ImageSource(source="embedded", embedded_per_class=6), batch_size=16)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(tmp_path, name="run"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(m, data)
+    assert os.path.isfile(os.path.join(trainer.log_dir, "reconstructions_epoch000.png"))
+    caption, rows = saved["reconstructions_epoch000.png"]
+    assert caption.startswith("epoch 0: 4 validation images (top row) and their reconstruction from each layer")
+    assert rows == ["originals", "conv1", "fc6"]

@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from upconv.cli.args import shared_args
@@ -17,15 +16,7 @@ from upconv.core.runtime import progress
 from upconv.methods.deconvnet import DeconvNet
 from upconv.nets.spec import EncoderSpec
 from upconv.optim.indices import check_indices
-from upconv.visualize.deconv import channel_figure, image_figure, image_folder, top_activating
-
-
-def _save(image: Tensor, path: str, zoom: int) -> None:
-    from torchvision.utils import save_image
-
-    if zoom > 1:  # nearest-neighbour keeps 32×32 pixels crisp
-        image = F.interpolate(image[None].float(), scale_factor=zoom, mode="nearest")[0]
-    save_image(image.clamp(0, 1).cpu(), path)
+from upconv.visualize.deconv import channel_figure, image_caption, image_figure, image_folder, top_activating
 
 
 def _channel_figures(
@@ -94,7 +85,8 @@ def deconv(
         if n_img > 0:
             tiles = image_figure(net, torch.stack([ds[i][0] for i in range(n_img)]), name, top_k)
             for i, tile in enumerate(progress(tiles, "image figures", n_img, unit="fig")):
-                _save(tile, os.path.join(tmp, f"{name}_image{i:04d}.png"), zoom)
+                caption = image_caption(enc.name, name, i, top_k, guided)
+                save_figure(captioned_figure(tile, caption, zoom), os.path.join(tmp, f"{name}_image{i:04d}.png"))
     print(
         f"{len(channels)} channel figures (top {values.shape[1]} of {len(ds)} images) and {n_img} image "
         f"figures for {enc.name} {name}{' (guided)' if guided else ''} written to {out}/"

@@ -4,7 +4,8 @@
    (configs/demo_encoder.yaml);
 2. trains UpconvNet decoders for several of its layers in one run (configs/demo.yaml);
 3. evaluates UpconvNet and DeconvNet on held-out crops and writes the depth report (DeconvNet twice: fitted
-   to the true image, an optimistic bound, and min-max scaled, which reads nothing of it).
+   to the true image and min-max scaled; both replay the image's own max-pool switches, so both are optimistic
+   bounds, judged against DeconvNet's own floors).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ instance ``main`` hands to the run function listed in ``RUNS``. Training goes th
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+from argparse import ArgumentError
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -20,6 +23,7 @@ from upconv.cli.attribution import COMMANDS as ATTRIBUTION_COMMANDS
 from upconv.cli.deconv import deconv
 from upconv.cli.privacy import budget, frontier, privacy
 from upconv.cli.visualize import COMMANDS as VISUALIZE_COMMANDS
+from upconv.core.errors import config_error
 from upconv.core.runtime import close_progress_bars
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.run import run_evaluate
@@ -83,17 +87,46 @@ COMMANDS = {
 }
 
 
+# Where a command writes by default; from Python the same config's ``out=None`` writes nothing.
+DEFAULTS = {"evaluate.out": "runs/eval"}
+
+
+def option_names(args: list[str]) -> tuple[set[str], str]:
+    """The option names of the (sub)command ``args`` start with, and the command that lists them (``--help``)."""
+    component, path = COMMANDS, []
+    for a in args:
+        if not (isinstance(component, dict) and a in component):
+            break
+        component, path = component[a], [*path, a]
+    if isinstance(component, dict):
+        return set(component), "upconv --help"
+    if dataclasses.is_dataclass(component):
+        names = {f.name for f in dataclasses.fields(component)}
+    else:
+        names = set(inspect.signature(component).parameters)
+    names |= {f"encoder.{f.name}" for f in dataclasses.fields(EncoderSpec)} if "encoder" in names else set()
+    return names, f"upconv {' '.join(path)} --help"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run a subcommand; a mistake (an unknown option or config key, a bad value or file) ends in one line,
+    ``upconv: error: …``, and exit status 2."""
+    args = encoder_options(sys.argv[1:] if argv is None else list(argv), COMMANDS)
     try:
-        args = encoder_options(sys.argv[1:] if argv is None else list(argv), COMMANDS)
-        parsed = CLI(COMMANDS, args=args, as_positional=True)
+        parsed = CLI(COMMANDS, args=args, as_positional=True, exit_on_error=False, set_defaults=DEFAULTS)
         run = RUNS.get(type(parsed))
         if run is not None:
             run(parsed)
+    except ArgumentError as e:
+        _fail(config_error(e, *option_names(args)))
     except (ValueError, FileNotFoundError) as e:
-        close_progress_bars()
-        print(f"upconv: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(str(e))
+
+
+def _fail(message: str) -> None:
+    close_progress_bars()
+    print(f"upconv: error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -66,21 +66,44 @@ def save_grid(
 
 def row_grid(rows: Sequence[Tensor], labels: Sequence[str], title: str, path: str | os.PathLike) -> None:
     """Write image rows (each (N, C, H, W) in [0, 1], the same N) as one PNG, each row labelled on the left:
-    originals and their reconstructions in the evaluation and privacy reports."""
+    originals and their reconstructions in the evaluation and privacy reports. The labels and the title are
+    measured as drawn and the figure is laid out around them, so none is cut at an edge."""
     from torchvision.utils import make_grid
 
     n = len(rows[0])
     grid = make_grid(torch.cat(list(rows)).float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)  # (C, Hg, Wg)
     h = rows[0].shape[-2] + 2
-    label_in = 0.3 + 0.065 * max(map(len, labels), default=0)  # at 7 pt: the labels' own width, never clipped
-    fig, ax = plt.subplots(figsize=(label_in + 0.6 * n + 0.3, 0.6 * len(rows) + 0.5))
+    img_h = 0.6 * len(rows)  # inches: 0.6 per row, the width in proportion
+    img_w = img_h * grid.shape[2] / grid.shape[1]
+    fig = plt.figure(figsize=(img_w + 2, img_h + 0.5))
+    ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(len(rows))], list(labels), fontsize=7)
     ax.set_xticks([])
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    heading = fig.suptitle(title, fontsize=9)
+    fig.canvas.draw()
+    inches = lambda t: t.get_window_extent().width / fig.dpi  # noqa: E731 - width of a drawn text
+    label_in = max((inches(t) for t in ax.get_yticklabels()), default=0) + 0.25  # text, tick marks, a margin
+    pad, top = 0.1, 0.35
+    width = max(label_in + img_w + 2 * pad, inches(heading) + 2 * pad)
+    height = img_h + top + pad
+    fig.set_size_inches(width, height)
+    ax.set_position((label_in / width, pad / height, img_w / width, img_h / height))
+    heading.set_y(1 - 0.08 / height)
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamp: the same run gives the same bytes
     plt.close(fig)
+
+
+def legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], ncol: int = 2, fontsize: float = 8) -> None:
+    """One legend for the entries of every panel (each label once), below the panels, so it covers no data:
+    the figure grows by the legend's height and the panels are laid out above it. Call it last, before saving."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        entries.update({label: h for h, label in zip(*ax.get_legend_handles_labels()) if not label.startswith("_")})
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+    legend_in = fontsize / 72 * 1.6 * -(-len(entries) // ncol) + 0.15  # inches of legend rows and margin
+    fig.set_figheight(fig.get_figheight() + legend_in)
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
 
 
 def captioned_figure(image: Tensor, caption: str, zoom: int = 1, fontsize: float = 8) -> plt.Figure:

@@ -5,6 +5,13 @@ its class scores the **class-mean training image**. The depth report and the pri
 as reference rows (so they live here, below both), so a layer's figure can never be read as "information
 lost" (or "no leak") when its decoder simply failed: a row at or below the mean-image floor is flagged
 beside its number, and one at or below the class-mean floor is marked as carrying no more than the class.
+
+A method that reads the true image beyond its features (DeconvNet replays the image's own max-pool switches)
+can clear those floors with features that carry nothing, so it has **its own floors** too: the same method with
+the features replaced by nothing (a constant, another image's). Its row is judged against them by the paired
+per-image PSNR difference (row − floor, same images): the row is flagged unless the low end of that difference's
+95 % interval exceeds the half-width of the row's own PSNR interval — a gain the features add that is smaller
+than the figure's own uncertainty cannot be read off the figure (DeconvNet at fc8 on the demo: +0.03 dB).
 """
 
 from __future__ import annotations
@@ -20,6 +27,17 @@ CLASS_MEAN = "floor: class mean"
 FLOOR_METHODS = (MEAN_IMAGE, CLASS_MEAN)
 BELOW_FLOOR = "at or below the no-information floor (the mean training image)"
 BELOW_CLASS = "at or below the class-mean floor (no more than the class)"
+BELOW_OWN = "not above its own no-information floor"  # + " (<kind>, …)"
+
+
+def own_floor_name(method: str, kind: str) -> str:
+    """The row name of a method's own floor: ``floor: deconvnet, constant signal``."""
+    return f"floor: {method}, {kind}"
+
+
+def uninformative(verdict_: str | None) -> bool:
+    """Whether a verdict says the figure does not measure the layer's information (a ⚠ in every report)."""
+    return bool(verdict_) and (verdict_ == BELOW_FLOOR or verdict_.startswith(BELOW_OWN))
 
 
 @dataclass
@@ -74,12 +92,23 @@ class Floors:
         raise ValueError(f"unknown floor '{method}'; choose {MEAN_IMAGE!r} or {CLASS_MEAN!r}")
 
 
-def verdict(psnr: float | None, floor_psnr: dict[str, float]) -> str | None:
-    """A row's standing against the floors by mean PSNR: ``BELOW_FLOOR``, ``BELOW_CLASS`` or None."""
+def verdict(
+    psnr: float | None,
+    floor_psnr: dict[str, float],
+    own_margins: dict[str, float] | None = None,
+    tolerance: float = 0.0,
+) -> str | None:
+    """A row's standing against the floors by mean PSNR: ``BELOW_FLOOR``, ``BELOW_OWN (kinds)``, ``BELOW_CLASS``
+    or None. ``own_margins``: per kind of the method's own floor, the lower end of the 95 % interval of the
+    paired per-image PSNR difference (row − floor); at or below ``tolerance`` (the half-width of the row's own
+    PSNR interval) the row is not above that floor."""
     if psnr is None:
         return None
     if MEAN_IMAGE in floor_psnr and psnr <= floor_psnr[MEAN_IMAGE]:
         return BELOW_FLOOR
+    beaten = [kind for kind, low in (own_margins or {}).items() if low <= tolerance]
+    if beaten:
+        return f"{BELOW_OWN} ({', '.join(beaten)})"
     if CLASS_MEAN in floor_psnr and psnr <= floor_psnr[CLASS_MEAN]:
         return BELOW_CLASS
     return None

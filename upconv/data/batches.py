@@ -88,6 +88,8 @@ class ShardedOrder:
         self.rank, self.world_size, self.device = rank, world_size, device
         self.batch_size = min(batch_size, n // world_size) if drop_last else batch_size  # per process
         self.epoch = 0
+        self._taken = (0, 0)  # (epoch, batches) of the pass under way: what a checkpoint saved now has trained
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next pass draws (Lightning calls this at the start of every epoch, resumes included)."""
@@ -106,9 +108,22 @@ class ShardedOrder:
         return order[self.rank :: self.world_size].to(self.device)  # moved once per epoch
 
     def __iter__(self) -> Iterator[Tensor]:
-        shard, self.epoch = self.shard(self.epoch), self.epoch + 1  # a plain loop gets a new order every pass
-        for i in range(len(self)):
+        epoch, self.epoch = self.epoch, self.epoch + 1  # a plain loop gets a new order every pass
+        shard = self.shard(epoch)
+        resume, self._resume = self._resume, None
+        start = resume[1] if resume is not None and resume[0] == epoch else 0
+        for i in range(start, len(self)):
+            self._taken = (epoch, i + 1)
             yield shard[i * self.batch_size : (i + 1) * self.batch_size]  # (B,)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the pass under way stands (saved by Lightning in a checkpoint taken within an epoch)."""
+        return {"epoch": self._taken[0], "batches": self._taken[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the pass over epoch ``state["epoch"]`` starts after its first ``state["batches"]`` batches, so a
+        run resumed from within an epoch trains the rest of that epoch's order, not the whole epoch again."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
@@ -146,6 +161,12 @@ class DeviceBatches:
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def state_dict(self) -> dict[str, int]:  # with load_state_dict: Lightning saves and restores the position
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for idx in self.sampler:  # (B,) on the images' device

@@ -57,13 +57,17 @@ def evenly_spaced(n: int, limit: int | None) -> list[int]:
 def load_images(
     inputs: Sequence[str], size: tuple[int, int], limit: int | None = None, channels: int = 3
 ) -> tuple[Tensor, Tensor | None, list[str]]:
-    """Image files and ImageFolder directories as float images (N, C, H, W) in [0, 1], their folder labels
-    (None when any input is a plain file) and their names; ``limit`` images per folder, evenly spaced."""
+    """Image files, plain folders of images and ImageFolder directories (``root/<class>/<image>``) as float
+    images (N, C, H, W) in [0, 1], their folder labels (None when any input is a file or a plain folder) and
+    their names; ``limit`` images per folder, evenly spaced."""
     mode = "L" if channels == 1 else "RGB"
     tf = transform(size, "float")  # the same resize and crop as image_folder: one file, one tensor everywhere
     picks: list[tuple[str, int, str]] = []  # (file, label, name)
     for path in inputs:
-        if os.path.isdir(path):
+        if os.path.isdir(path) and plain_folder(path):  # photos/*.jpg: no classes, no labels
+            files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXT))
+            picks += [(os.path.join(path, files[i]), -1, files[i]) for i in evenly_spaced(len(files), limit)]
+        elif os.path.isdir(path):
             ds = datasets.ImageFolder(path)  # lists files only; nothing is decoded here
             for i in evenly_spaced(len(ds), limit):
                 file, label = ds.samples[i]
@@ -81,8 +85,13 @@ def load_images(
     return torch.stack(images), (None if (y < 0).any() else y), [name for _, _, name in picks]
 
 
+def plain_folder(path: str) -> bool:
+    """A folder of images without class subfolders (read as files, unlabelled), not an ImageFolder tree."""
+    return not any(e.is_dir() for e in os.scandir(path))
+
+
 def folder_classes(inputs: Sequence[str]) -> list[str] | None:
     """The class names of the ImageFolder directories among ``inputs``, in label order (sorted folder names);
-    None when there is no directory or two directories have different classes."""
-    found = {tuple(datasets.folder.find_classes(p)[0]) for p in inputs if os.path.isdir(p)}
+    None when there is no such directory or two have different classes."""
+    found = {tuple(datasets.folder.find_classes(p)[0]) for p in inputs if os.path.isdir(p) and not plain_folder(p)}
     return list(found.pop()) if len(found) == 1 else None

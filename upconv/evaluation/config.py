@@ -19,7 +19,8 @@ class EvalConfig:
     Args:
         checkpoints: UpconvNet decoder checkpoints, a list [a.ckpt, b.ckpt] or one path (their encoder is
             rebuilt from the record).
-        out: report folder, created only when the report is complete (None: write nothing).
+        out: report folder, created only when the report is complete (None, the default from Python: write
+            nothing; `upconv evaluate` writes runs/eval unless told otherwise).
         encoder: the encoder (default: the one the checkpoints record; its weights / kwargs / pretrained given
             here replace the recorded ones).
         layers: layer names in any order, or ["all"].
@@ -41,7 +42,7 @@ class EvalConfig:
     """
 
     checkpoints: list[str] | str | None = None
-    out: str | None = "runs/eval"
+    out: str | None = None
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     layers: list[str] = field(default_factory=lambda: ["all"])
     methods: list[str] = field(default_factory=lambda: ["upconvnet"])

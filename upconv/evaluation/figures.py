@@ -3,63 +3,80 @@ reconstructions (grid.png). Flagged rows are marked in both, never a silent poin
 
 from __future__ import annotations
 
-from upconv.core.figures import row_grid
-from upconv.core.floors import BELOW_FLOOR
+from upconv.core.figures import legend_below, row_grid
+from upconv.core.floors import uninformative
 from upconv.evaluation.result import METRICS, EvalResult
 from upconv.evaluation.tables import LABELS, method_label
 
-MARK = "× below a floor (PSNR panel) / decoder failed"
+# One marker per verdict, never one mark for two: (marker, colour, legend text).
+MARKS = {
+    "floor": ("x", "red", "× at or below a no-information floor (PSNR panel): not the layer's information"),
+    "class": ("v", "darkorange", "▾ at or below the class-mean floor (PSNR panel)"),
+    "health": ("s", "black", "□ decoder failed or recovered in training"),
+}
+MARK = MARKS["floor"][2]
+
+
+def _marks(k: str, rs: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """(position, value) of each point to mark on metric ``k``'s panel, by verdict. The floor verdicts are by
+    PSNR: marked on the PSNR panel only; a failed or recovered decoder on every panel."""
+    out: dict[str, list[tuple[int, float]]] = {"floor": [], "class": [], "health": []}
+    for i, r in enumerate(rs):
+        if r[k] is None:
+            continue
+        if k == "psnr" and r.get("floor_verdict"):
+            out["floor" if uninformative(r["floor_verdict"]) else "class"].append((i, r[k]))
+        if r.get("decoder_health") in ("failed", "recovered"):
+            out["health"].append((i, r[k]))
+    return out
+
+
+def _panel(ax, result: EvalResult, k: str) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """One metric against depth: a line per method with its interval, its marks, its own floor, the floors."""
+    layers, x = result.settings["layers"], list(range(len(result.settings["layers"])))
+    for m in result.settings["methods"]:
+        rs = [next(r for r in result.rows if r["method"] == m and r["layer"] == L) for L in layers]
+        label = method_label(m, result.settings, long=True)
+        (line,) = ax.plot(x, [r[k] for r in rs], marker="o", ms=3, label=label)
+        ax.fill_between(x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25, color=line.get_color())
+        if k == "psnr" and all(r.get("own_floors") for r in rs):  # the highest of its own floors, layer by layer
+            own = [max(f["psnr"] for f in r["own_floors"].values()) for r in rs]
+            ax.plot(x, own, ls=(0, (1, 2)), lw=1.2, color=line.get_color(), label=f"{m}: its own floor (highest)")
+        for what, points in _marks(k, rs).items():
+            if points:  # never a silent point
+                marker, colour, text = MARKS[what]
+                face = "none" if marker == "s" else colour
+                ax.plot(*zip(*points), marker, color=colour, mfc=face, ms=7, mew=2, ls="none", label=text)
+    for r, style in zip(result.floor_rows, ("--", ":")):
+        if r[k] is not None:
+            ax.axhline(r[k], color="grey", ls=style, lw=1, label=r["method"])
+    ax.set_title(LABELS[k], fontsize=10)
+    ax.set_xticks(x, layers, rotation=60, fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def depth_plot(result: EvalResult, path: str) -> None:
-    """Each metric against depth, one line per method with its 95 % interval shaded, the floors dashed."""
+    """Each metric against depth, one line per method with its 95 % interval shaded, the floors dashed; one
+    legend for every panel, below them, so it covers no data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [k for k in METRICS if any(r[k] is not None for r in result.rows)]
-    layers, methods = result.settings["layers"], result.settings["methods"]
     cols = 4
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    x = list(range(len(layers)))
     for ax, k in zip(axes.flat, metrics):
-        for m in methods:
-            rs = [next(r for r in result.rows if r["method"] == m and r["layer"] == L) for L in layers]
-            (line,) = ax.plot(
-                x, [r[k] for r in rs], marker="o", ms=3, label=method_label(m, result.settings, long=True)
-            )
-            ax.fill_between(
-                x, [r[k + "_lo"] for r in rs], [r[k + "_hi"] for r in rs], alpha=0.25, color=line.get_color()
-            )
-            # The floor verdict is by PSNR: marked on the PSNR panel only; a failed decoder on every panel.
-            bad = [
-                (i, r[k])
-                for i, r in enumerate(rs)
-                if r[k] is not None
-                and ((k == "psnr" and r.get("floor_verdict")) or r.get("decoder_health") in ("failed", "recovered"))
-            ]
-            if bad:  # never a silent point
-                ax.plot(*zip(*bad), "x", color="red", ms=7, mew=2, label=MARK)
-        for r, style in zip(result.floor_rows, ("--", ":")):
-            if r[k] is not None:
-                ax.axhline(r[k], color="grey", ls=style, lw=1, label=r["method"])
-        ax.set_title(LABELS[k], fontsize=10)
-        ax.set_xticks(x, layers, rotation=60, fontsize=7)
-        ax.grid(alpha=0.3)
+        _panel(ax, result, k)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    legend = {}  # one legend for every panel's entries: the × may be on the PSNR panel alone
-    for ax in axes.flat:
-        legend.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
-    axes.flat[0].legend(legend.values(), legend.keys(), fontsize=8)
     fig.suptitle(
         f"{result.settings['encoder']}: reconstruction fidelity by layer "
         f"(n = {result.settings['n_images']}, 95 % bootstrap CI shaded)",
         fontsize=11,
     )
-    fig.tight_layout()
+    legend_below(fig, list(axes.flat))  # a mark may be on the PSNR panel alone
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
@@ -73,7 +90,7 @@ def grid_plot(result: EvalResult, path: str) -> None:
         ["original"]
         + [r["method"] for r in result.floor_rows]
         + [
-            ("⚠ " if by_key[(m, L)].get("floor_verdict") == BELOW_FLOOR else "")  # as in report.md
+            ("⚠ " if uninformative(by_key[(m, L)].get("floor_verdict")) else "")  # as in report.md
             + (f"{method_label(m, s, long=True)}: {L}" if len(methods) > 1 or s.get("method_caveats") else L)
             for m in methods
             for L in layers

@@ -24,14 +24,20 @@ def _write_csv(result: EvalResult, path: str) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
-        for r in [*result.rows, *result.floor_rows]:
+        for r in [*result.rows, *result.floor_rows, *result.own_floor_rows]:
             w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])
 
 
 def _write_json(result: EvalResult, path: str) -> None:
     with open(path, "w") as f:
         json.dump(
-            {"settings": result.settings, "notes": result.notes, "rows": result.rows, "floor_rows": result.floor_rows},
+            {
+                "settings": result.settings,
+                "notes": result.notes,
+                "rows": result.rows,
+                "floor_rows": result.floor_rows,
+                "own_floor_rows": result.own_floor_rows,
+            },
             f,
             indent=2,
         )

@@ -22,3 +22,4 @@ class EvalResult:
     grid: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (method, layer) -> (N_grid, C, H, W)
     out: str | None = None
     floor_rows: list[dict[str, Any]] = field(default_factory=list)  # one per no-information floor
+    own_floor_rows: list[dict[str, Any]] = field(default_factory=list)  # per method × layer × kind of its own floor

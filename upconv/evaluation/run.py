@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from upconv.core import metrics as M
-from upconv.core.floors import FLOOR_METHODS, verdict
+from upconv.core.floors import BELOW_OWN, FLOOR_METHODS, own_floor_name, uninformative, verdict
 from upconv.evaluation.config import EvalConfig
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan, prepare
@@ -52,7 +52,7 @@ def evaluate(
     all_x = torch.cat(originals)  # (N, C, H, W)
     n = len(all_x)
     d_bar = float(M.mean_pairwise_distance(all_x.to(plan.device)))
-    rows, floor_rows = summarise(plan, scores, n, d_bar, config)
+    rows, floor_rows, own_floor_rows = summarise(plan, scores, n, d_bar, config)
     acc = (
         M.bootstrap_ci(torch.cat(orig_acc), n_boot=config.n_boot, seed=config.seed)
         if plan.accuracy_basis is not None
@@ -67,6 +67,7 @@ def evaluate(
         originals=grid_x,
         grid=grid,
         floor_rows=floor_rows,
+        own_floor_rows=own_floor_rows,
     )
     if config.out is not None:
         result.out = write_report(result, config.out, overwrite=config.overwrite)
@@ -75,8 +76,9 @@ def evaluate(
 
 def summarise(
     plan: Plan, scores: Scores, n: int, d_bar: float, config: EvalConfig
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one row per method × layer in network order, one row per no-information floor)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per method × layer in network order, one row per no-information floor, one row per method ×
+    layer × kind of the method's own floors)."""
     boot = dict(d_bar=d_bar, n_boot=config.n_boot, seed=config.seed)
     floor_rows = [
         scores.summary(
@@ -86,25 +88,34 @@ def summarise(
     ]
     floor_psnr = {r["method"]: r["psnr"] for r in floor_rows}
     caveats = _caveats(plan.methods)
-    rows = []
+    rows, own_rows = [], []
     for m in plan.methods:
         for L in plan.layers:
-            row = scores.summary(
-                (m.name, L),
-                {
-                    "method": m.name,
-                    "layer": L,
-                    "depth": plan.encoder.layers.index(L) + 1,
-                    "n": n,
-                    "reads_target": m.name in caveats,
-                },
-                **boot,
-            )
-            row["floor_verdict"] = verdict(row["psnr"], floor_psnr)
+            base = {"layer": L, "depth": plan.encoder.layers.index(L) + 1, "n": n, "reads_target": m.name in caveats}
+            row = scores.summary((m.name, L), {"method": m.name, **base}, **boot)
+            own = own_floors(m, L, scores, base, config)
+            own_rows += [scores.summary((r["method"], L), r, **boot) for r in own]
+            row["own_floors"] = {r["floor_kind"]: {"psnr": r["psnr"], "margin": r["margin"]} for r in own} or None
+            margins = {r["floor_kind"]: r["margin"][1] for r in own}
+            half = (row["psnr_hi"] - row["psnr_lo"]) / 2  # a gain below the figure's own uncertainty is not one
+            row["floor_verdict"] = verdict(row["psnr"], floor_psnr, margins, half)
             health = m.health(L)
             row["decoder_health"] = health.get("status") if health else None
             rows.append(row)
-    return rows, floor_rows
+    return rows, floor_rows, own_rows
+
+
+def own_floors(m: Method, layer: str, scores: Scores, base: dict[str, Any], config: EvalConfig) -> list[dict[str, Any]]:
+    """The rows of ``m``'s own floors at ``layer`` (not yet summarised), each with ``margin``: the paired per-image
+    PSNR difference method − floor, mean and 95 % interval, over the same images."""
+    rows = []
+    for kind in m.floor_kinds:
+        name = own_floor_name(m.name, kind)
+        margin = scores.paired((m.name, layer), (name, layer), config.n_boot, config.seed)
+        rows.append(
+            {"method": name, **base, "reads_target": True, "floor_of": m.name, "floor_kind": kind, "margin": margin}
+        )
+    return rows
 
 
 def _caveats(methods: list[Method]) -> dict[str, str]:
@@ -134,22 +145,27 @@ def health_notes(rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]) -
         elif r.get("decoder_health") == "recovered":
             what.append("its decoder diverged in training and was recovered")
         if r.get("floor_verdict"):
-            what.append(
-                f"PSNR {r['psnr']:.2f} dB is {r['floor_verdict']}: "
-                f"{', '.join(f'{k} {v:.2f} dB' for k, v in floor.items())}"
-            )
+            what.append(f"PSNR {r['psnr']:.2f} dB is {r['floor_verdict']}: {_floor_figures(r, floor)}")
         if what:
-            warn = (
-                r.get("decoder_health") == "failed"
-                or r.get("floor_verdict", "")
-                and "no-information" in r["floor_verdict"]
-            )
+            warn = r.get("decoder_health") == "failed" or uninformative(r.get("floor_verdict"))
             notes.append(
                 f"{'⚠ ' if warn else ''}{r['method']} at {r['layer']}: "
                 + "; ".join(what)
                 + ("; this figure does not measure the layer's information" if warn else "")
             )
     return notes
+
+
+def _floor_figures(row: dict[str, Any], floor: dict[str, float]) -> str:
+    """The floors a flagged row is set against, in words: its own floors with the paired difference when it
+    has them, the mean-image floors otherwise."""
+    if not row.get("own_floors") or not row["floor_verdict"].startswith(BELOW_OWN):
+        return ", ".join(f"{k} {v:.2f} dB" for k, v in floor.items())
+    return ", ".join(
+        f"{kind} {f['psnr']:.2f} dB (paired difference {f['margin'][0]:+.2f} [{f['margin'][1]:+.2f}, "
+        f"{f['margin'][2]:+.2f}] dB)"
+        for kind, f in row["own_floors"].items()
+    )
 
 
 def evaluation_notes(
@@ -200,6 +216,7 @@ def settings_of(
         "device": str(plan.device.type),
         "torch": torch.__version__,
         "floors": {"source": plan.floors.source, "n_images": plan.floors.n, "methods": list(FLOOR_METHODS)},
+        "own_floors": {m.name: list(m.floor_kinds) for m in plan.methods if m.floor_kinds},
     }
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from upconv.core import metrics as M
-from upconv.core.floors import FLOOR_METHODS
+from upconv.core.floors import FLOOR_METHODS, own_floor_name
 from upconv.core.runtime import progress
 from upconv.evaluation.grid_picks import GridPicks
 from upconv.evaluation.plan import Plan
@@ -27,6 +27,7 @@ class Scores:
         self.with_accuracy = plan.accuracy_basis is not None
         self.lpips_model = plan.lpips_model
         keys = [(m.name, L) for m in plan.methods for L in plan.layers] + [(f, FLOOR_LAYER) for f in FLOOR_METHODS]
+        keys += [(own_floor_name(m.name, k), L) for m in plan.methods for L in plan.layers for k in m.floor_kinds]
         self.per: dict[tuple[str, str], dict[str, list[Tensor]]] = {key: {k: [] for k in METRICS} for key in keys}
 
     def add(self, key: tuple[str, str], xh: Tensor, x: Tensor, y: Tensor, feats: dict[str, Tensor]) -> None:
@@ -62,6 +63,11 @@ class Scores:
                 v = v / d_bar  # Dosovitskiy & Brox's normaliser: the mean distance between two originals
             row[k], row[f"{k}_lo"], row[f"{k}_hi"] = M.bootstrap_ci(v, n_boot=n_boot, seed=seed)
         return row
+
+    def paired(self, key: tuple[str, str], other: tuple[str, str], n_boot: int, seed: int) -> list[float]:
+        """Mean per-image PSNR difference ``key`` − ``other`` over the same images and its 95 % bootstrap interval."""
+        a, b = (torch.cat([t.double().cpu() for t in self.per[k]["psnr"]]) for k in (key, other))  # (N,)
+        return list(M.bootstrap_ci(a - b, n_boot=n_boot, seed=seed))
 
 
 def _units(
@@ -110,7 +116,8 @@ def score_batches(
     for x, y, feats, opens, closes, m, L in progress(units, desc="evaluate", total=total, unit="step"):
         if opens:
             positions = _open_batch(plan, scores, picks, (x, y, feats), seen)
-        xh = m.reconstruct(Batch(x, feats, y), L).detach().float().clamp(0, 1)  # (B, C, H, W)
+        xh, own = m.reconstruct_with_floors(Batch(x, feats, y), L)
+        xh = xh.detach().float().clamp(0, 1)  # (B, C, H, W)
         if xh.shape != x.shape:
             raise ValueError(
                 f"method '{m.name}' returned shape {tuple(xh.shape)} for layer {L}; "
@@ -118,6 +125,8 @@ def score_batches(
             )
         picks.store((m.name, L), xh, positions)
         scores.add((m.name, L), xh, x, y, feats)
+        for kind in m.floor_kinds:  # the method's own floors: the same image, nothing of the features
+            scores.add((own_floor_name(m.name, kind), L), own[kind].detach().float().clamp(0, 1), x, y, feats)
         if closes:
             picks.end_batch()
     return seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from upconv.core.floors import BELOW_FLOOR, BELOW_OWN
 from upconv.core.metrics import SSIM_DEFINITION
 from upconv.evaluation.result import EvalResult
 
@@ -107,8 +108,10 @@ def _shown(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[str]:
 def verdict_cell(row: dict[str, Any], floors: bool) -> str:
     """The floor verdict of a row in a few words (``—`` when no floors were computed)."""
     verdict = row.get("floor_verdict") or ""
-    if "no-information" in verdict:
+    if verdict == BELOW_FLOOR:
         return "⚠ at/below the mean-image floor"
+    if verdict.startswith(BELOW_OWN):
+        return "⚠ not above its own floor" + verdict.removeprefix(BELOW_OWN)
     if verdict:
         return "at/below the class-mean floor"
     return "above the floors" if floors else "—"
@@ -169,6 +172,37 @@ def floor_tables(result: EvalResult) -> list[str]:
             ]
             out.append(_table(["floor", "n"] + [LABELS[k] for k in metrics], rows, 1))
     return out
+
+
+OWN_FLOORS_TEXT = (
+    "A method that reads the true image beyond its features (marked †) is judged against its own floors as well: "
+    "the same method on the same image with the features replaced by nothing — a **constant signal** (all ones) "
+    "or a **shuffled signal** (another image's features), projected through this image's own switches — and, "
+    "for a fit to the true image, the **fitted constant** (a flat image at the image's mean). A row is above "
+    "them only when the low end of the 95 % interval of its paired per-image PSNR difference to each (Δ) exceeds "
+    "the half-width of its own PSNR interval: a gain smaller than the figure's own uncertainty is not read off it."
+)
+
+
+def _own_cell(floor: dict[str, Any]) -> str:
+    """A floor's mean PSNR and the row's paired difference to it: ``14.98 (Δ +0.03 [-0.02, +0.08])``."""
+    return "{:.2f} (Δ {:+.2f} [{:+.2f}, {:+.2f}])".format(floor["psnr"], *floor["margin"])
+
+
+def own_floor_table(result: EvalResult) -> str | None:
+    """Per method and layer: its PSNR, the PSNR of each of its own floors, and its verdict (None: no such floor)."""
+    if not result.own_floor_rows:
+        return None
+    kinds = list(dict.fromkeys(r["floor_kind"] for r in result.own_floor_rows))
+    rows = [
+        [method_label(r["method"], result.settings), r["layer"], cell(r, "psnr")]
+        + [_own_cell(r["own_floors"][k]) if k in r["own_floors"] else "—" for k in kinds]
+        + [verdict_cell(r, True)]
+        for r in _ordered(result)
+        if r.get("own_floors")
+    ]
+    head = ["method", "layer", LABELS["psnr"]] + [f"{k}: PSNR (Δ paired)" for k in kinds] + ["floor verdict"]
+    return _table(head, rows, 2, 1)
 
 
 def _definitions(s: dict) -> list[str]:
@@ -235,6 +269,9 @@ def markdown(result: EvalResult) -> str:
         ]
         for table in floor_tables(result):
             parts += [table, ""]
+    own = own_floor_table(result)
+    if own:
+        parts += ["### Own floors", "", OWN_FLOORS_TEXT, "", own, ""]
     if caveat_lines(s):
         parts += [*caveat_lines(s), ""]
     parts += [

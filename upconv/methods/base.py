@@ -3,8 +3,9 @@
 Evaluation runs the encoder once per batch and hands every method a ``Batch`` holding the images, their
 features at every evaluated layer and their labels, so a method that needs only the features (UpconvNet,
 optimisation inversion) never runs the encoder again. A method that uses anything of the true image beyond
-its features (DeconvNet's default per-image fit of brightness and contrast) sets ``reads_target`` and a
-short ``caveat``, and reports mark its figures as an optimistic bound.
+its features (DeconvNet replays the image's own max-pool switches, and by default fits brightness and contrast
+to it) sets ``reads_target`` and a short ``caveat``, and reports mark its figures as an optimistic bound; such a
+method also declares its own no-information floors (``floor_kinds``), which its figures must clear.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Method(ABC):
     reads_target: bool = False
     caveat: str | None = None
     layers: list[str] | None = None
+    floor_kinds: tuple[str, ...] = ()  # this method's own no-information floors (``reconstruct_with_floors``)
 
     @abstractmethod
     def reconstruct(self, batch: Batch, layer: str) -> Tensor:
@@ -48,6 +50,12 @@ class Method(ABC):
         outside an evaluation."""
         encoder = getattr(self, "encoder", None)
         return self.reconstruct(Batch(images), encoder.resolve([layer])[0] if encoder is not None else layer)
+
+    def reconstruct_with_floors(self, batch: Batch, layer: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """The reconstruction and, per kind of ``floor_kinds``, the method's own no-information floor: what it
+        gives for the same image when the features carry nothing, keeping all else it reads of the true image
+        (DeconvNet's switches). A method that reads only the features has none: the mean-image floors are its."""
+        return self.reconstruct(batch, layer), {}
 
     def health(self, layer: str) -> dict[str, Any] | None:
         """What training recorded about this method's model for ``layer`` (None: nothing to report)."""

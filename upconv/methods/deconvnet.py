@@ -39,7 +39,7 @@ modified module is ever left behind.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -187,6 +187,17 @@ class DeconvNet:
             out = torch.cat(outs, 1)  # (B, K, C, H, W)
             return out[:, 0] if single else out
 
+    def project_signals(self, images: Tensor, layer: str, signals: Callable[[Tensor], Tensor]) -> Tensor:
+        """Project signals made from ``layer``'s activations back to pixels through the switches (and, guided,
+        the ReLU masks) of ``images``' own forward pass: ``signals`` maps the activations (B, *shape) to
+        (B, K, *shape); returns (B, K, C, H, W) in pixel units. The depth evaluation's own floors project a
+        constant and another image's activations this way (``DeconvNetMethod.reconstruct_with_floors``)."""
+        self.encoder.check_images(images, finite=True)
+        graph = self.graph(layer)
+        with torch.no_grad():
+            rec = graph.forward(self.encoder.normalize(images.to(self.encoder.device)), self.guided)
+            return self._backward(signals(rec.output), graph, rec)
+
 
 def to_unit_range(projections: Tensor, images: Tensor | None = None, mapping: str = "affine") -> Tensor:
     """Map projections (B, C, H, W) into [0, 1], one map per image.
@@ -197,7 +208,8 @@ def to_unit_range(projections: Tensor, images: Tensor | None = None, mapping: st
       global brightness/contrast; it reads two numbers of the target per image, so PSNR/SSIM are an
       optimistic bound. A negative best scale is set to 0 (the map would invert the projection), leaving
       the image's mean.
-    - ``"minmax"``: (p - min) / (max - min) per image; uses nothing of the target.
+    - ``"minmax"``: (p - min) / (max - min) per image; reads no pixel of the target (the projection itself
+      still replays the target's own switches, see ``DeconvNetMethod``).
     """
     p = projections.flatten(1)  # (B, C*H*W)
     if mapping == "minmax":
@@ -212,13 +224,24 @@ def to_unit_range(projections: Tensor, images: Tensor | None = None, mapping: st
     return (a[:, None] * p + b[:, None]).clamp(0, 1).view_as(projections)
 
 
+SWITCHES = (
+    "the projection replays the true image's own forward pass (its max-pool switches{masks}), so even a signal "
+    "that carries nothing of the features draws the image's structure"
+)
+# What a DeconvNet projection scores from the same image when the layer's features carry nothing of it: its own
+# no-information floors, beside which its rows are judged (the mean-image floors are no reference for it).
+CONSTANT, SHUFFLED, FITTED = "constant signal", "shuffled signal", "fitted constant"
+
+
 class DeconvNetMethod(Method):
     """Depth-evaluation method: project ALL activations of ``layer`` back to pixels (Zeiler & Fergus 2014;
     ``guided=True``: Springenberg et al. 2015) and map the result into [0, 1] with ``to_unit_range``.
 
     ``name`` is ``"deconvnet"`` (``"guided-backprop"``), with ``"+minmax"`` appended for that mapping; each
-    of the four is registered under its name. ``reads_target`` says whether the mapping reads the true
-    image (``affine`` does: two numbers per image), and ``caveat`` what that means for its figures.
+    of the four is registered under its name. Every variant reads the true image beyond its features: the
+    projection replays the image's own max-pool switches (guided: and ReLU masks), and ``affine`` also fits a
+    scale and offset to it; so ``reads_target`` is set and its own floors (``reconstruct_with_floors``) are
+    what its rows must clear.
     """
 
     def __init__(self, encoder: Encoder, guided: bool = False, mapping: str = "affine") -> None:
@@ -226,15 +249,36 @@ class DeconvNetMethod(Method):
             raise ValueError(f"mapping must be 'affine' or 'minmax'; got {mapping!r}")
         self.encoder, self.deconvnet, self.mapping = encoder, DeconvNet(encoder, guided=guided), mapping
         self.name = ("guided-backprop" if guided else "deconvnet") + ("" if mapping == "affine" else "+minmax")
-        self.reads_target = mapping == "affine"
+        self.reads_target = True
+        switches = SWITCHES.format(masks=" and ReLU masks" if guided else "")
         self.caveat = (
-            "a per-image scale and offset are fitted to the true image (least squares), so its "
-            "PSNR/SSIM are an optimistic bound"
-            if self.reads_target
-            else None
-        )
+            f"a per-image scale and offset are fitted to the true image (least squares) and {switches}"
+            if mapping == "affine"
+            else f"min-max scaled, reading no pixel of the true image, but {switches}"
+        ) + "; its PSNR/SSIM are an optimistic bound, judged against its own floors"
+        self.floor_kinds = (CONSTANT, SHUFFLED) + ((FITTED,) if mapping == "affine" else ())
+
+    def _to_unit(self, projections: Tensor, images: Tensor) -> Tensor:
+        return to_unit_range(projections, images if self.mapping == "affine" else None, self.mapping).to(images.device)
 
     def reconstruct(self, batch: Batch, layer: str) -> Tensor:
         images = batch.images  # the projection needs the forward pass's max-pool switches
-        proj = self.deconvnet.project(images, layer)  # (B, C, H, W), pixel units
-        return to_unit_range(proj, images if self.reads_target else None, self.mapping).to(images.device)
+        return self._to_unit(self.deconvnet.project(images, layer), images)  # (B, C, H, W)
+
+    def reconstruct_with_floors(self, batch: Batch, layer: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """The reconstruction and, from the same forward pass, its own floors: the projection of a constant
+        signal (all ones) and of another image's activations (the batch rolled by one), both through this
+        image's switches, and for ``affine`` the fitted constant (a flat image at the image's mean, what the fit
+        gives a projection that explains nothing). A batch of one image has no other image: its shuffled signal
+        is its own."""
+        images = batch.images
+
+        def signals(act: Tensor) -> Tensor:  # (B, *shape) -> (B, 3, *shape)
+            return torch.stack([act, torch.ones_like(act), act.roll(1, 0)], 1)
+
+        proj = self.deconvnet.project_signals(images, layer, signals)  # (B, 3, C, H, W)
+        recon, constant, shuffled = (self._to_unit(proj[:, k], images) for k in range(3))
+        floors = {CONSTANT: constant, SHUFFLED: shuffled}
+        if self.mapping == "affine":
+            floors[FITTED] = images.mean((1, 2, 3), keepdim=True).expand_as(images).clone()  # (B, C, H, W)
+        return recon, floors

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from upconv.nets.encoder import Encoder
-from upconv.nets.weights import apply_weights
+from upconv.nets.weights import apply_weights, construct
 
 PREFIX = "timm:"
 LOGITS = "logits"
@@ -92,7 +92,7 @@ def _cached_weights(cfg: Any) -> str | None:
 def create(arch: str, pretrained: bool, download: bool, kwargs: dict[str, Any]) -> nn.Module:
     """``timm.create_model(arch, **kwargs)`` with timm's default weights only from the local cache unless
     ``download``; a clear error for an unknown name or missing weights."""
-    timm = _timm()
+    timm, name = _timm(), PREFIX + arch
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:12]
         raise ValueError(
@@ -101,13 +101,16 @@ def create(arch: str, pretrained: bool, download: bool, kwargs: dict[str, Any]) 
             + ". List them with timm.list_models('*pattern*')."
         )
     if not pretrained:
-        return timm.create_model(arch, pretrained=False, **kwargs)
+        return construct(functools.partial(timm.create_model, arch, pretrained=False), name, kwargs)
     cfg = timm.models.get_pretrained_cfg(arch)
     cached = _cached_weights(cfg) if cfg is not None else None
     if cached is not None:
-        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+        overlay = {"file": cached}
+        return construct(
+            functools.partial(timm.create_model, arch, pretrained=True, pretrained_cfg_overlay=overlay), name, kwargs
+        )
     if download:
-        return timm.create_model(arch, pretrained=True, **kwargs)
+        return construct(functools.partial(timm.create_model, arch, pretrained=True), name, kwargs)
     raise FileNotFoundError(
         f"timm's pretrained weights for {arch} are not in the local cache. Pass download=True (--download) to "
         f"fetch them, a weights file (--encoder_weights), or pretrained=False (--pretrained false) for random weights."

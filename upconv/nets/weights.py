@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -29,12 +31,43 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 def apply_weights(
     model: nn.Module, path: str | os.PathLike, label: str, state: dict[str, Tensor] | None = None
 ) -> None:
-    """Load the weights in ``path`` (or ``state``, already read from it) into ``model``."""
+    """Load the weights in ``path`` (or ``state``, already read from it) into ``model``; one line saying what
+    does not fit (weights of another encoder, or of other constructor arguments) and what to do."""
     state = load_state_dict(path) if state is None else state
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    foreign = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    what = [
+        f"{len(missing)} of its {len(own)} tensors are not in the file (e.g. {missing[0]})" if missing else "",
+        f"{len(foreign)} tensors of the file are not its own (e.g. {foreign[0]})" if foreign else "",
+        f"{len(shapes)} have other shapes (e.g. {shapes[0]}: {tuple(state[shapes[0]].shape)} in the file, "
+        f"{tuple(own[shapes[0]].shape)} in {label})"
+        if shapes
+        else "",
+    ]
+    if any(what):
+        raise ValueError(
+            f"the weights in {path} do not fit {label}: {'; '.join(w for w in what if w)}. They were trained for "
+            f"another encoder or other constructor arguments (kwargs): give {label}'s own weights, or none "
+            f"(encoder weights: null)"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"weights in {path} do not fit {label}: {e}") from e
+        raise ValueError(f"the weights in {path} do not fit {label}: {str(e).splitlines()[0]}") from None
+
+
+def construct(factory: Callable[..., nn.Module], label: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``factory(**kwargs)``, a model constructor; an argument it does not take ends in one line naming it."""
+    try:
+        return factory(**kwargs)
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        raise ValueError(
+            f"{label} cannot be built with kwargs {kwargs}: {e}; check the names (--encoder.kwargs)"
+        ) from None
 
 
 def _safetensors(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -6,6 +6,7 @@ Nothing downloads unless asked (``download=True``); weights files load with ``we
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 from upconv.nets import timm_models
 from upconv.nets.builtin import ARCHITECTURES, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from upconv.nets.encoder import Encoder
-from upconv.nets.weights import apply_weights, load_state_dict
+from upconv.nets.weights import apply_weights, construct, load_state_dict
 
 TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50")
 
@@ -45,10 +46,14 @@ def _torchvision_layers(name: str, model: nn.Module) -> dict[str, str]:
     return layers
 
 
-def _torchvision_model(name: str, weights: str | None, download: bool, pretrained: bool) -> nn.Module:
+def _torchvision_model(
+    name: str, weights: str | None, download: bool, pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """A torchvision classifier built with ``kwargs`` (e.g. ``num_classes``), with weights from a file or the
+    torch cache."""
     import torchvision
 
-    model = torchvision.models.get_model(name, weights=None)
+    model = construct(functools.partial(torchvision.models.get_model, name, weights=None), name, kwargs)
     if weights:
         apply_weights(model, weights, name)
     elif pretrained:
@@ -60,7 +65,7 @@ def _torchvision_model(name: str, weights: str | None, download: bool, pretraine
                 f"Place the file there (from {enum.url}), pass download=True (--download) to fetch it, "
                 f"or pretrained=False for random weights."
             )
-        model.load_state_dict(enum.get_state_dict(progress=False, check_hash=True))
+        apply_weights(model, cached, name, enum.get_state_dict(progress=False, check_hash=True))
     return model
 
 
@@ -102,7 +107,7 @@ def _build(
             if last:
                 kwargs["num_classes"] = last[-1].shape[0]
         arch = ARCHITECTURES[name]
-        model = arch.build(**kwargs)
+        model = construct(arch.build, name, kwargs)
         if state is not None:
             apply_weights(model, weights, name, state)
         return Encoder(
@@ -111,7 +116,7 @@ def _build(
     if name.startswith(timm_models.PREFIX):
         return timm_models.build(name, weights, download, pretrained, kwargs, spec)
     if name in TORCHVISION_MODELS:
-        model = _torchvision_model(name, weights, download, pretrained)
+        model = _torchvision_model(name, weights, download, pretrained, kwargs)
         return Encoder(
             model,
             name=name,
@@ -131,7 +136,7 @@ def _build(
         image_size = tuple(kwargs.pop("image_size", (32, 32)))
         mean = kwargs.pop("mean", CIFAR_MEAN)
         std = kwargs.pop("std", CIFAR_STD)
-        model = cls(**kwargs)
+        model = construct(cls, name, kwargs)
         if weights:
             apply_weights(model, weights, name)
         return Encoder(model, name=name, image_size=image_size, mean=mean, std=std, spec=spec, copy_model=False)

@@ -111,6 +111,7 @@ class PrivacyConfig:
 def check_config(config: PrivacyConfig, n_eval: int) -> None:
     """Raise a one-line ValueError for an unknown attack, decoder or defence, a defence strength out of
     range, a line-up that ``n_eval`` evaluated images cannot fill, or a bad optimisation setting."""
+    check_epochs(config)
     defense_attacks = config.defense_attacks if config.defenses else ()
     for a in [*config.attacks, *defense_attacks]:
         if a not in ATTACKS:
@@ -129,6 +130,22 @@ def check_config(config: PrivacyConfig, n_eval: int) -> None:
     prior = config.fisher_prior
     if prior is not None and not (math.isfinite(prior) and prior >= 0):
         raise ValueError(f"fisher_prior (tr J(π)/d) must be a finite number ≥ 0, or None; got {prior}")
+
+
+def check_epochs(config: PrivacyConfig) -> None:
+    """Refuse a training budget of no epochs: an untrained inverse network (or victim, or shadow) would be
+    reported as a measure of leakage (or utility) while it measures nothing."""
+    budgets = {"inverter_epochs": (config.inverter_epochs, "each inverse network")}
+    if not config.encoder.weights:
+        budgets["victim_epochs"] = (config.victim_epochs, "the victim, trained here without encoder weights")
+    if "query_free" in config.attacks:
+        budgets["shadow_epochs"] = (config.shadow_epochs, "the query-free attack's shadow encoder")
+    for name, (epochs, what) in budgets.items():
+        if epochs < 1:
+            raise ValueError(
+                f"{name} must be at least 1 (it trains {what}); got {epochs}: an untrained network's figures "
+                f"would be reported as leakage and utility while they measure nothing"
+            )
 
 
 def uses_attacker_data(config: PrivacyConfig) -> bool:

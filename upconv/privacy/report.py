@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from upconv.core.figures import row_grid
+from upconv.core.figures import legend_below, row_grid
 from upconv.core.files import atomic_folder
 from upconv.core.floors import BELOW_CLASS, BELOW_FLOOR
 from upconv.core.metrics import SSIM_DEFINITION
@@ -139,8 +139,7 @@ def _plot_tradeoff(result: PrivacyResult, attack: str, path: str) -> None:
         ax.set_xlabel("utility: accuracy of the rest of the network")
         ax.set_ylabel("leakage: PSNR dB")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
+    legend_below(fig, list(axes[0]), ncol=max(2, min(4, len(s["layers"]) * 2)))  # below the panels: hides no line
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 

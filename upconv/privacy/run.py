@@ -25,7 +25,7 @@ from upconv.core.units import UnitStore
 from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
-from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
+from upconv.privacy.config import PrivacyConfig, check_config, check_epochs, uses_attacker_data
 from upconv.privacy.points import PointRunner
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
@@ -42,6 +42,7 @@ __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_
 def run_from_config(config: PrivacyConfig) -> PrivacyResult:
     """Draw the victim / attacker / evaluated images from ``config.data`` (``load_splits``), then run."""
     c = config
+    check_epochs(c)  # before the images are decoded
     victim, attacker, evaluation = load_splits(
         c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
     )
@@ -74,8 +75,10 @@ def run_privacy(
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
     own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
-    applied to the victim's features for ``defense_attacks``. The wall time of each training stage and of each
-    attack's reconstructions is in ``settings["timings_s"]``; progress bars on stderr follow the stages.
+    applied to the victim's features for ``defense_attacks``, attacked by each of ``config.attackers``: clean
+    (inverters trained on undefended features) and adaptive (trained on the defended features). The wall time
+    of each training stage and of each attack's reconstructions is in ``settings["timings_s"]``; progress bars
+    on stderr follow the stages.
 
     Every trained part and every point is a unit (``upconv.privacy.resume``) of ``store``, by default
     ``<config.out>/points``: a finished one is reused, a changed one refused (redone with ``overwrite``);

@@ -11,11 +11,7 @@ before logging anything leaves no empty ``runs/<name>/version_N`` folder behind.
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
 import os
-import re
 import shutil
 import sys
 import traceback
@@ -28,6 +24,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from upconv.core.errors import config_error
 from upconv.core.files import UnreadableFileError, atomic_file, check_torch_file
 from upconv.data.batches import worker_message
 from upconv.training.datamodule import ImageData
@@ -65,6 +62,7 @@ class UpconvCLI(LightningCLI):
         ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         if ckpt:
             check_torch_file(ckpt, "checkpoint to resume from (--ckpt_path)")
+            check_resumable(ckpt)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -73,8 +71,28 @@ class UpconvCLI(LightningCLI):
         callbacks = cfg.trainer.get("callbacks") or []
         if cfg.get("checkpoints_dir"):
             redirect_checkpoints(cfg, callbacks, cfg.checkpoints_dir)
-        cfg.trainer.callbacks = [*callbacks, {"class_path": f"{__name__}.RemoveEmptyRunFolders"}]
+        cfg.trainer.callbacks = [
+            *callbacks,
+            {"class_path": f"{__name__}.RemoveEmptyRunFolders"},
+            {"class_path": "upconv.training.callbacks.KeepOtherEncodersDecoders"},
+        ]
         cfg.trainer.plugins = cfg.trainer.get("plugins") or [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
+
+
+def check_resumable(path: str) -> None:
+    """Refuse a checkpoint that holds weights alone (``save_weights_only``, e.g. ``decoders.ckpt``): Lightning
+    would fail deep in its loops. Its tensors are mapped, not read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a file torch cannot map this way: Lightning reads it and decides
+        return
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" not in ckpt:
+        folder = os.path.dirname(path) or "."
+        raise ValueError(
+            f"{path} holds weights only (no optimizer, schedule or loop state), so a run cannot resume from it; "
+            f"resume from the full state the run saves beside it ({os.path.join(folder, 'last.ckpt')}, "
+            f"upconv.training.callbacks.LastState), or start a new run"
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -98,32 +116,6 @@ def redirect_checkpoints(cfg: Any, callbacks: list[Any], folder: str) -> None:
     init = cfg.model.get("init_args") if cfg.get("model") else None
     if init is not None and init.get("export"):
         init.export = os.path.join(folder, os.path.basename(init.export))
-
-
-def config_error(error: ArgumentError, known: set[str]) -> str:
-    """One line for a parser's error: the innermost reason, and for an unknown key the nearest valid one."""
-    chain, inner = [str(error)], error
-    while inner.__cause__ is not None or inner.__context__ is not None:
-        inner = inner.__cause__ or inner.__context__
-        chain.append(str(inner))
-    text = "\n".join(chain)
-    unknown = re.search(r"(?:does not accept option '|unrecognized arguments: --)([\w.]+)", text)
-    option = re.search(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", text, re.S)
-    if option:
-        module, _, name = option.group(1).rpartition(".")
-        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
-        key = re.search(r'Parser key "([\w.]+)"', text)
-        prefix = f"{key.group(1) if key else 'model'}.init_args."
-        bad, candidates = prefix + option.group(2), {prefix + p for p in params if p != "self"}
-    elif unknown:
-        bad, candidates = unknown.group(1), known
-    else:
-        key = re.search(r'Parser key "([\w.]+)"', text)
-        reason = " ".join(chain[-1].split())
-        return f"{key.group(1)}: {reason}" if key else reason
-    near = difflib.get_close_matches(bad, sorted(candidates), n=1, cutoff=0.6)
-    hint = f"; did you mean {near[0]}?" if near else "; see train.py fit --help for the valid keys"
-    return f"unknown config key {bad}{hint}"
 
 
 class RemoveEmptyRunFolders(L.Callback):

@@ -98,6 +98,16 @@ def channel_figure(
     }
 
 
+def image_caption(encoder: str, layer: str, index: int, top_k: int = 1, guided: bool = False) -> str:
+    """What a per-image figure shows: the image and the projection beside it."""
+    method = "guided backpropagation" if guided else "DeconvNet"
+    strongest = "strongest activation" if top_k == 1 else f"{top_k} strongest activations"
+    return (
+        f"{encoder} {layer}, image {index}: the image (left) beside the {method} projection of the layer's "
+        f"{strongest} (right, zero = grey), carried down through the image's own max-pool switches"
+    )
+
+
 def image_figure(deconvnet: DeconvNet, images: Tensor, layer: str, top_k: int = 1) -> Tensor:
     """(N, C, H, 2W): each image beside the projection of the layer's ``top_k`` strongest activations."""
     proj = signed_to_image(deconvnet.project(images, layer, top_k=top_k))  # (N, C, H, W)
