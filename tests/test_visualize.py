@@ -450,6 +450,7 @@ ENCODER_ARGS = ("encoder.name", "encoder.weights", "encoder.kwargs", "encoder.pr
 PARTIAL = {
     c: ENCODER_ARGS for c in ("evaluate", "privacy", "privacy-frontier", "privacy-budget")
 }  # one EncoderSpec everywhere
+PARTIAL["benchmark"] = ("device",)  # many encoders: a list whose entries each hold one EncoderSpec (``encoder:``)
 
 
 def _subcommands(parser, path=()):
