@@ -43,6 +43,7 @@ from upconv.data.source import ImageSource  # noqa: E402
 from upconv.training.classifier import ClassifierModule  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
 from upconv.training.module import InversionModule  # noqa: E402
+from upconv.training.runs import StepTimer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "cifar10_alexnet_all.yaml")  # the shipped decoder recipe
@@ -170,30 +171,6 @@ def trainer(p: Preset, epochs: int, out: str, name: str, max_steps: int = -1, ca
         log_every_n_steps=10,
         callbacks=list(callbacks),
     )
-
-
-class StepTimer(L.Callback):
-    """Seconds per training step: the median gap between consecutive steps after ``skip`` warm-up steps
-    (compilation, allocator, cuDNN autotuning); with fewer steps, the median of those there are."""
-
-    def __init__(self, skip: int = 5) -> None:
-        self.skip, self.times = skip, []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        _sync()
-        self.times.append(time.perf_counter())
-
-    @property
-    def per_step(self) -> float:
-        gaps = torch.tensor(self.times).diff()
-        if len(gaps) == 0:
-            raise RuntimeError("the timing probe ran fewer than two steps; lower the budget or use more data")
-        return float(gaps[min(self.skip, len(gaps) - 1) :].median())
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def sized(p: Preset, stage: str, epochs: int, steps_per_epoch: int, step_seconds) -> tuple[int, float | None]:
