@@ -53,6 +53,7 @@ def _cell(r: dict | None) -> str:
     d = 3 if r["metric"] != "psnr" else 2
     v = r["verdict"] or ""
     marks = (("⚠ floor", "mean training image" in v), ("≤ class floor", "class-mean" in v))
+    marks += (("⚠ ≤ own floor", "own no-information floor" in v),)
     marks += (("⚠ chance", v == "at chance"), ("†", bool(r["reads"])))
     tags = [t for t, on in marks if on]
     return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" + (" " + " ".join(tags) if tags else "")

@@ -96,7 +96,12 @@ def chance_flag(info: dict[str, Any]) -> str | None:
 
 
 # Short verdicts for the table's cells; the notes under each table say them in full.
-MARKS = {"mean training image": "⚠ ≤ floor", "class-mean": "≤ class floor", "at chance": "⚠ chance"}
+MARKS = {
+    "mean training image": "⚠ ≤ floor",
+    "class-mean": "≤ class floor",
+    "own no-information floor": "⚠ ≤ own floor",
+    "at chance": "⚠ chance",
+}
 
 
 def mark(r: dict[str, Any]) -> str:
@@ -125,8 +130,9 @@ def markdown(collected: dict[str, Any], config: BenchmarkConfig, shown: tuple[st
         "pass's multiply-adds up to the layer. Probe: logistic regression on pooled frozen features.",
         "",
         "Marks: ⚠ ≤ floor — at or below the mean-image floor (the figure does not measure the layer's "
-        "information); ≤ class floor — no more than the class-mean image; ⚠ chance — the probe's interval reaches "
-        "chance; † — the method reads the true image (an optimistic bound).",
+        "information); ≤ class floor — no more than the class-mean image; ⚠ ≤ own floor — not above the method's own "
+        "floors (DeconvNet: the same projection of a constant or another image's signal, the fitted constant); "
+        "⚠ chance — the probe's interval reaches chance; † — the method reads the true image (an optimistic bound).",
         "",
     ]
     by = {}

@@ -188,7 +188,9 @@ def score(config: BenchmarkConfig, source: ImageSource, module: Any, w: dict[str
         supported = build_method("deconvnet", encoder).deconvnet.supported_layers
         ok = [n for n in layers if n in supported]
         if ok:
-            rows += method_rows(_scores(config, encoder, source, ok, methods=["deconvnet"]).rows, config.metrics)
+            dn = _scores(config, encoder, source, ok, methods=["deconvnet"])
+            rows += method_rows(dn.rows, config.metrics)
+            notes += [n for n in dn.notes if n not in up.notes]  # its own floors' verdicts
         if len(ok) < len(layers):
             notes.append(f"deconvnet: no rule for the graph to {', '.join(n for n in layers if n not in ok)}")
     if "mahendran_vedaldi" in config.methods:
