@@ -46,7 +46,7 @@ class Curve(L.Callback):
     def __init__(self) -> None:
         self.losses: list = []
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         with torch.no_grad():
             losses, _ = module._losses(batch[0])
         self.losses.append({n: float(v) for n, v in losses.items()})

@@ -183,7 +183,7 @@ def sized(p: Preset, stage: str, epochs: int, steps_per_epoch: int, step_seconds
     return max(1, min(epochs, fit)), per_step
 
 
-def fit_probe(p: Preset, make, dm: ImageData, out: str) -> float:  # noqa: ANN001 - a module factory
+def fit_probe(p: Preset, make, dm: ImageData, out: str) -> float:  # a module factory
     """Seconds per step of a fresh module from ``make`` over 25 steps of ``dm`` (warm-up steps excluded)."""
     timer = StepTimer()
     trainer(p, 1000, out, "probe", max_steps=25, callbacks=[timer]).fit(make(), dm)

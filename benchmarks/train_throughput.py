@@ -50,12 +50,12 @@ class StepTimer(L.Callback):
     def __init__(self, warmup: int, steps: int) -> None:
         self.warmup, self.steps, self.start, self.end, self.images = warmup, steps, None, None, 0
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
             _sync(module.device)
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step > self.warmup:
             self.images += len(batch[0])
         if trainer.global_step == self.warmup + self.steps:
@@ -165,11 +165,11 @@ def profile(data: ImageData, layers: list[str], args: argparse.Namespace) -> Non
         def __init__(self) -> None:
             self.prof = torch_profile(activities=activities)
 
-        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
             if trainer.global_step == args.warmup:
                 self.prof.__enter__()
 
-        def on_train_end(self, trainer, module) -> None:  # noqa: ANN001
+        def on_train_end(self, trainer, module) -> None:
             self.prof.__exit__(None, None, None)
 
     window = Window()

@@ -92,7 +92,7 @@ def is_template(argv: list[str]) -> bool:
 
 
 @functools.cache
-def parser(program: str):  # noqa: ANN201 - a jsonargparse ArgumentParser
+def parser(program: str):  # a jsonargparse ArgumentParser
     """The parser the program would build, captured before it parses anything (nothing runs)."""
     from upconv.cli.main import main as upconv_main
     from upconv.training.cli import main as train_main

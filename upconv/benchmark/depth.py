@@ -48,7 +48,7 @@ def _flops_at_module_outputs(encoder: Encoder) -> dict[str, int]:
         try:
             with torch.no_grad():
                 encoder.model(x)  # the model itself: its modules (not a traced copy's) carry the hooks
-        except Exception:  # noqa: BLE001 - a model that only runs through its extractor: count layer by layer
+        except Exception:  # a model that only runs through its extractor: count layer by layer
             seen.clear()
         finally:
             for h in handles:

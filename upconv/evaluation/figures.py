@@ -31,7 +31,7 @@ def _marks(k: str, rs: list[dict]) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def _panel(ax, result: EvalResult, k: str) -> None:  # noqa: ANN001 - a matplotlib Axes
+def _panel(ax, result: EvalResult, k: str) -> None:  # a matplotlib Axes
     """One metric against depth: a line per method with its interval, its marks, its own floor, the floors."""
     layers, x = result.settings["layers"], list(range(len(result.settings["layers"])))
     for m in result.settings["methods"]:

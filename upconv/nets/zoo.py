@@ -146,17 +146,6 @@ def _build(
     )
 
 
-def encoder_from_spec(spec: dict[str, Any], download: bool = False) -> Encoder:
-    """Rebuild the encoder a checkpoint recorded (see ``Encoder.identity``)."""
-    return build_encoder(
-        spec["name"],
-        spec.get("weights"),
-        download=download,
-        pretrained=spec.get("pretrained", True),
-        kwargs=spec.get("kwargs"),
-    )
-
-
 def classifier_model(
     name: str, num_classes: int, kwargs: dict[str, Any] | None = None
 ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:

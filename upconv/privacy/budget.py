@@ -79,11 +79,16 @@ def _budget_unit(c: BudgetConfig, t: Trained, n: int, queries: torch.Tensor, eva
 
 
 def _curve(
-    c: BudgetConfig, t: Trained, layers: list[str], images: torch.Tensor, x: torch.Tensor, resume: Resume
+    c: BudgetConfig,
+    t: Trained,
+    layers: list[str],
+    budgets: list[int],
+    images: torch.Tensor,
+    x: torch.Tensor,
+    resume: Resume,
 ) -> tuple[list, Any]:
-    """One trained set of inverse networks per budget (unit ``budgets/<n>``), scored on the evaluated images
-    ``x`` ([0, 1])."""
-    budgets = sorted({int(b) for b in c.budgets})
+    """One trained set of inverse networks per budget (unit ``budgets/<n>``; ``budgets`` in increasing
+    order), scored on the evaluated images ``x`` ([0, 1])."""
     steps = c.inverter_epochs * max(1, max(budgets) // c.batch_size)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(c.seed))
     lp = lpips_model(c, t.notes, t.device)
@@ -121,7 +126,7 @@ def run_budget(
     rows, floor_rows, units} and, with ``config.out``, writes the run folder. The victim and every budget are
     units of ``<out>/points`` (``upconv.privacy.resume``): a finished one is reused, a changed one refused."""
     c = config
-    check_budget(c, len(attacker_data[0]), len(eval_data[0]))
+    budgets = check_budget(c, len(attacker_data[0]), len(eval_data[0]))
     store = open_store(c.out, c.overwrite)
     t = Trained(victim=given_victim(c, victim, victim_data), device=resolve_device(c.device))
     resume = Resume(store, Clock(t.device))
@@ -131,11 +136,11 @@ def run_budget(
     layers = t.victim.resolve(list(c.layers))
     x = to_unit(eval_data[0]).to(t.device)  # (N, C, H, W)
     t.victim.check_images(x, finite=True)
-    rows, lp = _curve(c, t, layers, attacker_data[0], x, resume)
+    rows, lp = _curve(c, t, layers, budgets, attacker_data[0], x, resume)
     ev = (x, eval_data[1].to(t.device))
     floors, checks, warnings = judge(c, t.victim, ev, (attacker_data, victim_data), rows, lp)
     settings = {"encoder": t.victim.name, "encoder_weights_hash": t.victim.weights_hash, "layers": layers}
-    settings |= {"budgets": sorted({int(b) for b in c.budgets}), "decoders": list(c.decoders), "seed": c.seed}
+    settings |= {"budgets": budgets, "decoders": list(c.decoders), "seed": c.seed}
     settings |= {"n_eval": len(x), "n_attacker": len(attacker_data[0]), "reid_chance": 1.0 / c.n_candidates, **checks}
     out = {"settings": settings, "notes": warnings + t.notes, "rows": rows, "floor_rows": floors}
     if c.out is not None:

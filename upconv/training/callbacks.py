@@ -125,7 +125,7 @@ def check_owner(path: str, identity: dict) -> None:
     warn if of the same one with other weights. A file that is no decoder checkpoint is left to the writer."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable or foreign: nothing of ours to protect
+    except Exception:  # unreadable or foreign: nothing of ours to protect
         return
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):

@@ -40,7 +40,7 @@ class UpconvCLI(LightningCLI):
         """Parsers that raise their errors (``config_error`` makes each one line) instead of printing usage."""
         return super().init_parser(**{"exit_on_error": False, **kwargs})
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
+    def add_arguments_to_parser(self, parser) -> None:  # jsonargparse parser
         parser.add_argument("--run_name", type=str, default="run", help="folder name for logs under runs_dir")
         parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders (logs) are written")
         parser.add_argument(
@@ -52,7 +52,7 @@ class UpconvCLI(LightningCLI):
         )
         self.known_keys = getattr(self, "known_keys", set()) | set(parser.get_defaults().keys())
 
-    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - jsonargparse parser, LightningCLI's args
+    def parse_arguments(self, parser, args) -> None:  # jsonargparse parser, LightningCLI's args
         """Parse, turning a parser's error into one line; refuse an unreadable ``--ckpt_path`` before
         LightningCLI reads its hyperparameters (a damaged file would otherwise end in a traceback)."""
         try:
@@ -84,7 +84,7 @@ def check_resumable(path: str) -> None:
     would fail deep in its loops. Its tensors are mapped, not read."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - a file torch cannot map this way: Lightning reads it and decides
+    except Exception:  # a file torch cannot map this way: Lightning reads it and decides
         return
     if isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" not in ckpt:
         folder = os.path.dirname(path) or "."
@@ -203,7 +203,7 @@ def main(args: list[str] | None = None) -> UpconvCLI:
                 args=args,
                 auto_configure_optimizers=False,
             )
-    except Exception as e:  # noqa: BLE001 - sorted into the user's mistakes (one line) and bugs (re-raised)
+    except Exception as e:  # sorted into the user's mistakes (one line) and bugs (re-raised)
         cause = user_error(e)
         if cause is None:
             raise
