@@ -21,6 +21,7 @@ from jsonargparse import CLI  # noqa: E402
 from publish import load_now, publish, record, require, rounded  # noqa: E402
 
 from upconv.benchmark.config import BenchmarkConfig  # noqa: E402
+from upconv.benchmark.report import mark  # noqa: E402
 from upconv.benchmark.run import run_benchmark  # noqa: E402
 
 SHOWN = (("upconvnet", "psnr"), ("upconvnet", "ssim"), ("deconvnet", "psnr"), ("linear probe", "accuracy"))
@@ -51,12 +52,7 @@ def _cell(r: dict | None) -> str:
         return "—"
     m, lo, hi = r["ci"]
     d = 3 if r["metric"] != "psnr" else 2
-    v = r["verdict"] or ""
-    marks = (("⚠ floor", "mean training image" in v), ("≤ class floor", "class-mean" in v))
-    marks += (("⚠ ≤ own floor", "own no-information floor" in v),)
-    marks += (("⚠ chance", v == "at chance"), ("†", bool(r["reads"])))
-    tags = [t for t, on in marks if on]
-    return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" + (" " + " ".join(tags) if tags else "")
+    return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" + mark({"floor_verdict": r["verdict"], "reads_target": r["reads"]})
 
 
 def render(figures: dict) -> str:

@@ -271,7 +271,7 @@ EXAMPLES = {  # script -> (figures, a line its table must hold); the lines are t
             ],
             "models": {"alexnet_cifar": {"accuracy": [0.29, 0.25, 0.33], "seconds": {"encoder": 94.0}}},
         },
-        "| alexnet_cifar | conv1 | 0.02 | 65536 (32×32) | 12.50 [12.30, 12.70] ⚠ floor | — | — "
+        "| alexnet_cifar | conv1 | 0.02 | 65536 (32×32) | 12.50 [12.30, 12.70] ⚠ ≤ floor | — | — "
         "| 0.310 [0.270, 0.350] |",
     ),
     "privacy_sweeps": (

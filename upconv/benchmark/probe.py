@@ -63,6 +63,9 @@ def probe_features(
     return {n: torch.cat(v) for n, v in feats.items()}, torch.cat(labels).long()
 
 
+AT_CHANCE = "at chance"  # a probe's verdict when its interval reaches chance
+
+
 @dataclass
 class ProbeResult:
     accuracy: tuple[float, float, float]  # mean, 95 % interval

@@ -11,9 +11,12 @@ import os
 from typing import Any
 
 from upconv.benchmark.config import BenchmarkConfig
+from upconv.benchmark.probe import AT_CHANCE
 from upconv.benchmark.unit import PROBE, EncoderPlan
 from upconv.core.files import atomic_file
+from upconv.core.floors import BELOW_CLASS, BELOW_FLOOR, BELOW_OWN, MEAN_IMAGE
 from upconv.core.units import UnitStore, changed, plain
+from upconv.evaluation.run import chance_note
 
 COLUMNS = (
     "model",
@@ -77,36 +80,21 @@ def collect(plans: list[EncoderPlan], store: UnitStore) -> dict[str, Any]:
 
 def _mark_floors(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> None:
     """Give each reconstruction row the mean-image floor of its metric, for the table and the figure."""
-    mean_image = {f["metric"]: f["mean"] for f in floors if "mean image" in f["method"]}
+    mean_image = {f["metric"]: f["mean"] for f in floors if f["method"] == MEAN_IMAGE}
     for r in rows:
         if r["method"] != PROBE:
             r.setdefault("floor", mean_image.get(r["metric"]))
 
 
-def chance_flag(info: dict[str, Any]) -> str | None:
-    acc, k = info.get("encoder_accuracy"), info.get("classes")
-    if not acc or not k:
-        return None
-    if acc[1] <= 1 / k:
-        return (
-            f"⚠ the encoder is at chance ({acc[0]:.3f} [{acc[1]:.3f}, {acc[2]:.3f}] against 1/{k}): its layers "
-            "are those of a network that has not learned"
-        )
-    return None
-
-
 # Short verdicts for the table's cells; the notes under each table say them in full.
-MARKS = {
-    "mean training image": "⚠ ≤ floor",
-    "class-mean": "≤ class floor",
-    "own no-information floor": "⚠ ≤ own floor",
-    "at chance": "⚠ chance",
-}
+MARKS = {BELOW_FLOOR: "⚠ ≤ floor", BELOW_CLASS: "≤ class floor", BELOW_OWN: "⚠ ≤ own floor", AT_CHANCE: "⚠ chance"}
 
 
 def mark(r: dict[str, Any]) -> str:
+    """The short marks of a row's verdict (``floor_verdict``), † when the method reads the true image
+    (``reads_target``), and a decoder's failure or recovery."""
     v = r.get("floor_verdict") or ""
-    tags = [m for k, m in MARKS.items() if k in v] or ([f"⚠ {v}"] if v else [])
+    tags = [m for k, m in MARKS.items() if v.startswith(k)] or ([f"⚠ {v}"] if v else [])
     if r.get("reads_target"):
         tags.append("†")
     if r.get("decoder_health") in ("failed", "recovered"):
@@ -139,11 +127,13 @@ def markdown(collected: dict[str, Any], config: BenchmarkConfig, shown: tuple[st
     for r in collected["rows"]:
         by.setdefault(r["model"], {}).setdefault(r["layer"], []).append(r)
     for model, info in collected["models"].items():
-        acc = info.get("encoder_accuracy")
+        acc, k = info.get("encoder_accuracy"), info.get("classes")
         out += [f"## {model}", ""]
+        # The evaluation's own warning for an encoder at chance, beside the accuracy instead of among the notes.
+        at_chance = chance_note(acc, k) if acc and k else None
         if acc:
             out.append(f"Encoder accuracy on the test images: {acc[0]:.3f} [{acc[1]:.3f}, {acc[2]:.3f}].")
-        out += [flag for flag in [chance_flag(info)] if flag]
+        out += [f"⚠ {at_chance}"] if at_chance else []
         cols = [(m, k) for m in ("upconvnet", "deconvnet") for k in shown] + [(PROBE, "accuracy")]
         head = ["layer", "depth", "features (res.)", "compression"] + [f"{m} {k}" for m, k in cols]
         out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -155,7 +145,7 @@ def markdown(collected: dict[str, Any], config: BenchmarkConfig, shown: tuple[st
                 cells.append("—" if r is None else _fmt(r) + mark(r))
             out.append("| " + " | ".join(cells) + " |")
         probe = "; ".join(f"{k} {v}" for k, v in info["probe_inputs"].items())
-        out += ["", *[f"- {n}" for n in dict.fromkeys(info["notes"])]]
+        out += ["", *[f"- {n}" for n in dict.fromkeys(info["notes"]) if n != at_chance]]
         out += [f"- probe input: {probe}" if probe else "- no linear probe", ""]
     out += ["## No-information floors", ""]
     out += [f"- {f['method']}: {f['metric']} {_fmt(f)}" for f in collected["floors"] if f["metric"] in shown]

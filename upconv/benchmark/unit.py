@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from upconv.benchmark.config import BenchEncoder, BenchmarkConfig
-from upconv.benchmark.probe import describe_pooling, linear_probe, probe_features
+from upconv.benchmark.probe import AT_CHANCE, describe_pooling, linear_probe, probe_features
 from upconv.core.units import Unit, UnitStore
 from upconv.data.source import ImageSource
 from upconv.evaluation.config import EvalConfig
@@ -147,7 +147,7 @@ def probe_rows(config: BenchmarkConfig, encoder: Encoder, source: ImageSource, l
                 "hi": p.accuracy[2],
                 "n": p.n,
                 "floor": p.chance,
-                "floor_verdict": "at chance" if p.at_chance else None,
+                "floor_verdict": AT_CHANCE if p.at_chance else None,
                 "probe_input": describe_pooling(encoder.layer(name).shape, config.probe_dims),
             }
         )
