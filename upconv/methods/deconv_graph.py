@@ -1,7 +1,7 @@
 """The part of an encoder's traced graph that a DeconvNet projection walks: every operation between the
 network input and one layer, in topological order, each classified by the rule that carries a signal back
 through it (``upconv.methods.deconvnet``), plus the forward pass that records what the way back needs
-(max-pool switches, ReLU masks, shapes); ``upconv.methods.receptive_field`` walks it for a layer's field.
+(max-pool switches, ReLU masks, shapes); ``upconv.methods.deconvnet.receptive_field`` walks it for a layer's field.
 
 The graph is a DAG, not a chain: a residual addition has two inputs and a tensor that feeds a block and its
 shortcut has two consumers. Nodes that do not depend on the input (constants, parameters read with
