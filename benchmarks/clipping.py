@@ -25,9 +25,11 @@ from publish import load_now, publish, record, require, rounded  # noqa: E402
 
 from upconv.data.source import ImageSource  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
+from upconv.training.health import GuardSettings  # noqa: E402
 from upconv.training.module import InversionModule  # noqa: E402
+from upconv.training.recipes import DecoderRecipe  # noqa: E402
 
-OFF = dict(skip_factor=1e30, spike_factor=1e30)  # a guard that never acts
+OFF = GuardSettings(skip_factor=1e30, spike_factor=1e30)  # a guard that never acts
 HEAD = ["| setting | layer | highest loss | last 10 steps | held-out loss | guard |", "|---|---|---:|---:|---:|---|"]
 
 
@@ -52,10 +54,10 @@ class Curve(L.Callback):
         self.losses.append({n: float(v) for n, v in losses.items()})
 
 
-def run(layers: list[str], lr: float, steps: int, data: ImageData, held_out: torch.Tensor, **kw) -> dict:
+def run(layers: list[str], recipe: DecoderRecipe, steps: int, data: ImageData, held_out: torch.Tensor, **kw) -> dict:
     torch.manual_seed(0)
     m = InversionModule(
-        layers=layers, lr=lr, encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.5}}, **kw
+        layers=layers, recipe=recipe, encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.5}}, **kw
     )  # a random-weight encoder
     curve = Curve()
     L.Trainer(
@@ -110,19 +112,19 @@ def main() -> None:
     data.setup()
     held_out = data.source.tensors("val")[0][:200].float() / 255  # (N, 3, 32, 32)
     settings = {
-        "no clipping, no guard": dict(grad_clip=None, **OFF),
-        "clip 1.0, no guard": dict(grad_clip=1.0, **OFF),
-        "clip 0.1, no guard": dict(grad_clip=0.1, **OFF),
-        "guard, no clipping": dict(grad_clip=None),
-        "guard + clip 1.0": dict(grad_clip=1.0),
+        "no clipping, no guard": DecoderRecipe(lr=args.lr, guard=OFF),
+        "clip 1.0, no guard": DecoderRecipe(lr=args.lr, grad_clip=1.0, guard=OFF),
+        "clip 0.1, no guard": DecoderRecipe(lr=args.lr, grad_clip=0.1, guard=OFF),
+        "guard, no clipping": DecoderRecipe(lr=args.lr),
+        "guard + clip 1.0": DecoderRecipe(lr=args.lr, grad_clip=1.0),
     }
     print(f"lr {args.lr}, {args.steps} steps, layers {args.layers}, decoders width {args.width}, norm {args.norm}")
     print("\n".join(HEAD))
     rows = []
-    for name, kw in settings.items():
+    for name, recipe in settings.items():
         t0 = time.perf_counter()
         shape = dict(norm=args.norm, width=args.width, fc_width=256, max_width=256)
-        for layer, r in run(args.layers.split(","), args.lr, args.steps, data, held_out, **shape, **kw).items():
+        for layer, r in run(args.layers.split(","), recipe, args.steps, data, held_out, **shape).items():
             rows.append(rounded({"setting": name, "layer": layer, **r}))
             print(row(rows[-1]), flush=True)
         print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->", flush=True)

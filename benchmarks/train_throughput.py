@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from upconv.data.augment import random_crop_flip
 from upconv.data.source import ImageSource
 from upconv.training.datamodule import ImageData
-from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.health import HealthGuard
 from upconv.training.module import InversionModule
+from upconv.training.recipes import clip_grad_norms
 
 
 def _sync(device: torch.device) -> None:

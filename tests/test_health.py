@@ -13,9 +13,9 @@ from torch import nn
 from upconv.data.source import ImageSource
 from upconv.nets.checkpoints import load_decoders
 from upconv.training.datamodule import ImageData
-from upconv.training.decoder_state import clip_grad_norms
-from upconv.training.health import HealthGuard
+from upconv.training.health import GuardSettings, HealthGuard
 from upconv.training.module import InversionModule
+from upconv.training.recipes import DecoderRecipe, clip_grad_norms
 
 TINY = dict(encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}}, width=8, fc_width=32, max_width=32)
 
@@ -27,7 +27,7 @@ def toy_guard(**kw):
         decoders["a"].weight.fill_(1.0)
         decoders["b"].weight.fill_(2.0)
     opt = torch.optim.SGD([{"params": decoders[n].parameters()} for n in decoders], lr=0.1, momentum=0.9)
-    guard = HealthGuard(decoders, **kw)
+    guard = HealthGuard(decoders, GuardSettings(**kw))
     guard.bind(opt)
     return decoders, opt, guard
 
@@ -122,7 +122,9 @@ def test_per_decoder_clipping_keeps_one_pass_equal_to_each_decoder_alone():
     """Summed losses, clipping per decoder and one AdamW step == each decoder trained alone with its own
     clipping; a global norm over all decoders (the control) would differ."""
     torch.manual_seed(0)
-    joint = InversionModule(layers=["conv1", "pool2"], **TINY, grad_clip=0.01)  # small: clipping is active
+    joint = InversionModule(
+        layers=["conv1", "pool2"], **TINY, recipe=DecoderRecipe(grad_clip=0.01)
+    )  # small: clipping is active
     solo = {n: copy.deepcopy(joint.decoders[n]) for n in joint.layers}
     glob = copy.deepcopy(joint.decoders)
     groups = lambda ds: [{"params": ds[n].parameters()} for n in joint.layers]  # noqa: E731
@@ -164,7 +166,9 @@ def test_clip_grad_norms_bounds_each_decoder_separately():
 
 def test_trainer_wide_clipping_is_refused(tmp_path):
     m = InversionModule(layers=["conv1"], **TINY)
-    with pytest.raises(ValueError, match="clips all decoders' gradients together.*use model.grad_clip"):
+    with pytest.raises(
+        ValueError, match="clips all decoders' gradients together.*use model.init_args.recipe.grad_clip"
+    ):
         _fit(m, tmp_path, gradient_clip_val=1.0)
 
 
@@ -235,7 +239,11 @@ def test_a_blow_up_in_one_decoder_is_recovered_and_never_touches_the_others(tmp_
 
 def test_a_decoder_that_cannot_recover_is_marked_failed_and_the_run_goes_on(tmp_path):
     clean, _ = _run(tmp_path / "clean")
-    faulty, trainer = _run(tmp_path / "faulty", callbacks=[Sabotage("fc6", step=4, always=True)], max_recoveries=1)
+    faulty, trainer = _run(
+        tmp_path / "faulty",
+        callbacks=[Sabotage("fc6", step=4, always=True)],
+        recipe=DecoderRecipe(guard=GuardSettings(max_recoveries=1)),
+    )
     assert faulty.health.failed == {"fc6"}
     assert all(torch.isfinite(p).all() for p in faulty.decoders["fc6"].parameters())  # its last good weights
     for n in ("conv1", "pool2"):
@@ -254,14 +262,14 @@ def _losses_on(module, images):
     return {n: v.item() for n, v in losses.items()}
 
 
-def _ten_times_rate_run(layers, steps=30, **kw):
+def _ten_times_rate_run(layers, steps=30, guard=GuardSettings(), **kw):
     torch.manual_seed(0)
     m = InversionModule(
         encoder={"name": "alexnet_cifar", "kwargs": {"width": 0.25}},
         layers=layers,
         width=16,
         fc_width=512,
-        lr=1e-2,
+        recipe=DecoderRecipe(lr=1e-2, guard=guard),
         **kw,
     )  # 10 × the paper's rate (1e-3), 5 × the recipe's
     data = ImageData(images=ImageSource(source="embedded", embedded_per_class=40, seed=0), batch_size=16)
@@ -283,7 +291,9 @@ def _ten_times_rate_run(layers, steps=30, **kw):
 @pytest.mark.slow
 def test_ten_times_the_default_rate_ends_below_the_initial_loss_or_names_the_failures():
     # The fault is real: the paper's decoders (no normalisation), unguarded, blow up at this rate.
-    _, before, after = _ten_times_rate_run(["fc6", "fc7"], norm="none", skip_factor=1e30, spike_factor=1e30)
+    _, before, after = _ten_times_rate_run(
+        ["fc6", "fc7"], norm="none", guard=GuardSettings(skip_factor=1e30, spike_factor=1e30)
+    )
     assert any(after[n] > before[n] for n in before), (before, after)
     m, before, after = _ten_times_rate_run(["all"], norm="none")
     for n in m.layers:

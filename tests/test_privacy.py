@@ -17,6 +17,7 @@ from upconv.privacy.defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.result import ATTACKS
 from upconv.privacy.run import run_privacy
+from upconv.training.recipes import DecoderRecipe
 
 
 @pytest.fixture(scope="module")
@@ -115,28 +116,32 @@ def test_query_training_lowers_reconstruction_error(he):
         f = he(xf, ["conv11"])["conv11"]
     torch.manual_seed(0)
     untrained = build_inverter("paper", he, "conv11")
-    nets = train_inverters(he, ["conv11"], x, InverterSettings(kinds=("paper",), epochs=20, batch_size=8, lr=1e-2)).nets
+    nets = train_inverters(
+        he, ["conv11"], x, InverterSettings(kinds=("paper",), epochs=20, batch_size=8, recipe=DecoderRecipe(lr=1e-2))
+    ).nets
     with torch.no_grad():
         before = M.mse(untrained(f).clamp(0, 1), xf).mean()
         after = M.mse(nets[("paper", "conv11")](f).clamp(0, 1), xf).mean()
     assert after < 0.75 * before
 
 
-def test_inverter_learning_rate_per_kind(he):
+def test_inverter_rate_is_the_recipes_unless_a_kind_has_its_own(he):
     x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     torch.manual_seed(0)
     init = {k: build_inverter(k, he, "conv11", 8).state_dict() for k in ("paper", "upconvnet")}
-    nets = train_inverters(
-        he, ["conv11"], x, InverterSettings(epochs=2, batch_size=8, width=8, lr={"paper": 1e-2, "upconvnet": 1e-12})
-    ).nets
+    # The recipe's rate (1e-12) is every network's, except the kind given its own (paper at 1e-2).
+    s = InverterSettings(epochs=2, batch_size=8, width=8, recipe=DecoderRecipe(lr=1e-12), kind_lr={"paper": 1e-2})
+    nets = train_inverters(he, ["conv11"], x, s).nets
     moved = {
         k: max((nets[(k, "conv11")].state_dict()[n] - v).abs().max().item() for n, v in init[k].items()) for k in init
     }
     assert moved["paper"] > 1e-3  # trained at 1e-2
-    assert moved["upconvnet"] < 1e-8  # a 1e-12 rate leaves it where it started
-    for bad in ({"paper": 1e-3}, 0.0, {"paper": 1e-3, "upconvnet": -1.0}):
-        with pytest.raises(ValueError, match="positive rate, or one per inverse-network kind"):
-            train_inverters(he, ["conv11"], x, InverterSettings(epochs=1, batch_size=8, width=8, lr=bad))
+    assert moved["upconvnet"] < 1e-8  # the recipe's 1e-12 rate leaves it where it started
+    for bad in ({"shallow": 1e-3}, {"paper": 0.0}, {"paper": 1e-3, "upconvnet": -1.0}):
+        with pytest.raises(ValueError, match="kind_lr must give positive rates for inverse-network kinds"):
+            train_inverters(he, ["conv11"], x, InverterSettings(epochs=1, batch_size=8, width=8, kind_lr=bad))
+    with pytest.raises(ValueError, match="a decoder recipe needs lr > 0"):
+        DecoderRecipe(lr=0.0)
 
 
 # ---------------------------------------------------------------- end to end

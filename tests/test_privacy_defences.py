@@ -14,6 +14,7 @@ from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.dcor import distance_correlation
 from upconv.privacy.run import run_privacy
 from upconv.privacy.trained_defenses import check_defense, train_defended
+from upconv.training.recipes import DecoderRecipe
 
 
 def slow_dcor(x, z):
@@ -75,7 +76,10 @@ def smooth(n, seed):
 
 def _recon_mse(victim, attacker, evaluation):
     nets = train_inverters(
-        victim, ["relu2"], attacker, InverterSettings(kinds=("paper",), epochs=20, batch_size=16, lr=1e-2)
+        victim,
+        ["relu2"],
+        attacker,
+        InverterSettings(kinds=("paper",), epochs=20, batch_size=16, recipe=DecoderRecipe(lr=1e-2)),
     ).nets
     x = evaluation.float() / 255
     with torch.no_grad():

@@ -36,6 +36,9 @@ def test_the_frontier_starts_at_the_undefended_utility_and_writes_its_points(tmp
         assert [p["strength"] for p in curve] == [None, 0.0, {"noise": 1.0, "nopeek": 20.0}[kind]]
         assert curve[0]["utility"] == curve[1]["utility"] == undefended  # strength 0 is the undefended victim
     out = tmp_path / "f"
+    # Strength 0 is the undefended victim itself, not a victim retrained with a zero penalty: only strength 20
+    # has a defended victim of its own.
+    assert {p.name for p in out.rglob("defended/*") if p.is_dir()} == {"nopeek-20-relu2"}
     assert {"frontier.csv", "frontier.json", "frontier_black_box_dist.png", "report.md"} <= {
         p.name for p in out.iterdir()
     }

@@ -61,7 +61,7 @@ class BenchmarkConfig:
         decoder_batch: decoder training batch size.
         decoder_seconds: a time budget per training stage instead: a timed probe sizes its epochs (at most
             the given epochs).
-        decoder: overrides of the decoder recipe (InversionModule's arguments: width, fc_width, max_width, lr …).
+        decoder: overrides of InversionModule's arguments (width, fc_width, max_width, recipe: {lr: …} …).
         methods: upconvnet, deconvnet (on the layers its graph allows), mahendran_vedaldi (on inversion_images).
         inversion_images: test images for optimisation-based inversion (mahendran_vedaldi).
         inversion_steps: its optimisation steps.

@@ -21,7 +21,6 @@ from upconv.nets.encoder import Encoder
 from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
 from upconv.privacy.defenses import defend
-from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.recipes import DecoderRecipe
 
 QUERIES = ("data", "noise")
@@ -46,8 +45,8 @@ class InverterSettings:
     ``queries="data"`` uses the given images; ``"noise"`` draws ``n_noise`` uniform-noise images per epoch
     (He et al.'s noise queries; the attacker needs no data). Training is ``recipe``'s, the one every UpconvNet
     of the package is trained with (``upconv.training.recipes.DecoderRecipe``: AdamW, warm-up, cosine, the
-    health guard); ``lr`` replaces its rate, one for every network or one per kind (e.g.
-    ``{"paper": 1e-2, "upconvnet": 1e-3}``: He et al.'s shallow network trains faster at a higher rate);
+    health guard; its ``lr`` is every network's rate); ``kind_lr`` replaces that rate for the kinds it names
+    (e.g. ``{"paper": 1e-2, "upconvnet": 1e-3}``: He et al.'s shallow network trains faster at a higher rate);
     ``width`` is UpconvNet's. ``defense`` (kind, strength) applies an inference-time defence to the features
     the networks train on (an adaptive attacker: it learns to invert what the defended system sends), with a
     fresh draw every step.
@@ -58,10 +57,10 @@ class InverterSettings:
     n_noise: int = 0
     epochs: int = 5
     batch_size: int = 64
-    lr: float | dict[str, float] = 1e-3
     width: int = 64
     seed: int = 0
     recipe: DecoderRecipe = DecoderRecipe()
+    kind_lr: dict[str, float] | None = None
     defense: tuple[str, float] | None = None
 
 
@@ -83,11 +82,12 @@ def _check(images: Tensor | None, s: InverterSettings) -> dict[str, float]:
         raise ValueError("data queries need attacker images; got none")
     if s.queries == "noise" and s.n_noise < 1:
         raise ValueError(f"noise queries need n_noise ≥ 1; got {s.n_noise}")
-    rates = s.lr if isinstance(s.lr, dict) else {k: s.lr for k in s.kinds}
-    if any(k not in rates for k in s.kinds) or any(r <= 0 for r in rates.values()):
+    given = s.kind_lr or {}
+    if any(k not in DECODERS or not isinstance(r, int | float) or r <= 0 for k, r in given.items()):
         raise ValueError(
-            f"lr must be a positive rate, or one per inverse-network kind ({', '.join(s.kinds)}); got {s.lr}"
+            f"kind_lr must give positive rates for inverse-network kinds ({', '.join(DECODERS)}); got {s.kind_lr}"
         )
+    rates = {k: given.get(k, s.recipe.lr) for k in s.kinds}
     return rates
 
 
@@ -126,7 +126,7 @@ def train_inverters(
     total = s.epochs * max(1, n // s.batch_size)
     groups = [{"params": list(net.parameters()), "lr": rates[k]} for (k, _), net in nets.items()]
     opt, sched = s.recipe.optimizer(groups, total, dev)
-    guard = s.recipe.guard(guarded)
+    guard = s.recipe.health_guard(guarded)
     guard.bind(opt, sched)
     step, shape = 0, (encoder.channels, *encoder.image_size)
     for _ in range(s.epochs):
@@ -139,8 +139,7 @@ def train_inverters(
             weight = guard.gate(losses.detach())  # on the device, as in InversionModule
             opt.zero_grad(set_to_none=True)
             torch.where(weight > 0, losses * weight, 0.0).sum().backward()  # 0 × NaN would be NaN
-            if s.recipe.grad_clip:
-                clip_grad_norms(guarded, s.recipe.grad_clip)
+            s.recipe.clip_gradients(guarded)
             opt.step()
             sched.step()
             step += 1

@@ -24,7 +24,7 @@ from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_nets, load_state, save_nets, with_state
-from upconv.training.recipes import train_classifier
+from upconv.training.recipes import DecoderRecipe, train_classifier
 
 Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
 
@@ -92,7 +92,8 @@ def inverter_record(s: InverterSettings) -> dict[str, Any]:
         "n_noise": s.n_noise,
         "epochs": s.epochs,
         "batch_size": s.batch_size,
-        "lr": s.lr,
+        "recipe": s.recipe.as_dict(),
+        "kind_lr": s.kind_lr,
         "width": s.width,
         "seed": s.seed,
         "defense": s.defense,
@@ -195,14 +196,17 @@ def train_shadow(t: Trained, config: PrivacyConfig, attacker_data: Data) -> Enco
 
 
 def inverter_settings(c: PrivacyConfig) -> InverterSettings:
-    """How every inverse network of the run trains (the clean and the adaptive attackers alike)."""
+    """How every inverse network of the run trains (the clean and the adaptive attackers alike): the decoder
+    recipe at ``inverter_lr``, or at one rate per kind."""
+    per_kind = isinstance(c.inverter_lr, dict)
     return InverterSettings(
         kinds=tuple(c.decoders),
         epochs=c.inverter_epochs,
         batch_size=c.batch_size,
-        lr=c.inverter_lr,
         width=c.inverter_width,
         seed=c.seed,
+        recipe=DecoderRecipe() if per_kind else DecoderRecipe(lr=c.inverter_lr),
+        kind_lr=dict(c.inverter_lr) if per_kind else None,
     )
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import traceback
 import warnings
 from argparse import ArgumentError
+from dataclasses import fields
 from typing import Any
 
 import lightning.pytorch as L
 import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -28,11 +31,14 @@ from upconv.core.errors import config_error
 from upconv.core.files import UnreadableFileError, atomic_file, check_torch_file
 from upconv.data.batches import worker_message
 from upconv.training.datamodule import ImageData
+from upconv.training.health import GuardSettings
+from upconv.training.recipes import DecoderRecipe
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the upconv package
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
 # What SaveConfigCallback / loggers write before the first step: a folder holding only these has no results.
 NO_RESULTS = {"config.yaml", "hparams.yaml"}
+DECODER_MODEL = "InversionModule"  # the model whose recipe older configs kept loose
 
 
 class UpconvCLI(LightningCLI):
@@ -53,12 +59,17 @@ class UpconvCLI(LightningCLI):
         self.known_keys = getattr(self, "known_keys", set()) | set(parser.get_defaults().keys())
 
     def parse_arguments(self, parser, args) -> None:  # jsonargparse parser, LightningCLI's args
-        """Parse, turning a parser's error into one line; refuse an unreadable ``--ckpt_path`` before
-        LightningCLI reads its hyperparameters (a damaged file would otherwise end in a traceback)."""
+        """Parse, turning a parser's error into one line; read an older config's loose decoder-recipe fields
+        as the recipe's (``legacy_recipe_args``); refuse an unreadable ``--ckpt_path`` before LightningCLI reads
+        its hyperparameters (a damaged file would otherwise end in a traceback)."""
+        temporary: list[str] = []  # translated copies of older configs, read once by the parser
         try:
-            super().parse_arguments(parser, args)
+            super().parse_arguments(parser, legacy_recipe_args(sys.argv[1:] if args is None else args, temporary))
         except ArgumentError as e:
             raise ValueError(config_error(e, self.known_keys)) from None
+        finally:
+            for path in temporary:
+                os.remove(path)
         ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         if ckpt:
             check_torch_file(ckpt, "checkpoint to resume from (--ckpt_path)")
@@ -77,6 +88,74 @@ class UpconvCLI(LightningCLI):
             {"class_path": "upconv.training.callbacks.KeepOtherEncodersDecoders"},
         ]
         cfg.trainer.plugins = cfg.trainer.get("plugins") or [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
+
+
+def _recipe_key(key: str) -> str | None:
+    """Where an older config's loose ``InversionModule`` field ``key`` lives now (``recipe.lr``,
+    ``recipe.guard.patience``), or None if it is not a recipe field."""
+    if key in {f.name for f in fields(GuardSettings)}:
+        return f"recipe.guard.{key}"
+    return f"recipe.{key}" if key in {f.name for f in fields(DecoderRecipe)} - {"guard"} else None
+
+
+def legacy_recipe_args(args: list[str] | Any, temporary: list[str]) -> list[str] | Any:
+    """``args`` with an older decoder config's loose recipe fields (``model.init_args.lr``, ``skip_factor`` …,
+    before they became one ``DecoderRecipe``) moved into ``model.init_args.recipe``, with a warning naming them:
+    in ``--config`` files (read, translated into a temporary copy) and, when the model is ``InversionModule``,
+    on the command line. Other models (a classifier's own ``lr``) are left alone. The copies' paths are added to
+    ``temporary``, for the caller to remove once parsed."""
+    if not isinstance(args, list):
+        return args
+    out, moved, decoders = [], [], False
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        prev = args[i - 1] if i else None
+        if prev in ("--config", "-c") or (name in ("--config", "-c") and eq):
+            config, is_decoder = _legacy_config(value if eq else arg, moved)
+            decoders |= is_decoder
+            if config != (value if eq else arg):
+                temporary.append(config)
+            arg = f"{name}={config}" if eq else config
+        elif prev == "--model" or (name == "--model" and eq):
+            decoders = (value if eq else arg).endswith(DECODER_MODEL)
+        out.append(arg)
+    for i, arg in enumerate(out if decoders else []):
+        name, eq, value = arg.partition("=")
+        where = _recipe_key(name.removeprefix("--model.init_args.")) if name.startswith("--model.init_args.") else None
+        if where:
+            moved.append(f"{name[2:]} → model.init_args.{where}")
+            out[i] = f"--model.init_args.{where}{eq}{value}"
+    if moved:
+        warnings.warn(
+            f"older decoder-recipe fields read as the recipe's: {'; '.join(moved)}; write them so", stacklevel=2
+        )
+    return out
+
+
+def _legacy_config(path: str, moved: list[str]) -> tuple[str, bool]:
+    """``path`` (or a temporary copy of it with its loose recipe fields moved into ``model.init_args.recipe``),
+    and whether its model is ``InversionModule``."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return path, False  # the parser reports it
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(model, dict) or not str(model.get("class_path", "")).endswith(DECODER_MODEL):
+        return path, False
+    init = model.get("init_args") or {}
+    loose = [k for k in init if _recipe_key(k)]
+    if not loose:
+        return path, True
+    recipe = init.setdefault("recipe", {})
+    for key in loose:
+        where = _recipe_key(key)
+        (recipe.setdefault("guard", {}) if where.startswith("recipe.guard.") else recipe)[key] = init.pop(key)
+        moved.append(f"{path}: model.init_args.{key} → model.init_args.{where}")
+    fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="upconv-config-")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return tmp, True
 
 
 def check_resumable(path: str) -> None:

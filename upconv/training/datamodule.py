@@ -77,7 +77,7 @@ class ImageData(L.LightningDataModule):
         if train and world > 1:
             rank_zero_info(
                 f"data parallel: global batch {world * hp.batch_size} = {hp.batch_size} per device × "
-                f"{world} processes; model.lr is used as given: tuned for a k× smaller global batch, "
+                f"{world} processes; the learning rate is used as given: tuned for a k× smaller global batch, "
                 f"scale it by √k (AdamW's square-root rule, docs/scale-out.md)"
             )
         if isinstance(part, tuple):

@@ -22,10 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from upconv.training.decoder_state import restore_state, scale_lr, take_state
-
 log = logging.getLogger(__name__)
 
+LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # every learning-rate entry a scheduler may read back
 # Rows of the guard's (9, L) device statistics; SKIPPED … FIRST_BAD describe the steps since the last check.
 LEVEL, LATEST, STREAK, FROZEN, SKIPPED, NONFINITE, FIRST_OK, SEEN, FIRST_BAD = range(9)
 
@@ -41,9 +40,10 @@ class HealthEvent:
     since: int | None = None  # the first step whose loss the guard rejected in that stretch
 
 
-class HealthGuard:
-    """Health of the decoders in ``decoders``, whose parameters form one optimizer parameter group each,
-    in the same order (see ``bind``).
+@dataclass(frozen=True)
+class GuardSettings:
+    """When the ``HealthGuard`` acts; part of every decoder recipe (``DecoderRecipe.guard``), the one place its
+    defaults are written.
 
     Args:
         skip_factor: a loss above this multiple of the layer's level (or non-finite) is rejected on the device.
@@ -56,35 +56,38 @@ class HealthGuard:
         ema_beta: smoothing of the per-layer level (0.9: about the last 10 accepted steps).
     """
 
-    def __init__(
-        self,
-        decoders: nn.ModuleDict,
-        skip_factor: float = 10.0,
-        patience: int = 2,
-        spike_factor: float = 4.0,
-        lr_backoff: float = 0.5,
-        max_recoveries: int = 3,
-        check_every: int = 4,
-        ema_beta: float = 0.9,
-    ) -> None:
+    skip_factor: float = 10.0
+    patience: int = 2
+    spike_factor: float = 4.0
+    lr_backoff: float = 0.5
+    max_recoveries: int = 3
+    check_every: int = 4
+    ema_beta: float = 0.9
+
+    def __post_init__(self) -> None:
         if (
-            skip_factor <= 1
-            or spike_factor <= 1
-            or patience < 1
-            or check_every < 1
-            or max_recoveries < 0
-            or not 0 < lr_backoff <= 1
+            self.skip_factor <= 1
+            or self.spike_factor <= 1
+            or self.patience < 1
+            or self.check_every < 1
+            or self.max_recoveries < 0
+            or not 0 < self.lr_backoff <= 1
+            or not 0 <= self.ema_beta < 1
         ):
             raise ValueError(
                 f"the health guard needs skip_factor, spike_factor > 1, patience, check_every ≥ 1, "
-                f"max_recoveries ≥ 0 and 0 < lr_backoff ≤ 1; got {skip_factor}, {spike_factor}, "
-                f"{patience}, {check_every}, {max_recoveries}, {lr_backoff}"
+                f"max_recoveries ≥ 0, 0 < lr_backoff ≤ 1 and 0 ≤ ema_beta < 1; got {self}"
             )
+
+
+class HealthGuard:
+    """Health of the decoders in ``decoders``, whose parameters form one optimizer parameter group each,
+    in the same order (see ``bind``), acting as ``settings`` say."""
+
+    def __init__(self, decoders: nn.ModuleDict, settings: GuardSettings = GuardSettings()) -> None:
         self.decoders = decoders
         self.layers = list(decoders)
-        self.skip_factor, self.patience, self.spike_factor = skip_factor, patience, spike_factor
-        self.lr_backoff, self.max_recoveries = lr_backoff, max_recoveries
-        self.check_every, self.ema_beta = check_every, ema_beta
+        self.settings = settings
         self.failed: set[str] = set()
         self.recoveries, self.skipped = {n: 0 for n in self.layers}, {n: 0 for n in self.layers}
         self.lr_scale = {name: 1.0 for name in self.layers}
@@ -132,9 +135,10 @@ class HealthGuard:
         s = self._stats
         level = s[LEVEL]
         finite = torch.isfinite(values)
-        accept = finite & ((values <= self.skip_factor * level) | torch.isnan(level)) & (s[FROZEN] == 0)
+        skip, beta = self.settings.skip_factor, self.settings.ema_beta
+        accept = finite & ((values <= skip * level) | torch.isnan(level)) & (s[FROZEN] == 0)
         s[LEVEL] = torch.where(
-            accept, torch.where(torch.isnan(level), values, self.ema_beta * level + (1 - self.ema_beta) * values), level
+            accept, torch.where(torch.isnan(level), values, beta * level + (1 - beta) * values), level
         )
         s[LATEST] = values
         s[STREAK] = torch.where(accept, 0.0, s[STREAK] + 1)
@@ -156,7 +160,7 @@ class HealthGuard:
 
     def due(self, step: int) -> bool:
         """Whether ``step`` (optimizer steps taken) is a check."""
-        return step % self.check_every == 0
+        return step % self.settings.check_every == 0
 
     def check(self, step: int) -> list[HealthEvent]:
         """Judge every active decoder; recover or fail the diverged ones; confirm and take good states."""
@@ -176,10 +180,10 @@ class HealthGuard:
             since = self._window_start + int(seen - streak) if streak else None
             if first_ok:  # the first loss on the candidate state was accepted: it is good
                 self._promote(name)
-            if streak >= self.patience:
+            if streak >= self.settings.patience:
                 kind = "non-finite loss" if not math.isfinite(latest) else "loss spike"
                 new.append(self._recover(i, name, step, kind, latest, since))
-            elif level > self.spike_factor * self.reference[name]:
+            elif level > self.settings.spike_factor * self.reference[name]:
                 new.append(self._recover(i, name, step, "loss drift", level, since))
             else:
                 if skipped:
@@ -205,7 +209,7 @@ class HealthGuard:
         self._stats[STREAK, i] = 0
         self.smoothed[name] = ref
         self.skipped[name] += int(self._stats[SKIPPED, i].item())
-        if self.recoveries[name] >= self.max_recoveries:
+        if self.recoveries[name] >= self.settings.max_recoveries:
             self.failed.add(name)
             self._stats[FROZEN, i] = 1
             self._scale_lr(i, 0.0)
@@ -215,10 +219,10 @@ class HealthGuard:
             )
         else:
             self.recoveries[name] += 1
-            self._scale_lr(i, self.lr_backoff)
+            self._scale_lr(i, self.settings.lr_backoff)
             action = (
                 f"restored its state from step {self.snapshot_step[name]}, learning rate × "
-                f"{self.lr_scale[name]:g} (recovery {self.recoveries[name]} of {self.max_recoveries})"
+                f"{self.lr_scale[name]:g} (recovery {self.recoveries[name]} of {self.settings.max_recoveries})"
             )
         log.warning(
             "decoder %s %s at step %d (loss %s, reference %.4g): %s",
@@ -293,3 +297,50 @@ class HealthGuard:
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------- what the guard keeps and changes of a decoder
+
+
+def take_state(
+    decoder: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, into: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Copy a decoder's weights and optimizer state (into ``into``'s buffers when they fit)."""
+    weights = decoder.state_dict()
+    if into is not None and into["weights"].keys() == weights.keys():
+        for k, v in weights.items():
+            into["weights"][k].copy_(v)
+    else:
+        into = {"weights": {k: v.detach().clone() for k, v in weights.items()}}
+    into["state"], into["step"] = {}, step
+    if optimizer is not None:
+        for j, p in enumerate(decoder.parameters()):
+            if optimizer.state.get(p):
+                into["state"][j] = {
+                    k: v.detach().clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()
+                }
+    return into
+
+
+def restore_state(decoder: nn.Module, optimizer: torch.optim.Optimizer | None, snap: dict[str, Any]) -> None:
+    """Put back what ``take_state`` copied; parameters without optimizer state start afresh at the next step."""
+    with torch.no_grad():
+        decoder.load_state_dict(snap["weights"])
+    for j, p in enumerate(decoder.parameters()):
+        if optimizer is not None:
+            if j in snap["state"]:
+                optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in snap["state"][j].items()}
+            else:
+                optimizer.state.pop(p, None)  # re-initialised at the next step, as at the start
+        p.grad = None
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, group: int, factor: float) -> None:
+    """Multiply parameter group ``group``'s learning rate, and the scheduler's base rate for it, by ``factor``."""
+    entries = optimizer.param_groups[group]
+    for key in LR_KEYS:
+        if key in entries:
+            entries[key] = entries[key] * factor
+    base = getattr(scheduler, "base_lrs", None)
+    if base is not None:
+        base[group] *= factor

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import fields
 from typing import Any
 
 import lightning.pytorch as L
@@ -34,12 +33,25 @@ from upconv.nets.encoder import Encoder
 from upconv.nets.spec import EncoderSpec
 from upconv.nets.upconvnet import UpconvNet
 from upconv.training.callbacks import log_reconstruction_grid
-from upconv.training.decoder_state import clip_grad_norms
 from upconv.training.health import HealthGuard
-from upconv.training.parallel import mean_over_ranks, silent
 from upconv.training.recipes import DecoderRecipe
 
 log = logging.getLogger(__name__)
+
+
+def mean_over_ranks(values: Tensor) -> Tensor:
+    """``values`` averaged over the processes of a data-parallel run (itself in a single process): the health
+    guard then sees the whole global batch's losses and every rank takes the same decision."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        return values / torch.distributed.get_world_size()
+    return values
+
+
+def silent(record: logging.LogRecord) -> bool:
+    """A logging filter that drops every record (the guard's warnings on ranks other than 0)."""
+    return False
 
 
 def layer_seed(layer: str) -> int:
@@ -60,18 +72,12 @@ class InversionModule(L.LightningModule):
         encoder: the frozen encoder (``EncoderSpec``: name, weights, kwargs, pretrained, download).
         layers: layer names, or ``["all"]`` for every layer of the table.
         width, n_convs, fc_width, max_width, norm: UpconvNet shape and normalisation (see ``UpconvNet``).
-        lr, weight_decay, warmup: the decoder recipe (``upconv.training.recipes.DecoderRecipe``): AdamW,
-            linear warm-up over ``warmup`` of the run (at most 500 steps), cosine decay to 0.
+        recipe: how the decoders train (``upconv.training.recipes.DecoderRecipe``: AdamW at ``lr``, warm-up,
+            cosine decay, optional per-decoder ``grad_clip``, and the health guard's settings ``guard``); on the
+            command line ``--model.init_args.recipe.lr 1e-3``, ``--model.init_args.recipe.guard.patience 3``.
         feature_loss_weight: weight of the feature-space term ‖Φ_L(x̂) − Φ_L(x)‖² / ‖Φ_L(x)‖² (0 = off).
         log_images: originals shown in the validation reconstruction grid.
         channels_last: NHWC memory format for the decoders (faster convolutions on GPUs and recent CPUs).
-        grad_clip: clip each decoder's gradient norm to this, separately (None or 0: off, the default: under
-            Adam it barely changes a blow-up, the health guard is the safeguard).
-        skip_factor, patience, spike_factor, lr_backoff, max_recoveries, check_every: the health guard
-            (``upconv.training.health.HealthGuard``): a loss above ``skip_factor`` × its level is tamed on the
-            device; ``patience`` such losses in a row, or a level above ``spike_factor`` × its best, restore
-            the decoder's state from at most ``check_every`` steps earlier with its learning rate ×
-            ``lr_backoff``; after ``max_recoveries`` it is marked failed and trains no more.
         compile: ``torch.compile`` each decoder (worth it on a GPU for long runs; the first steps compile).
     """
 
@@ -84,29 +90,17 @@ class InversionModule(L.LightningModule):
         fc_width: int = 1024,
         max_width: int = 512,
         norm: str = "batch",
-        lr: float = 2e-3,
-        weight_decay: float = 1e-4,
-        warmup: float = 0.05,
+        recipe: DecoderRecipe = DecoderRecipe(),
         feature_loss_weight: float = 0.0,
         log_images: int = 8,
         channels_last: bool = False,
-        grad_clip: float | None = None,
-        skip_factor: float = 10.0,
-        patience: int = 2,
-        spike_factor: float = 4.0,
-        lr_backoff: float = 0.5,
-        max_recoveries: int = 3,
-        check_every: int = 4,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        spec = EncoderSpec.of(encoder)
-        encoder = spec.as_dict()  # noqa: F841 -- saved as plain fields: checkpoints load with weights_only=True
-        self.save_hyperparameters()
-        if grad_clip is not None and grad_clip < 0:
-            raise ValueError(f"grad_clip must be a positive gradient norm, or 0/None for no clipping; got {grad_clip}")
-        recipe = {f.name: self.hparams[f.name] for f in fields(DecoderRecipe) if f.name in self.hparams}
-        self.recipe = DecoderRecipe(**{**recipe, "grad_clip": grad_clip or None})
+        spec, self.recipe = EncoderSpec.of(encoder), DecoderRecipe.of(recipe)
+        self.save_hyperparameters(ignore=["encoder", "recipe"])
+        # Plain fields, not objects: checkpoints load with weights_only=True.
+        self.hparams.update(encoder=spec.as_dict(), recipe=self.recipe.as_dict())
         self.encoder: Encoder = spec.build()
         all_layers = [layers] if isinstance(layers, str) else list(layers)
         self.layers = self.encoder.layers if all_layers == ["all"] else self.encoder.resolve(all_layers)
@@ -120,15 +114,18 @@ class InversionModule(L.LightningModule):
         self.decoders = nn.ModuleDict(decoders)
         if channels_last:
             self.decoders.to(memory_format=torch.channels_last)
-        self.health = self.recipe.guard(self.decoders)
+        self.health = self.recipe.health_guard(self.decoders)
         self._val_sums: Tensor | None = None  # (L, 4) per-layer sums of PSNR, SSIM, loss; image count
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> InversionModule:
-        """Lightning's, reading an older checkpoint's loose encoder fields (``encoder_weights`` …) as one spec."""
+        """Lightning's, reading an older checkpoint's loose fields (``encoder_weights`` …, ``lr``, ``skip_factor``
+        …) as one encoder spec and one recipe."""
         hparams = load_torch_file(checkpoint_path, "checkpoint").get("hyper_parameters", {})
         if "encoder" not in kwargs and not isinstance(hparams.get("encoder"), dict):
             kwargs["encoder"] = EncoderSpec.from_legacy(hparams)
+        if "recipe" not in kwargs and not isinstance(hparams.get("recipe"), dict):
+            kwargs["recipe"] = DecoderRecipe.from_legacy(hparams)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ steps
@@ -217,10 +214,10 @@ class InversionModule(L.LightningModule):
         if gradient_clip_val:
             raise ValueError(
                 "trainer.gradient_clip_val clips all decoders' gradients together, so one decoder's spike would "
-                "shrink every other decoder's step; remove it and use model.grad_clip (each decoder on its own)"
+                "shrink every other decoder's step; remove it and use model.init_args.recipe.grad_clip (each decoder "
+                "on its own)"
             )
-        if self.recipe.grad_clip:
-            clip_grad_norms(self.decoders, self.recipe.grad_clip)
+        self.recipe.clip_gradients(self.decoders)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch

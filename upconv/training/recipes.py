@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from upconv.data.augment import random_crop_flip, to_unit
 from upconv.nets.builtin import ARCHITECTURES, build_architecture
 from upconv.nets.encoder import Encoder
-from upconv.training.health import HealthGuard
+from upconv.training.health import GuardSettings, HealthGuard
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,14 @@ class WarmupCosine:
 
 @dataclass(frozen=True)
 class DecoderRecipe:
-    """How every UpconvNet decoder is trained: ``InversionModule`` (``train.py``) and the privacy attacks'
-    inverse networks (``upconv.privacy.attacks``) alike.
+    """How every UpconvNet decoder is trained: ``InversionModule`` (``train.py``, where LightningCLI reads it as
+    ``--model.init_args.recipe.lr`` and the like) and the privacy attacks' inverse networks
+    (``upconv.privacy.attacks``) alike. Each knob has its one default here.
 
     AdamW at ``lr`` after a short linear warm-up (``warmup`` of the run, at most ``max_warmup`` steps), cosine
-    decay to 0; each decoder in its own parameter group; optional per-decoder gradient clipping (off by
-    default: under Adam it barely changes a blow-up's step, see docs/training.md); the ``HealthGuard``.
+    decay to 0; each decoder in its own parameter group; optional per-decoder gradient clipping (``grad_clip``,
+    off by default: under Adam it barely changes a blow-up's step, see docs/training.md); the ``HealthGuard``
+    acting as ``guard`` says.
     """
 
     lr: float = 2e-3
@@ -151,12 +154,48 @@ class DecoderRecipe:
     warmup: float = 0.05
     max_warmup: int = 500
     grad_clip: float | None = None
-    skip_factor: float = 10.0
-    patience: int = 2
-    spike_factor: float = 4.0
-    lr_backoff: float = 0.5
-    max_recoveries: int = 3
-    check_every: int = 4
+    guard: GuardSettings = GuardSettings()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.guard, dict):  # read from a checkpoint's or a YAML's plain fields
+            object.__setattr__(self, "guard", GuardSettings(**self.guard))
+        if not self.grad_clip:
+            object.__setattr__(self, "grad_clip", None)  # 0 means off, as None does
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup <= 1 or (self.grad_clip or 1) < 0:
+            raise ValueError(
+                f"a decoder recipe needs lr > 0, weight_decay ≥ 0, 0 ≤ warmup ≤ 1 and grad_clip a positive "
+                f"gradient norm (0 or None: no clipping); got lr={self.lr}, weight_decay={self.weight_decay}, "
+                f"warmup={self.warmup}, grad_clip={self.grad_clip}"
+            )
+
+    @classmethod
+    def of(cls, value: DecoderRecipe | dict[str, Any] | None) -> DecoderRecipe:
+        """A recipe from itself, its plain fields (``as_dict``; a checkpoint's or a YAML's) or None (the default)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ValueError(
+                    f"unknown decoder-recipe field(s) {', '.join(unknown)}; a recipe has "
+                    f"{', '.join(f.name for f in fields(cls))}"
+                )
+            return cls(**value)
+        raise ValueError(f"a decoder recipe must be a DecoderRecipe or a mapping of its fields; got {value!r}")
+
+    @classmethod
+    def from_legacy(cls, hparams: dict[str, Any]) -> DecoderRecipe:
+        """The recipe of an older checkpoint or config, which kept its fields loose beside the model's (``lr``,
+        ``skip_factor`` …); a field it did not have takes its default."""
+        guard = {f.name: hparams[f.name] for f in fields(GuardSettings) if f.name in hparams}
+        own = {f.name: hparams[f.name] for f in fields(cls) if f.name in hparams and f.name != "guard"}
+        return cls(**own, guard=GuardSettings(**guard))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain fields (what checkpoints and hparams.yaml keep: they load with ``weights_only=True``)."""
+        return asdict(self)
 
     def warmup_steps(self, total_steps: int) -> int:
         return min(self.max_warmup, max(1, round(self.warmup * total_steps)))
@@ -164,8 +203,8 @@ class DecoderRecipe:
     def optimizer(
         self, groups: list[dict], total_steps: int, device: torch.device | str = "cpu"
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-        """AdamW over ``groups`` (one per decoder; fused on CUDA and CPU) and its warm-up + cosine schedule,
-        stepped every batch."""
+        """AdamW over ``groups`` (one per decoder; fused on CUDA and CPU; a group's own ``lr`` replaces the
+        recipe's) and its warm-up + cosine schedule, stepped every batch."""
         fused = torch.device(device).type in ("cuda", "cpu")
         opt = torch.optim.AdamW(
             groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None, foreach=None if fused else True
@@ -173,13 +212,19 @@ class DecoderRecipe:
         shape = WarmupCosine(total_steps, self.warmup_steps(total_steps))
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, [shape] * len(groups))
 
-    def guard(self, decoders: nn.ModuleDict) -> HealthGuard:
-        return HealthGuard(
-            decoders,
-            skip_factor=self.skip_factor,
-            patience=self.patience,
-            spike_factor=self.spike_factor,
-            lr_backoff=self.lr_backoff,
-            max_recoveries=self.max_recoveries,
-            check_every=self.check_every,
-        )
+    def health_guard(self, decoders: nn.ModuleDict) -> HealthGuard:
+        return HealthGuard(decoders, self.guard)
+
+    def clip_gradients(self, decoders: nn.ModuleDict) -> None:
+        """Each decoder's gradient norm clipped to ``grad_clip`` on its own (nothing when clipping is off)."""
+        if self.grad_clip:
+            clip_grad_norms(decoders, self.grad_clip)
+
+
+def clip_grad_norms(decoders: nn.ModuleDict, max_norm: float) -> None:
+    """Clip each decoder's gradient norm to ``max_norm`` on its own (no host synchronisation): one decoder's
+    spike never rescales another's step, which a global norm over all decoders would do."""
+    for decoder in decoders.values():
+        grads = [p for p in decoder.parameters() if p.grad is not None]
+        if grads:
+            torch.nn.utils.clip_grad_norm_(grads, max_norm, foreach=True)

@@ -131,15 +131,15 @@ def fit_decoders(
     layers: list[str],
     data: ImageData,
     epochs: int,
-    recipe: dict[str, Any],
+    overrides: dict[str, Any],
     options: RunOptions,
     log_dir: str | None = None,
 ) -> tuple[InversionModule, dict[str, Any]]:
     """UpconvNet decoders for ``layers`` of the frozen ``encoder``, trained in one pass with the shipped recipe
-    (``InversionModule``'s defaults, ``recipe`` overriding them: width, lr, …) on ``data``'s training split;
+    (``InversionModule``'s defaults, ``overrides`` replacing some: width, recipe, …) on ``data``'s training split;
     returns the module (eval mode) and epochs, seconds and the probe's step cost."""
     L.seed_everything(options.seed, workers=True, verbose=False)
-    make = lambda: InversionModule(encoder=encoder, layers=layers, log_images=0, **recipe)  # noqa: E731
+    make = lambda: InversionModule(encoder=encoder, layers=layers, log_images=0, **overrides)  # noqa: E731
     data.hparams.augment = False
     epochs, per_step = sized_epochs(
         options, epochs, max(1, data.split_size("train") // data.hparams.batch_size), make, data
