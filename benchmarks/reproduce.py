@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plain_loop import interval, mean_image_floor, per_image_psnr, train_plain  # noqa: E402
 from publish import load_now, publish, record, require, rounded  # noqa: E402
 
-from upconv.core.files import atomic_file  # noqa: E402
+from upconv.core.files import atomic_file, atomic_folder  # noqa: E402
 from upconv.data.source import ImageSource  # noqa: E402
 from upconv.training.classifier import ClassifierModule  # noqa: E402
 from upconv.training.datamodule import ImageData  # noqa: E402
@@ -439,21 +438,13 @@ def device_name() -> str:
 
 
 def run(p: Preset, out: str, overwrite: bool = False, meta: dict | None = None) -> dict:
-    """Every stage into a temporary folder beside ``out``, renamed to ``out`` once complete. ``meta`` (the preset's
-    name, the command) is kept in results.json for publishing."""
+    """Every stage into a temporary folder beside ``out`` (``core.files.atomic_folder``), which becomes ``out``
+    once complete; on any failure nothing is left behind. ``meta`` (the preset's name, the command) is kept in
+    results.json for publishing."""
     if os.path.exists(out) and not overwrite:
         raise SystemExit(f"reproduce: error: {out} exists; choose another --out or pass --overwrite")
-    work = out.rstrip("/") + ".partial"
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    try:
+    with atomic_folder(out, overwrite=overwrite) as work:
         log = stages(p, work, meta or {})
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
-        raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(work, out)
     with open(os.path.join(out, "table.md")) as f:
         print(f.read())
     return log
