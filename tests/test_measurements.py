@@ -355,3 +355,44 @@ def test_the_reproduce_table_flags_an_encoder_at_chance():
     assert "⚠" in reproduce.encoder_line(0.1 + 1.9 * se, 500)
     assert "⚠" not in reproduce.encoder_line(0.1 + 2.1 * se, 500)
     assert "⚠" not in reproduce.encoder_line(0.278, 500)
+
+
+TINY_BENCHMARK = """\
+encoders:
+  - encoder: {name: alexnet_cifar, kwargs: {width: 0.125}}
+    train_epochs: 1
+    layers: [conv1]
+data: embedded
+embedded_per_class: 4
+decoder_epochs: 1
+decoder_batch: 16
+decoder: {width: 4, fc_width: 16, max_width: 8}
+methods: [upconvnet]
+probe_dims: 256
+n_boot: 50
+grid_images: 3
+workers: 0
+"""
+
+
+def test_the_benchmark_publishes_each_seeds_run_and_their_spread(tmp_path):
+    layer_benchmark = importlib.import_module("layer_benchmark")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_BENCHMARK + f"out: {tmp_path / 'run'}\n")
+    page = tmp_path / "p.md"
+    page.write_text(PAGE_TEXT.replace(": t -->", ": benchmark-tiny -->"))
+    layer_benchmark.main(["--config", str(config), "--seeds", "0,1", "--publish", str(page)])
+    runs = [json.loads((tmp_path / f"run-seed{s}" / "results.json").read_text()) for s in (0, 1)]
+    (block,) = publish.read_blocks(page.read_text())
+    figures = block.data["figures"]
+    # the table is seed 0's; the spread holds every seed's mean, read back from each run's own results
+    psnr = [[r["mean"] for r in run["rows"] if (r["method"], r["metric"]) == ("upconvnet", "psnr")] for run in runs]
+    (shown,) = [r for r in figures["rows"] if (r["method"], r["metric"]) == ("upconvnet", "psnr")]
+    assert shown["ci"][0] == pytest.approx(psnr[0][0], abs=1e-4)
+    (spread,) = [r for r in figures["spread"]["rows"] if (r["method"], r["metric"]) == ("upconvnet", "psnr")]
+    assert spread["means"] == pytest.approx([psnr[0][0], psnr[1][0]], abs=1e-4)
+    assert psnr[0][0] != psnr[1][0]  # another seed is another run: the spread is not a copy of one
+    lo, hi = sorted(spread["means"])
+    assert f"{lo:.2f}–{hi:.2f} (±{(hi - lo) / 2:.2f})" in block.table
+    with pytest.raises(SystemExit, match="--seeds must be distinct"):
+        layer_benchmark.main(["--config", str(config), "--seeds", "1,1"])
