@@ -38,8 +38,8 @@ test-fast: install
 # configs/benchmark/$(PRESET).yaml: PRESET=smoke (seconds, embedded photographs), cpu (three architectures trained
 # on 1,000 CIFAR-10 images; measured in docs/measurements.md), gpu (all of CIFAR-10, one GPU; not yet run) or
 # imagenet (pretrained ImageNet networks; give ARGS="--set root=/data/imagenet"). Finished units are reused:
-# run it again after a kill. ARGS="--publish docs/measurements.md --figures docs/images" also writes the table
-# into that page's block benchmark-$(PRESET) (benchmarks/publish.py; checked by tests/test_measurements.py).
+# run it again after a kill. ARGS="--seeds 0,1,2 --publish docs/measurements.md --figures docs/images" runs
+# it once per seed and writes the table with its spread across seeds into that page's block benchmark-$(PRESET) (benchmarks/publish.py; checked by tests/test_measurements.py).
 # With PY=python3 it runs in an environment that already has the dependencies (no virtual environment).
 PRESET ?= smoke
 ARGS ?=
@@ -47,7 +47,7 @@ reproduce: $(if $(filter $(VENV)/bin/python,$(PY)),install)
 	$(PY) benchmarks/layer_benchmark.py --config configs/benchmark/$(PRESET).yaml $(ARGS)
 
 # The decoder recipe against a plain Dosovitskiy & Brox loop at equal budget (benchmarks/reproduce.py):
-# PRESET=smoke, cpu (800 images, 13.5 min measured on two shared cores), medium (2,000 images, 37 min) or gpu.
+# PRESET=smoke, cpu (800 images), medium (2,000 images), short, long or gpu; their times are in docs/measurements.md.
 baseline: $(if $(filter $(VENV)/bin/python,$(PY)),install)
 	$(PY) benchmarks/reproduce.py --preset $(PRESET) --out runs/reproduce-$(PRESET) --overwrite $(ARGS)
 

@@ -1,9 +1,12 @@
-"""The package's headline table in one command: encoder → every decoder → depth evaluation → the plain-loop
-baseline on the same images, written as one table (table.md) and one JSON (results.json).
+"""The decoder recipe against a plain Dosovitskiy & Brox loop at equal budget, in one command: encoder → every
+decoder → depth evaluation → the plain-loop baseline on the same images, written as one table (table.md) and one
+JSON (results.json). (The headline product, the layer-information benchmark, is ``layer_benchmark.py``.)
 
-    make baseline PRESET=smoke   # seconds-scale, embedded photographs, run in CI
-    make baseline PRESET=cpu     # 800 CIFAR-10 images: 13.5 min measured on two shared cores (medium: 2,000, 37 min)
+    make baseline PRESET=smoke   # seconds-scale, embedded photographs, run by the test suite
+    make baseline PRESET=cpu     # 800 CIFAR-10 images, 6 layers (medium: 2,000; short, long: other budgets)
     make baseline PRESET=gpu     # all of CIFAR-10, all 11 layers, sized for one 10-minute GPU call (not yet run)
+
+Each run's table records its stage times and load; the published ones are in docs/measurements.md.
 
 Each stage's epochs are the preset's, unless a ``budget`` (seconds) is set for it: then a few timed steps
 size it first (epochs = min(preset, budget / measured epoch time)), and the table says what was run.
