@@ -13,7 +13,7 @@ from upconv.core import metrics as M
 from upconv.nets.zoo import build_encoder
 from upconv.privacy.attacks import InverterSettings, ShallowInverseNet, build_inverter, train_inverters
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defenses import check_strength, defend, tail
+from upconv.privacy.inference_defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.result import ATTACKS
 from upconv.privacy.run import run_privacy

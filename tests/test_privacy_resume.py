@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_privacy_defences import smooth, tiny_victim
 
-from upconv.privacy import defended as defended_module
+from upconv.privacy import point_training as point_training_module
 from upconv.privacy import points as points_module
 from upconv.privacy import stages as stages_module
 from upconv.privacy.bounds import BIASED
@@ -76,7 +76,7 @@ def test_a_sweep_stopped_after_its_first_point_resumes_it_untouched_and_ends_as_
     assert {"unit.json", "adaptive.pt"} <= set(stamps)
 
     monkeypatch.setattr(points_module, "attack_point", real)
-    clean, adaptive = _count(monkeypatch, stages_module), _count(monkeypatch, defended_module)
+    clean, adaptive = _count(monkeypatch, stages_module), _count(monkeypatch, point_training_module)
     result, points = _frontier(out)
     assert {p.name: os.stat(p).st_mtime_ns for p in first.iterdir()} == stamps  # reused, not rewritten
     assert clean == [] and adaptive == [["relu2"]]  # only the unfinished point's adaptive attacker is trained

@@ -12,7 +12,7 @@ from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import DECODERS
 from upconv.privacy.reid import check_candidates
 from upconv.privacy.result import ATTACKS
-from upconv.privacy.trained_defenses import check_sweep
+from upconv.privacy.training_defenses import check_sweep
 
 
 @dataclass

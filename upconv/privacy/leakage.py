@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from upconv.core import metrics as M
 from upconv.methods.mahendran_vedaldi import MVSettings, invert
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defended import attackers_of, invert_adaptive, view
-from upconv.privacy.defenses import tail
+from upconv.privacy.inference_defenses import tail
+from upconv.privacy.point_training import attackers_of, invert_adaptive, view
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.stages import Clock, Trained
 
@@ -36,7 +36,7 @@ def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: 
 
 def attack_plan(c: PrivacyConfig, point: Point) -> list[tuple[str, str, str]]:
     """(attack, decoder, attacker) at ``point``, in run order: every attack on the undefended point, the
-    defence attacks on a defended one, by clean and/or adaptive attackers (``upconv.privacy.defended``)."""
+    defence attacks on a defended one, by clean and/or adaptive attackers (``upconv.privacy.point_training``)."""
     kind = point[0]
     return [
         (attack, dec, who)

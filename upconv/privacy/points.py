@@ -23,7 +23,9 @@ from upconv.core.runtime import progress
 from upconv.core.units import Unit, fingerprint
 from upconv.privacy.bounds import bound_row, estimate, mark
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defended import (
+from upconv.privacy.fisher import JacobianSamples
+from upconv.privacy.leakage import Scene, attack_plan, attack_point, scene
+from upconv.privacy.point_training import (
     Point,
     adaptive_attacks,
     adaptive_record,
@@ -32,12 +34,10 @@ from upconv.privacy.defended import (
     points,
     train_adaptive,
 )
-from upconv.privacy.fisher import JacobianSamples
-from upconv.privacy.leakage import Scene, attack_plan, attack_point, scene
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import save_nets
 from upconv.privacy.stages import Data, Trained, health_notes
-from upconv.privacy.trained_defenses import TRAINED
+from upconv.privacy.training_defenses import TRAINED
 
 MV_ATTACKS = ("white_box", "query_free")  # their ``paper`` decoder is optimisation inversion
 

@@ -33,7 +33,7 @@ from upconv.privacy.result import ATTACKS, ROLES, PrivacyResult
 from upconv.privacy.resume import Resume, open_store
 from upconv.privacy.splits import load_splits
 from upconv.privacy.stages import Clock, Data, Trained, given_victim, run_training
-from upconv.privacy.trained_defenses import TRAINED
+from upconv.privacy.training_defenses import TRAINED
 from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]

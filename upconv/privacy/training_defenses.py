@@ -1,5 +1,5 @@
-"""Defences trained into the victim: its training loss gains a term that makes the features at one split
-layer harder to invert. Both go through the package's classifier recipe (``train_classifier``'s
+"""Training-time defences, trained into the victim: its training loss gains a term that makes the features at
+one split layer harder to invert. Both go through the package's classifier recipe (``train_classifier``'s
 ``extra_loss``), so a defended victim differs from the undefended one only by that term.
 
 - ``nopeek`` (Vepakomma et al., ICDMW 2020): loss = CE + w · dCor(input, split features) per batch
@@ -26,7 +26,7 @@ from upconv.nets.builtin import ARCHITECTURES
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import build_inverter
 from upconv.privacy.dcor import distance_correlation
-from upconv.privacy.defenses import RANGES, check_strength
+from upconv.privacy.inference_defenses import RANGES, check_strength
 from upconv.training.recipes import train_classifier
 
 TRAINED = {

@@ -1,7 +1,7 @@
-"""Defended points of a sweep beside the undefended victim: the victims retrained with a trained defence
-(``upconv.privacy.trained_defenses``; each one a unit of the run folder), the adaptive attackers (inverse
-networks trained on the defended features, the realistic threat), and, per point, the features an attacker
-sees and the logits utility is scored on.
+"""What each defended point of a sweep trains beside the undefended victim: the victims retrained with a
+training-time defence (``upconv.privacy.training_defenses``; each one a unit of the run folder) and the
+adaptive attackers (inverse networks trained on the defended features, the realistic threat); and, per point,
+the features an attacker sees and the logits utility is scored on.
 
 A **clean** attacker is the one trained on the undefended victim's clean features (``Trained.nets``); an
 **adaptive** attacker queries the defended system: for an inference-time defence, the victim's features with
@@ -21,11 +21,11 @@ from upconv.core.units import Unit, fingerprint
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defenses import defend
+from upconv.privacy.inference_defenses import defend
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_state, with_state
 from upconv.privacy.stages import Data, Trained, inverter_record, inverter_settings
-from upconv.privacy.trained_defenses import ADAPTIVE_ATTACKS, TRAINED, defended_encoder, train_defended
+from upconv.privacy.training_defenses import ADAPTIVE_ATTACKS, TRAINED, defended_encoder, train_defended
 
 Point = tuple[str, float | None, str]  # (defence, strength, layer)
 
