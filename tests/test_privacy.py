@@ -15,8 +15,8 @@ from upconv.privacy.attacks import InverterSettings, ShallowInverseNet, build_in
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.inference_defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
-from upconv.privacy.result import ATTACKS
 from upconv.privacy.run import run_privacy
+from upconv.privacy.sweep import ATTACKS
 from upconv.training.recipes import DecoderRecipe
 
 

@@ -13,7 +13,8 @@ from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.dcor import distance_correlation
 from upconv.privacy.run import run_privacy
-from upconv.privacy.training_defenses import check_defense, train_defended
+from upconv.privacy.sweep import check_defense
+from upconv.privacy.training_defenses import train_defended
 from upconv.training.recipes import DecoderRecipe
 
 

@@ -27,8 +27,8 @@ from upconv.privacy.config import PrivacyConfig, check_config
 from upconv.privacy.leakage import lpips_model, reconstruct, score
 from upconv.privacy.resume import POINTS, Resume, open_store
 from upconv.privacy.saved import save_nets
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Clock, Data, Trained, given_victim, inverter_record, inverter_settings, train_victim
+from upconv.privacy.splits import Data, load_splits
+from upconv.privacy.stages import Clock, Trained, given_victim, inverter_record, inverter_settings, train_victim
 from upconv.privacy.sweep_files import plot_curves, write_csv
 from upconv.privacy.verdicts import judge
 

@@ -11,8 +11,7 @@ from upconv.methods.mahendran_vedaldi import MV_STEPS
 from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import DECODERS
 from upconv.privacy.reid import check_candidates
-from upconv.privacy.result import ATTACKS
-from upconv.privacy.training_defenses import check_sweep
+from upconv.privacy.sweep import ADAPTIVE_ATTACKS, ATTACKS, Point, check_sweep
 
 
 @dataclass
@@ -156,3 +155,31 @@ def uses_attacker_data(config: PrivacyConfig) -> bool:
 def white_box_upconvnet(config: PrivacyConfig) -> bool:
     """white_box's UpconvNet is black_box_dist's (trained through the victim on the attacker's data)."""
     return "white_box" in config.attacks and "upconvnet" in config.decoders
+
+
+def attackers_of(c: PrivacyConfig, kind: str, attack: str) -> list[str]:
+    """Who attacks a point: the undefended one by its (clean) attackers; a defended one by each attacker of
+    ``c.attackers`` that the attack has (adaptive only for query-trained inverse networks)."""
+    if kind == "none":
+        return ["clean"]
+    return [a for a in c.attackers if a == "clean" or attack in ADAPTIVE_ATTACKS]
+
+
+def adaptive_attacks(c: PrivacyConfig, kind: str) -> list[str]:
+    """The attacks whose adaptive attackers attack a defended point of ``kind``."""
+    if kind == "none" or "adaptive" not in c.attackers:
+        return []
+    return [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]
+
+
+def attack_plan(c: PrivacyConfig, point: Point) -> list[tuple[str, str, str]]:
+    """(attack, decoder, attacker) at ``point``, in run order: every attack on the undefended point, the
+    defence attacks on a defended one, by clean and/or adaptive attackers."""
+    kind = point.defense
+    return [
+        (attack, dec, who)
+        for attack in c.attacks
+        if kind == "none" or attack in c.defense_attacks
+        for dec in c.decoders
+        for who in attackers_of(c, kind, attack)
+    ]

@@ -19,11 +19,11 @@ from upconv.core.files import atomic_folder
 from upconv.privacy.bounds import bound_table
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.report import bound_notes, write_privacy_report
-from upconv.privacy.result import LEAKAGE, PrivacyResult
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import POINTS, open_store
 from upconv.privacy.run import run_privacy
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Data
+from upconv.privacy.splits import Data, load_splits
+from upconv.privacy.sweep import LEAKAGE
 from upconv.privacy.sweep_files import plot_curves, write_csv
 
 KEYS = ("defense", "strength", "layer", "attack", "decoder", "attacker")

@@ -1,11 +1,10 @@
 """What each defended point of a sweep trains beside the undefended victim: the victims retrained with a
 training-time defence (``upconv.privacy.training_defenses``; each one a unit of the run folder) and the
-adaptive attackers (inverse networks trained on the defended features, the realistic threat); and, per point,
-the features an attacker sees and the logits utility is scored on.
+adaptive attackers (inverse networks trained on the defended features, the realistic threat).
 
 A **clean** attacker is the one trained on the undefended victim's clean features (``Trained.nets``); an
 **adaptive** attacker queries the defended system: for an inference-time defence, the victim's features with
-the defence applied (a fresh draw each step); for a trained defence, the retrained victim's features.
+the defence applied (a fresh draw each step); for a training-time defence, the retrained victim's features.
 """
 
 from __future__ import annotations
@@ -15,37 +14,22 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from upconv.core.units import Unit, fingerprint
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import InverterSettings, train_inverters
-from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.inference_defenses import defend
+from upconv.privacy.config import PrivacyConfig, adaptive_attacks
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_state, with_state
-from upconv.privacy.stages import Data, Trained, inverter_record, inverter_settings
-from upconv.privacy.training_defenses import ADAPTIVE_ATTACKS, TRAINED, defended_encoder, train_defended
-
-Point = tuple[str, float | None, str]  # (defence, strength, layer)
-
-
-def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
-    """Every point of the run in order: the undefended one per layer, then each defence's strengths per layer."""
-    defended = [(k, float(s), L) for k, ss in (c.defenses or {}).items() for s in ss for L in layers]
-    return [("none", None, L) for L in layers] + defended
-
-
-def attackers_of(c: PrivacyConfig, kind: str, attack: str) -> list[str]:
-    """Who attacks a point: the undefended one by its (clean) attackers; a defended one by each attacker of
-    ``c.attackers`` that the attack has (adaptive only for query-trained inverse networks)."""
-    if kind == "none":
-        return ["clean"]
-    return [a for a in c.attackers if a == "clean" or attack in ADAPTIVE_ATTACKS]
+from upconv.privacy.splits import Data
+from upconv.privacy.stages import Trained, inverter_record, inverter_settings
+from upconv.privacy.sweep import HealthKey, Point
+from upconv.privacy.training_defenses import defended_encoder, train_defended
 
 
 def defended_unit(c: PrivacyConfig, t: Trained, point: Point, victim_data: Data) -> Unit:
-    """The victim retrained with the trained defence of ``point`` (defence, strength > 0, layer)."""
+    """The victim retrained with the training-time defence of ``point`` (defence, strength > 0, layer)."""
     kind, s, L = point
     settings = {"victim": t.victim.weights_hash, "defense": [kind, s], "layer": L, "victim_epochs": c.victim_epochs}
     settings |= {"victim_data": fingerprint(*victim_data), "from_scratch": t.victim_state is not None, "seed": c.seed}
@@ -53,8 +37,8 @@ def defended_unit(c: PrivacyConfig, t: Trained, point: Point, victim_data: Data)
 
 
 def defended_victim(t: Trained, c: PrivacyConfig, point: Point, victim_data: Data, resume: Resume) -> None:
-    """The victim retrained with a trained defence at ``point`` (unit ``defended/...``; strength 0: the
-    undefended victim itself), into ``t.defended``."""
+    """The victim retrained with a training-time defence at ``point`` (unit ``defended/...``; strength 0: the
+    undefended victim itself), into ``t.defended``: the victim a point of a training-time defence attacks."""
     kind, s, L = point
     if s == 0:
         t.defended[point] = t.victim
@@ -84,17 +68,10 @@ def queries(attack: str, data: tuple[Data | None, Data | None], s: InverterSetti
     return (victim_data if attack == "black_box_train" else attacker_data)[0], s
 
 
-def adaptive_attacks(c: PrivacyConfig, kind: str) -> list[str]:
-    """The attacks whose adaptive attackers attack a defended point of ``kind``."""
-    if kind == "none" or "adaptive" not in c.attackers:
-        return []
-    return [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]
-
-
 def adaptive_record(c: PrivacyConfig, point: Point, data: tuple[Data | None, Data | None]) -> dict[str, Any]:
     """What the adaptive attackers of ``point`` are trained on and how (part of the point's settings)."""
     out = {}
-    for attack in adaptive_attacks(c, point[0]):
+    for attack in adaptive_attacks(c, point.defense):
         images, settings = queries(attack, data, inverter_settings(c), c)
         out[attack] = {
             "inverters": inverter_record(settings),
@@ -110,32 +87,12 @@ def train_adaptive(t: Trained, c: PrivacyConfig, point: Point, data: tuple[Data 
     health = {}
     for attack in adaptive_attacks(c, kind):
         images, settings = queries(attack, data, inverter_settings(c), c)
-        if kind in TRAINED:
-            target = t.defended[point]
-        else:
+        target = t.defended.get(point)  # the retrained victim of a training-time defence
+        if target is None:  # an inference-time defence: the victim's features, defended afresh each step
             target, settings = t.victim, replace(settings, defense=(kind, s))
         trained = train_inverters(target, [L], images, settings)
-        t.adaptive[(kind, s, L, attack)] = trained.nets
+        t.adaptive[(*point, attack)] = trained.nets
         # one entry per (attack, defence, strength), holding every split layer's inverse networks
-        t.health.setdefault(f"{attack} adaptive {kind} {s:g}", {}).update(trained.health)
+        t.health.setdefault(HealthKey.adaptive(attack, point), {}).update(trained.health)
         health[attack] = {f"{k} {layer}": r for (k, layer), r in trained.health.items()}
     return health
-
-
-def view(t: Trained, c: PrivacyConfig, point: Point, x: Tensor, clean: dict[str, Tensor], tails: dict) -> Any:
-    """(features the attacker sees (N, ...), logits utility is scored on (N, K)) at ``point``."""
-    kind, strength, L = point
-    with torch.no_grad():
-        if kind in TRAINED:
-            v = t.defended[point]
-            return v(x, [L])[L], v.logits(x).flatten(1)
-        f = clean[L] if kind == "none" else defend(clean[L], kind, strength, seed=c.seed)
-        return f, tails[L](f)
-
-
-def invert_adaptive(t: Trained, c: PrivacyConfig, key: tuple, decoder: str, feats: Tensor) -> Tensor:
-    """An adaptive attacker's reconstructions (N, C, H, W) of ``feats``; ``key``: (defence, strength, layer,
-    attack)."""
-    net: nn.Module = t.adaptive[key][(decoder, key[2])]
-    with torch.no_grad():
-        return torch.cat([net(f) for f in feats.split(c.batch_size)]).clamp(0, 1)

@@ -22,24 +22,21 @@ from upconv.core.files import load_torch_file
 from upconv.core.runtime import progress
 from upconv.core.units import Unit, fingerprint
 from upconv.privacy.bounds import bound_row, estimate, mark
-from upconv.privacy.config import PrivacyConfig
+from upconv.privacy.config import PrivacyConfig, adaptive_attacks, attack_plan
 from upconv.privacy.fisher import JacobianSamples
-from upconv.privacy.leakage import Scene, attack_plan, attack_point, scene
-from upconv.privacy.point_training import (
-    Point,
-    adaptive_attacks,
-    adaptive_record,
-    defended_unit,
-    defended_victim,
-    points,
-    train_adaptive,
-)
+from upconv.privacy.leakage import Scene, attack_point, scene
+from upconv.privacy.point_training import adaptive_record, defended_unit, defended_victim, train_adaptive
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import save_nets
-from upconv.privacy.stages import Data, Trained, health_notes
-from upconv.privacy.training_defenses import TRAINED
+from upconv.privacy.splits import Data
+from upconv.privacy.stages import Trained, health_notes
+from upconv.privacy.sweep import MV_ATTACKS, TRAINED, HealthKey, Point
 
-MV_ATTACKS = ("white_box", "query_free")  # their ``paper`` decoder is optimisation inversion
+
+def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
+    """Every point of the run in order: the undefended one per layer, then each defence's strengths per layer."""
+    defended = [Point(k, float(s), L) for k, ss in (c.defenses or {}).items() for s in ss for L in layers]
+    return [Point("none", None, L) for L in layers] + defended
 
 
 def point_key(point: Point) -> str:
@@ -133,8 +130,8 @@ class PointRunner:
                 self.grid[(a, d, L)] = g
         fresh = {}
         for attack, records in results["health"].items():
-            name = f"{attack} adaptive {kind} {s:g}"
-            fresh[name] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
-            self.t.health.setdefault(name, {}).update(fresh[name])
+            key = HealthKey.adaptive(attack, Point(kind, s, L))
+            fresh[key] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
+            self.t.health.setdefault(key, {}).update(fresh[key])
         self.t.notes += health_notes(fresh)
         return results

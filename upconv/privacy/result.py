@@ -1,5 +1,4 @@
-"""What a privacy run produces (``PrivacyResult``) and the attack settings it names, shared by the run and the
-report writer."""
+"""What a privacy run produces (``PrivacyResult``), shared by the run and the report writer."""
 
 from __future__ import annotations
 
@@ -7,29 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
-
-ATTACKS = ("white_box", "black_box_train", "black_box_dist", "black_box_noise", "query_free")
-LEAKAGE = ("psnr", "ssim", "lpips", "reid")
-# What "paper" and "upconvnet" mean in each setting (shown in the report).
-ROLES = {
-    "white_box": (
-        "optimisation inversion (rMLE / M&V) on the victim's weights",
-        "UpconvNet trained through the victim on the attacker's same-distribution data",
-    ),
-    "black_box_train": (
-        "He et al.'s shallow inverse net, queries = victim's training images",
-        "UpconvNet, queries = victim's training images",
-    ),
-    "black_box_dist": (
-        "He et al.'s shallow inverse net, queries = other images of the same distribution",
-        "UpconvNet, same queries",
-    ),
-    "black_box_noise": ("He et al.'s shallow inverse net, queries = uniform-noise images", "UpconvNet, same queries"),
-    "query_free": (
-        "optimisation inversion (rMLE / M&V) on a shadow encoder trained on the attacker's data",
-        "UpconvNet trained on the shadow encoder",
-    ),
-}
 
 
 @dataclass

@@ -29,11 +29,11 @@ from upconv.privacy.config import PrivacyConfig, check_config, check_epochs, use
 from upconv.privacy.points import PointRunner
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
-from upconv.privacy.result import ATTACKS, ROLES, PrivacyResult
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import Resume, open_store
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Clock, Data, Trained, given_victim, run_training
-from upconv.privacy.training_defenses import TRAINED
+from upconv.privacy.splits import Data, load_splits
+from upconv.privacy.stages import Clock, Trained, given_victim, run_training
+from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, HealthKey
 from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]
@@ -103,12 +103,14 @@ def run_privacy(
     lp = runner.run(layers, (x, eval_data[1])).lp
     rows = runner.rows
     for r in (r for r in rows if "inverter_health" not in r):  # None where no network was trained (M&V)
-        r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
+        r["inverter_health"] = (
+            t.health.get(HealthKey(r["attack"]), {}).get((r["decoder"], r["layer"]), {}).get("status")
+        )
     floors, checks, warnings = judge(
         c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp
     )
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
-    settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
+    settings["inverter_health"] = {str(a): {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in resume.timings.items()}
     result = PrivacyResult(
         rows=rows,

@@ -24,9 +24,9 @@ from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_nets, load_state, save_nets, with_state
+from upconv.privacy.splits import Data
+from upconv.privacy.sweep import HealthKey, Point
 from upconv.training.recipes import DecoderRecipe, train_classifier
-
-Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
 
 
 class Clock:
@@ -57,10 +57,10 @@ class Trained:
     device: torch.device
     shadow: Encoder | None = None
     nets: dict[str, dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
-    health: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per attack, per net
+    health: dict[HealthKey, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per net
     victim_state: dict[str, Tensor] | None = None  # weights of a victim trained here
     notes: list[str] = field(default_factory=list)
-    defended: dict[tuple[str, float, str], Encoder] = field(default_factory=dict)  # retrained per trained point
+    defended: dict[Point, Encoder] = field(default_factory=dict)  # retrained per trained point
     adaptive: dict[tuple[str, float, str, str], dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
     trained_with: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack: its clean unit's settings
 
@@ -170,7 +170,7 @@ def train_attack(
             t.shadow = target = Encoder.from_model(with_state(arch, load_state(folder, "shadow.pt")), t.victim.name)
             t.shadow.to(t.device)
         t.nets[attack] = load_nets(target, folder, c.inverter_width)
-        t.health[attack] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
+        t.health[HealthKey(attack)] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
 
     stage = None if attack == "query_free" else f"train inverters {attack}"
     queries = (
@@ -245,12 +245,13 @@ def run_training(
     t.victim = t.victim.to(t.device)
     if white_box_upconvnet(c):
         t.nets["white_box"] = {k: v for k, v in t.nets["black_box_dist"].items() if k[0] == "upconvnet"}
-        t.health["white_box"] = {k: v for k, v in t.health["black_box_dist"].items() if k[0] == "upconvnet"}
+        shared = t.health[HealthKey("black_box_dist")]
+        t.health[HealthKey("white_box")] = {k: v for k, v in shared.items() if k[0] == "upconvnet"}
         t.trained_with["white_box"] = t.trained_with["black_box_dist"]
     t.notes += health_notes(t.health)
 
 
-def health_notes(health: dict[str, dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
+def health_notes(health: dict[HealthKey, dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
     """One line per inverse network that diverged in training (as ``upconv evaluate`` says of a decoder): a
     failed one's figures are its last good weights', a low leakage that measures the network, not the layer."""
     notes = []
