@@ -1,17 +1,23 @@
 """The one parameter list of a privacy run: ``upconv privacy`` builds its options from ``PrivacyConfig``'s
-fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance."""
+fields and docstring (``privacy-frontier`` and ``privacy-budget`` from its two extensions), ``run_privacy`` takes
+an instance, and ``from_config`` draws a config's images and runs any of the three."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from upconv.methods.mahendran_vedaldi import MV_STEPS
 from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import DECODERS
 from upconv.privacy.reid import check_candidates
+from upconv.privacy.splits import Data, load_splits
 from upconv.privacy.sweep import ADAPTIVE_ATTACKS, ATTACKS, Point, check_sweep
+
+C = TypeVar("C", bound="PrivacyConfig")
+R = TypeVar("R")
 
 
 @dataclass
@@ -105,6 +111,19 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         self.encoder = EncoderSpec.of(self.encoder)  # a name alone, from Python or an older YAML
+
+
+def from_config(config: C, run: Callable[[C, Data, Data, Data], R]) -> R:
+    """Draw the victim / attacker / evaluated images from ``config``'s data fields (data, root, n_victim,
+    n_attacker, n_eval, seed, num_workers; ``load_splits``), then ``run(config, evaluated, victim, attacker)``:
+    ``run_privacy``, ``run_frontier`` or ``run_budget``. A training budget of no epochs is refused before any
+    image is decoded."""
+    c = config
+    check_epochs(c)
+    victim, attacker, evaluation = load_splits(
+        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
+    )
+    return run(c, evaluation, victim, attacker)
 
 
 def check_config(config: PrivacyConfig, n_eval: int) -> None:

@@ -1,10 +1,11 @@
 """``upconv privacy``: attack the features at each split layer in every setting, with and without defences,
 and summarise what leaks (PSNR, SSIM, LPIPS, re-identification) beside the utility that remains.
 
-Stages: load the splits (``run_from_config``) → check everything → train the victim, the inverse networks
-and the shadow (``upconv.privacy.stages``) → attack clean and defended features (``upconv.privacy.leakage``)
-→ judge every figure against the no-information floors and the victim's accuracy against chance
-(``upconv.privacy.verdicts``) → summarise the settings and write the run folder (``upconv.privacy.report``).
+Stages: load the splits (``upconv.privacy.config.from_config``) → check everything → train the victim, the
+inverse networks and the shadow (``upconv.privacy.stages``) → attack clean and defended features
+(``upconv.privacy.leakage``) → judge every figure against the no-information floors and the victim's accuracy
+against chance (``upconv.privacy.verdicts``) → summarise the settings and write the run folder
+(``upconv.privacy.report``).
 
 Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.core.metrics.bootstrap_ci``), exactly as
 the depth-evaluation report. PSNR is computed on [0, 1] images with data range 1, which equals PSNR on the
@@ -25,28 +26,18 @@ from upconv.core.units import UnitStore
 from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
-from upconv.privacy.config import PrivacyConfig, check_config, check_epochs, uses_attacker_data
+from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
 from upconv.privacy.points import PointRunner
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
 from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import Resume, open_store
-from upconv.privacy.splits import Data, load_splits
+from upconv.privacy.splits import Data
 from upconv.privacy.stages import Clock, Trained, given_victim, run_training
 from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, HealthKey
 from upconv.privacy.verdicts import judge
 
-__all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]
-
-
-def run_from_config(config: PrivacyConfig) -> PrivacyResult:
-    """Draw the victim / attacker / evaluated images from ``config.data`` (``load_splits``), then run."""
-    c = config
-    check_epochs(c)  # before the images are decoded
-    victim, attacker, evaluation = load_splits(
-        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
-    )
-    return run_privacy(c, evaluation, victim, attacker)
+__all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_privacy"]
 
 
 def _check_data(
