@@ -65,9 +65,12 @@ def run_privacy(
     Encoder), else ``config.encoder`` when it gives weights (and kwargs), else that built-in
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
-    own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
-    applied to the victim's features for ``defense_attacks``, attacked by each of ``config.attackers``: clean
-    (inverters trained on undefended features) and adaptive (trained on the defended features). The wall time
+    own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Every defended
+    point of ``config.defenses`` (an inference-time defence applied to the victim's features, or the victim
+    retrained with a training-time one) is attacked by ``defense_attacks``, by each of ``config.attackers``:
+    clean (inverse networks trained on the undefended victim's features, blind to the defence) and adaptive
+    (trained on the defended features, so they learn to invert what the defended system sends; the
+    query-trained attacks only). The wall time
     of each training stage and of each attack's reconstructions is in ``settings["timings_s"]``; progress bars
     on stderr follow the stages.
 
