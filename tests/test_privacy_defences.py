@@ -13,7 +13,7 @@ from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.dcor import distance_correlation
 from upconv.privacy.run import run_privacy
-from upconv.privacy.sweep import HealthKey, Point, check_defense
+from upconv.privacy.sweep import AttackerKey, Point, check_defense
 from upconv.privacy.training_defenses import train_defended
 from upconv.training.recipes import DecoderRecipe
 
@@ -149,7 +149,7 @@ def test_an_adaptive_attacker_does_at_least_as_well_on_defended_features_as_a_cl
     }
     assert set(res.settings["inverter_health"]) == names
     for point in (("noise", 2.0), ("nopeek", 50.0)):
-        name = str(HealthKey.adaptive("black_box_dist", Point(*point, "relu2")))
+        name = str(AttackerKey.adaptive("black_box_dist", Point(*point, "relu2")))
         status = res.settings["inverter_health"][name]["paper relu2"]["status"]
         assert by[(*point, "adaptive")]["inverter_health"] == status
 

@@ -30,6 +30,7 @@ from upconv.privacy.resume import POINTS, Resume, open_store
 from upconv.privacy.saved import save_nets
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Clock, Trained, given_victim, inverter_record, inverter_settings, train_victim
+from upconv.privacy.sweep import AttackerKey
 from upconv.privacy.sweep_files import plot_curves, write_csv
 from upconv.privacy.verdicts import judge
 
@@ -102,7 +103,7 @@ def _curve(
 
         def compute(n: int = n, epochs: int = epochs, s: Any = s) -> tuple[list, Any]:
             trained = train_inverters(t.victim, layers, images[order[:n]], s)
-            t.nets["black_box_dist"] = trained.nets
+            t.nets[AttackerKey("black_box_dist")] = trained.nets
             out = []
             for (dec, L), record in trained.health.items():
                 xh = reconstruct(t, c, "black_box_dist", dec, L, feats[L]).float().clamp(0, 1)

@@ -17,7 +17,7 @@ from upconv.privacy.config import PrivacyConfig, attack_plan
 from upconv.privacy.inference_defenses import defend, tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.stages import Clock, Trained
-from upconv.privacy.sweep import MV_ATTACKS, HealthKey, Point
+from upconv.privacy.sweep import MV_ATTACKS, AttackerKey, Point
 
 
 def reconstruct(
@@ -31,7 +31,7 @@ def reconstruct(
         mv = MVSettings(steps=c.mv_steps, optimizer=c.mv_optimizer, tv_weight=c.mv_tv_weight, seed=c.seed)
         chunks = [invert(target, layer, f, mv).images for f in feats.split(c.mv_batch_size or c.batch_size)]
         return torch.cat(chunks)
-    net = (t.nets[attack] if point is None else t.adaptive[(*point, attack)])[(decoder, layer)]
+    net = t.nets[AttackerKey(attack) if point is None else AttackerKey.adaptive(attack, point)][(decoder, layer)]
     with torch.no_grad():
         return torch.cat([net(f) for f in feats.split(c.batch_size)]).clamp(0, 1)
 
@@ -112,7 +112,7 @@ def attack_point(
         row = score(c, xh, s.x, s.lp, row)
         row["attacker"] = who
         if who == "adaptive":
-            row["inverter_health"] = t.health[HealthKey.adaptive(attack, point)][(dec, L)]["status"]
+            row["inverter_health"] = t.health[AttackerKey.adaptive(attack, point)][(dec, L)]["status"]
         row["utility"], row["utility_lo"], row["utility_hi"] = utility
         rows.append(row)
     return rows, grid

@@ -2,7 +2,7 @@
 training-time defence (``upconv.privacy.training_defenses``; each one a unit of the run folder) and the
 adaptive attackers (inverse networks trained on the defended features, the realistic threat).
 
-A **clean** attacker is the one trained on the undefended victim's clean features (``Trained.nets``); an
+A **clean** attacker is the one trained on the undefended victim's clean features; an
 **adaptive** attacker queries the defended system: for an inference-time defence, the victim's features with
 the defence applied (a fresh draw each step); for a training-time defence, the retrained victim's features.
 """
@@ -24,7 +24,7 @@ from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_state, with_state
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, inverter_record, inverter_settings
-from upconv.privacy.sweep import HealthKey, Point
+from upconv.privacy.sweep import AttackerKey, Point
 from upconv.privacy.training_defenses import defended_encoder, train_defended
 
 
@@ -81,8 +81,9 @@ def adaptive_record(c: PrivacyConfig, point: Point, data: tuple[Data | None, Dat
 
 
 def train_adaptive(t: Trained, c: PrivacyConfig, point: Point, data: tuple[Data | None, Data | None]) -> dict:
-    """Inverse networks trained on the features of ``point``, per adaptive attack, into ``t.adaptive``; returns
-    their training health per attack, keyed "kind layer"."""
+    """Inverse networks trained on the features of ``point``, per adaptive attack, into ``t.nets`` and their
+    training health into ``t.health`` (keyed by the attack's adaptive ``AttackerKey``, which holds every split
+    layer's); returns that health per attack, keyed "kind layer"."""
     kind, s, L = point
     health = {}
     for attack in adaptive_attacks(c, kind):
@@ -91,8 +92,8 @@ def train_adaptive(t: Trained, c: PrivacyConfig, point: Point, data: tuple[Data 
         if target is None:  # an inference-time defence: the victim's features, defended afresh each step
             target, settings = t.victim, replace(settings, defense=(kind, s))
         trained = train_inverters(target, [L], images, settings)
-        t.adaptive[(*point, attack)] = trained.nets
-        # one entry per (attack, defence, strength), holding every split layer's inverse networks
-        t.health.setdefault(HealthKey.adaptive(attack, point), {}).update(trained.health)
+        key = AttackerKey.adaptive(attack, point)
+        t.nets.setdefault(key, {}).update(trained.nets)
+        t.health.setdefault(key, {}).update(trained.health)
         health[attack] = {f"{k} {layer}": r for (k, layer), r in trained.health.items()}
     return health

@@ -30,7 +30,7 @@ from upconv.privacy.resume import Resume
 from upconv.privacy.saved import save_nets
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, health_notes
-from upconv.privacy.sweep import MV_ATTACKS, TRAINED, HealthKey, Point
+from upconv.privacy.sweep import MV_ATTACKS, TRAINED, AttackerKey, Point
 
 
 def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
@@ -45,7 +45,7 @@ def point_key(point: Point) -> str:
 
 
 def has_bound(c: PrivacyConfig, point: Point) -> bool:
-    return point[0] == "noise" and point[1] > 0 and c.fisher_probes > 0
+    return point.defense == "noise" and point.strength > 0 and c.fisher_probes > 0
 
 
 def point_unit(c: PrivacyConfig, t: Trained, point: Point, data: tuple[Data | None, Data | None], eval_id: str) -> Unit:
@@ -101,18 +101,18 @@ class PointRunner:
 
     def _compute(self, point: Point, s: Scene) -> dict[str, Any]:
         c, t = self.c, self.t
-        kind = point[0]
+        kind = point.defense
         if kind in TRAINED:
             defended_victim(t, c, point, self.data[0], self.resume)
         health = {}
         if adaptive_attacks(c, kind):
             health = self.resume.clock.timed("train adaptive inverters", train_adaptive, t, c, point, self.data)
         rows, grid = attack_point(t, c, point, s, self.resume.clock)
-        nets = {(f"{a}-{k}", layer): n for (*_, a), ns in self._adaptive(point).items() for (k, layer), n in ns.items()}
+        nets = {}  # this point's adaptive networks (its attackers' keys hold every layer's)
+        for a in adaptive_attacks(c, kind):
+            trained = t.nets[AttackerKey.adaptive(a, point)].items()
+            nets |= {(f"{a}-{k}", layer): n for (k, layer), n in trained if layer == point.layer}
         return {"rows": rows, "grid": grid, "health": health, "point": point, "nets": nets}
-
-    def _adaptive(self, point: Point) -> dict[tuple, Any]:
-        return {k: v for k, v in self.t.adaptive.items() if k[:3] == point}
 
     def _save(self, value: dict[str, Any], folder: str) -> dict[str, Any]:
         if value["grid"]:
@@ -130,7 +130,7 @@ class PointRunner:
                 self.grid[(a, d, L)] = g
         fresh = {}
         for attack, records in results["health"].items():
-            key = HealthKey.adaptive(attack, Point(kind, s, L))
+            key = AttackerKey.adaptive(attack, Point(kind, s, L))
             fresh[key] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
             self.t.health.setdefault(key, {}).update(fresh[key])
         self.t.notes += health_notes(fresh)

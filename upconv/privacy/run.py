@@ -34,7 +34,7 @@ from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import Resume, open_store
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Clock, Trained, given_victim, run_training
-from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, HealthKey
+from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, AttackerKey
 from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_privacy"]
@@ -98,7 +98,7 @@ def run_privacy(
     rows = runner.rows
     for r in (r for r in rows if "inverter_health" not in r):  # None where no network was trained (M&V)
         r["inverter_health"] = (
-            t.health.get(HealthKey(r["attack"]), {}).get((r["decoder"], r["layer"]), {}).get("status")
+            t.health.get(AttackerKey(r["attack"]), {}).get((r["decoder"], r["layer"]), {}).get("status")
         )
     floors, checks, warnings = judge(
         c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp

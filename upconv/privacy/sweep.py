@@ -2,8 +2,8 @@
 inverse networks are), who attacks a defended point (``ATTACKERS``; only ``ADAPTIVE_ATTACKS`` can adapt), what
 is measured (``LEAKAGE``), the defences and their strengths (applied at inference, ``upconv.privacy.
 inference_defenses``, or trained into the victim, ``TRAINED``), and the typed keys a run's parts are filed
-under: ``Point`` (defence, strength, split layer) and ``HealthKey`` (whose inverse networks a health record is
-of)."""
+under: ``Point`` (defence, strength, split layer) and ``AttackerKey`` (whose inverse networks: an attack's clean
+ones, or its adaptive ones at a defended point)."""
 
 from __future__ import annotations
 
@@ -56,17 +56,18 @@ class Point(NamedTuple):
 
 
 @dataclass(frozen=True)
-class HealthKey:
-    """Whose inverse networks a training-health record holds: an attack's clean attackers, or its adaptive
-    attackers at one defended strength (every split layer's together). Its text is the record's name in
-    ``metrics.json`` and the report: ``black_box_dist``, ``black_box_dist adaptive noise 0.5``."""
+class AttackerKey:
+    """Whose inverse networks: an attack's clean attackers, or its adaptive attackers at one defended strength
+    (every split layer's together). It keys the trained networks and their training health alike (each a dict
+    by (kind, layer)); its text is the health record's name in ``metrics.json`` and the report:
+    ``black_box_dist``, ``black_box_dist adaptive noise 0.5``."""
 
     attack: str
     defense: str | None = None
     strength: float | None = None
 
     @classmethod
-    def adaptive(cls, attack: str, point: Point) -> HealthKey:
+    def adaptive(cls, attack: str, point: Point) -> AttackerKey:
         return cls(attack, point.defense, point.strength)
 
     def __str__(self) -> str:
