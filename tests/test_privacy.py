@@ -13,10 +13,10 @@ from upconv.core import metrics as M
 from upconv.nets.zoo import build_encoder
 from upconv.privacy.attacks import InverterSettings, ShallowInverseNet, build_inverter, train_inverters
 from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defenses import check_strength, defend, tail
+from upconv.privacy.inference_defenses import check_strength, defend, tail
 from upconv.privacy.reid import reid_hits
-from upconv.privacy.result import ATTACKS
 from upconv.privacy.run import run_privacy
+from upconv.privacy.sweep import ATTACKS
 from upconv.training.recipes import DecoderRecipe
 
 
@@ -645,9 +645,9 @@ def test_a_budget_of_no_epochs_is_refused_in_one_line(option, value, message, tm
     """`--inverter_epochs 0` reported untrained inverse networks as leakage; it is refused before any image is
     decoded, in one line."""
     from upconv.cli.main import main
-    from upconv.privacy import run
+    from upconv.privacy import config
 
-    monkeypatch.setattr(run, "load_splits", lambda *a, **k: pytest.fail("images decoded before the check"))
+    monkeypatch.setattr(config, "load_splits", lambda *a, **k: pytest.fail("images decoded before the check"))
     with pytest.raises(SystemExit) as e:
         main(["privacy", "--data", "embedded", option, value, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err

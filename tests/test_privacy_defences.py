@@ -13,7 +13,8 @@ from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.dcor import distance_correlation
 from upconv.privacy.run import run_privacy
-from upconv.privacy.trained_defenses import check_defense, train_defended
+from upconv.privacy.sweep import AttackerKey, Point, check_defense
+from upconv.privacy.training_defenses import train_defended
 from upconv.training.recipes import DecoderRecipe
 
 
@@ -141,6 +142,16 @@ def test_an_adaptive_attacker_does_at_least_as_well_on_defended_features_as_a_cl
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "strength,attacker," in header
     assert {"train defended victims", "train adaptive inverters"} <= set(res.settings["timings_s"])
+    # each adaptive row's health is read under the name its attackers' record was written with (metrics.json's)
+    names = {
+        "black_box_dist",
+        *(f"black_box_dist adaptive {k} {s}" for k, s in [("noise", 2), ("nopeek", 0), ("nopeek", 50)]),
+    }
+    assert set(res.settings["inverter_health"]) == names
+    for point in (("noise", 2.0), ("nopeek", 50.0)):
+        name = str(AttackerKey.adaptive("black_box_dist", Point(*point, "relu2")))
+        status = res.settings["inverter_health"][name]["paper relu2"]["status"]
+        assert by[(*point, "adaptive")]["inverter_health"] == status
 
 
 def test_bad_defence_sweeps_say_what_to_do(tmp_path):

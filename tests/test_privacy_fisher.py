@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
-from upconv.privacy.defenses import defend
 from upconv.privacy.fisher import (
     JacobianSamples,
     bound_summary,
@@ -19,6 +18,7 @@ from upconv.privacy.fisher import (
     psnr_of,
     van_trees_mse,
 )
+from upconv.privacy.inference_defenses import defend
 
 D_IN, D_OUT = 12, 20  # an image of 3 × 2 × 2 numbers, 20 features
 

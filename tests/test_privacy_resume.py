@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_privacy_defences import smooth, tiny_victim
 
-from upconv.privacy import defended as defended_module
+from upconv.privacy import point_training as point_training_module
 from upconv.privacy import points as points_module
 from upconv.privacy import stages as stages_module
 from upconv.privacy.bounds import BIASED
@@ -43,7 +43,8 @@ def _frontier(out, **kw):
 def whole(tmp_path_factory):
     """One uninterrupted sweep."""
     out = tmp_path_factory.mktemp("whole") / "f"
-    return out, *_frontier(out)
+    result = _frontier(out)
+    return out, result, result.points
 
 
 def _count(monkeypatch, module):
@@ -76,8 +77,9 @@ def test_a_sweep_stopped_after_its_first_point_resumes_it_untouched_and_ends_as_
     assert {"unit.json", "adaptive.pt"} <= set(stamps)
 
     monkeypatch.setattr(points_module, "attack_point", real)
-    clean, adaptive = _count(monkeypatch, stages_module), _count(monkeypatch, defended_module)
-    result, points = _frontier(out)
+    clean, adaptive = _count(monkeypatch, stages_module), _count(monkeypatch, point_training_module)
+    result = _frontier(out)
+    points = result.points
     assert {p.name: os.stat(p).st_mtime_ns for p in first.iterdir()} == stamps  # reused, not rewritten
     assert clean == [] and adaptive == [["relu2"]]  # only the unfinished point's adaptive attacker is trained
     assert result.units["computed"] == ["points/noise-2-relu2"]
@@ -162,8 +164,8 @@ def test_a_budget_run_again_reuses_every_budget(tmp_path, monkeypatch):
     first = run_budget(config, smooth(16, 1), smooth(32, 0), smooth(32, 2), victim=tiny_victim())
     calls = _count(monkeypatch, __import__("upconv.privacy.budget", fromlist=["x"]))
     again = run_budget(config, smooth(16, 1), smooth(32, 0), smooth(32, 2), victim=tiny_victim())
-    assert calls == [] and again["rows"] == first["rows"]
-    assert again["units"]["reused"] == ["budgets/8", "budgets/16"] and again["units"]["computed"] == []
+    assert calls == [] and again.rows == first.rows
+    assert again.units["reused"] == ["budgets/8", "budgets/16"] and again.units["computed"] == []
 
 
 def test_the_command_says_what_it_reused(capsys, monkeypatch):
@@ -172,8 +174,11 @@ def test_the_command_says_what_it_reused(capsys, monkeypatch):
 
     units = {"reused": ["victim", "attackers/black_box_dist", "points/none-relu22"], "computed": ["points/noise-1"]}
     result = PrivacyResult(rows=[], settings={}, notes=[], originals=torch.zeros(0), out="/r", units=units)
-    monkeypatch.setattr(cli, "run_from_config", lambda config: result)
-    cli.privacy(PrivacyConfig(out="/r"))
-    out, err = capsys.readouterr()
-    assert out == "/r/report.md\n"
-    assert err.strip() == "resumed /r/points: reused 3 of 4 units (1 points), computed 1"
+    runs = []
+    monkeypatch.setattr(cli, "from_config", lambda config, run: runs.append(run) or result)
+    for command, config in ((cli.privacy, PrivacyConfig), (cli.frontier, FrontierConfig), (cli.budget, BudgetConfig)):
+        command(config(out="/r"))
+        out, err = capsys.readouterr()
+        assert out == "/r/report.md\n"
+        assert err.strip() == "resumed /r/points: reused 3 of 4 units (1 points), computed 1"
+    assert runs == [run_privacy, run_frontier, run_budget]  # one loader, each command's own run

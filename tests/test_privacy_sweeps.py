@@ -26,7 +26,8 @@ SMALL = dict(
 
 def test_the_frontier_starts_at_the_undefended_utility_and_writes_its_points(tmp_path):
     config = FrontierConfig(**SMALL, defenses={"noise": [0.0, 1.0], "nopeek": [0.0, 20.0]}, out=str(tmp_path / "f"))
-    result, points = run_frontier(config, smooth(16, 1), smooth(32, 0), smooth(32, 2), victim=tiny_victim())
+    result = run_frontier(config, smooth(16, 1), smooth(32, 0), smooth(32, 2), victim=tiny_victim())
+    points = result.points
     undefended = next(r for r in result.rows if r["defense"] == "none")["utility"]
     assert undefended == pytest.approx(result.settings["victim_accuracy"][0])
     curves = {(p["defense"], p["attacker"]) for p in points}
@@ -63,14 +64,15 @@ def test_the_budget_curve_uses_exactly_the_requested_numbers_of_pairs(tmp_path, 
     attacker = smooth(40, 2)
     res = run_budget(config, smooth(16, 1), smooth(32, 0), attacker, victim=tiny_victim())
     assert [len(s) for s in seen] == [8, 16, 32]
-    assert [r["n_pairs"] for r in res["rows"]] == [8, 16, 32]
+    assert [r["n_pairs"] for r in res.rows] == [8, 16, 32]
     assert torch.equal(seen[1][:8], seen[0]) and torch.equal(seen[2][:16], seen[1])  # nested budgets
     flat = attacker[0].flatten(1)
     assert all(((s.flatten(1)[:, None] == flat[None]).all(-1)).any(1).all() for s in seen)  # the attacker's own
-    assert len({r["steps"] for r in res["rows"]}) == 1  # the same training length at every budget
-    assert all("floor_verdict" in r for r in res["rows"]) and "victim_accuracy" in res["settings"]
+    assert len({r["steps"] for r in res.rows}) == 1  # the same training length at every budget
+    assert all("floor_verdict" in r for r in res.rows) and "victim_accuracy" in res.settings
     names = {p.name for p in (tmp_path / "b").iterdir()}
     assert {"budget.csv", "budget.json", "budget.png", "report.md"} <= names
+    assert list(json.loads((tmp_path / "b" / "budget.json").read_text())) == ["settings", "notes", "rows", "floor_rows"]
     with open(tmp_path / "b" / "budget.csv") as f:
         assert [int(r["n_pairs"]) for r in csv.DictReader(f)] == [8, 16, 32]
 

@@ -6,36 +6,33 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
-from upconv.privacy.budget import BudgetConfig, budget_from_config
-from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.frontier import FrontierConfig, frontier_from_config
+from upconv.privacy.budget import BudgetConfig, run_budget
+from upconv.privacy.config import PrivacyConfig, from_config
+from upconv.privacy.frontier import FrontierConfig, run_frontier
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import resumed_line
-from upconv.privacy.run import run_from_config
+from upconv.privacy.run import run_privacy
 
 
-def _done(out: str | None, units: dict[str, Any]) -> None:
-    line = resumed_line(units, out)
+def _done(result: PrivacyResult) -> None:
+    line = resumed_line(result.units, result.out)
     if line:
         print(line, file=sys.stderr)
-    if out is not None:
-        print(os.path.join(out, "report.md"))
+    if result.out is not None:
+        print(os.path.join(result.out, "report.md"))
 
 
 def privacy(config: PrivacyConfig) -> None:
     """Run ``upconv privacy`` and print the report's path (nothing is written with ``--out null``)."""
-    result = run_from_config(config)
-    _done(result.out, result.units)
+    _done(from_config(config, run_privacy))
 
 
 def frontier(config: FrontierConfig) -> None:
     """Run ``upconv privacy-frontier`` and print the report's path."""
-    result, _ = frontier_from_config(config)
-    _done(result.out, result.units)
+    _done(from_config(config, run_frontier))
 
 
 def budget(config: BudgetConfig) -> None:
     """Run ``upconv privacy-budget`` and print the report's path."""
-    result = budget_from_config(config)
-    _done(result.get("out"), result.get("units", {}))
+    _done(from_config(config, run_budget))

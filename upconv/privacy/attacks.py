@@ -20,7 +20,7 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.shallow import ShallowInverseNet, mirror_widths
 from upconv.nets.upconvnet import UpconvNet
-from upconv.privacy.defenses import defend
+from upconv.privacy.inference_defenses import defend
 from upconv.training.recipes import DecoderRecipe
 
 QUERIES = ("data", "noise")

@@ -25,10 +25,12 @@ from upconv.data.augment import to_unit
 from upconv.privacy.attacks import train_inverters
 from upconv.privacy.config import PrivacyConfig, check_config
 from upconv.privacy.leakage import lpips_model, reconstruct, score
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import POINTS, Resume, open_store
 from upconv.privacy.saved import save_nets
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Clock, Data, Trained, given_victim, inverter_record, inverter_settings, train_victim
+from upconv.privacy.splits import Data
+from upconv.privacy.stages import Clock, Trained, given_victim, inverter_record, inverter_settings, train_victim
+from upconv.privacy.sweep import AttackerKey
 from upconv.privacy.sweep_files import plot_curves, write_csv
 from upconv.privacy.verdicts import judge
 
@@ -101,7 +103,7 @@ def _curve(
 
         def compute(n: int = n, epochs: int = epochs, s: Any = s) -> tuple[list, Any]:
             trained = train_inverters(t.victim, layers, images[order[:n]], s)
-            t.nets["black_box_dist"] = trained.nets
+            t.nets[AttackerKey("black_box_dist")] = trained.nets
             out = []
             for (dec, L), record in trained.health.items():
                 xh = reconstruct(t, c, "black_box_dist", dec, L, feats[L]).float().clamp(0, 1)
@@ -121,9 +123,9 @@ def _curve(
 
 def run_budget(
     config: BudgetConfig, eval_data: Data, victim_data: Data | None, attacker_data: Data, victim: Any = None
-) -> dict[str, Any]:
-    """Train the victim once (unless given), then the attacker at every budget; returns {settings, notes,
-    rows, floor_rows, units} and, with ``config.out``, writes the run folder. The victim and every budget are
+) -> PrivacyResult:
+    """Train the victim once (unless given), then the attacker at every budget (a row per budget, layer and
+    inverse network) and, with ``config.out``, write the run folder. The victim and every budget are
     units of ``<out>/points`` (``upconv.privacy.resume``): a finished one is reused, a changed one refused."""
     c = config
     budgets = check_budget(c, len(attacker_data[0]), len(eval_data[0]))
@@ -142,53 +144,47 @@ def run_budget(
     settings = {"encoder": t.victim.name, "encoder_weights_hash": t.victim.weights_hash, "layers": layers}
     settings |= {"budgets": budgets, "decoders": list(c.decoders), "seed": c.seed}
     settings |= {"n_eval": len(x), "n_attacker": len(attacker_data[0]), "reid_chance": 1.0 / c.n_candidates, **checks}
-    out = {"settings": settings, "notes": warnings + t.notes, "rows": rows, "floor_rows": floors}
+    result = PrivacyResult(rows, settings, warnings + t.notes, floor_rows=floors, victim_state=t.victim_state)
+    result.units = resume.summary()
     if c.out is not None:
-        out["out"] = write_budget(out, t.victim_state, c.out, overwrite=True)  # checked by open_store
-    return out | {"units": resume.summary()}
+        result.out = write_budget(result, c.out, overwrite=True)  # checked by open_store
+    return result
 
 
-def _markdown(result: dict[str, Any]) -> str:
-    s = result["settings"]
+def _markdown(result: PrivacyResult) -> str:
+    s = result.settings
     lines = [f"# Attacker budget: {s['encoder']} (weights {s['encoder_weights_hash']})", ""]
     lines += [f"- black_box_dist at {', '.join(s['layers'])}; budgets {s['budgets']}; n = {s['n_eval']} evaluated"]
     lines += [f"- victim accuracy {s['victim_accuracy'][0]:.3f} (chance {s['chance']:.3f}); seed {s['seed']}", ""]
-    lines += [f"> {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
+    lines += [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
     lines += ["| pairs | layer | inverter | steps | PSNR dB | SSIM | re-id | verdict | health |"]
     lines += ["|---:|---|---|---:|---:|---:|---:|---|---|"]
-    for r in result["rows"]:
+    for r in result.rows:
         lines.append(
             f"| {r['n_pairs']} | {r['layer']} | {r['decoder']} | {r['steps']} | {r['psnr']:.2f} "
             f"[{r['psnr_lo']:.2f}, {r['psnr_hi']:.2f}] | {r['ssim']:.4f} | {r['reid']:.3f} | "
             f"{r['floor_verdict'] or '—'} | {r['inverter_health']} |"
         )
-    floors = "; ".join(f"{f['attack']}: PSNR {f['psnr']:.2f}" for f in result["floor_rows"])
+    floors = "; ".join(f"{f['attack']}: PSNR {f['psnr']:.2f}" for f in result.floor_rows)
     return "\n".join(
         [*lines, "", f"Floors: {floors}; re-id chance {s['reid_chance']:.3f}.", "", "![budget](budget.png)"]
     )
 
 
-def write_budget(result: dict[str, Any], victim_state: Any, out: str, overwrite: bool = False) -> str:
+def write_budget(result: PrivacyResult, out: str, overwrite: bool = False) -> str:
     """The budget's files in ``out``, moved in together when complete; the run's units (``points/``) stay."""
     with atomic_folder(out, overwrite, keep=(POINTS,)) as tmp:
-        write_csv(os.path.join(tmp, "budget.csv"), COLS, result["rows"])
+        write_csv(os.path.join(tmp, "budget.csv"), COLS, result.rows)
         with open(os.path.join(tmp, "budget.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        s = result["settings"]
+            body = {"settings": result.settings, "notes": result.notes, "rows": result.rows}
+            json.dump({**body, "floor_rows": result.floor_rows}, f, indent=2)
+        s = result.settings
         axis = ("n_pairs", "image–feature pairs the attacker holds", True)
-        points = [{**r, "panel": "black_box_dist"} for r in result["rows"]]  # every layer's curve in one panel
+        points = [{**r, "panel": "black_box_dist"} for r in result.rows]  # every layer's curve in one panel
         path = os.path.join(tmp, "budget.png")
-        plot_curves(points, result["floor_rows"], s["reid_chance"], axis, ("layer", "decoder"), path)
+        plot_curves(points, result.floor_rows, s["reid_chance"], axis, ("layer", "decoder"), path)
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(_markdown(result))
-        if victim_state is not None:
-            torch.save(victim_state, os.path.join(tmp, "victim.pt"))
+        if result.victim_state is not None:
+            torch.save(result.victim_state, os.path.join(tmp, "victim.pt"))
     return os.path.abspath(out)
-
-
-def budget_from_config(config: BudgetConfig) -> dict[str, Any]:
-    c = config
-    victim, attacker, evaluation = load_splits(
-        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
-    )
-    return run_budget(c, evaluation, victim, attacker)

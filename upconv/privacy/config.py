@@ -1,18 +1,23 @@
 """The one parameter list of a privacy run: ``upconv privacy`` builds its options from ``PrivacyConfig``'s
-fields and docstring, and ``run_privacy`` / ``run_from_config`` take an instance."""
+fields and docstring (``privacy-frontier`` and ``privacy-budget`` from its two extensions), ``run_privacy`` takes
+an instance, and ``from_config`` draws a config's images and runs any of the three."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from upconv.methods.mahendran_vedaldi import MV_STEPS
 from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import DECODERS
 from upconv.privacy.reid import check_candidates
-from upconv.privacy.result import ATTACKS
-from upconv.privacy.trained_defenses import check_sweep
+from upconv.privacy.splits import Data, load_splits
+from upconv.privacy.sweep import ADAPTIVE_ATTACKS, ATTACKS, Point, check_sweep
+
+C = TypeVar("C", bound="PrivacyConfig")
+R = TypeVar("R")
 
 
 @dataclass
@@ -108,6 +113,19 @@ class PrivacyConfig:
         self.encoder = EncoderSpec.of(self.encoder)  # a name alone, from Python or an older YAML
 
 
+def from_config(config: C, run: Callable[[C, Data, Data, Data], R]) -> R:
+    """Draw the victim / attacker / evaluated images from ``config``'s data fields (data, root, n_victim,
+    n_attacker, n_eval, seed, num_workers; ``load_splits``), then ``run(config, evaluated, victim, attacker)``:
+    ``run_privacy``, ``run_frontier`` or ``run_budget``. A training budget of no epochs is refused before any
+    image is decoded."""
+    c = config
+    check_epochs(c)
+    victim, attacker, evaluation = load_splits(
+        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
+    )
+    return run(c, evaluation, victim, attacker)
+
+
 def check_config(config: PrivacyConfig, n_eval: int) -> None:
     """Raise a one-line ValueError for an unknown attack, decoder or defence, a defence strength out of
     range, a line-up that ``n_eval`` evaluated images cannot fill, or a bad optimisation setting."""
@@ -156,3 +174,31 @@ def uses_attacker_data(config: PrivacyConfig) -> bool:
 def white_box_upconvnet(config: PrivacyConfig) -> bool:
     """white_box's UpconvNet is black_box_dist's (trained through the victim on the attacker's data)."""
     return "white_box" in config.attacks and "upconvnet" in config.decoders
+
+
+def attackers_of(c: PrivacyConfig, kind: str, attack: str) -> list[str]:
+    """Who attacks a point: the undefended one by its (clean) attackers; a defended one by each attacker of
+    ``c.attackers`` that the attack has (adaptive only for query-trained inverse networks)."""
+    if kind == "none":
+        return ["clean"]
+    return [a for a in c.attackers if a == "clean" or attack in ADAPTIVE_ATTACKS]
+
+
+def adaptive_attacks(c: PrivacyConfig, kind: str) -> list[str]:
+    """The attacks whose adaptive attackers attack a defended point of ``kind``."""
+    if kind == "none" or "adaptive" not in c.attackers:
+        return []
+    return [a for a in c.defense_attacks if a in c.attacks and a in ADAPTIVE_ATTACKS]
+
+
+def attack_plan(c: PrivacyConfig, point: Point) -> list[tuple[str, str, str]]:
+    """(attack, decoder, attacker) at ``point``, in run order: every attack on the undefended point, the
+    defence attacks on a defended one, by clean and/or adaptive attackers."""
+    kind = point.defense
+    return [
+        (attack, dec, who)
+        for attack in c.attacks
+        if kind == "none" or attack in c.defense_attacks
+        for dec in c.decoders
+        for who in attackers_of(c, kind, attack)
+    ]

@@ -9,7 +9,7 @@ d = C·H·W) are released as z = f(x) + s(x)·ε, ε ~ N(0, I_D). The Fisher inf
     I(x) = JᵀJ / s² + (D/2)·∇log s² ∇log s²ᵀ          (J = ∂f/∂x, D × d)
 
 - ``absolute`` noise, s = σ: I = JᵀJ / σ² (the paper's setting);
-- ``relative`` noise, s = σ·RMS(f(x)), the package's ``noise`` defence (``upconv.privacy.defenses``): the
+- ``relative`` noise, s = σ·RMS(f(x)), the package's ``noise`` defence (``upconv.privacy.inference_defenses``): the
   second, rank-one term is 2D·(Jᵀf)(Jᵀf)ᵀ / ‖f‖⁴, because the noise's own scale depends on the image.
 
 dFIL = tr(I) / d. Cramér–Rao with the AM–HM inequality: any unbiased attacker has E‖x̂ − x‖²/d ≥ d / tr(I)

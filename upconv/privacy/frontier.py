@@ -19,11 +19,11 @@ from upconv.core.files import atomic_folder
 from upconv.privacy.bounds import bound_table
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.report import bound_notes, write_privacy_report
-from upconv.privacy.result import LEAKAGE, PrivacyResult
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import POINTS, open_store
 from upconv.privacy.run import run_privacy
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Data
+from upconv.privacy.splits import Data
+from upconv.privacy.sweep import LEAKAGE
 from upconv.privacy.sweep_files import plot_curves, write_csv
 
 KEYS = ("defense", "strength", "layer", "attack", "decoder", "attacker")
@@ -115,9 +115,10 @@ def bound_points(result: PrivacyResult, points: list[dict[str, Any]]) -> list[di
     return out
 
 
-def write_frontier(result: PrivacyResult, points: list[dict[str, Any]], out: str, overwrite: bool = False) -> str:
+def write_frontier(result: PrivacyResult, out: str, overwrite: bool = False) -> str:
     """The frontier's files in ``out``, written to a hidden sibling and moved in together when complete; the
     run's units (``points/``) stay."""
+    points = result.points
     with atomic_folder(out, overwrite, keep=(POINTS,)) as tmp:
         write_csv(os.path.join(tmp, "frontier.csv"), COLS, points + result.floor_rows)
         with open(os.path.join(tmp, "frontier.json"), "w") as f:
@@ -141,8 +142,9 @@ def run_frontier(
     victim_data: Data | None = None,
     attacker_data: Data | None = None,
     victim: Any = None,
-) -> tuple[PrivacyResult, list[dict[str, Any]]]:
-    """Run the sweep of ``config.defenses`` (as ``run_privacy``) and, with ``config.out``, write the frontier."""
+) -> PrivacyResult:
+    """Run the sweep of ``config.defenses`` (as ``run_privacy``), its curves' points in ``result.points``, and,
+    with ``config.out``, write the frontier."""
     c = config
     if not c.defenses:
         raise ValueError("the frontier sweeps a defence's strength: give defenses, e.g. {nopeek: [0, 0.5, 2]}")
@@ -150,16 +152,7 @@ def run_frontier(
     plain = PrivacyConfig(**{f.name: getattr(c, f.name) for f in fields(PrivacyConfig)})
     plain.out = None
     result = run_privacy(plain, eval_data, victim_data, attacker_data, victim, store=store)
-    points = frontier_points(result)
+    result.points = frontier_points(result)
     if c.out is not None:
-        result.out = write_frontier(result, points, c.out, overwrite=True)  # checked by open_store
-    return result, points
-
-
-def frontier_from_config(config: FrontierConfig) -> tuple[PrivacyResult, list[dict[str, Any]]]:
-    """Draw the splits from ``config.data`` (``load_splits``), then ``run_frontier``."""
-    c = config
-    victim, attacker, evaluation = load_splits(
-        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
-    )
-    return run_frontier(c, evaluation, victim, attacker)
+        result.out = write_frontier(result, c.out, overwrite=True)  # checked by open_store
+    return result

@@ -13,38 +13,27 @@ from torch import Tensor, nn
 
 from upconv.core import metrics as M
 from upconv.methods.mahendran_vedaldi import MVSettings, invert
-from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defended import attackers_of, invert_adaptive, view
-from upconv.privacy.defenses import tail
+from upconv.privacy.config import PrivacyConfig, attack_plan
+from upconv.privacy.inference_defenses import defend, tail
 from upconv.privacy.reid import reid_hits
 from upconv.privacy.stages import Clock, Trained
+from upconv.privacy.sweep import MV_ATTACKS, AttackerKey, Point
 
-Point = tuple[str, float | None, str]  # (defence, strength, layer)
 
-
-def reconstruct(t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: str, feats: Tensor) -> Tensor:
+def reconstruct(
+    t: Trained, c: PrivacyConfig, attack: str, decoder: str, layer: str, feats: Tensor, point: Point | None = None
+) -> Tensor:
     """Images (N, C, H, W) from features: optimisation inversion for white_box / query_free's ``paper``, the
-    setting's trained inverse network otherwise."""
-    if decoder == "paper" and attack in ("white_box", "query_free"):
+    setting's trained inverse network otherwise; with ``point``, its adaptive one (trained on that point's
+    defended features)."""
+    if point is None and decoder == "paper" and attack in MV_ATTACKS:
         target = t.victim if attack == "white_box" else t.shadow
         mv = MVSettings(steps=c.mv_steps, optimizer=c.mv_optimizer, tv_weight=c.mv_tv_weight, seed=c.seed)
         chunks = [invert(target, layer, f, mv).images for f in feats.split(c.mv_batch_size or c.batch_size)]
         return torch.cat(chunks)
+    net = t.nets[AttackerKey(attack) if point is None else AttackerKey.adaptive(attack, point)][(decoder, layer)]
     with torch.no_grad():
-        return torch.cat([t.nets[attack][(decoder, layer)](f) for f in feats.split(c.batch_size)]).clamp(0, 1)
-
-
-def attack_plan(c: PrivacyConfig, point: Point) -> list[tuple[str, str, str]]:
-    """(attack, decoder, attacker) at ``point``, in run order: every attack on the undefended point, the
-    defence attacks on a defended one, by clean and/or adaptive attackers (``upconv.privacy.defended``)."""
-    kind = point[0]
-    return [
-        (attack, dec, who)
-        for attack in c.attacks
-        if kind == "none" or attack in c.defense_attacks
-        for dec in c.decoders
-        for who in attackers_of(c, kind, attack)
-    ]
+        return torch.cat([net(f) for f in feats.split(c.batch_size)]).clamp(0, 1)
 
 
 def lpips_model(c: PrivacyConfig, notes: list[str], device: torch.device) -> nn.Module | None:
@@ -91,21 +80,31 @@ def scene(t: Trained, c: PrivacyConfig, layers: list[str], eval_data: tuple[Tens
     return Scene(x, y, clean, tails, lpips_model(c, t.notes, t.device))
 
 
+def view(t: Trained, c: PrivacyConfig, point: Point, s: Scene) -> tuple[Tensor, Tensor]:
+    """(features the attacker sees (N, ...), logits utility is scored on (N, K)) at ``point``: the retrained
+    victim's for a training-time defence, else the victim's features, defended at an inference-time one."""
+    kind, strength, L = point
+    with torch.no_grad():
+        v = t.defended.get(point)
+        if v is not None:
+            return v(s.x, [L])[L], v.logits(s.x).flatten(1)
+        f = s.clean[L] if kind == "none" else defend(s.clean[L], kind, strength, seed=c.seed)
+        return f, s.tails[L](f)
+
+
 def attack_point(
     t: Trained, c: PrivacyConfig, point: Point, s: Scene, clock: Clock
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Tensor]]:
     """Rows of leakage and utility of every attack of ``attack_plan`` on ``point`` and, undefended, the
     reconstructions for the grids."""
     kind, strength, L = point
-    f, logits = view(t, c, point, s.x, s.clean, s.tails)
+    f, logits = view(t, c, point, s)
     utility = M.bootstrap_ci(M.accuracy(logits, s.y), n_boot=c.n_boot, seed=c.seed)
     rows, grid = [], {}
     for attack, dec, who in attack_plan(c, point):
-        if who == "adaptive":
-            key = (*point, attack)
-            xh = clock.timed(f"reconstruct {attack} {dec} adaptive", invert_adaptive, t, c, key, dec, f)
-        else:
-            xh = clock.timed(f"reconstruct {attack} {dec}", reconstruct, t, c, attack, dec, L, f)
+        adaptive = point if who == "adaptive" else None
+        stage = f"reconstruct {attack} {dec}" + (" adaptive" if adaptive else "")
+        xh = clock.timed(stage, reconstruct, t, c, attack, dec, L, f, adaptive)
         xh = xh.detach().float().clamp(0, 1)
         if kind == "none":
             grid[(attack, dec, L)] = xh[: c.grid_images].cpu()
@@ -113,7 +112,7 @@ def attack_point(
         row = score(c, xh, s.x, s.lp, row)
         row["attacker"] = who
         if who == "adaptive":
-            row["inverter_health"] = t.health[f"{attack} adaptive {kind} {strength:g}"][(dec, L)]["status"]
+            row["inverter_health"] = t.health[AttackerKey.adaptive(attack, point)][(dec, L)]["status"]
         row["utility"], row["utility_lo"], row["utility_hi"] = utility
         rows.append(row)
     return rows, grid

@@ -22,24 +22,21 @@ from upconv.core.files import load_torch_file
 from upconv.core.runtime import progress
 from upconv.core.units import Unit, fingerprint
 from upconv.privacy.bounds import bound_row, estimate, mark
-from upconv.privacy.config import PrivacyConfig
-from upconv.privacy.defended import (
-    Point,
-    adaptive_attacks,
-    adaptive_record,
-    defended_unit,
-    defended_victim,
-    points,
-    train_adaptive,
-)
+from upconv.privacy.config import PrivacyConfig, adaptive_attacks, attack_plan
 from upconv.privacy.fisher import JacobianSamples
-from upconv.privacy.leakage import Scene, attack_plan, attack_point, scene
+from upconv.privacy.leakage import Scene, attack_point, scene
+from upconv.privacy.point_training import adaptive_record, defended_unit, defended_victim, train_adaptive
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import save_nets
-from upconv.privacy.stages import Data, Trained, health_notes
-from upconv.privacy.trained_defenses import TRAINED
+from upconv.privacy.splits import Data
+from upconv.privacy.stages import Trained, health_notes
+from upconv.privacy.sweep import MV_ATTACKS, TRAINED, AttackerKey, Point
 
-MV_ATTACKS = ("white_box", "query_free")  # their ``paper`` decoder is optimisation inversion
+
+def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
+    """Every point of the run in order: the undefended one per layer, then each defence's strengths per layer."""
+    defended = [Point(k, float(s), L) for k, ss in (c.defenses or {}).items() for s in ss for L in layers]
+    return [Point("none", None, L) for L in layers] + defended
 
 
 def point_key(point: Point) -> str:
@@ -48,7 +45,7 @@ def point_key(point: Point) -> str:
 
 
 def has_bound(c: PrivacyConfig, point: Point) -> bool:
-    return point[0] == "noise" and point[1] > 0 and c.fisher_probes > 0
+    return point.defense == "noise" and point.strength > 0 and c.fisher_probes > 0
 
 
 def point_unit(c: PrivacyConfig, t: Trained, point: Point, data: tuple[Data | None, Data | None], eval_id: str) -> Unit:
@@ -104,18 +101,18 @@ class PointRunner:
 
     def _compute(self, point: Point, s: Scene) -> dict[str, Any]:
         c, t = self.c, self.t
-        kind = point[0]
+        kind = point.defense
         if kind in TRAINED:
             defended_victim(t, c, point, self.data[0], self.resume)
         health = {}
         if adaptive_attacks(c, kind):
             health = self.resume.clock.timed("train adaptive inverters", train_adaptive, t, c, point, self.data)
         rows, grid = attack_point(t, c, point, s, self.resume.clock)
-        nets = {(f"{a}-{k}", layer): n for (*_, a), ns in self._adaptive(point).items() for (k, layer), n in ns.items()}
+        nets = {}  # this point's adaptive networks (its attackers' keys hold every layer's)
+        for a in adaptive_attacks(c, kind):
+            trained = t.nets[AttackerKey.adaptive(a, point)].items()
+            nets |= {(f"{a}-{k}", layer): n for (k, layer), n in trained if layer == point.layer}
         return {"rows": rows, "grid": grid, "health": health, "point": point, "nets": nets}
-
-    def _adaptive(self, point: Point) -> dict[tuple, Any]:
-        return {k: v for k, v in self.t.adaptive.items() if k[:3] == point}
 
     def _save(self, value: dict[str, Any], folder: str) -> dict[str, Any]:
         if value["grid"]:
@@ -133,8 +130,8 @@ class PointRunner:
                 self.grid[(a, d, L)] = g
         fresh = {}
         for attack, records in results["health"].items():
-            name = f"{attack} adaptive {kind} {s:g}"
-            fresh[name] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
-            self.t.health.setdefault(name, {}).update(fresh[name])
+            key = AttackerKey.adaptive(attack, Point(kind, s, L))
+            fresh[key] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
+            self.t.health.setdefault(key, {}).update(fresh[key])
         self.t.notes += health_notes(fresh)
         return results

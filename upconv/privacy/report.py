@@ -32,13 +32,16 @@ LEGEND = (
     "evidence that the features are safe). ≤class: at or below the class-mean floor (no more than the class)."
 )
 CLEAN_FEATURES = (
-    "Attackers are trained on clean (undefended) features and do not adapt to the defence: the "
-    "leakage under a defence is what a non-adaptive attacker recovers, not an upper bound."
+    "This run attacks the defences with clean attackers only (attackers: [clean]): inverse networks trained on "
+    "the undefended victim's features, which never saw the defence, so the leakage under a defence is what such "
+    "an attacker recovers, not an upper bound. Adaptive attackers (attackers: [clean, adaptive]) train on the "
+    "defended features and recover what the clean ones miss."
 )
 BOTH_ATTACKERS = (
-    "attacker = clean: inverse networks trained on the undefended victim's clean features (they do not adapt); "
-    "attacker = adaptive: trained on the defended features (the defended victim's, or with the defence "
-    "applied), the realistic threat. Optimisation inversion and the shadow's attackers are clean only."
+    "attacker = clean: inverse networks trained on the undefended victim's clean features (blind to the defence); "
+    "attacker = adaptive: trained on the defended features (the retrained victim's, or the victim's with the "
+    "defence applied), so it learns to invert what the defended system sends: the realistic threat. Only the "
+    "query-trained attacks adapt; optimisation inversion and the shadow's attackers are clean only."
 )
 
 

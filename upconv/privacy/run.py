@@ -1,10 +1,11 @@
 """``upconv privacy``: attack the features at each split layer in every setting, with and without defences,
 and summarise what leaks (PSNR, SSIM, LPIPS, re-identification) beside the utility that remains.
 
-Stages: load the splits (``run_from_config``) → check everything → train the victim, the inverse networks
-and the shadow (``upconv.privacy.stages``) → attack clean and defended features (``upconv.privacy.leakage``)
-→ judge every figure against the no-information floors and the victim's accuracy against chance
-(``upconv.privacy.verdicts``) → summarise the settings and write the run folder (``upconv.privacy.report``).
+Stages: load the splits (``upconv.privacy.config.from_config``) → check everything → train the victim, the
+inverse networks and the shadow (``upconv.privacy.stages``) → attack clean and defended features
+(``upconv.privacy.leakage``) → judge every figure against the no-information floors and the victim's accuracy
+against chance (``upconv.privacy.verdicts``) → summarise the settings and write the run folder
+(``upconv.privacy.report``).
 
 Every figure is a per-image mean with a 95 % bootstrap interval (``upconv.core.metrics.bootstrap_ci``), exactly as
 the depth-evaluation report. PSNR is computed on [0, 1] images with data range 1, which equals PSNR on the
@@ -25,28 +26,18 @@ from upconv.core.units import UnitStore
 from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.nets.zoo import build_encoder
-from upconv.privacy.config import PrivacyConfig, check_config, check_epochs, uses_attacker_data
+from upconv.privacy.config import PrivacyConfig, check_config, uses_attacker_data
 from upconv.privacy.points import PointRunner
 from upconv.privacy.reid import METRIC
 from upconv.privacy.report import write_privacy_report
-from upconv.privacy.result import ATTACKS, ROLES, PrivacyResult
+from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import Resume, open_store
-from upconv.privacy.splits import load_splits
-from upconv.privacy.stages import Clock, Data, Trained, given_victim, run_training
-from upconv.privacy.trained_defenses import TRAINED
+from upconv.privacy.splits import Data
+from upconv.privacy.stages import Clock, Trained, given_victim, run_training
+from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, AttackerKey
 from upconv.privacy.verdicts import judge
 
-__all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_from_config", "run_privacy"]
-
-
-def run_from_config(config: PrivacyConfig) -> PrivacyResult:
-    """Draw the victim / attacker / evaluated images from ``config.data`` (``load_splits``), then run."""
-    c = config
-    check_epochs(c)  # before the images are decoded
-    victim, attacker, evaluation = load_splits(
-        c.data, c.root, c.n_victim, c.n_attacker, c.n_eval, c.seed, num_workers=c.num_workers
-    )
-    return run_privacy(c, evaluation, victim, attacker)
+__all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_privacy"]
 
 
 def _check_data(
@@ -74,9 +65,12 @@ def run_privacy(
     Encoder), else ``config.encoder`` when it gives weights (and kwargs), else that built-in
     architecture trained on ``victim_data`` (the victim's training set, which black_box_train queries with).
     The evaluated images must be finite (checked before any training). ``attacker_data`` is the attacker's
-    own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Defences are
-    applied to the victim's features for ``defense_attacks``, attacked by each of ``config.attackers``: clean
-    (inverters trained on undefended features) and adaptive (trained on the defended features). The wall time
+    own same-distribution data (black_box_dist, white_box's UpconvNet, the query-free shadow). Every defended
+    point of ``config.defenses`` (an inference-time defence applied to the victim's features, or the victim
+    retrained with a training-time one) is attacked by ``defense_attacks``, by each of ``config.attackers``:
+    clean (inverse networks trained on the undefended victim's features, blind to the defence) and adaptive
+    (trained on the defended features, so they learn to invert what the defended system sends; the
+    query-trained attacks only). The wall time
     of each training stage and of each attack's reconstructions is in ``settings["timings_s"]``; progress bars
     on stderr follow the stages.
 
@@ -103,12 +97,14 @@ def run_privacy(
     lp = runner.run(layers, (x, eval_data[1])).lp
     rows = runner.rows
     for r in (r for r in rows if "inverter_health" not in r):  # None where no network was trained (M&V)
-        r["inverter_health"] = t.health.get(r["attack"], {}).get((r["decoder"], r["layer"]), {}).get("status")
+        r["inverter_health"] = (
+            t.health.get(AttackerKey(r["attack"]), {}).get((r["decoder"], r["layer"]), {}).get("status")
+        )
     floors, checks, warnings = judge(
         c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp
     )
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
-    settings["inverter_health"] = {a: {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
+    settings["inverter_health"] = {str(a): {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in resume.timings.items()}
     result = PrivacyResult(
         rows=rows,

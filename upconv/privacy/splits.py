@@ -7,7 +7,7 @@ from torch import Tensor
 
 from upconv.data.source import ImageSource
 
-Split = tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), labels (N,)
+Data = tuple[Tensor, Tensor]  # images (N, C, H, W), uint8 or [0, 1] float, labels (N,): every image set of a run
 
 
 def load_splits(
@@ -19,7 +19,7 @@ def load_splits(
     seed: int = 0,
     embedded_per_class: int = 250,
     num_workers: int = 0,
-) -> tuple[Split, Split, Split]:
+) -> tuple[Data, Data, Data]:
     """Disjoint victim / attacker training images (a seeded random subset of the training split, the victim's
     first) and ``n_eval`` held-out images, all uint8 (N, C, H, W) with labels."""
     for name, v in (("n_victim", n_victim), ("n_attacker", n_attacker), ("n_eval", n_eval)):

@@ -24,9 +24,9 @@ from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
 from upconv.privacy.resume import Resume
 from upconv.privacy.saved import cpu_state, load_nets, load_state, save_nets, with_state
+from upconv.privacy.splits import Data
+from upconv.privacy.sweep import AttackerKey, Point
 from upconv.training.recipes import DecoderRecipe, train_classifier
-
-Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
 
 
 class Clock:
@@ -50,18 +50,18 @@ class Clock:
 
 @dataclass
 class Trained:
-    """The victim (None until a training stage makes it), the shadow, and the inverse networks per attack,
-    keyed (kind, layer)."""
+    """The victim (None until a training stage makes it), the shadow, the retrained victims of training-time
+    defences, and the inverse networks of every attacker (clean, and adaptive per defended strength) with their
+    training health, each keyed (kind, layer)."""
 
     victim: Encoder | None
     device: torch.device
     shadow: Encoder | None = None
-    nets: dict[str, dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
-    health: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per attack, per net
+    nets: dict[AttackerKey, dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
+    health: dict[AttackerKey, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # per net
     victim_state: dict[str, Tensor] | None = None  # weights of a victim trained here
     notes: list[str] = field(default_factory=list)
-    defended: dict[tuple[str, float, str], Encoder] = field(default_factory=dict)  # retrained per trained point
-    adaptive: dict[tuple[str, float, str, str], dict[tuple[str, str], nn.Module]] = field(default_factory=dict)
+    defended: dict[Point, Encoder] = field(default_factory=dict)  # retrained per trained point
     trained_with: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack: its clean unit's settings
 
 
@@ -169,8 +169,8 @@ def train_attack(
             arch = build_architecture(t.victim.name, num_classes=c.num_classes)
             t.shadow = target = Encoder.from_model(with_state(arch, load_state(folder, "shadow.pt")), t.victim.name)
             t.shadow.to(t.device)
-        t.nets[attack] = load_nets(target, folder, c.inverter_width)
-        t.health[attack] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
+        t.nets[AttackerKey(attack)] = load_nets(target, folder, c.inverter_width)
+        t.health[AttackerKey(attack)] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
 
     stage = None if attack == "query_free" else f"train inverters {attack}"
     queries = (
@@ -244,13 +244,14 @@ def run_training(
         train_attack(t, c, stage, layers, data, resume)
     t.victim = t.victim.to(t.device)
     if white_box_upconvnet(c):
-        t.nets["white_box"] = {k: v for k, v in t.nets["black_box_dist"].items() if k[0] == "upconvnet"}
-        t.health["white_box"] = {k: v for k, v in t.health["black_box_dist"].items() if k[0] == "upconvnet"}
+        for by_key in (t.nets, t.health):  # the networks and their health alike
+            shared = by_key[AttackerKey("black_box_dist")]
+            by_key[AttackerKey("white_box")] = {k: v for k, v in shared.items() if k[0] == "upconvnet"}
         t.trained_with["white_box"] = t.trained_with["black_box_dist"]
     t.notes += health_notes(t.health)
 
 
-def health_notes(health: dict[str, dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
+def health_notes(health: dict[AttackerKey, dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
     """One line per inverse network that diverged in training (as ``upconv evaluate`` says of a decoder): a
     failed one's figures are its last good weights', a low leakage that measures the network, not the layer."""
     notes = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from typing import Any
 
-from upconv.privacy.result import LEAKAGE
+from upconv.privacy.sweep import LEAKAGE
 
 LABELS = {"psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS (lower: closer)", "reid": "re-identification rate"}
 FLOOR_STYLES = ("--", ":")

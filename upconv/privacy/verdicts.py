@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from upconv.core import metrics as M
 from upconv.core.floors import BELOW_FLOOR, FLOOR_METHODS, MEAN_IMAGE, Floors, verdict
@@ -20,8 +20,7 @@ from upconv.data.augment import to_unit
 from upconv.nets.encoder import Encoder
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.leakage import score
-
-Data = tuple[Tensor, Tensor]  # images (N, C, H, W), labels (N,)
+from upconv.privacy.splits import Data
 
 
 def prior_floors(attacker: Data | None, victim: Data | None, evaluated: Data, n_classes: int) -> Floors:

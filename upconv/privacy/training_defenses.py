@@ -1,5 +1,5 @@
-"""Defences trained into the victim: its training loss gains a term that makes the features at one split
-layer harder to invert. Both go through the package's classifier recipe (``train_classifier``'s
+"""Training-time defences, trained into the victim: its training loss gains a term that makes the features at
+one split layer harder to invert. Both go through the package's classifier recipe (``train_classifier``'s
 ``extra_loss``), so a defended victim differs from the undefended one only by that term.
 
 - ``nopeek`` (Vepakomma et al., ICDMW 2020): loss = CE + w · dCor(input, split features) per batch
@@ -15,7 +15,6 @@ Strength 0 is the undefended victim itself (no retraining), so a sweep's first p
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import torch
@@ -26,29 +25,8 @@ from upconv.nets.builtin import ARCHITECTURES
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import build_inverter
 from upconv.privacy.dcor import distance_correlation
-from upconv.privacy.defenses import RANGES, check_strength
+from upconv.privacy.sweep import TRAINED, check_defense
 from upconv.training.recipes import train_classifier
-
-TRAINED = {
-    "nopeek": "a distance-correlation weight w ≥ 0",
-    "adversarial": "an adversarial weight λ ≥ 0",
-}
-KINDS = (*RANGES, *TRAINED)
-
-
-def check_defense(kind: str, strength: float) -> None:
-    """Raise a one-line ValueError for an unknown defence or a strength outside its range."""
-    if kind in TRAINED:
-        s = float(strength)
-        if not (math.isfinite(s) and s >= 0):
-            raise ValueError(
-                f"defence strength {strength} is out of range for '{kind}': expected {TRAINED[kind]}; "
-                f"fix the sweep in the config"
-            )
-        return
-    if kind not in RANGES:
-        raise ValueError(f"unknown defence '{kind}'; choose one of: {', '.join(KINDS)}")
-    check_strength(kind, strength)
 
 
 @contextlib.contextmanager
@@ -156,25 +134,3 @@ def defended_encoder(victim: Encoder, model: nn.Module) -> Encoder:
 
 def _floats(v: Tensor) -> list[float]:
     return [float(a) for a in v.flatten()]
-
-
-ATTACKERS = ("clean", "adaptive")
-# Attacks whose inverse networks learn from queries, and so can learn from defended features too.
-ADAPTIVE_ATTACKS = ("black_box_train", "black_box_dist", "black_box_noise")
-
-
-def check_sweep(defenses: dict[str, list[float]] | None, defense_attacks: list[str], attackers: list[str]) -> None:
-    """Every defence point and attacker of a sweep, checked before any training (one-line ValueErrors)."""
-    for kind, strengths in (defenses or {}).items():
-        for s in strengths:
-            check_defense(kind, s)
-    bad = [a for a in attackers if a not in ATTACKERS]
-    if bad or not attackers:
-        raise ValueError(f"unknown attackers {bad or '[]'}; choose one or both of: {', '.join(ATTACKERS)}")
-    trained = [k for k in defenses or {} if k in TRAINED]
-    other = [a for a in defense_attacks if a not in ADAPTIVE_ATTACKS]
-    if trained and other:
-        raise ValueError(
-            f"trained defences ({', '.join(trained)}) are attacked by query-trained inverse networks "
-            f"({', '.join(ADAPTIVE_ATTACKS)}); remove {', '.join(other)} from defense_attacks"
-        )

@@ -1,4 +1,5 @@
-"""Defences applied to the features at the split, and the utility of the rest of the network on them.
+"""Inference-time defences: applied to the victim's features at the split after training (the victim is
+unchanged), and the rest of the network that utility is scored with.
 
 Each defence maps features (B, *shape) and a strength to defended features of the same shape:
 
