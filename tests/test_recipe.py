@@ -4,6 +4,8 @@ loops (a finite spike moves a decoder no more than an ordinary step)."""
 
 import dataclasses
 import inspect
+import sys
+from unittest import mock
 
 import lightning
 import pytest
@@ -75,7 +77,8 @@ def _parse(args):
     from upconv.training.cli import UpconvCLI
     from upconv.training.datamodule import ImageData
 
-    return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True, run=False, args=args)
+    with mock.patch.object(sys, "argv", ["train.py"]):  # the test runner's own arguments are not the command's
+        return UpconvCLI(datamodule_class=ImageData, subclass_mode_model=True, run=False, args=args)
 
 
 def test_the_command_line_reads_the_recipe_nested_and_an_older_config_loose(tmp_path):
