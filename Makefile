@@ -19,8 +19,9 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m upconv.cli.demo --out $(RUN)
 
+# pytest-xdist spreads the tests over the machine's cores (-n auto); add ARGS="-n 0" to run them in one process.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto $(ARGS)
 
 # ruff, configured in pyproject.toml: `make format` rewrites, `make lint` (what CI runs first) only checks.
 lint: install
@@ -32,7 +33,7 @@ format: install
 	$(PY) -m ruff check --fix .
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow" $(ARGS)
 
 # The headline product end to end: the layer-information benchmark (upconv benchmark) on a shipped config,
 # configs/benchmark/$(PRESET).yaml: PRESET=smoke (seconds, embedded photographs), cpu (three architectures trained
