@@ -11,4 +11,4 @@ they share, declared once: attacks, attackers (clean, adaptive), leakage figures
 ``Point`` and ``AttackerKey``. Defences come in two kinds: ``inference_defenses`` are applied to the features
 at inference (noise, quantisation, dropout, top-k) and ``training_defenses`` are trained into the victim
 (NoPeek, adversarial training). Every trained part and point is a resumable unit of the run folder
-(``resume``, ``saved``)."""
+(``resume``: units and the networks they hold)."""

@@ -17,8 +17,7 @@ from torch import Tensor
 from upconv.core.units import Unit
 from upconv.privacy.config import PrivacyConfig
 from upconv.privacy.fisher import JacobianSamples, bound_summary, jacobian_samples, layer_fn, psnr_of, van_trees_mse
-from upconv.privacy.resume import Resume
-from upconv.privacy.saved import load_state
+from upconv.privacy.resume import Resume, load_state
 from upconv.privacy.stages import Trained
 
 BIASED = "above the unbiased bound: a biased attacker (it uses a prior)"

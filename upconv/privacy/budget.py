@@ -26,8 +26,7 @@ from upconv.privacy.attacks import train_inverters
 from upconv.privacy.config import PrivacyConfig, check_config
 from upconv.privacy.leakage import lpips_model, reconstruct, score
 from upconv.privacy.result import PrivacyResult
-from upconv.privacy.resume import POINTS, Resume, open_store
-from upconv.privacy.saved import save_nets
+from upconv.privacy.resume import POINTS, Resume, open_store, save_nets
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Clock, Trained, given_victim, inverter_record, inverter_settings, train_victim
 from upconv.privacy.sweep import AttackerKey

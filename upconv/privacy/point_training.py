@@ -20,8 +20,7 @@ from upconv.core.units import Unit, fingerprint
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, adaptive_attacks
-from upconv.privacy.resume import Resume
-from upconv.privacy.saved import cpu_state, load_state, with_state
+from upconv.privacy.resume import Resume, cpu_state, load_state, with_state
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, inverter_record, inverter_settings
 from upconv.privacy.sweep import AttackerKey, Point

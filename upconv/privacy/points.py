@@ -26,8 +26,7 @@ from upconv.privacy.config import PrivacyConfig, adaptive_attacks, attack_plan
 from upconv.privacy.fisher import JacobianSamples
 from upconv.privacy.leakage import Scene, attack_point, scene
 from upconv.privacy.point_training import adaptive_record, defended_unit, defended_victim, train_adaptive
-from upconv.privacy.resume import Resume
-from upconv.privacy.saved import save_nets
+from upconv.privacy.resume import Resume, save_nets
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, health_notes
 from upconv.privacy.sweep import MV_ATTACKS, TRAINED, AttackerKey, Point

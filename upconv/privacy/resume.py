@@ -2,19 +2,26 @@
 ``privacy-frontier`` and ``privacy-budget`` is a unit of ``upconv.core.units`` under ``<out>/points/``, written
 atomically with the settings that produced it. A killed run keeps each finished unit; re-running the same
 command reuses them (and says how many), a unit whose settings changed is refused with one line naming them
-(redone under ``--overwrite``), and the report is written from the units at the end.
+(redone under ``--overwrite``), and the report is written from the units at the end. The trained networks in
+a unit are plain state dicts (read back with ``weights_only=True``), rebuilt around the encoder they belong to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from upconv.core.files import check_out
+import torch
+from torch import Tensor, nn
+
+from upconv.core.files import check_out, load_torch_file
 from upconv.core.units import Unit, UnitStore, plain
+from upconv.nets.encoder import Encoder
+from upconv.privacy.attacks import build_inverter
 
 POINTS = "points"  # the unit store's folder inside a run folder
 
@@ -95,3 +102,39 @@ def resumed_line(units: dict[str, list[str]], out: str | None) -> str | None:
     points = sum(k.startswith(("points/", "budgets/")) for k in reused)
     where = os.path.join(out, POINTS) if out else "the run folder"
     return f"resumed {where}: reused {len(reused)} of {total} units ({points} points), computed {total - len(reused)}"
+
+
+# ---------------------------------------------------------------- the networks a unit holds
+Nets = dict[tuple[str, str], nn.Module]  # (kind, layer) -> inverse network
+
+
+def cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_nets(nets: Nets, folder: str, name: str = "inverters.pt") -> None:
+    """Every inverse network's weights in one file, keyed "kind layer"."""
+    torch.save({f"{k} {L}": cpu_state(net) for (k, L), net in nets.items()}, os.path.join(folder, name))
+
+
+def load_nets(encoder: Encoder, folder: str, width: int, name: str = "inverters.pt") -> Nets:
+    """The inverse networks of ``save_nets``, rebuilt for ``encoder``'s layers, frozen, on its device."""
+    states = load_torch_file(os.path.join(folder, name), "inverse networks of a finished unit")
+    nets = {}
+    for key, state in states.items():
+        kind, layer = key.split(" ", 1)
+        net = build_inverter(kind, encoder, layer, width)
+        net.load_state_dict(state)
+        nets[(kind, layer)] = net.to(encoder.device).eval().requires_grad_(False)
+    return nets
+
+
+def load_state(folder: str, name: str) -> dict[str, Tensor]:
+    return load_torch_file(os.path.join(folder, name), "weights of a finished unit")
+
+
+def with_state(template: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """A copy of ``template`` (the same architecture) holding ``state``, in eval mode on the CPU."""
+    model = copy.deepcopy(template).cpu()
+    model.load_state_dict(state)
+    return model.eval()

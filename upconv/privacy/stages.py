@@ -22,8 +22,7 @@ from upconv.nets.encoder import Encoder
 from upconv.nets.spec import EncoderSpec
 from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
-from upconv.privacy.resume import Resume
-from upconv.privacy.saved import cpu_state, load_nets, load_state, save_nets, with_state
+from upconv.privacy.resume import Resume, cpu_state, load_nets, load_state, save_nets, with_state
 from upconv.privacy.splits import Data
 from upconv.privacy.sweep import AttackerKey, Point
 from upconv.training.recipes import DecoderRecipe, train_classifier
