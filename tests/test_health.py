@@ -322,6 +322,7 @@ def test_the_shipped_recipe_saves_small_weights_each_epoch_and_resumes_from_its_
         "--trainer.precision=32-true",
         "--trainer.enable_progress_bar=false",
         "--trainer.limit_val_batches=1",
+        "--trainer.limit_train_batches=1",  # one step an epoch: the cadence, not the training, is under test
         "--model.init_args.encoder.weights=null",
         "--model.init_args.width=4",
         "--model.init_args.fc_width=16",
