@@ -23,7 +23,7 @@ from upconv.privacy.config import PrivacyConfig, adaptive_attacks
 from upconv.privacy.resume import Resume, cpu_state, load_state, with_state
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, inverter_record, inverter_settings
-from upconv.privacy.sweep import AttackerKey, Point
+from upconv.privacy.sweep import AttackerKey, Point, by_name
 from upconv.privacy.training_defenses import defended_encoder, train_defended
 
 
@@ -94,5 +94,5 @@ def train_adaptive(t: Trained, c: PrivacyConfig, point: Point, data: tuple[Data 
         key = AttackerKey.adaptive(attack, point)
         t.nets.setdefault(key, {}).update(trained.nets)
         t.health.setdefault(key, {}).update(trained.health)
-        health[attack] = {f"{k} {layer}": r for (k, layer), r in trained.health.items()}
+        health[attack] = by_name(trained.health)
     return health

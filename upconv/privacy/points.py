@@ -29,7 +29,7 @@ from upconv.privacy.point_training import adaptive_record, defended_unit, defend
 from upconv.privacy.resume import Resume, save_nets
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Trained, health_notes
-from upconv.privacy.sweep import MV_ATTACKS, TRAINED, AttackerKey, Point
+from upconv.privacy.sweep import MV_ATTACKS, TRAINED, AttackerKey, Point, by_key
 
 
 def points(c: PrivacyConfig, layers: list[str]) -> list[Point]:
@@ -130,7 +130,7 @@ class PointRunner:
         fresh = {}
         for attack, records in results["health"].items():
             key = AttackerKey.adaptive(attack, Point(kind, s, L))
-            fresh[key] = {tuple(k.split(" ", 1)): r for k, r in records.items()}
+            fresh[key] = by_key(records)
             self.t.health.setdefault(key, {}).update(fresh[key])
         self.t.notes += health_notes(fresh)
         return results

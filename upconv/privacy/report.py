@@ -20,6 +20,7 @@ from upconv.core.metrics import SSIM_DEFINITION
 from upconv.privacy.bounds import ASSUMPTIONS, bound_table
 from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import POINTS
+from upconv.privacy.sweep import NetKey
 
 COLS = (
     ["attack", "decoder", "layer", "defense", "strength", "attacker", "n", "floor_verdict"]
@@ -104,7 +105,7 @@ def health_table(result: PrivacyResult) -> str:
     lines = ["| attack | inverter | layer | health | recoveries | events |", "|---|---|---|---|---:|---|"]
     for attack, records in result.settings.get("inverter_health", {}).items():
         for key, r in records.items():
-            kind, layer = key.split(" ", 1)
+            kind, layer = NetKey.parse(key)
             events = "; ".join(f"step {e['step']}: {e['kind']}" for e in r["events"]) or "—"
             lines.append(f"| {attack} | {kind} | {layer} | {r['status']} | {r['recoveries']} | {events} |")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from upconv.core.files import check_out, load_torch_file
 from upconv.core.units import Unit, UnitStore, plain
 from upconv.nets.encoder import Encoder
 from upconv.privacy.attacks import build_inverter
+from upconv.privacy.sweep import by_key, by_name
 
 POINTS = "points"  # the unit store's folder inside a run folder
 
@@ -114,15 +115,14 @@ def cpu_state(module: nn.Module) -> dict[str, Tensor]:
 
 def save_nets(nets: Nets, folder: str, name: str = "inverters.pt") -> None:
     """Every inverse network's weights in one file, keyed "kind layer"."""
-    torch.save({f"{k} {L}": cpu_state(net) for (k, L), net in nets.items()}, os.path.join(folder, name))
+    torch.save(by_name({key: cpu_state(net) for key, net in nets.items()}), os.path.join(folder, name))
 
 
 def load_nets(encoder: Encoder, folder: str, width: int, name: str = "inverters.pt") -> Nets:
     """The inverse networks of ``save_nets``, rebuilt for ``encoder``'s layers, frozen, on its device."""
     states = load_torch_file(os.path.join(folder, name), "inverse networks of a finished unit")
     nets = {}
-    for key, state in states.items():
-        kind, layer = key.split(" ", 1)
+    for (kind, layer), state in by_key(states).items():
         net = build_inverter(kind, encoder, layer, width)
         net.load_state_dict(state)
         nets[(kind, layer)] = net.to(encoder.device).eval().requires_grad_(False)

@@ -34,7 +34,7 @@ from upconv.privacy.result import PrivacyResult
 from upconv.privacy.resume import Resume, open_store
 from upconv.privacy.splits import Data
 from upconv.privacy.stages import Clock, Trained, given_victim, run_training
-from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, AttackerKey
+from upconv.privacy.sweep import ATTACKS, ROLES, TRAINED, AttackerKey, by_name
 from upconv.privacy.verdicts import judge
 
 __all__ = ["ATTACKS", "PrivacyConfig", "PrivacyResult", "run_privacy"]
@@ -104,7 +104,7 @@ def run_privacy(
         c, t.victim, (x.to(t.device), eval_data[1].to(t.device)), (attacker_data, victim_data), rows, lp
     )
     settings = {**summary(c, t, layers, (eval_data, victim_data, attacker_data), lp), **checks}
-    settings["inverter_health"] = {str(a): {f"{k} {L}": rec for (k, L), rec in h.items()} for a, h in t.health.items()}
+    settings["inverter_health"] = {str(a): by_name(h) for a, h in t.health.items()}
     settings["timings_s"] = {k: round(v, 2) for k, v in resume.timings.items()}
     result = PrivacyResult(
         rows=rows,

@@ -24,7 +24,7 @@ from upconv.privacy.attacks import Inverters, InverterSettings, train_inverters
 from upconv.privacy.config import PrivacyConfig, white_box_upconvnet
 from upconv.privacy.resume import Resume, cpu_state, load_nets, load_state, save_nets, with_state
 from upconv.privacy.splits import Data
-from upconv.privacy.sweep import AttackerKey, Point
+from upconv.privacy.sweep import AttackerKey, Point, by_key, by_name
 from upconv.training.recipes import DecoderRecipe, train_classifier
 
 
@@ -160,7 +160,7 @@ def train_attack(
             torch.save(shadow, os.path.join(folder, "shadow.pt"))
         save_nets(trained.nets if trained else {}, folder)
         health = trained.health if trained else {}
-        return {"health": {f"{k} {L}": r for (k, L), r in health.items()}}
+        return {"health": by_name(health)}
 
     def load(folder: str, results: dict[str, Any]) -> None:
         target = t.victim
@@ -169,7 +169,7 @@ def train_attack(
             t.shadow = target = Encoder.from_model(with_state(arch, load_state(folder, "shadow.pt")), t.victim.name)
             t.shadow.to(t.device)
         t.nets[AttackerKey(attack)] = load_nets(target, folder, c.inverter_width)
-        t.health[AttackerKey(attack)] = {tuple(k.split(" ", 1)): r for k, r in results["health"].items()}
+        t.health[AttackerKey(attack)] = by_key(results["health"])
 
     stage = None if attack == "query_free" else f"train inverters {attack}"
     queries = (

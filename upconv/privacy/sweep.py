@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from upconv.privacy.inference_defenses import RANGES, check_strength
 
@@ -53,6 +53,32 @@ class Point(NamedTuple):
     defense: str
     strength: float | None
     layer: str
+
+
+class NetKey(NamedTuple):
+    """One inverse network of an attacker: its kind (``paper``, ``upconvnet``) and split layer. Its text,
+    ``"kind layer"``, names the network's weights in a unit's file and its health record in ``metrics.json``."""
+
+    kind: str
+    layer: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.layer}"
+
+    @classmethod
+    def parse(cls, text: str) -> NetKey:
+        kind, layer = text.split(" ", 1)
+        return cls(kind, layer)
+
+
+def by_name(per_net: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """``{(kind, layer): x}`` as files and ``metrics.json`` keep it: ``{"kind layer": x}``."""
+    return {str(NetKey(*key)): x for key, x in per_net.items()}
+
+
+def by_key(per_name: dict[str, Any]) -> dict[NetKey, Any]:
+    """The inverse of ``by_name``."""
+    return {NetKey.parse(name): x for name, x in per_name.items()}
 
 
 @dataclass(frozen=True)
