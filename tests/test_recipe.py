@@ -5,6 +5,7 @@ loops (a finite spike moves a decoder no more than an ordinary step)."""
 import dataclasses
 import inspect
 import sys
+from pathlib import Path
 from unittest import mock
 
 import lightning
@@ -29,7 +30,7 @@ RECIPE_FIELDS = {f.name for f in dataclasses.fields(DecoderRecipe)} | {
 # ---------------------------------------------------------------------- one value, one default per knob
 def test_every_knob_has_one_default_and_the_users_take_it_whole():
     module = inspect.signature(InversionModule)
-    assert not RECIPE_FIELDS - {"guard"} & set(module.parameters)  # no loose copy of a recipe field
+    assert not (RECIPE_FIELDS - {"guard"}) & set(module.parameters)  # no loose copy of a recipe field
     assert module.parameters["recipe"].default == DecoderRecipe()
     assert inspect.signature(HealthGuard).parameters["settings"].default == DecoderRecipe().guard
     assert inspect.signature(InverterSettings).parameters["recipe"].default == DecoderRecipe()
@@ -69,7 +70,9 @@ def test_a_checkpoint_with_the_older_loose_recipe_fields_loads_with_that_recipe(
     ckpt = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "pytorch-lightning_version": "2"}
     m.on_save_checkpoint(ckpt)
     torch.save(ckpt, tmp_path / "new.ckpt")
-    assert torch.load(tmp_path / "new.ckpt", weights_only=True)["hyper_parameters"]["recipe"]["guard"]["patience"] == 2
+    assert torch.load(tmp_path / "new.ckpt", weights_only=True)["hyper_parameters"]["recipe"]["guard"]["patience"] == (
+        GuardSettings().patience
+    )
 
 
 def _parse(args):
@@ -104,7 +107,9 @@ def test_the_command_line_reads_the_recipe_nested_and_an_older_config_loose(tmp_
 def test_a_classifiers_own_lr_is_not_taken_for_a_decoder_recipe(tmp_path, recwarn):
     from upconv.training.cli import legacy_recipe_args
 
-    args = ["--config", "configs/demo_encoder.yaml", "--model.init_args.lr=0.1"]
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo_encoder.yaml"
+    assert "lr" in yaml.safe_load(config.read_text())["model"]["init_args"]  # a classifier config with its own lr
+    args = ["--config", str(config), "--model.init_args.lr=0.1"]
     temporary = []
     assert legacy_recipe_args(args, temporary) == args and temporary == []
     assert not [w for w in recwarn if "decoder-recipe" in str(w.message)]

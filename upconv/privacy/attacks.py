@@ -87,8 +87,7 @@ def _check(images: Tensor | None, s: InverterSettings) -> dict[str, float]:
         raise ValueError(
             f"kind_lr must give positive rates for inverse-network kinds ({', '.join(DECODERS)}); got {s.kind_lr}"
         )
-    rates = {k: given.get(k, s.recipe.lr) for k in s.kinds}
-    return rates
+    return {k: given.get(k, s.recipe.lr) for k in s.kinds}
 
 
 def _queries(
